@@ -1,0 +1,254 @@
+//! The `kiln` command line.
+
+use clap::{Args, Parser, Subcommand};
+use kiln_engine::cluster::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
+use kiln_engine::io::{FileFormat, read_table};
+use kiln_engine::schema::ReferenceSchema;
+use kiln_engine::storage::parse_location;
+use kiln_engine::{KilnError, KilnSession, Master, Result};
+use kiln_pipelines::LoadedConfig;
+use kiln_pipelines::runner::{self, RunOptions};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "Batch ML pipelines on DataFusion and Ballista", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline, spark-submit style.
+    #[command(after_help = "Examples:\n  kiln submit configs/indoor_outdoor.yaml\n  kiln submit --master df://127.0.0.1:50050 --conf kiln.storage.root=s3://lake/prod configs/indoor_outdoor.yaml\n\nExit codes: 0 success, 1 the pipeline failed while running, 2 usage or configuration error.")]
+    Submit(SubmitArgs),
+    /// Check a config (syntax, classnames, parameters, dependencies) without running it.
+    #[command(after_help = "Example:\n  kiln validate configs/indoor_outdoor.yaml")]
+    Validate {
+        /// The pipeline config (YAML).
+        config: String,
+    },
+    /// Print the JSON Schema of the pipeline config format.
+    #[command(after_help = "Example:\n  kiln schema > kiln-pipeline.schema.json")]
+    Schema,
+    /// Print a reference-schema file (JSON) for existing data.
+    #[command(name = "infer-schema", after_help = "Example:\n  kiln infer-schema lake/raw/training/ > lake/schema/training.json")]
+    InferSchema {
+        /// A file, directory or glob; a local path or a URI.
+        data_path: String,
+        #[arg(long, value_enum, default_value = "parquet")]
+        format: FormatArg,
+    },
+    /// Generate synthetic data from a rule file.
+    #[command(after_help = "Example:\n  kiln generate configs/generators/indoor_outdoor.yaml --rows 1000000 --seed 42 --out lake/raw/training/")]
+    Generate {
+        /// The rule file (YAML).
+        rules: String,
+        #[arg(long)]
+        rows: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output directory: a local path or a URI (s3://, az://, abfss://).
+        #[arg(long)]
+        out: String,
+        #[arg(long, value_enum, default_value = "parquet")]
+        format: FormatArg,
+    },
+    /// Run a Ballista scheduler with kiln's functions.
+    #[command(after_help = "Example:\n  kiln scheduler --bind-host 0.0.0.0 --bind-port 50050")]
+    Scheduler {
+        #[arg(long, default_value = "127.0.0.1")]
+        bind_host: String,
+        /// 0 picks a free port (printed on stdout).
+        #[arg(long, default_value_t = 50050)]
+        bind_port: u16,
+        /// Host name executors and clients use to reach this scheduler.
+        #[arg(long)]
+        external_host: Option<String>,
+    },
+    /// Run a Ballista executor with kiln's functions.
+    #[command(after_help = "Example:\n  kiln executor --scheduler-host 127.0.0.1 --scheduler-port 50050 --bind-port 50051 --grpc-port 50052 --vcores 2")]
+    Executor {
+        #[arg(long, default_value = "127.0.0.1")]
+        scheduler_host: String,
+        #[arg(long, default_value_t = 50050)]
+        scheduler_port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        bind_host: String,
+        /// Arrow Flight port (shuffle data).
+        #[arg(long, default_value_t = 50051)]
+        bind_port: u16,
+        /// gRPC port (task control).
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Concurrent tasks; 0 uses every core.
+        #[arg(long, default_value_t = 0)]
+        vcores: usize,
+        /// Directory for shuffle files.
+        #[arg(long)]
+        work_dir: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    /// local, local[N], local[*] or df://HOST:PORT (a Ballista scheduler).
+    #[arg(long, default_value = "local[*]")]
+    master: String,
+    /// Overrides the pipeline name.
+    #[arg(long)]
+    name: Option<String>,
+    /// key=value: kiln.storage.root=URI, or any DataFusion setting.
+    #[arg(long = "conf", value_name = "KEY=VALUE")]
+    conf: Vec<String>,
+    /// Run only this task, against existing upstream outputs.
+    #[arg(long)]
+    only: Option<String>,
+    /// Rerun this task and everything downstream of it.
+    #[arg(long)]
+    from: Option<String>,
+    /// The pipeline config (YAML).
+    config: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Parquet,
+    Csv,
+}
+
+impl From<FormatArg> for FileFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Parquet => FileFormat::Parquet,
+            FormatArg::Csv => FileFormat::Csv,
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn submit(args: SubmitArgs) -> Result<()> {
+    let master: Master = args.master.parse()?;
+    let conf = args
+        .conf
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| KilnError::config_fix(format!("invalid --conf '{kv}'"), "write --conf key=value"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let loaded = LoadedConfig::from_file(&args.config)?;
+    let options = RunOptions { master, name: args.name, conf, only: args.only, from: args.from };
+    let report = runner::run(&loaded, &options, &kiln_pipelines::extensions()).await?;
+    eprintln!("run {} succeeded: {} task(s)", report.run_id, report.tasks.len());
+    Ok(())
+}
+
+fn validate(config: &str) -> Result<()> {
+    let loaded = LoadedConfig::from_file(config)?;
+    let (graph, tasks) = runner::plan(&loaded)?;
+    let root = kiln_engine::storage::Lake::new(&loaded.config.storage.root)?;
+    for &i in &graph.order {
+        for input in tasks[i].inputs() {
+            if input.starts_with("task:") {
+                continue;
+            }
+            let url = root.resolve(&input)?;
+            if let Some(path) = kiln_engine::storage::local_path(&url) {
+                let produced = loaded.config.processing_tasks.iter().any(|t| {
+                    serde_yaml_ng::to_string(&t.transformation_parameters).is_ok_and(|s| s.contains(input.trim_end_matches('/')))
+                });
+                if !produced && !path.exists() && !input.contains('*') {
+                    eprintln!("warning: task '{}': input {url} does not exist yet", loaded.config.processing_tasks[i].name);
+                }
+            }
+        }
+    }
+    println!("{}: OK ({} tasks)", config, graph.order.len());
+    Ok(())
+}
+
+async fn infer_schema(data_path: &str, format: FileFormat) -> Result<()> {
+    let url = parse_location(data_path, None)?;
+    let session = KilnSession::connect(&Master::Local { partitions: 1 }, &kiln_pipelines::extensions()).await?;
+    let df = read_table(&session, &url, format).await?;
+    println!("{}", ReferenceSchema::from_arrow(df.schema().as_arrow()).to_json());
+    Ok(())
+}
+
+async fn generate(rules: &str, rows: usize, seed: u64, out: &str, format: FileFormat) -> Result<()> {
+    use kiln_engine::io::{OutputFormat, ParquetWriteOptions};
+    use kiln_engine::synth::{Generator, Rules, write_generated};
+    let text = std::fs::read_to_string(rules).map_err(|e| KilnError::config(format!("cannot read rules {rules}: {e}")))?;
+    let generator = std::sync::Arc::new(Generator::new(Rules::from_yaml(&text, rules)?, seed, rows)?);
+    let mut url = parse_location(out, None)?;
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    let session = KilnSession::connect(&Master::Local { partitions: 1 }, &kiln_pipelines::extensions()).await?;
+    let format = match format {
+        FileFormat::Parquet => OutputFormat::Parquet(ParquetWriteOptions::default()),
+        FileFormat::Csv => OutputFormat::Csv,
+    };
+    let started = std::time::Instant::now();
+    let summary = write_generated(&session, generator, &url, &format).await?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("{} rows -> {url} in {secs:.2}s ({:.2}M rows/s)", summary.rows, summary.rows as f64 / secs / 1e6);
+    Ok(())
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Submit(args) => submit(args).await,
+        Command::Validate { config } => validate(&config),
+        Command::Schema => {
+            let names = kiln_pipelines::tasks::classnames();
+            println!("{}", serde_json::to_string_pretty(&kiln_pipelines::config::json_schema(&names)).unwrap_or_default());
+            Ok(())
+        }
+        Command::InferSchema { data_path, format } => infer_schema(&data_path, format.into()).await,
+        Command::Generate { rules, rows, seed, out, format } => generate(&rules, rows, seed, &out, format.into()).await,
+        Command::Scheduler { bind_host, bind_port, external_host } => {
+            run_scheduler(SchedulerOptions { bind_host, bind_port, external_host }, kiln_pipelines::extensions()).await
+        }
+        Command::Executor { scheduler_host, scheduler_port, bind_host, bind_port, grpc_port, external_host, vcores, work_dir } => {
+            run_executor(
+                ExecutorOptions { scheduler_host, scheduler_port, bind_host, bind_port, grpc_port, external_host, vcores, work_dir },
+                kiln_pipelines::extensions(),
+            )
+            .await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Scheduler { .. } | Command::Executor { .. } => "info",
+        _ => "warn",
+    };
+    init_logging(default_log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

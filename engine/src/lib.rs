@@ -1,0 +1,28 @@
+//! # kiln-engine
+//!
+//! The data layer of kiln, with no knowledge of machine learning:
+//!
+//! * [`master::Master`] parses spark-submit style `--master` URLs;
+//! * [`session::KilnSession`] wraps a DataFusion `SessionContext`, local or
+//!   connected to a Ballista cluster, with [`session::KilnExtensions`] (the
+//!   functions every kiln process installs);
+//! * [`storage`] resolves lake paths and creates object stores (local, S3 /
+//!   MinIO, Azure) on demand;
+//! * [`io`] reads CSV / Parquet, joins tables and writes Parquet atomically;
+//! * [`schema`] validates data against a reference schema;
+//! * [`cluster`] runs Ballista schedulers and executors in-process;
+//! * [`error::KilnError`] classifies every failure by whose fault it is.
+
+pub mod artifacts;
+pub mod cluster;
+pub mod error;
+pub mod io;
+pub mod master;
+pub mod schema;
+pub mod session;
+pub mod storage;
+pub mod synth;
+
+pub use error::{KilnError, Result};
+pub use master::Master;
+pub use session::{KilnExtensions, KilnSession};

@@ -1,0 +1,143 @@
+//! One session abstraction over a DataFusion `SessionContext`: in-process
+//! (`local[N]`) or a remote Ballista cluster (`df://host:port`).
+
+use crate::error::{KilnError, Result};
+use crate::master::Master;
+use crate::storage::LakeObjectStoreRegistry;
+use ballista::prelude::SessionContextExt;
+use ballista_core::extension::SessionConfigExt;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Functions a kiln process adds to DataFusion. The same set is installed on
+/// the client, the scheduler and every executor, so plans that use them can
+/// be serialized by name and run anywhere.
+#[derive(Debug, Clone, Default)]
+pub struct KilnExtensions {
+    pub scalar_udfs: Vec<Arc<ScalarUDF>>,
+}
+
+impl KilnExtensions {
+    pub fn with_udf(mut self, udf: ScalarUDF) -> Self {
+        self.scalar_udfs.push(Arc::new(udf));
+        self
+    }
+
+    pub fn extend(mut self, other: KilnExtensions) -> Self {
+        self.scalar_udfs.extend(other.scalar_udfs);
+        self
+    }
+
+    pub(crate) fn install(&self, builder: SessionStateBuilder) -> SessionStateBuilder {
+        let mut builder = builder;
+        if let Some(fns) = builder.scalar_functions() {
+            fns.extend(self.scalar_udfs.iter().cloned());
+        }
+        builder
+    }
+
+    /// Ballista's function registry with kiln's functions added.
+    pub fn ballista_registry(&self) -> ballista_core::registry::BallistaFunctionRegistry {
+        let mut registry = ballista_core::registry::BallistaFunctionRegistry::default();
+        for udf in &self.scalar_udfs {
+            registry
+                .scalar_functions
+                .insert(udf.name().to_string(), Arc::clone(udf));
+        }
+        registry
+    }
+}
+
+/// The runtime every kiln process uses: the lake object-store registry.
+pub fn lake_runtime(stores: Arc<LakeObjectStoreRegistry>) -> datafusion::error::Result<Arc<RuntimeEnv>> {
+    RuntimeEnvBuilder::new()
+        .with_object_store_registry(stores)
+        .build_arc()
+}
+
+/// A connected session.
+#[derive(Clone)]
+pub struct KilnSession {
+    ctx: SessionContext,
+    master: Master,
+    stores: Arc<LakeObjectStoreRegistry>,
+}
+
+impl std::fmt::Debug for KilnSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KilnSession").field("master", &self.master).finish()
+    }
+}
+
+impl KilnSession {
+    /// Creates a session for `master`. For a Ballista master this first
+    /// checks that the scheduler answers, so a wrong address fails fast.
+    pub async fn connect(master: &Master, extensions: &KilnExtensions) -> Result<Self> {
+        let stores = Arc::new(LakeObjectStoreRegistry::new());
+        let runtime = lake_runtime(Arc::clone(&stores))?;
+        let ctx = match master {
+            Master::Local { partitions } => {
+                let config = SessionConfig::new()
+                    .with_target_partitions(*partitions)
+                    .with_information_schema(true);
+                let builder = SessionStateBuilder::new()
+                    .with_default_features()
+                    .with_config(config)
+                    .with_runtime_env(runtime);
+                SessionContext::new_with_state(extensions.install(builder).build())
+            }
+            Master::Ballista { host, port } => {
+                check_reachable(host, *port).await?;
+                let config = SessionConfig::new_with_ballista().with_information_schema(true);
+                let builder = SessionStateBuilder::new()
+                    .with_default_features()
+                    .with_config(config)
+                    .with_runtime_env(runtime);
+                let state = extensions.install(builder).build();
+                SessionContext::remote_with_state(&format!("df://{host}:{port}"), state)
+                    .await
+                    .map_err(|e| KilnError::Cluster {
+                        message: format!("cannot connect to {master}: {e}"),
+                        fix: None,
+                    })?
+            }
+        };
+        Ok(KilnSession {
+            ctx,
+            master: master.clone(),
+            stores,
+        })
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn master(&self) -> &Master {
+        &self.master
+    }
+
+    pub fn stores(&self) -> &LakeObjectStoreRegistry {
+        &self.stores
+    }
+}
+
+async fn check_reachable(host: &str, port: u16) -> Result<()> {
+    let addr = format!("{host}:{port}");
+    let attempt = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&addr)).await;
+    let reason = match attempt {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer within 5 s".to_string(),
+    };
+    Err(KilnError::Cluster {
+        message: format!("cannot reach the Ballista scheduler at df://{addr}: {reason}"),
+        fix: Some(format!(
+            "start one with `kiln scheduler --bind-port {port}` or correct --master"
+        )),
+    })
+}

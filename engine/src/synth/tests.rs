@@ -1,0 +1,158 @@
+use super::*;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, Int64Type};
+
+const RULES: &str = r#"
+entity: { column: device_id, mean_rows: 200, sigma: 0.3 }
+latent:
+  - { name: state, states: [indoor, outdoor], weights: [0.6, 0.4], mean_run: [40, 20], keep: true }
+columns:
+  - name: sample_id
+    gen: { unique_id: { start: 1 } }
+  - name: ts
+    gen: { timestamp_sequence: { start: "2023-06-01T00:00:00Z", end: "2023-06-30T00:00:00Z", min_gap_s: 5, max_gap_s: 120 } }
+  - name: rsrp
+    when:
+      - if: { eq: [state, indoor] }
+        gen: { normal: { mean: -105, std: 8 } }
+    gen: { normal: { mean: -95, std: 8 } }
+    null_fraction: 0.1
+  - name: network
+    gen: { categorical: { values: [LTE, NR, GSM], weights: [0.5, 0.3, 0.2] } }
+  - name: wifi
+    when:
+      - if: { and: [{ eq: [state, indoor] }, { not: { eq: [network, GSM] } }] }
+        gen: { bool: { p: 1.0 } }
+    gen: { bool: { p: 0.0 } }
+  - name: speed
+    gen: { exponential: { rate: 0.5, max: 30, round: 2 } }
+  - name: label
+    type: int32
+    sql: "CASE WHEN state = 'indoor' THEN 1 ELSE 0 END"
+  - name: label_twice
+    type: int64
+    sql: "label * 2"
+"#;
+
+fn generate(rules: &str, rows: usize, seed: u64) -> Result<Vec<RecordBatch>> {
+    let g = Generator::new(Rules::from_yaml(rules, "rules.yaml")?, seed, rows)?;
+    let mut out = Vec::new();
+    g.generate(|b| {
+        out.push(b);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn concat(batches: &[RecordBatch]) -> RecordBatch {
+    arrow::compute::concat_batches(&batches[0].schema(), batches).expect("concat")
+}
+
+/// Kolmogorov-Smirnov statistic against the normal CDF.
+fn ks_normal(mut xs: Vec<f64>, mean: f64, std: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len() as f64;
+    let cdf = |x: f64| 0.5 * (1.0 + erf((x - mean) / (std * std::f64::consts::SQRT_2)));
+    xs.iter().enumerate().map(|(i, x)| {
+        let c = cdf(*x);
+        (c - i as f64 / n).abs().max(((i + 1) as f64 / n - c).abs())
+    }).fold(0.0, f64::max)
+}
+
+fn erf(x: f64) -> f64 {
+    // Abramowitz-Stegun 7.1.26 (error < 1.5e-7).
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let y = 1.0 - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t + 0.254_829_592) * t * (-x * x).exp();
+    if x >= 0.0 { y } else { -y }
+}
+
+#[test]
+fn generated_data_follows_its_rules() -> Result<()> {
+    let rows = 200_000;
+    let b = concat(&generate(RULES, rows, 42)?);
+    assert_eq!(b.num_rows(), rows);
+    let state = b.column_by_name("state").expect("state").as_string::<i32>();
+    let rsrp = b.column_by_name("rsrp").expect("rsrp").as_primitive::<Float64Type>();
+    let net = b.column_by_name("network").expect("network").as_string::<i32>();
+    let wifi = b.column_by_name("wifi").expect("wifi").as_boolean();
+    let label = b.column_by_name("label").expect("label");
+    let twice = b.column_by_name("label_twice").expect("twice").as_primitive::<Int64Type>();
+    let ids = b.column_by_name("sample_id").expect("id").as_primitive::<Int64Type>();
+    let dev = b.column_by_name("device_id").expect("dev").as_primitive::<Int64Type>();
+    let ts = b.column_by_name("ts").expect("ts").as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+
+    // Null fraction within 3 sigma.
+    let nulls = rsrp.null_count() as f64 / rows as f64;
+    assert!((nulls - 0.1).abs() < 0.005, "null fraction {nulls}");
+    // Conditional distributions: KS against the configured normals.
+    let (mut ins, mut outs) = (Vec::new(), Vec::new());
+    for i in 0..rows {
+        if rsrp.is_valid(i) {
+            if state.value(i) == "indoor" { ins.push(rsrp.value(i)) } else { outs.push(rsrp.value(i)) }
+        }
+    }
+    assert!(ks_normal(ins, -105.0, 8.0) < 0.01);
+    assert!(ks_normal(outs, -95.0, 8.0) < 0.01);
+    // Category weights.
+    for (v, w) in [("LTE", 0.5), ("NR", 0.3), ("GSM", 0.2)] {
+        let f = (0..rows).filter(|&i| net.value(i) == v).count() as f64 / rows as f64;
+        assert!((f - w).abs() < 0.01, "{v}: {f}");
+    }
+    // Compound conditions hold on every row; SQL columns follow their inputs.
+    for i in 0..rows {
+        let expect = state.value(i) == "indoor" && net.value(i) != "GSM";
+        assert_eq!(wifi.value(i), expect, "row {i}");
+        let l = arrow::compute::cast(label, &DataType::Int64).expect("cast");
+        assert_eq!(twice.value(i), 2 * l.as_primitive::<Int64Type>().value(i));
+        assert_eq!(ids.value(i), i as i64 + 1);
+        if i > 0 && dev.value(i) == dev.value(i - 1) {
+            let gap = ts.value(i) - ts.value(i - 1);
+            assert!((5_000..=120_000).contains(&gap), "gap {gap}");
+        }
+    }
+    // Markov runs: mean run lengths near the configured 40 / 20 (runs cut
+    // by entity ends are excluded).
+    let mut runs: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+    let mut start = 0;
+    for i in 1..=rows {
+        let boundary = i == rows || dev.value(i) != dev.value(i - 1);
+        if boundary || state.value(i) != state.value(i - 1) {
+            let entity_start = start == 0 || dev.value(start) != dev.value(start - 1);
+            if !boundary && !entity_start {
+                runs[usize::from(state.value(start) != "indoor")].push(i - start);
+            }
+            start = i;
+        }
+    }
+    for (k, expected) in [(0, 40.0), (1, 20.0)] {
+        let mean = runs[k].iter().sum::<usize>() as f64 / runs[k].len() as f64;
+        assert!((mean - expected).abs() / expected < 0.08, "state {k}: mean run {mean}, expected {expected}");
+    }
+    Ok(())
+}
+
+#[test]
+fn output_is_deterministic_whatever_the_thread_count() -> Result<()> {
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(|e| KilnError::config(e.to_string()))?;
+    let a = one.install(|| generate(RULES, 150_000, 7))?;
+    let b = generate(RULES, 150_000, 7)?;
+    assert_eq!(concat(&a), concat(&b));
+    let c = generate(RULES, 150_000, 8)?;
+    assert_ne!(concat(&a), concat(&c));
+    Ok(())
+}
+
+#[test]
+fn invalid_rules_name_the_rule() {
+    let cases = [
+        (RULES.replace("{ eq: [state, indoor] }\n        gen: { normal", "{ eq: [stat, indoor] }\n        gen: { normal"), "rule for column 'rsrp': condition refers to unknown column 'stat'"),
+        (RULES.replace("weights: [0.5, 0.3, 0.2]", "weights: [0.5, 0.3, 0.3]"), "rule for column 'network': categorical weights sum to 1.1"),
+        (RULES.replace("rate: 0.5, max: 30", "rate: 0.5, min: 40, max: 30"), "rule for column 'speed': min 40 > max 30"),
+        (RULES.replace("sql: \"label * 2\"", "sql: \"label * 2\"\n  - name: a\n    type: int64\n    sql: \"b + 1\"\n  - name: b\n    type: int64\n    sql: \"a + 1\""), "sql columns form a cycle: a -> b"),
+    ];
+    for (text, expected) in cases {
+        let err = Rules::from_yaml(&text, "r.yaml").and_then(|r| Generator::new(r, 1, 10).map(|_| ())).expect_err(expected);
+        assert!(err.to_string().contains(expected), "expected '{expected}' in: {err}");
+        assert_eq!(err.exit_code(), 2);
+    }
+}

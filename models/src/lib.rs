@@ -1,0 +1,30 @@
+//! # kiln-models
+//!
+//! Tree learners and everything around them:
+//!
+//! * [`data`] bins features into compact codes (quantiles, ≤ 256 bins, bin 0 = missing);
+//! * [`tree`] grows histogram trees (rayon, sibling subtraction, learned
+//!   default direction for missing values) for both learners;
+//! * [`gbt::GbtParams`] → [`gbt::GbtModel`] and [`rf::RfParams`] → [`rf::RfModel`]:
+//!   validated params and fitted models are different types (linfa style);
+//! * [`tuning`] expands grids and runs `CrossValidator` / `TrainValidationSplit`
+//!   over several competing estimators;
+//! * [`metrics`] computes Spark's classification metrics;
+//! * [`model::ModelArtifact`] is the versioned, deployable artifact;
+//! * [`predict_udf`] is the `kiln_predict` UDF that runs on executors.
+
+pub mod data;
+pub mod frame;
+pub mod gbt;
+pub mod metrics;
+pub mod model;
+pub mod predict_udf;
+pub mod report;
+pub mod rf;
+pub mod tree;
+pub mod tuning;
+
+/// The functions this crate needs on every kiln process.
+pub fn extensions() -> kiln_engine::KilnExtensions {
+    kiln_engine::KilnExtensions::default().with_udf(predict_udf::predict_udf())
+}

@@ -1,0 +1,226 @@
+//! `RandomForestClassifier`: bootstrap (Poisson) or subsampled trees grown
+//! in parallel, per-node feature subsets, gini or entropy impurity; the
+//! probability is the average of the trees' leaf class distributions.
+
+use crate::data::{Binned, Dataset};
+use crate::tree::{FeatureSubset, GrowParams, Objective, Tree, grow, poisson};
+use kiln_engine::{KilnError, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Impurity {
+    Gini,
+    Entropy,
+}
+
+/// Validated random-forest hyperparameters (Spark names and defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RfParams {
+    pub num_trees: usize,
+    pub max_depth: usize,
+    pub bootstrap: bool,
+    pub subsampling_rate: f64,
+    /// auto (sqrt for a forest), all, onethird, sqrt, log2, a fraction or an integer.
+    pub feature_subset_strategy: String,
+    pub impurity: Impurity,
+    pub min_instances_per_node: usize,
+    pub min_info_gain: f64,
+    pub max_bins: usize,
+    pub seed: u64,
+}
+
+impl Default for RfParams {
+    fn default() -> Self {
+        RfParams {
+            num_trees: 20,
+            max_depth: 5,
+            bootstrap: true,
+            subsampling_rate: 1.0,
+            feature_subset_strategy: "auto".into(),
+            impurity: Impurity::Gini,
+            min_instances_per_node: 1,
+            min_info_gain: 0.0,
+            max_bins: 32,
+            seed: 42,
+        }
+    }
+}
+
+/// Features per node for a strategy.
+pub fn feature_subset(strategy: &str, n: usize, forest: bool) -> Result<usize> {
+    let n_f = n as f64;
+    let k = match strategy {
+        "auto" => {
+            if forest { n_f.sqrt().ceil() as usize } else { n }
+        }
+        "all" => n,
+        "sqrt" => n_f.sqrt().ceil() as usize,
+        "log2" => n_f.log2().ceil().max(1.0) as usize,
+        "onethird" => (n_f / 3.0).ceil() as usize,
+        s => {
+            if let Ok(i) = s.parse::<usize>() {
+                i
+            } else if let Ok(f) = s.parse::<f64>() {
+                if !(f > 0.0 && f <= 1.0) {
+                    return Err(KilnError::config(format!("featureSubsetStrategy fraction {f} must be in (0, 1]")));
+                }
+                (f * n_f).ceil() as usize
+            } else {
+                return Err(KilnError::config_fix(
+                    format!("unknown featureSubsetStrategy '{s}'"),
+                    "use auto, all, onethird, sqrt, log2, a fraction in (0, 1] or an integer",
+                ));
+            }
+        }
+    };
+    Ok(k.clamp(1, n.max(1)))
+}
+
+impl RfParams {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(KilnError::config(format!("RandomForestClassifier: {m}")));
+        if self.num_trees == 0 {
+            return bad("numTrees must be >= 1".into());
+        }
+        if self.max_depth > 30 {
+            return bad(format!("maxDepth {} is above 30", self.max_depth));
+        }
+        if !(self.subsampling_rate > 0.0 && self.subsampling_rate <= 1.0) {
+            return bad(format!("subsamplingRate {} must be in (0, 1]", self.subsampling_rate));
+        }
+        if !(2..=256).contains(&self.max_bins) {
+            return bad(format!("maxBins {} must be in 2..=256", self.max_bins));
+        }
+        feature_subset(&self.feature_subset_strategy, 10, true)?;
+        Ok(())
+    }
+
+    pub fn fit(&self, data: &Dataset) -> Result<RfModel> {
+        self.validate()?;
+        let k = data.validate(false)?;
+        let binned = Binned::new(data, self.max_bins)?;
+        let n = data.n_rows();
+        let nf = data.n_features();
+        let per_node = feature_subset(&self.feature_subset_strategy, nf, self.num_trees > 1)?;
+        let subset = if per_node >= nf { FeatureSubset::All } else { FeatureSubset::Count(per_node) };
+        let grown: Vec<(Tree, Vec<f64>)> = (0..self.num_trees)
+            .into_par_iter()
+            .map(|t| {
+                let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let mut weights = vec![0.0f64; n];
+                let mut rows = Vec::with_capacity(n);
+                for (r, w) in weights.iter_mut().enumerate() {
+                    *w = if self.bootstrap {
+                        poisson(&mut rng, self.subsampling_rate) as f64
+                    } else if self.subsampling_rate >= 1.0 || rng.random::<f64>() < self.subsampling_rate {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                    if *w > 0.0 {
+                        rows.push(r as u32);
+                    }
+                }
+                let obj = ClassCounts { labels: &data.labels, weights: &weights, k, impurity: self.impurity };
+                let params = GrowParams {
+                    max_depth: self.max_depth,
+                    min_instances: self.min_instances_per_node as f64,
+                    min_gain: self.min_info_gain,
+                    subset,
+                    parallel: false,
+                };
+                let mut importance = vec![0.0; nf];
+                let tree = grow(&binned, rows, &obj, &params, &mut rng, &mut importance);
+                (tree, importance)
+            })
+            .collect();
+        let mut importance = vec![0.0; nf];
+        let mut trees = Vec::with_capacity(grown.len());
+        for (t, imp) in grown {
+            let s: f64 = imp.iter().sum();
+            if s > 0.0 {
+                for (a, b) in importance.iter_mut().zip(&imp) {
+                    *a += b / s;
+                }
+            }
+            trees.push(t);
+        }
+        let s: f64 = importance.iter().sum();
+        if s > 0.0 {
+            importance.iter_mut().for_each(|x| *x /= s);
+        }
+        Ok(RfModel { num_classes: k, trees, feature_importances: importance })
+    }
+}
+
+/// Weighted class counts per bin.
+struct ClassCounts<'a> {
+    labels: &'a [u32],
+    weights: &'a [f64],
+    k: usize,
+    impurity: Impurity,
+}
+
+impl ClassCounts<'_> {
+    fn impurity_of(&self, s: &[f64]) -> f64 {
+        let n: f64 = s.iter().sum();
+        if n <= 0.0 {
+            return 0.0;
+        }
+        match self.impurity {
+            Impurity::Gini => 1.0 - s.iter().map(|c| (c / n) * (c / n)).sum::<f64>(),
+            Impurity::Entropy => -s.iter().filter(|c| **c > 0.0).map(|c| (c / n) * (c / n).log2()).sum::<f64>(),
+        }
+    }
+}
+
+impl Objective for ClassCounts<'_> {
+    fn width(&self) -> usize {
+        self.k
+    }
+    fn accumulate(&self, codes: &[u8], rows: &[u32], hist: &mut [f64]) {
+        for &r in rows {
+            let r = r as usize;
+            hist[codes[r] as usize * self.k + self.labels[r] as usize] += self.weights[r];
+        }
+    }
+    fn count(&self, s: &[f64]) -> f64 {
+        s.iter().sum()
+    }
+    fn gain(&self, l: &[f64], r: &[f64], p: &[f64]) -> Option<f64> {
+        let (nl, nr) = (self.count(l), self.count(r));
+        let n = nl + nr;
+        Some(self.impurity_of(p) - (nl / n) * self.impurity_of(l) - (nr / n) * self.impurity_of(r))
+    }
+    fn leaf_value(&self, s: &[f64]) -> Vec<f64> {
+        let n: f64 = s.iter().sum();
+        s.iter().map(|c| if n > 0.0 { c / n } else { 1.0 / self.k as f64 }).collect()
+    }
+}
+
+/// A fitted forest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RfModel {
+    pub num_classes: usize,
+    pub trees: Vec<Tree>,
+    pub feature_importances: Vec<f64>,
+}
+
+impl RfModel {
+    pub fn predict_proba(&self, row: &dyn Fn(usize) -> f64) -> Vec<f64> {
+        let mut p = vec![0.0; self.num_classes];
+        for t in &self.trees {
+            for (a, b) in p.iter_mut().zip(t.leaf(row)) {
+                *a += b;
+            }
+        }
+        let n = self.trees.len() as f64;
+        p.iter_mut().for_each(|x| *x /= n);
+        p
+    }
+}

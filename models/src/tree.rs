@@ -1,0 +1,255 @@
+//! Histogram tree growing shared by GBT and random forest: per-feature
+//! histograms built in parallel (rayon), the sibling-subtraction trick, and a
+//! learned default direction for missing values.
+
+use crate::data::Binned;
+use rand::Rng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// A node of a fitted tree. Leaves carry `value` (a score for GBT, a class
+/// distribution for random forest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    #[serde(rename = "f")]
+    pub feature: u32,
+    /// Go left when `x <= threshold`.
+    #[serde(rename = "t")]
+    pub threshold: f64,
+    /// Where missing values (NaN) go.
+    #[serde(rename = "d")]
+    pub default_left: bool,
+    #[serde(rename = "l")]
+    pub left: u32,
+    #[serde(rename = "r")]
+    pub right: u32,
+    #[serde(rename = "v", default, skip_serializing_if = "Vec::is_empty")]
+    pub value: Vec<f64>,
+}
+
+impl Node {
+    fn leaf(value: Vec<f64>) -> Self {
+        Node { feature: 0, threshold: 0.0, default_left: true, left: 0, right: 0, value }
+    }
+
+    pub fn is_leaf(&self) -> bool {
+        self.left == 0 && self.right == 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    /// The leaf value for one row of raw features.
+    #[inline]
+    pub fn leaf<'a>(&'a self, row: &dyn Fn(usize) -> f64) -> &'a [f64] {
+        let mut i = 0usize;
+        loop {
+            let n = &self.nodes[i];
+            if n.is_leaf() {
+                return &n.value;
+            }
+            let x = row(n.feature as usize);
+            let left = if x.is_nan() { n.default_left } else { x <= n.threshold };
+            i = if left { n.left as usize } else { n.right as usize };
+        }
+    }
+
+    pub fn depth(&self) -> usize {
+        fn d(t: &Tree, i: usize) -> usize {
+            let n = &t.nodes[i];
+            if n.is_leaf() { 0 } else { 1 + d(t, n.left as usize).max(d(t, n.right as usize)) }
+        }
+        d(self, 0)
+    }
+}
+
+/// What a learner optimizes: per-bin statistics, split gain and leaf value.
+pub(crate) trait Objective: Sync {
+    /// Statistics per bin.
+    fn width(&self) -> usize;
+    /// Adds the statistics of `rows` into `hist` (`width` values per bin).
+    fn accumulate(&self, codes: &[u8], rows: &[u32], hist: &mut [f64]);
+    /// Instance count (weighted) of a statistics vector.
+    fn count(&self, stats: &[f64]) -> f64;
+    /// Gain of splitting `parent` into `left` and `right`; `None` if invalid.
+    fn gain(&self, left: &[f64], right: &[f64], parent: &[f64]) -> Option<f64>;
+    fn leaf_value(&self, stats: &[f64]) -> Vec<f64>;
+}
+
+/// How many features each node considers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum FeatureSubset {
+    All,
+    Count(usize),
+}
+
+pub(crate) struct GrowParams {
+    pub max_depth: usize,
+    pub min_instances: f64,
+    pub min_gain: f64,
+    pub subset: FeatureSubset,
+    /// Build histograms with rayon (off inside already-parallel forests).
+    pub parallel: bool,
+}
+
+struct Split {
+    feature: usize,
+    bin: usize,
+    default_left: bool,
+    gain: f64,
+}
+
+struct Pending {
+    node: usize,
+    rows: Vec<u32>,
+    hist: Vec<f64>,
+    depth: usize,
+}
+
+/// Grows one tree on `rows`; adds split gains to `importance`.
+pub(crate) fn grow(binned: &Binned, rows: Vec<u32>, obj: &dyn Objective, p: &GrowParams, rng: &mut ChaCha8Rng, importance: &mut [f64]) -> Tree {
+    let w = obj.width();
+    let offsets: Vec<usize> = binned
+        .bins
+        .iter()
+        .scan(0usize, |acc, b| {
+            let o = *acc;
+            *acc += b.n_bins() * w;
+            Some(o)
+        })
+        .collect();
+    let total = offsets.last().map(|o| o + binned.bins.last().map(|b| b.n_bins() * w).unwrap_or(0)).unwrap_or(0);
+    let build = |rows: &[u32]| -> Vec<f64> {
+        let mut hist = vec![0.0; total];
+        let mut slices: Vec<&mut [f64]> = Vec::with_capacity(offsets.len());
+        let mut rest: &mut [f64] = &mut hist;
+        for b in &binned.bins {
+            let (head, tail) = rest.split_at_mut(b.n_bins() * w);
+            slices.push(head);
+            rest = tail;
+        }
+        if p.parallel && rows.len() > 4096 {
+            slices.into_par_iter().enumerate().for_each(|(f, h)| obj.accumulate(&binned.codes[f], rows, h));
+        } else {
+            for (f, h) in slices.into_iter().enumerate() {
+                obj.accumulate(&binned.codes[f], rows, h);
+            }
+        }
+        hist
+    };
+    let mut nodes = vec![Node::leaf(Vec::new())];
+    let root_hist = build(&rows);
+    let mut queue = vec![Pending { node: 0, rows, hist: root_hist, depth: 0 }];
+    while let Some(cur) = queue.pop() {
+        let parent = node_stats(&cur.hist, offsets.first().copied().unwrap_or(0), binned.bins.first().map(|b| b.n_bins()).unwrap_or(0), w);
+        let split = if cur.depth < p.max_depth && obj.count(&parent) >= 2.0 * p.min_instances {
+            best_split(binned, &cur.hist, &offsets, &parent, obj, p, rng)
+        } else {
+            None
+        };
+        let Some(split) = split else {
+            nodes[cur.node].value = obj.leaf_value(&parent);
+            continue;
+        };
+        importance[split.feature] += split.gain;
+        let codes = &binned.codes[split.feature];
+        let (left_rows, right_rows): (Vec<u32>, Vec<u32>) = cur.rows.iter().partition(|&&r| {
+            let c = codes[r as usize] as usize;
+            if c == 0 { split.default_left } else { c <= split.bin }
+        });
+        let (small, small_is_left) = if left_rows.len() <= right_rows.len() { (&left_rows, true) } else { (&right_rows, false) };
+        let small_hist = build(small);
+        let mut large_hist = cur.hist;
+        for (l, s) in large_hist.iter_mut().zip(&small_hist) {
+            *l -= s;
+        }
+        let (left_hist, right_hist) = if small_is_left { (small_hist, large_hist) } else { (large_hist, small_hist) };
+        let l = nodes.len();
+        nodes.push(Node::leaf(Vec::new()));
+        nodes.push(Node::leaf(Vec::new()));
+        let n = &mut nodes[cur.node];
+        n.feature = split.feature as u32;
+        n.threshold = binned.bins[split.feature].upper(split.bin);
+        n.default_left = split.default_left;
+        n.left = l as u32;
+        n.right = l as u32 + 1;
+        // Depth-first: right pushed first so the left child is grown first.
+        queue.push(Pending { node: l + 1, rows: right_rows, hist: right_hist, depth: cur.depth + 1 });
+        queue.push(Pending { node: l, rows: left_rows, hist: left_hist, depth: cur.depth + 1 });
+    }
+    Tree { nodes }
+}
+
+fn node_stats(hist: &[f64], offset: usize, n_bins: usize, w: usize) -> Vec<f64> {
+    let mut s = vec![0.0; w];
+    for b in 0..n_bins {
+        for k in 0..w {
+            s[k] += hist[offset + b * w + k];
+        }
+    }
+    s
+}
+
+fn best_split(binned: &Binned, hist: &[f64], offsets: &[usize], parent: &[f64], obj: &dyn Objective, p: &GrowParams, rng: &mut ChaCha8Rng) -> Option<Split> {
+    let nf = binned.bins.len();
+    let features: Vec<usize> = match p.subset {
+        FeatureSubset::All => (0..nf).collect(),
+        FeatureSubset::Count(k) if k >= nf => (0..nf).collect(),
+        FeatureSubset::Count(k) => {
+            let mut f = sample(rng, nf, k.max(1)).into_vec();
+            f.sort_unstable();
+            f
+        }
+    };
+    let w = obj.width();
+    let mut best: Option<Split> = None;
+    let mut left = vec![0.0; w];
+    let mut left_m = vec![0.0; w];
+    let mut right = vec![0.0; w];
+    for f in features {
+        let nb = binned.bins[f].n_bins();
+        let h = &hist[offsets[f]..offsets[f] + nb * w];
+        let missing = &h[0..w];
+        left.iter_mut().for_each(|x| *x = 0.0);
+        for b in 1..nb - 1 {
+            for k in 0..w {
+                left[k] += h[b * w + k];
+            }
+            for default_left in [false, true] {
+                for k in 0..w {
+                    left_m[k] = left[k] + if default_left { missing[k] } else { 0.0 };
+                    right[k] = parent[k] - left_m[k];
+                }
+                if obj.count(&left_m) < p.min_instances.max(1e-9) || obj.count(&right) < p.min_instances.max(1e-9) {
+                    continue;
+                }
+                if let Some(g) = obj.gain(&left_m, &right, parent) {
+                    if g > p.min_gain && best.as_ref().is_none_or(|s| g > s.gain) {
+                        best = Some(Split { feature: f, bin: b, default_left, gain: g });
+                    }
+                }
+                if missing.iter().all(|m| *m == 0.0) {
+                    break;
+                }
+            }
+        }
+    }
+    best
+}
+
+/// Draws a Poisson(rate) weight (Spark's bootstrap with subsampling).
+pub(crate) fn poisson(rng: &mut ChaCha8Rng, rate: f64) -> u32 {
+    let l = (-rate).exp();
+    let (mut k, mut prod) = (0u32, rng.random::<f64>());
+    while prod > l {
+        k += 1;
+        prod *= rng.random::<f64>();
+    }
+    k
+}

@@ -1,0 +1,17 @@
+//! # kiln-pipelines
+//!
+//! The pipeline layer: the YAML format ([`config`]), the task graph
+//! ([`dag`]), the task classes ([`tasks`]) and the runner ([`runner`]).
+//! The CLI calls [`runner::run`] with a parsed [`config::LoadedConfig`].
+
+pub mod config;
+pub mod dag;
+pub mod runner;
+pub mod tasks;
+
+pub use config::LoadedConfig;
+
+/// The functions every kiln process installs (client, scheduler, executor).
+pub fn extensions() -> kiln_engine::KilnExtensions {
+    kiln_transformers::extensions().extend(kiln_models::extensions())
+}

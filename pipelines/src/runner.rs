@@ -1,0 +1,224 @@
+//! Runs a pipeline: binds every task, orders them by `depends_on`, runs
+//! independent tasks concurrently, retries retryable failures, enforces time
+//! limits, and records every task's outcome in the run's event log.
+
+use crate::config::LoadedConfig;
+use crate::dag::TaskGraph;
+use crate::tasks::{self, Task, TaskContext, TaskOutcome};
+use datafusion::object_store::ObjectStoreExt;
+use kiln_engine::storage::{Lake, object_path};
+use kiln_engine::{KilnError, KilnExtensions, KilnSession, Master, Result};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub master: Master,
+    /// Overrides the pipeline name.
+    pub name: Option<String>,
+    /// `key=value` settings: `kiln.storage.root` or DataFusion settings.
+    pub conf: Vec<(String, String)>,
+    /// Run only this task (its inputs must exist).
+    pub only: Option<String>,
+    /// Run this task and everything downstream of it.
+    pub from: Option<String>,
+}
+
+/// A task's record in the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRecord {
+    pub task: String,
+    pub state: String,
+    pub attempts: u32,
+    pub start_ms: u128,
+    pub end_ms: u128,
+    pub outcome: Option<TaskOutcome>,
+    pub error: Option<String>,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub pipeline: String,
+    pub tasks: Vec<TaskRecord>,
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+}
+
+/// A new run id: pipeline name, UTC time and a random suffix.
+pub fn new_run_id(pipeline: &str) -> String {
+    let ms = now_ms();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{pipeline}-{ms}-{:04x}", (nanos ^ std::process::id()) & 0xffff)
+}
+
+/// Binds all tasks and checks the graph, without running anything.
+pub fn plan(loaded: &LoadedConfig) -> Result<(TaskGraph, Vec<Arc<dyn Task>>)> {
+    let graph = TaskGraph::build(loaded)?;
+    let bound = loaded
+        .config
+        .processing_tasks
+        .iter()
+        .map(|t| tasks::bind(loaded, t).map(Arc::from))
+        .collect::<Result<Vec<Arc<dyn Task>>>>()?;
+    Ok((graph, bound))
+}
+
+/// Runs the pipeline. Prints `run_id: ID` on stderr at start.
+pub async fn run(loaded: &LoadedConfig, options: &RunOptions, extensions: &KilnExtensions) -> Result<RunReport> {
+    let (graph, bound) = plan(loaded)?;
+    let config = &loaded.config;
+    let pipeline = options.name.clone().unwrap_or_else(|| config.name.clone());
+    let mut root = config.storage.root.clone();
+    for (k, v) in &options.conf {
+        if k == "kiln.storage.root" {
+            root = v.clone();
+        }
+    }
+    let lake = Lake::new(&root)?;
+    let run_id = new_run_id(&pipeline);
+    eprintln!("run_id: {run_id}");
+    let session = KilnSession::connect(&options.master, extensions).await?;
+    for (k, v) in &options.conf {
+        if !k.starts_with("kiln.") {
+            session
+                .context()
+                .sql(&format!("SET {k} = '{}'", v.replace('\'', "''")))
+                .await
+                .map_err(|e| KilnError::config(format!("--conf {k}={v}: {e}")))?;
+        }
+    }
+    let selected = select(loaded, &graph, options)?;
+    let names: Vec<String> = config.processing_tasks.iter().map(|t| t.name.clone()).collect();
+    let returned = Arc::new(Mutex::new(HashMap::new()));
+    let mut records: HashMap<usize, TaskRecord> = HashMap::new();
+    let mut running = tokio::task::JoinSet::new();
+    let mut started: HashSet<usize> = HashSet::new();
+    let mut failed: Option<KilnError> = None;
+    loop {
+        if failed.is_none() {
+            for &i in &graph.order {
+                if started.contains(&i) || !selected.contains(&i) {
+                    continue;
+                }
+                let ready = graph.deps[i]
+                    .iter()
+                    .all(|d| !selected.contains(d) || records.get(d).is_some_and(|r| r.state == "succeeded"));
+                if !ready {
+                    continue;
+                }
+                started.insert(i);
+                let task_cfg = config.processing_tasks[i].clone();
+                let ctx = TaskContext {
+                    session: session.clone(),
+                    lake: lake.clone(),
+                    task_name: names[i].clone(),
+                    returned: Arc::clone(&returned),
+                };
+                let task = Arc::clone(&bound[i]);
+                tracing::info!(task = %names[i], "task started");
+                eprintln!("[{pipeline}] task {} started", names[i]);
+                running.spawn(async move {
+                    let start = now_ms();
+                    let (result, attempts) = run_with_retries(task.as_ref(), &ctx, &task_cfg).await;
+                    (i, start, attempts, result)
+                });
+            }
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (i, start_ms, attempts, result) =
+            joined.map_err(|e| KilnError::config(format!("task runner panicked: {e}")))?;
+        let end_ms = now_ms();
+        let secs = (end_ms - start_ms) as f64 / 1000.0;
+        let record = match result {
+            Ok(outcome) => {
+                eprintln!("[{pipeline}] task {} succeeded in {secs:.1}s", names[i]);
+                for line in &outcome.summary {
+                    eprintln!("    {line}");
+                }
+                TaskRecord { task: names[i].clone(), state: "succeeded".into(), attempts, start_ms, end_ms, outcome: Some(outcome), error: None }
+            }
+            Err(e) => {
+                eprintln!("[{pipeline}] task {} failed after {attempts} attempt(s) in {secs:.1}s", names[i]);
+                let rec = TaskRecord { task: names[i].clone(), state: "failed".into(), attempts, start_ms, end_ms, outcome: None, error: Some(e.to_string()) };
+                if failed.is_none() {
+                    failed = Some(e.context(format!("task '{}'", names[i])));
+                }
+                rec
+            }
+        };
+        records.insert(i, record);
+    }
+    let tasks: Vec<TaskRecord> = graph.order.iter().filter_map(|i| records.remove(i)).collect();
+    let report = RunReport { run_id: run_id.clone(), pipeline, tasks };
+    write_event_log(&session, &lake, &report).await;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+fn select(loaded: &LoadedConfig, graph: &TaskGraph, options: &RunOptions) -> Result<HashSet<usize>> {
+    let find = |name: &str| {
+        loaded
+            .config
+            .processing_tasks
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or_else(|| KilnError::config(format!("no task named '{name}' in {}", loaded.file)))
+    };
+    Ok(match (&options.only, &options.from) {
+        (Some(_), Some(_)) => return Err(KilnError::config("--only and --from cannot be combined")),
+        (Some(only), None) => HashSet::from([find(only)?]),
+        (None, Some(from)) => graph.downstream(find(from)?),
+        (None, None) => graph.order.iter().copied().collect(),
+    })
+}
+
+async fn run_with_retries(task: &dyn Task, ctx: &TaskContext, cfg: &crate::config::TaskConfig) -> (Result<TaskOutcome>, u32) {
+    let mut attempt = 0;
+    let mut delay = cfg.retry_delay.max(0.0);
+    loop {
+        attempt += 1;
+        let fut = task.run(ctx);
+        let result = match cfg.execution_timeout {
+            Some(limit) => match tokio::time::timeout(Duration::from_secs_f64(limit), fut).await {
+                Ok(r) => r,
+                Err(_) => Err(KilnError::Timeout { what: format!("task '{}' (execution_timeout)", cfg.name), seconds: limit }),
+            },
+            None => fut.await,
+        };
+        match result {
+            Err(e) if e.is_retryable() && attempt <= cfg.retries => {
+                eprintln!("    attempt {attempt} of task {} failed ({e}); retrying in {delay:.1}s", cfg.name);
+                tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+                delay *= 2.0;
+            }
+            other => return (other, attempt),
+        }
+    }
+}
+
+/// Writes `_kiln/runs/RUN_ID/report.json` into the lake (best effort).
+async fn write_event_log(session: &KilnSession, lake: &Lake, report: &RunReport) {
+    let Ok(url) = lake.resolve(&format!("_kiln/runs/{}/report.json", report.run_id)) else {
+        return;
+    };
+    let (Ok(store), Ok(path)) = (session.stores().store_for(&url), object_path(&url)) else {
+        return;
+    };
+    if let Ok(json) = serde_json::to_vec_pretty(report) {
+        let started = Instant::now();
+        if let Err(e) = store.put(&path, json.into()).await {
+            tracing::warn!("could not write run report {url}: {e} ({:?})", started.elapsed());
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! `ExtractorTraining` (one table) and `ExtractorPrediction` (several
+//! tables joined by key): read, validate against a reference schema, save.
+
+use super::{Task, TaskContext, TaskFuture, TaskOutcome};
+use crate::config::{LoadedConfig, TaskConfig};
+use datafusion::dataframe::DataFrame;
+use datafusion::object_store::ObjectStoreExt;
+use kiln_engine::io::{FileFormat, JoinSpec, ParquetWriteOptions, join_on, write_parquet};
+use kiln_engine::schema::ReferenceSchema;
+use kiln_engine::storage::object_path;
+use kiln_engine::{KilnError, Result};
+use serde::Deserialize;
+
+/// `save` writes the output to the lake; `return` hands it to downstream
+/// tasks in the same run as `task:NAME`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaveMode {
+    #[default]
+    Save,
+    Return,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainingInit {
+    path_raw_tables: String,
+    #[serde(default)]
+    format: FileFormat,
+    #[serde(default)]
+    schema_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtractOutput {
+    #[serde(default)]
+    mode: SaveMode,
+    #[serde(default)]
+    path_df_extract: Option<String>,
+    #[serde(default)]
+    parquet: ParquetWriteOptions,
+}
+
+impl ExtractOutput {
+    fn check(&self, loaded: &LoadedConfig, task: &TaskConfig) -> Result<()> {
+        if self.mode == SaveMode::Save && self.path_df_extract.is_none() {
+            return Err(KilnError::config_fix(
+                format!("{}: task '{}': mode save needs path_df_extract", loaded.locate(&task.name, "mode"), task.name),
+                "add path_df_extract: extraction/NAME/ or use mode: return",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn finish(&self, ctx: &TaskContext, df: DataFrame) -> Result<TaskOutcome> {
+        match (self.mode, &self.path_df_extract) {
+            (SaveMode::Save, Some(path)) => {
+                let url = ctx.lake.resolve(path)?;
+                let summary = write_parquet(&ctx.session, df, &url, &self.parquet).await?;
+                Ok(TaskOutcome {
+                    rows_out: Some(summary.rows),
+                    outputs: vec![url.to_string()],
+                    summary: vec![format!("{} rows -> {url} ({} files)", summary.rows, summary.files)],
+                    ..Default::default()
+                })
+            }
+            _ => {
+                ctx.returned
+                    .lock()
+                    .map_err(|_| KilnError::config("poisoned"))?
+                    .insert(ctx.task_name.clone(), df);
+                Ok(TaskOutcome {
+                    summary: vec![format!("returned as task:{}", ctx.task_name)],
+                    ..Default::default()
+                })
+            }
+        }
+    }
+}
+
+async fn validate(ctx: &TaskContext, df: &DataFrame, schema_path: &Option<String>, what: &str) -> Result<()> {
+    let Some(path) = schema_path else {
+        return Ok(());
+    };
+    let url = ctx.lake.resolve(path)?;
+    let store = ctx.session.stores().store_for(&url)?;
+    let bytes = store
+        .get(&object_path(&url)?)
+        .await
+        .map_err(|e| KilnError::config_fix(format!("cannot read reference schema {url}: {e}"), "check schema_path"))?
+        .bytes()
+        .await
+        .map_err(|e| KilnError::io(&url, e))?;
+    let reference = ReferenceSchema::from_json(&String::from_utf8_lossy(&bytes), url.as_str())?;
+    reference
+        .validate(df.schema().as_arrow(), what)
+        .map_err(|e| e.context(format!("task '{}'", ctx.task_name)))
+}
+
+/// Reads one table (file, directory or glob).
+#[derive(Debug, Clone)]
+pub struct ExtractorTraining {
+    init: TrainingInit,
+    output: ExtractOutput,
+}
+
+impl ExtractorTraining {
+    pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
+        let init: TrainingInit = loaded.params(task, "initialization_parameters", &task.initialization_parameters)?;
+        let output: ExtractOutput = loaded.params(task, "transformation_parameters", &task.transformation_parameters)?;
+        output.check(loaded, task)?;
+        Ok(ExtractorTraining { init, output })
+    }
+}
+
+impl Task for ExtractorTraining {
+    fn inputs(&self) -> Vec<String> {
+        vec![self.init.path_raw_tables.clone()]
+    }
+
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
+        Box::pin(async move {
+            let df = ctx.input(&self.init.path_raw_tables, self.init.format).await?;
+            validate(ctx, &df, &self.init.schema_path, &self.init.path_raw_tables).await?;
+            self.output.finish(ctx, df).await
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableSpec {
+    name: String,
+    path: String,
+    #[serde(default)]
+    format: FileFormat,
+    /// How this table joins onto the previous ones; absent for the first.
+    #[serde(default)]
+    join: Option<JoinSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictionInit {
+    tables: Vec<TableSpec>,
+    #[serde(default)]
+    schema_path: Option<String>,
+}
+
+/// Reads several tables and joins them in order by their configured keys.
+#[derive(Debug, Clone)]
+pub struct ExtractorPrediction {
+    init: PredictionInit,
+    output: ExtractOutput,
+}
+
+impl ExtractorPrediction {
+    pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
+        let init: PredictionInit = loaded.params(task, "initialization_parameters", &task.initialization_parameters)?;
+        let output: ExtractOutput = loaded.params(task, "transformation_parameters", &task.transformation_parameters)?;
+        output.check(loaded, task)?;
+        if init.tables.is_empty() {
+            return Err(KilnError::config(format!("{}: task '{}': tables is empty", loaded.locate(&task.name, "tables"), task.name)));
+        }
+        for (i, t) in init.tables.iter().enumerate() {
+            if i > 0 && t.join.is_none() {
+                return Err(KilnError::config_fix(
+                    format!("{}: task '{}': table '{}' has no join", loaded.locate(&task.name, &t.name), task.name, t.name),
+                    "add join: {on: [key], how: left}",
+                ));
+            }
+        }
+        Ok(ExtractorPrediction { init, output })
+    }
+}
+
+impl Task for ExtractorPrediction {
+    fn inputs(&self) -> Vec<String> {
+        self.init.tables.iter().map(|t| t.path.clone()).collect()
+    }
+
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
+        Box::pin(async move {
+            let mut joined: Option<DataFrame> = None;
+            for spec in &self.init.tables {
+                let df = ctx.input(&spec.path, spec.format).await?;
+                joined = Some(match (joined, &spec.join) {
+                    (None, _) => df,
+                    (Some(left), Some(join)) => join_on(left, df, join, &spec.name)?,
+                    (Some(left), None) => left,
+                });
+            }
+            let df = joined.ok_or_else(|| KilnError::config("no tables"))?;
+            validate(ctx, &df, &self.init.schema_path, "joined tables").await?;
+            self.output.finish(ctx, df).await
+        })
+    }
+}

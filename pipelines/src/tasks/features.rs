@@ -1,0 +1,108 @@
+//! `FeaturePipeline`: fits the feature stages and saves the pipeline model
+//! (`mode: fit_transform`), or applies a saved one (`mode: transform`).
+
+use super::{Task, TaskContext, TaskFuture, TaskOutcome};
+use crate::config::{LoadedConfig, TaskConfig};
+use kiln_engine::artifacts::ArtifactRepo;
+use kiln_engine::io::{FileFormat, ParquetWriteOptions, write_parquet};
+use kiln_engine::{KilnError, Result};
+use kiln_transformers::{PipelineModel, StageSpec};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Init {
+    input: String,
+    #[serde(default)]
+    format: FileFormat,
+    #[serde(default)]
+    stages: Vec<StageSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Mode {
+    FitTransform,
+    Transform,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Output {
+    mode: Mode,
+    path_pipeline_model: String,
+    /// Pin a model version for `transform` (default: the latest).
+    #[serde(default)]
+    pipeline_version: Option<u64>,
+    path_df_features: String,
+    #[serde(default)]
+    parquet: ParquetWriteOptions,
+}
+
+pub const MODEL_FILE: &str = "pipeline_model.json";
+
+#[derive(Debug)]
+pub struct FeaturePipeline {
+    init: Init,
+    output: Output,
+}
+
+impl FeaturePipeline {
+    pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
+        let init: Init = loaded.params(task, "initialization_parameters", &task.initialization_parameters)?;
+        let output: Output = loaded.params(task, "transformation_parameters", &task.transformation_parameters)?;
+        if output.mode == Mode::FitTransform {
+            if init.stages.is_empty() {
+                return Err(KilnError::config(format!("{}: task '{}': fit_transform needs stages", loaded.locate(&task.name, "stages"), task.name)));
+            }
+            for (i, s) in init.stages.iter().enumerate() {
+                s.params(i).map_err(|e| e.context(format!("{}: task '{}'", loaded.locate(&task.name, "stages"), task.name)))?;
+            }
+        }
+        Ok(FeaturePipeline { init, output })
+    }
+}
+
+/// Loads a saved pipeline model (latest or pinned).
+pub async fn load_pipeline_model(ctx: &TaskContext, path: &str, version: Option<u64>) -> Result<(PipelineModel, u64)> {
+    let repo = ArtifactRepo::open(&ctx.session, &ctx.lake.resolve(&format!("{}/", path.trim_end_matches('/')))?)?;
+    let v = match version {
+        Some(v) => v,
+        None => repo.latest().await?,
+    };
+    let bytes = repo.read(v, MODEL_FILE).await?;
+    Ok((PipelineModel::from_json(&bytes, &repo.url(v, MODEL_FILE))?, v))
+}
+
+impl Task for FeaturePipeline {
+    fn inputs(&self) -> Vec<String> {
+        vec![self.init.input.clone()]
+    }
+
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
+        Box::pin(async move {
+            let df = ctx.input(&self.init.input, self.init.format).await?;
+            let (df, note) = match self.output.mode {
+                Mode::FitTransform => {
+                    let (model, df) = PipelineModel::fit(&self.init.stages, df).await?;
+                    let base = ctx.lake.resolve(&format!("{}/", self.output.path_pipeline_model.trim_end_matches('/')))?;
+                    let repo = ArtifactRepo::open(&ctx.session, &base)?;
+                    let v = repo.publish(&[(MODEL_FILE, model.to_json()?)]).await?;
+                    (df, format!("fitted {} stages -> {}", model.stages.len(), repo.url(v, MODEL_FILE)))
+                }
+                Mode::Transform => {
+                    let (model, v) = load_pipeline_model(ctx, &self.output.path_pipeline_model, self.output.pipeline_version).await?;
+                    (model.transform(df).await?, format!("applied pipeline model v{v}"))
+                }
+            };
+            let url = ctx.lake.resolve(&self.output.path_df_features)?;
+            let summary = write_parquet(&ctx.session, df, &url, &self.output.parquet).await?;
+            Ok(TaskOutcome {
+                rows_out: Some(summary.rows),
+                outputs: vec![url.to_string()],
+                summary: vec![note, format!("{} rows -> {url}", summary.rows)],
+                ..Default::default()
+            })
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! The feature stages. Each stage has validated params (what YAML gives) and
+//! a fitted form that extends a DataFusion plan lazily.
+
+pub mod assembler;
+pub mod bucketizer;
+pub mod categorical;
+pub mod geo;
+pub mod imputer;
+pub mod one_hot;
+pub mod sql;
+pub mod string_indexer;
+pub mod time;
+pub mod window;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::dataframe::DataFrame;
+use kiln_engine::{KilnError, Result};
+
+/// Fails unless every column exists; the error names the stage and column.
+pub(crate) fn require_columns(df: &DataFrame, stage: &str, cols: &[String]) -> Result<()> {
+    for c in cols {
+        if df.schema().field_with_unqualified_name(c).is_err() {
+            let names: Vec<&str> = df.schema().fields().iter().map(|f| f.name().as_str()).collect();
+            let hint = closest(c, &names).map(|h| format!("did you mean '{h}'?")).unwrap_or_else(|| "check inputCols against the data".into());
+            return Err(KilnError::Data {
+                location: format!("stage {stage}"),
+                message: format!("unknown column '{c}'"),
+                fix: Some(hint),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The type of column `c` (which must exist).
+pub(crate) fn column_type(df: &DataFrame, c: &str) -> Result<DataType> {
+    df.schema()
+        .field_with_unqualified_name(c)
+        .map(|f| f.data_type().clone())
+        .map_err(|e| KilnError::data(c, e.to_string()))
+}
+
+/// Fails unless column `c` is numeric.
+pub(crate) fn require_numeric(df: &DataFrame, stage: &str, c: &str) -> Result<()> {
+    let t = column_type(df, c)?;
+    if t.is_numeric() {
+        Ok(())
+    } else {
+        Err(KilnError::Data {
+            location: format!("stage {stage}"),
+            message: format!("column '{c}' has type {t}, but {stage} needs a numeric column"),
+            fix: Some("cast the column first (e.g. with a SQLTransformer) or pick a numeric column".into()),
+        })
+    }
+}
+
+pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .filter(|c| {
+            let (a, b) = (word.to_lowercase(), c.to_lowercase());
+            a.contains(&b) || b.contains(&a) || edit_distance(&a, &b) <= 2
+        })
+        .min_by_key(|c| edit_distance(word, c))
+        .copied()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Spark's handleInvalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandleInvalid {
+    #[default]
+    Error,
+    Skip,
+    Keep,
+}
+
+/// `kiln_require(value, ok, message)`: `{}` in the message shows the value.
+pub(crate) fn require(value: datafusion::prelude::Expr, ok: datafusion::prelude::Expr, message: String) -> datafusion::prelude::Expr {
+    crate::udf::require_udf().call(vec![value, ok, datafusion::prelude::lit(message)])
+}
+
+/// Like [`require`], with `{}` showing `shown` instead of the value.
+pub(crate) fn require_showing(
+    value: datafusion::prelude::Expr,
+    ok: datafusion::prelude::Expr,
+    message: String,
+    shown: datafusion::prelude::Expr,
+) -> datafusion::prelude::Expr {
+    crate::udf::require_udf().call(vec![value, ok, datafusion::prelude::lit(message), shown])
+}
