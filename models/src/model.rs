@@ -144,6 +144,6 @@ impl ModelArtifact {
 
     /// Metrics as a map from a [`Metrics`] (scalar ones only).
     pub fn metric_map(m: &Metrics) -> BTreeMap<String, f64> {
-        crate::metrics::METRIC_NAMES.iter().filter_map(|n| m.get(n).map(|v| (n.to_string(), v))).collect()
+        crate::metrics::METRIC_NAMES.iter().filter_map(|n| m.get(n).filter(|v| v.is_finite()).map(|v| (n.to_string(), v))).collect()
     }
 }

@@ -209,7 +209,9 @@ pub(crate) mod chrono_like {
 
 impl Rules {
     pub fn from_yaml(text: &str, file: &str) -> Result<Self> {
-        let rules: Rules = serde_yaml_ng::from_str(text).map_err(|e| {
+        // Enums are written as single-key maps (`normal: {mean: 0, std: 1}`).
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let rules: Rules = serde_yaml_ng::with::singleton_map_recursive::deserialize(de).map_err(|e: serde_yaml_ng::Error| {
             let loc = e.location().map(|l| format!("{file}:{}:{}", l.line(), l.column())).unwrap_or_else(|| file.to_string());
             KilnError::config(format!("{loc}: {}", e.to_string().split(" at line ").next().unwrap_or_default()))
         })?;

@@ -17,6 +17,9 @@ struct Init {
     format: FileFormat,
     #[serde(default)]
     stages: Vec<StageSpec>,
+    /// Columns present at fit time but not needed at inference (labels).
+    #[serde(default)]
+    label_cols: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -84,7 +87,8 @@ impl Task for FeaturePipeline {
             let df = ctx.input(&self.init.input, self.init.format).await?;
             let (df, note) = match self.output.mode {
                 Mode::FitTransform => {
-                    let (model, df) = PipelineModel::fit(&self.init.stages, df).await?;
+                    let (mut model, df) = PipelineModel::fit(&self.init.stages, df).await?;
+                    model.input_schema.columns.retain(|c| !self.init.label_cols.contains(&c.name));
                     let base = ctx.lake.resolve(&format!("{}/", self.output.path_pipeline_model.trim_end_matches('/')))?;
                     let repo = ArtifactRepo::open(&ctx.session, &base)?;
                     let v = repo.publish(&[(MODEL_FILE, model.to_json()?)]).await?;

@@ -17,6 +17,7 @@ pub struct BucketizerParams {
     pub input_col: String,
     pub output_col: String,
     /// Strictly increasing; use `-.inf` / `.inf` for open ends.
+    #[serde(with = "crate::float_serde::vec")]
     pub splits: Vec<f64>,
     #[serde(default)]
     pub handle_invalid: HandleInvalid,

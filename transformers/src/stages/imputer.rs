@@ -42,7 +42,7 @@ pub struct ImputerParams {
     #[serde(default)]
     pub strategy: Option<Strategy>,
     /// The value that marks a missing entry besides null (NaN by default).
-    #[serde(default)]
+    #[serde(default, with = "crate::float_serde::option")]
     pub missing_value: Option<f64>,
     /// Accepted for Spark compatibility; the median here is exact.
     #[serde(default)]
@@ -54,7 +54,9 @@ pub struct ImputerParams {
 pub struct ImputerModel {
     pub input_cols: Vec<String>,
     pub output_cols: Vec<String>,
+    #[serde(default, with = "crate::float_serde::option")]
     pub missing_value: Option<f64>,
+    #[serde(with = "crate::float_serde::vec")]
     pub surrogates: Vec<f64>,
 }
 

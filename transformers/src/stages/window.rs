@@ -26,7 +26,7 @@ pub struct ShiftParams {
     #[serde(default = "one")]
     pub offset: i64,
     /// Value when there is no previous / next row (null by default).
-    #[serde(default)]
+    #[serde(default, with = "crate::float_serde::option")]
     pub default: Option<f64>,
 }
 
