@@ -7,6 +7,7 @@ use super::{HandleInvalid, require, require_columns, require_numeric};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::dataframe::DataFrame;
 use datafusion::functions::math::expr_fn::isnan;
+use datafusion::functions::string::expr_fn::starts_with;
 use datafusion::prelude::{Expr, cast, ident, lit, when};
 use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
@@ -55,8 +56,16 @@ impl BucketizerParams {
             HandleInvalid::Keep => lit(n as f64),
             _ => lit(datafusion::common::ScalarValue::Float64(None)),
         });
+        // Arrow compares floats as IEEE (-0.0 == 0.0); Spark's binary search
+        // uses Java's total order, where -0.0 < 0.0.
+        let negative_zero = x.clone().eq(lit(0.0)).and(starts_with(cast(x.clone(), DataType::Utf8), lit("-")));
         for (i, s) in self.splits[1..n].iter().enumerate() {
-            case = case.when(x.clone().lt(lit(*s)), lit(i as f64));
+            let below = if *s == 0.0 && s.is_sign_positive() {
+                x.clone().lt(lit(*s)).or(negative_zero.clone())
+            } else {
+                x.clone().lt(lit(*s))
+            };
+            case = case.when(below, lit(i as f64));
         }
         let bucket: Expr = case.otherwise(lit((n - 1) as f64)).map_err(|e| KilnError::execution(stage, e))?;
         let in_range = x.clone().gt_eq(lit(lo)).and(x.clone().lt_eq(lit(hi)));

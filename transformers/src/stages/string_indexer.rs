@@ -4,7 +4,8 @@
 //! unseen labels are invalid (`keep` → numLabels, `skip` drops the row,
 //! `error` fails the query). The index is a double.
 
-use super::{HandleInvalid, require, require_columns, require_showing};
+use super::{HandleInvalid, require_columns, require_showing};
+use datafusion::functions::string::expr_fn::concat;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::dataframe::DataFrame;
@@ -142,17 +143,14 @@ impl StringIndexerModel {
                 case.otherwise(invalid).map_err(err)?
             };
             let index = if self.handle_invalid == HandleInvalid::Error {
-                let null_checked = require(
-                    index,
-                    ident(c).is_not_null(),
-                    format!("{stage} (column '{c}'): StringIndexer encountered NULL value. To handle or skip NULLS, set handleInvalid to keep or skip."),
-                );
-                require_showing(
-                    null_checked,
-                    ident(c).is_null().or(known(c, labels)),
-                    format!("{stage} (column '{c}'): Unseen label: {{}}. To handle unseen labels, set handleInvalid to keep."),
-                    cast(ident(c), DataType::Utf8),
+                // One check, so the error names the first invalid row (as Spark).
+                let problem = when(
+                    ident(c).is_null(),
+                    lit("StringIndexer encountered NULL value. To handle or skip NULLS, set handleInvalid to keep or skip."),
                 )
+                .otherwise(concat(vec![lit("Unseen label: "), cast(ident(c), DataType::Utf8), lit(". To handle unseen labels, set handleInvalid to keep.")]))
+                .map_err(err)?;
+                require_showing(index, ident(c).is_not_null().and(known(c, labels)), format!("{stage} (column '{c}'): {{}}"), problem)
             } else {
                 index
             };
