@@ -20,7 +20,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a pipeline, spark-submit style.
-    #[command(after_help = "Examples:\n  kiln submit configs/indoor_outdoor.yaml\n  kiln submit --master df://127.0.0.1:50050 --conf kiln.storage.root=s3://lake/prod configs/indoor_outdoor.yaml\n\nExit codes: 0 success, 1 the pipeline failed while running, 2 usage or configuration error.")]
+    #[command(
+        after_help = "Examples:\n  kiln submit configs/indoor_outdoor.yaml\n  kiln submit --master df://127.0.0.1:50050 --conf kiln.storage.root=s3://lake/prod configs/indoor_outdoor.yaml\n\nExit codes: 0 success, 1 the pipeline failed while running, 2 usage or configuration error."
+    )]
     Submit(SubmitArgs),
     /// Check a config (syntax, classnames, parameters, dependencies) without running it.
     #[command(after_help = "Example:\n  kiln validate configs/indoor_outdoor.yaml")]
@@ -32,7 +34,10 @@ enum Command {
     #[command(after_help = "Example:\n  kiln schema > kiln-pipeline.schema.json")]
     Schema,
     /// Print a reference-schema file (JSON) for existing data.
-    #[command(name = "infer-schema", after_help = "Example:\n  kiln infer-schema lake/raw/training/ > lake/schema/training.json")]
+    #[command(
+        name = "infer-schema",
+        after_help = "Example:\n  kiln infer-schema lake/raw/training/ > lake/schema/training.json"
+    )]
     InferSchema {
         /// A file, directory or glob; a local path or a URI.
         data_path: String,
@@ -40,7 +45,9 @@ enum Command {
         format: FormatArg,
     },
     /// Generate synthetic data from a rule file.
-    #[command(after_help = "Example:\n  kiln generate configs/generators/indoor_outdoor.yaml --rows 1000000 --seed 42 --out lake/raw/training/")]
+    #[command(
+        after_help = "Example:\n  kiln generate configs/generators/indoor_outdoor.yaml --rows 1000000 --seed 42 --out lake/raw/training/"
+    )]
     Generate {
         /// The rule file (YAML).
         rules: String,
@@ -67,7 +74,9 @@ enum Command {
         external_host: Option<String>,
     },
     /// Run a Ballista executor with kiln's functions.
-    #[command(after_help = "Example:\n  kiln executor --scheduler-host 127.0.0.1 --scheduler-port 50050 --bind-port 50051 --grpc-port 50052 --vcores 2")]
+    #[command(
+        after_help = "Example:\n  kiln executor --scheduler-host 127.0.0.1 --scheduler-port 50050 --bind-port 50051 --grpc-port 50052 --vcores 2"
+    )]
     Executor {
         #[arg(long, default_value = "127.0.0.1")]
         scheduler_host: String,
@@ -131,7 +140,10 @@ impl From<FormatArg> for FileFormat {
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn submit(args: SubmitArgs) -> Result<()> {
@@ -142,13 +154,28 @@ async fn submit(args: SubmitArgs) -> Result<()> {
         .map(|kv| {
             kv.split_once('=')
                 .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| KilnError::config_fix(format!("invalid --conf '{kv}'"), "write --conf key=value"))
+                .ok_or_else(|| {
+                    KilnError::config_fix(
+                        format!("invalid --conf '{kv}'"),
+                        "write --conf key=value",
+                    )
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     let loaded = LoadedConfig::from_file(&args.config)?;
-    let options = RunOptions { master, name: args.name, conf, only: args.only, from: args.from };
+    let options = RunOptions {
+        master,
+        name: args.name,
+        conf,
+        only: args.only,
+        from: args.from,
+    };
     let report = runner::run(&loaded, &options, &kiln_pipelines::extensions()).await?;
-    eprintln!("run {} succeeded: {} task(s)", report.run_id, report.tasks.len());
+    eprintln!(
+        "run {} succeeded: {} task(s)",
+        report.run_id,
+        report.tasks.len()
+    );
     Ok(())
 }
 
@@ -164,10 +191,14 @@ fn validate(config: &str) -> Result<()> {
             let url = root.resolve(&input)?;
             if let Some(path) = kiln_engine::storage::local_path(&url) {
                 let produced = loaded.config.processing_tasks.iter().any(|t| {
-                    serde_yaml_ng::to_string(&t.transformation_parameters).is_ok_and(|s| s.contains(input.trim_end_matches('/')))
+                    serde_yaml_ng::to_string(&t.transformation_parameters)
+                        .is_ok_and(|s| s.contains(input.trim_end_matches('/')))
                 });
                 if !produced && !path.exists() && !input.contains('*') {
-                    eprintln!("warning: task '{}': input {url} does not exist yet", loaded.config.processing_tasks[i].name);
+                    eprintln!(
+                        "warning: task '{}': input {url} does not exist yet",
+                        loaded.config.processing_tasks[i].name
+                    );
                 }
             }
         }
@@ -178,23 +209,42 @@ fn validate(config: &str) -> Result<()> {
 
 async fn infer_schema(data_path: &str, format: FileFormat) -> Result<()> {
     let url = parse_location(data_path, None)?;
-    let session = KilnSession::connect(&Master::Local { partitions: 1 }, &kiln_pipelines::extensions()).await?;
+    let session = KilnSession::connect(
+        &Master::Local { partitions: 1 },
+        &kiln_pipelines::extensions(),
+    )
+    .await?;
     let df = read_table(&session, &url, format).await?;
-    println!("{}", ReferenceSchema::from_arrow(df.schema().as_arrow()).to_json());
+    println!(
+        "{}",
+        ReferenceSchema::from_arrow(df.schema().as_arrow()).to_json()
+    );
     Ok(())
 }
 
-async fn generate(rules: &str, rows: usize, seed: u64, out: &str, format: FileFormat) -> Result<()> {
+async fn generate(
+    rules: &str,
+    rows: usize,
+    seed: u64,
+    out: &str,
+    format: FileFormat,
+) -> Result<()> {
     use kiln_engine::io::{OutputFormat, ParquetWriteOptions};
     use kiln_engine::synth::{Generator, Rules, write_generated};
-    let text = std::fs::read_to_string(rules).map_err(|e| KilnError::config(format!("cannot read rules {rules}: {e}")))?;
-    let generator = std::sync::Arc::new(Generator::new(Rules::from_yaml(&text, rules)?, seed, rows)?);
+    let text = std::fs::read_to_string(rules)
+        .map_err(|e| KilnError::config(format!("cannot read rules {rules}: {e}")))?;
+    let generator =
+        std::sync::Arc::new(Generator::new(Rules::from_yaml(&text, rules)?, seed, rows)?);
     let mut url = parse_location(out, None)?;
     if !url.path().ends_with('/') {
         let p = format!("{}/", url.path());
         url.set_path(&p);
     }
-    let session = KilnSession::connect(&Master::Local { partitions: 1 }, &kiln_pipelines::extensions()).await?;
+    let session = KilnSession::connect(
+        &Master::Local { partitions: 1 },
+        &kiln_pipelines::extensions(),
+    )
+    .await?;
     let format = match format {
         FileFormat::Parquet => OutputFormat::Parquet(ParquetWriteOptions::default()),
         FileFormat::Csv => OutputFormat::Csv,
@@ -202,7 +252,11 @@ async fn generate(rules: &str, rows: usize, seed: u64, out: &str, format: FileFo
     let started = std::time::Instant::now();
     let summary = write_generated(&session, generator, &url, &format).await?;
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("{} rows -> {url} in {secs:.2}s ({:.2}M rows/s)", summary.rows, summary.rows as f64 / secs / 1e6);
+    eprintln!(
+        "{} rows -> {url} in {secs:.2}s ({:.2}M rows/s)",
+        summary.rows,
+        summary.rows as f64 / secs / 1e6
+    );
     Ok(())
 }
 
@@ -212,17 +266,57 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Validate { config } => validate(&config),
         Command::Schema => {
             let names = kiln_pipelines::tasks::classnames();
-            println!("{}", serde_json::to_string_pretty(&kiln_pipelines::config::json_schema(&names)).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&kiln_pipelines::config::json_schema(&names))
+                    .unwrap_or_default()
+            );
             Ok(())
         }
         Command::InferSchema { data_path, format } => infer_schema(&data_path, format.into()).await,
-        Command::Generate { rules, rows, seed, out, format } => generate(&rules, rows, seed, &out, format.into()).await,
-        Command::Scheduler { bind_host, bind_port, external_host } => {
-            run_scheduler(SchedulerOptions { bind_host, bind_port, external_host }, kiln_pipelines::extensions()).await
+        Command::Generate {
+            rules,
+            rows,
+            seed,
+            out,
+            format,
+        } => generate(&rules, rows, seed, &out, format.into()).await,
+        Command::Scheduler {
+            bind_host,
+            bind_port,
+            external_host,
+        } => {
+            run_scheduler(
+                SchedulerOptions {
+                    bind_host,
+                    bind_port,
+                    external_host,
+                },
+                kiln_pipelines::extensions(),
+            )
+            .await
         }
-        Command::Executor { scheduler_host, scheduler_port, bind_host, bind_port, grpc_port, external_host, vcores, work_dir } => {
+        Command::Executor {
+            scheduler_host,
+            scheduler_port,
+            bind_host,
+            bind_port,
+            grpc_port,
+            external_host,
+            vcores,
+            work_dir,
+        } => {
             run_executor(
-                ExecutorOptions { scheduler_host, scheduler_port, bind_host, bind_port, grpc_port, external_host, vcores, work_dir },
+                ExecutorOptions {
+                    scheduler_host,
+                    scheduler_port,
+                    bind_host,
+                    bind_port,
+                    grpc_port,
+                    external_host,
+                    vcores,
+                    work_dir,
+                },
                 kiln_pipelines::extensions(),
             )
             .await
@@ -237,7 +331,10 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(default_log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

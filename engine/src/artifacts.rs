@@ -19,7 +19,11 @@ pub struct ArtifactRepo {
 
 impl ArtifactRepo {
     pub fn open(session: &KilnSession, base: &Url) -> Result<Self> {
-        Ok(ArtifactRepo { store: session.stores().store_for(base)?, base: base.clone(), base_path: object_path(base)? })
+        Ok(ArtifactRepo {
+            store: session.stores().store_for(base)?,
+            base: base.clone(),
+            base_path: object_path(base)?,
+        })
     }
 
     pub fn base(&self) -> &Url {
@@ -37,7 +41,11 @@ impl ArtifactRepo {
         let mut v: Vec<u64> = listing
             .common_prefixes
             .iter()
-            .filter_map(|p| p.filename().and_then(|n| n.strip_prefix('v')).and_then(|n| n.parse().ok()))
+            .filter_map(|p| {
+                p.filename()
+                    .and_then(|n| n.strip_prefix('v'))
+                    .and_then(|n| n.parse().ok())
+            })
             .collect();
         v.sort_unstable();
         Ok(v)
@@ -49,7 +57,10 @@ impl ArtifactRepo {
         let dir = self.base_path.clone().join(format!("v{version}"));
         for (name, bytes) in files {
             let path = dir.clone().join(*name);
-            self.store.put(&path, bytes.clone().into()).await.map_err(|e| KilnError::io(&path, e))?;
+            self.store
+                .put(&path, bytes.clone().into())
+                .await
+                .map_err(|e| KilnError::io(&path, e))?;
         }
         let latest = self.base_path.clone().join("LATEST");
         self.store
@@ -76,15 +87,32 @@ impl ArtifactRepo {
         text.trim()
             .strip_prefix('v')
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| KilnError::data(format!("{}LATEST", self.base), format!("invalid pointer '{}'", text.trim())))
+            .ok_or_else(|| {
+                KilnError::data(
+                    format!("{}LATEST", self.base),
+                    format!("invalid pointer '{}'", text.trim()),
+                )
+            })
     }
 
     /// Reads one file of a version.
     pub async fn read(&self, version: u64, name: &str) -> Result<Vec<u8>> {
-        let path = self.base_path.clone().join(format!("v{version}")).clone().join(name);
+        let path = self
+            .base_path
+            .clone()
+            .join(format!("v{version}"))
+            .clone()
+            .join(name);
         match self.store.get(&path).await {
-            Ok(r) => Ok(r.bytes().await.map_err(|e| KilnError::io(&path, e))?.to_vec()),
-            Err(object_store::Error::NotFound { .. }) => Err(KilnError::config(format!("artifact {}v{version}/{name} does not exist", self.base))),
+            Ok(r) => Ok(r
+                .bytes()
+                .await
+                .map_err(|e| KilnError::io(&path, e))?
+                .to_vec()),
+            Err(object_store::Error::NotFound { .. }) => Err(KilnError::config(format!(
+                "artifact {}v{version}/{name} does not exist",
+                self.base
+            ))),
             Err(e) => Err(KilnError::io(&path, e)),
         }
     }

@@ -52,7 +52,9 @@ pub async fn run_scheduler(options: SchedulerOptions, extensions: KilnExtensions
                 options.bind_host, options.bind_port
             ))
         })?;
-    let addr = listener.local_addr().map_err(|e| cluster_err("scheduler address", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| cluster_err("scheduler address", e))?;
     let ext = extensions.clone();
     let session_builder = Arc::new(move |config: SessionConfig| {
         let stores = Arc::new(LakeObjectStoreRegistry::new());
@@ -65,7 +67,10 @@ pub async fn run_scheduler(options: SchedulerOptions, extensions: KilnExtensions
     let mut config = SchedulerConfig {
         bind_host: options.bind_host.clone(),
         bind_port: addr.port(),
-        external_host: options.external_host.clone().unwrap_or_else(|| addr.ip().to_string()),
+        external_host: options
+            .external_host
+            .clone()
+            .unwrap_or_else(|| addr.ip().to_string()),
         ..SchedulerConfig::default()
     };
     config.override_session_builder = Some(session_builder);
@@ -102,7 +107,11 @@ pub async fn run_executor(options: ExecutorOptions, extensions: KilnExtensions) 
     }));
     println!(
         "kiln executor on {}:{} (grpc {}) -> scheduler {}:{}",
-        options.bind_host, options.bind_port, options.grpc_port, options.scheduler_host, options.scheduler_port
+        options.bind_host,
+        options.bind_port,
+        options.grpc_port,
+        options.scheduler_host,
+        options.scheduler_port
     );
     start_executor_process(Arc::new(config))
         .await

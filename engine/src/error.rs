@@ -8,7 +8,10 @@ use std::fmt;
 pub enum KilnError {
     /// The user's configuration or command line is wrong. Not retryable.
     #[error("configuration error: {message}{}", fix_suffix(.fix))]
-    Config { message: String, fix: Option<String> },
+    Config {
+        message: String,
+        fix: Option<String>,
+    },
 
     /// The input data is wrong (schema, values, corrupt files). Not retryable.
     #[error("data error in {location}: {message}{}", fix_suffix(.fix))]
@@ -24,7 +27,10 @@ pub enum KilnError {
 
     /// The cluster is unreachable or an executor failed. Retryable.
     #[error("cluster error: {message}{}", fix_suffix(.fix))]
-    Cluster { message: String, fix: Option<String> },
+    Cluster {
+        message: String,
+        fix: Option<String>,
+    },
 
     /// A query failed inside the engine.
     #[error("execution error{}: {source}", context_suffix(.context))]
@@ -40,7 +46,9 @@ pub enum KilnError {
 }
 
 fn fix_suffix(fix: &Option<String>) -> String {
-    fix.as_ref().map(|f| format!("\n  fix: {f}")).unwrap_or_default()
+    fix.as_ref()
+        .map(|f| format!("\n  fix: {f}"))
+        .unwrap_or_default()
 }
 
 fn context_suffix(context: &str) -> String {

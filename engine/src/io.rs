@@ -83,8 +83,11 @@ pub async fn read_table(session: &KilnSession, url: &Url, format: FileFormat) ->
     };
     let df = match format {
         FileFormat::Parquet => {
-            ctx.read_parquet(path.clone(), ParquetReadOptions::default().file_extension(ext))
-                .await
+            ctx.read_parquet(
+                path.clone(),
+                ParquetReadOptions::default().file_extension(ext),
+            )
+            .await
         }
         FileFormat::Csv => {
             ctx.read_csv(
@@ -131,7 +134,12 @@ impl From<JoinHow> for JoinType {
 
 /// Joins `right` onto `left` by equal key columns; the key columns appear
 /// once in the result (taken from the left side, coalesced for full joins).
-pub fn join_on(left: DataFrame, right: DataFrame, spec: &JoinSpec, right_name: &str) -> Result<DataFrame> {
+pub fn join_on(
+    left: DataFrame,
+    right: DataFrame,
+    spec: &JoinSpec,
+    right_name: &str,
+) -> Result<DataFrame> {
     use datafusion::prelude::{coalesce, col, ident};
     for key in &spec.on {
         for (side, df) in [("left", &left), ("right", &right)] {
@@ -142,8 +150,18 @@ pub fn join_on(left: DataFrame, right: DataFrame, spec: &JoinSpec, right_name: &
             }
         }
     }
-    let left_cols: Vec<String> = left.schema().fields().iter().map(|f| f.name().clone()).collect();
-    let right_cols: Vec<String> = right.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let left_cols: Vec<String> = left
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let right_cols: Vec<String> = right
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     // Non-key columns present on both sides would be ambiguous.
     for c in &right_cols {
         if !spec.on.contains(c) && left_cols.contains(c) {
@@ -181,7 +199,9 @@ pub fn join_on(left: DataFrame, right: DataFrame, spec: &JoinSpec, right_name: &
         .map_err(|e| KilnError::execution(format!("joining '{right_name}'"), e))?;
     let mut out = Vec::new();
     for c in &left_cols {
-        if spec.on.contains(c) && matches!(spec.how, JoinHow::Full | JoinHow::Outer | JoinHow::Right) {
+        if spec.on.contains(c)
+            && matches!(spec.how, JoinHow::Full | JoinHow::Outer | JoinHow::Right)
+        {
             out.push(coalesce(vec![ident(c), col(format!("__kiln_r_{c}"))]).alias(c));
         } else {
             out.push(ident(c));
@@ -254,7 +274,8 @@ pub enum OutputFormat {
 }
 
 /// A stream of batches to write.
-pub type BatchStream = futures::stream::BoxStream<'static, Result<arrow::record_batch::RecordBatch>>;
+pub type BatchStream =
+    futures::stream::BoxStream<'static, Result<arrow::record_batch::RecordBatch>>;
 
 /// Writes `df` as a directory of Parquet files at `target` with an atomic
 /// commit: files go to a hidden staging directory beside the target, and only
@@ -272,9 +293,19 @@ pub async fn write_parquet(
         .await
         .map_err(|e| KilnError::execution(format!("planning the write of {target}"), e))?
         .into_iter()
-        .map(|s| s.map(|b| b.map_err(|e| KilnError::execution("computing the output", e))).boxed())
+        .map(|s| {
+            s.map(|b| b.map_err(|e| KilnError::execution("computing the output", e)))
+                .boxed()
+        })
         .collect();
-    write_streams(session, schema, streams, target, &OutputFormat::Parquet(options.clone())).await
+    write_streams(
+        session,
+        schema,
+        streams,
+        target,
+        &OutputFormat::Parquet(options.clone()),
+    )
+    .await
 }
 
 /// Writes streams of batches (one file per non-empty stream) with the same
@@ -338,31 +369,50 @@ enum PartWriter {
 }
 
 impl PartWriter {
-    fn open(store: &Arc<dyn ObjectStore>, dir: &object_store::path::Path, i: usize, schema: &arrow::datatypes::SchemaRef, format: &OutputFormat) -> Result<(Self, object_store::path::Path)> {
-        let ext = if matches!(format, OutputFormat::Csv) { "csv" } else { "parquet" };
+    fn open(
+        store: &Arc<dyn ObjectStore>,
+        dir: &object_store::path::Path,
+        i: usize,
+        schema: &arrow::datatypes::SchemaRef,
+        format: &OutputFormat,
+    ) -> Result<(Self, object_store::path::Path)> {
+        let ext = if matches!(format, OutputFormat::Csv) {
+            "csv"
+        } else {
+            "parquet"
+        };
         let path = dir.clone().join(format!("part-{i:05}.{ext}"));
         let sink = object_store::buffered::BufWriter::new(Arc::clone(store), path.clone());
         let writer = match format {
             OutputFormat::Parquet(o) => PartWriter::Parquet(
-                AsyncArrowWriter::try_new(sink, Arc::clone(schema), Some(o.properties()?)).map_err(|e| KilnError::io(&path, e))?,
+                AsyncArrowWriter::try_new(sink, Arc::clone(schema), Some(o.properties()?))
+                    .map_err(|e| KilnError::io(&path, e))?,
             ),
             OutputFormat::Csv => PartWriter::Csv(sink, true),
         };
         Ok((writer, path))
     }
 
-    async fn write(&mut self, batch: &arrow::record_batch::RecordBatch, path: &object_store::path::Path) -> Result<()> {
+    async fn write(
+        &mut self,
+        batch: &arrow::record_batch::RecordBatch,
+        path: &object_store::path::Path,
+    ) -> Result<()> {
         use tokio::io::AsyncWriteExt;
         match self {
             PartWriter::Parquet(w) => w.write(batch).await.map_err(|e| KilnError::io(path, e)),
             PartWriter::Csv(sink, header) => {
                 let mut buf = Vec::new();
                 {
-                    let mut w = arrow::csv::WriterBuilder::new().with_header(*header).build(&mut buf);
+                    let mut w = arrow::csv::WriterBuilder::new()
+                        .with_header(*header)
+                        .build(&mut buf);
                     w.write(batch).map_err(|e| KilnError::io(path, e))?;
                 }
                 *header = false;
-                sink.write_all(&buf).await.map_err(|e| KilnError::io(path, e))
+                sink.write_all(&buf)
+                    .await
+                    .map_err(|e| KilnError::io(path, e))
             }
         }
     }
@@ -370,8 +420,14 @@ impl PartWriter {
     async fn close(self, path: &object_store::path::Path) -> Result<()> {
         use tokio::io::AsyncWriteExt;
         match self {
-            PartWriter::Parquet(w) => w.close().await.map(|_| ()).map_err(|e| KilnError::io(path, e)),
-            PartWriter::Csv(mut sink, _) => sink.shutdown().await.map_err(|e| KilnError::io(path, e)),
+            PartWriter::Parquet(w) => w
+                .close()
+                .await
+                .map(|_| ())
+                .map_err(|e| KilnError::io(path, e)),
+            PartWriter::Csv(mut sink, _) => {
+                sink.shutdown().await.map_err(|e| KilnError::io(path, e))
+            }
         }
     }
 }
@@ -415,7 +471,10 @@ async fn write_partitions(
     let mut summary = WriteSummary::default();
     let mut first_error = None;
     for t in tasks {
-        match t.await.map_err(|e| KilnError::io(staging, format!("writer task failed: {e}"))) {
+        match t
+            .await
+            .map_err(|e| KilnError::io(staging, format!("writer task failed: {e}")))
+        {
             Ok(Ok(Some(rows))) => {
                 summary.rows += rows;
                 summary.files += 1;
@@ -449,7 +508,8 @@ async fn commit(
         // Local file system: two renames; the old output is only removed
         // once the new one is in place.
         let final_dir = std::path::PathBuf::from(final_dir.to_string_lossy().trim_end_matches('/'));
-        std::fs::write(staged.join("_SUCCESS"), b"").map_err(|e| KilnError::io(staged.display(), e))?;
+        std::fs::write(staged.join("_SUCCESS"), b"")
+            .map_err(|e| KilnError::io(staged.display(), e))?;
         if let Some(parent) = final_dir.parent() {
             std::fs::create_dir_all(parent).map_err(|e| KilnError::io(parent.display(), e))?;
         }
@@ -457,7 +517,8 @@ async fn commit(
         let had_old = final_dir.exists();
         if had_old {
             if let Some(old) = &old {
-                std::fs::rename(&final_dir, old).map_err(|e| KilnError::io(final_dir.display(), e))?;
+                std::fs::rename(&final_dir, old)
+                    .map_err(|e| KilnError::io(final_dir.display(), e))?;
             }
         }
         if let Err(e) = std::fs::rename(&staged, &final_dir) {

@@ -86,7 +86,10 @@ mod tests {
     #[test]
     fn parses_spark_style_masters() -> Result<()> {
         assert_eq!("local".parse::<Master>()?, Master::Local { partitions: 1 });
-        assert_eq!("local[3]".parse::<Master>()?, Master::Local { partitions: 3 });
+        assert_eq!(
+            "local[3]".parse::<Master>()?,
+            Master::Local { partitions: 3 }
+        );
         assert!("local[*]".parse::<Master>()?.is_local());
         assert_eq!(
             "df://10.0.0.1:50050".parse::<Master>()?,
@@ -95,7 +98,13 @@ mod tests {
                 port: 50050
             }
         );
-        for bad in ["local[0]", "local[x]", "spark://a:1", "df://:1", "df://host"] {
+        for bad in [
+            "local[0]",
+            "local[x]",
+            "spark://a:1",
+            "df://:1",
+            "df://host",
+        ] {
             let err = bad.parse::<Master>().expect_err(bad);
             assert_eq!(err.exit_code(), 2, "{bad}");
         }

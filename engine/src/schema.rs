@@ -36,10 +36,22 @@ pub struct ReferenceSchema {
 /// One difference between the data and the reference schema.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SchemaMismatch {
-    MissingColumn { name: String, expected: String },
-    WrongType { name: String, expected: String, actual: String },
-    Nullable { name: String },
-    ExtraColumn { name: String, actual: String },
+    MissingColumn {
+        name: String,
+        expected: String,
+    },
+    WrongType {
+        name: String,
+        expected: String,
+        actual: String,
+    },
+    Nullable {
+        name: String,
+    },
+    ExtraColumn {
+        name: String,
+        actual: String,
+    },
 }
 
 impl fmt::Display for SchemaMismatch {
@@ -48,7 +60,11 @@ impl fmt::Display for SchemaMismatch {
             SchemaMismatch::MissingColumn { name, expected } => {
                 write!(f, "missing column '{name}' (expected {expected})")
             }
-            SchemaMismatch::WrongType { name, expected, actual } => {
+            SchemaMismatch::WrongType {
+                name,
+                expected,
+                actual,
+            } => {
                 write!(f, "column '{name}' has type {actual}, expected {expected}")
             }
             SchemaMismatch::Nullable { name } => write!(
@@ -183,7 +199,11 @@ mod tests {
     fn sample() -> Schema {
         Schema::new(vec![
             Field::new("id", DataType::Int64, false),
-            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
             Field::new("rsrp", DataType::Float32, true),
         ])
     }
@@ -208,9 +228,16 @@ mod tests {
         ]);
         let found = reference.mismatches(&actual);
         assert_eq!(found.len(), 4, "{found:?}");
-        let err = reference.validate(&actual, "raw/x.parquet").expect_err("mismatch");
+        let err = reference
+            .validate(&actual, "raw/x.parquet")
+            .expect_err("mismatch");
         let text = err.to_string();
-        for needle in ["'id' has type Utf8, expected Int64", "missing column 'ts'", "unexpected column 'extra'", "raw/x.parquet"] {
+        for needle in [
+            "'id' has type Utf8, expected Int64",
+            "missing column 'ts'",
+            "unexpected column 'extra'",
+            "raw/x.parquet",
+        ] {
             assert!(text.contains(needle), "{needle} not in {text}");
         }
     }

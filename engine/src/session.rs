@@ -43,6 +43,13 @@ impl KilnExtensions {
     /// Ballista's function registry with kiln's functions added.
     pub fn ballista_registry(&self) -> ballista_core::registry::BallistaFunctionRegistry {
         let mut registry = ballista_core::registry::BallistaFunctionRegistry::default();
+        // Ballista's default registry lacks the nested (array) functions.
+        for udf in datafusion::functions_nested::all_default_nested_functions() {
+            registry
+                .scalar_functions
+                .entry(udf.name().to_string())
+                .or_insert(udf);
+        }
         for udf in &self.scalar_udfs {
             registry
                 .scalar_functions
@@ -53,7 +60,9 @@ impl KilnExtensions {
 }
 
 /// The runtime every kiln process uses: the lake object-store registry.
-pub fn lake_runtime(stores: Arc<LakeObjectStoreRegistry>) -> datafusion::error::Result<Arc<RuntimeEnv>> {
+pub fn lake_runtime(
+    stores: Arc<LakeObjectStoreRegistry>,
+) -> datafusion::error::Result<Arc<RuntimeEnv>> {
     RuntimeEnvBuilder::new()
         .with_object_store_registry(stores)
         .build_arc()
@@ -69,7 +78,9 @@ pub struct KilnSession {
 
 impl std::fmt::Debug for KilnSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KilnSession").field("master", &self.master).finish()
+        f.debug_struct("KilnSession")
+            .field("master", &self.master)
+            .finish()
     }
 }
 
@@ -128,7 +139,11 @@ impl KilnSession {
 
 async fn check_reachable(host: &str, port: u16) -> Result<()> {
     let addr = format!("{host}:{port}");
-    let attempt = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&addr)).await;
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await;
     let reason = match attempt {
         Ok(Ok(_)) => return Ok(()),
         Ok(Err(e)) => e.to_string(),

@@ -29,14 +29,20 @@ impl LakeObjectStoreRegistry {
     }
 
     fn key(url: &Url) -> String {
-        format!("{}://{}", url.scheme(), &url[url::Position::BeforeHost..url::Position::AfterPort])
+        format!(
+            "{}://{}",
+            url.scheme(),
+            &url[url::Position::BeforeHost..url::Position::AfterPort]
+        )
     }
 
     fn build(url: &Url) -> Result<Arc<dyn ObjectStore>> {
-        let err = |e: object_store::Error| KilnError::config_fix(
-            format!("cannot open object store for {url}: {e}"),
-            "check the URL and the store's environment variables (AWS_*, AZURE_STORAGE_*)",
-        );
+        let err = |e: object_store::Error| {
+            KilnError::config_fix(
+                format!("cannot open object store for {url}: {e}"),
+                "check the URL and the store's environment variables (AWS_*, AZURE_STORAGE_*)",
+            )
+        };
         match url.scheme() {
             "file" => Ok(Arc::new(LocalFileSystem::new())),
             "s3" | "s3a" => {
@@ -78,7 +84,11 @@ impl LakeObjectStoreRegistry {
 }
 
 impl ObjectStoreRegistry for LakeObjectStoreRegistry {
-    fn register_store(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
         self.stores.lock().ok()?.insert(Self::key(url), store)
     }
 
@@ -194,7 +204,9 @@ pub fn object_path(url: &Url) -> Result<object_store::path::Path> {
 
 /// The local file-system path of a `file://` URL, if it is one.
 pub fn local_path(url: &Url) -> Option<std::path::PathBuf> {
-    (url.scheme() == "file").then(|| url.to_file_path().ok()).flatten()
+    (url.scheme() == "file")
+        .then(|| url.to_file_path().ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -204,10 +216,16 @@ mod tests {
     #[test]
     fn resolves_relative_paths_against_the_root() -> Result<()> {
         let lake = Lake::new("s3://bucket/prefix")?;
-        assert_eq!(lake.resolve("raw/t/")?.as_str(), "s3://bucket/prefix/raw/t/");
+        assert_eq!(
+            lake.resolve("raw/t/")?.as_str(),
+            "s3://bucket/prefix/raw/t/"
+        );
         assert_eq!(lake.resolve("az://c/x")?.as_str(), "az://c/x");
         let local = Lake::new("file:///tmp/lake/./a/..")?;
-        assert_eq!(local.resolve("x.parquet")?.as_str(), "file:///tmp/lake/x.parquet");
+        assert_eq!(
+            local.resolve("x.parquet")?.as_str(),
+            "file:///tmp/lake/x.parquet"
+        );
         Ok(())
     }
 
@@ -215,10 +233,7 @@ mod tests {
     fn relative_file_roots_use_the_working_directory() -> Result<()> {
         let lake = Lake::new("file://./lake")?;
         let cwd = std::env::current_dir().map_err(|e| KilnError::io("cwd", e))?;
-        assert_eq!(
-            lake.root().to_file_path().ok(),
-            Some(cwd.join("lake"))
-        );
+        assert_eq!(lake.root().to_file_path().ok(), Some(cwd.join("lake")));
         Ok(())
     }
 }

@@ -21,6 +21,37 @@ impl Dataset {
         self.columns.len()
     }
 
+    /// Reorders rows canonically (by content), so results do not depend on
+    /// the order in which a distributed engine returned the rows.
+    pub fn canonicalize(&mut self) {
+        use std::hash::{Hash, Hasher};
+        let n = self.n_rows();
+        let key = |r: usize| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.labels[r].hash(&mut h);
+            for c in &self.columns {
+                c[r].to_bits().hash(&mut h);
+            }
+            h.finish()
+        };
+        let keys: Vec<u64> = (0..n).map(key).collect();
+        let mut idx: Vec<usize> = (0..n).collect();
+        idx.sort_by(|&a, &b| {
+            keys[a].cmp(&keys[b]).then_with(|| {
+                self.columns
+                    .iter()
+                    .map(|c| c[a].total_cmp(&c[b]))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(self.labels[a].cmp(&self.labels[b]))
+            })
+        });
+        for c in &mut self.columns {
+            *c = idx.iter().map(|&i| c[i]).collect();
+        }
+        self.labels = idx.iter().map(|&i| self.labels[i]).collect();
+    }
+
     /// Checks shape, finite features and labels; returns the class count.
     pub fn validate(&self, binary_only: bool) -> Result<usize> {
         let n = self.n_rows();
@@ -29,7 +60,10 @@ impl Dataset {
         }
         for (c, name) in self.columns.iter().zip(&self.feature_names) {
             if c.len() != n {
-                return Err(KilnError::data("training set", format!("feature '{name}' has {} values for {n} labels", c.len())));
+                return Err(KilnError::data(
+                    "training set",
+                    format!("feature '{name}' has {} values for {n} labels", c.len()),
+                ));
             }
             if let Some(i) = c.iter().position(|v| v.is_infinite()) {
                 return Err(KilnError::Data {
@@ -39,16 +73,30 @@ impl Dataset {
                 });
             }
         }
-        let k = self.labels.iter().max().map(|m| *m as usize + 1).unwrap_or(0);
+        let k = self
+            .labels
+            .iter()
+            .max()
+            .map(|m| *m as usize + 1)
+            .unwrap_or(0);
         let mut seen = vec![false; k];
         for l in &self.labels {
             seen[*l as usize] = true;
         }
         if seen.iter().filter(|s| **s).count() < 2 {
-            return Err(KilnError::data("training set", "the training labels have a single class; a classifier needs at least two"));
+            return Err(KilnError::data(
+                "training set",
+                "the training labels have a single class; a classifier needs at least two",
+            ));
         }
         if binary_only && k > 2 {
-            return Err(KilnError::data("training set", format!("labels go up to {}, but binary training needs labels in {{0, 1}}", k - 1)));
+            return Err(KilnError::data(
+                "training set",
+                format!(
+                    "labels go up to {}, but binary training needs labels in {{0, 1}}",
+                    k - 1
+                ),
+            ));
         }
         Ok(k.max(2))
     }
@@ -118,7 +166,9 @@ impl Binned {
     pub fn new(data: &Dataset, max_bins: usize) -> Result<Self> {
         use rayon::prelude::*;
         if !(2..=256).contains(&max_bins) {
-            return Err(KilnError::config(format!("maxBins must be in 2..=256, got {max_bins}")));
+            return Err(KilnError::config(format!(
+                "maxBins must be in 2..=256, got {max_bins}"
+            )));
         }
         let n = data.n_rows();
         let sample_stride = (n / 200_000).max(1);
@@ -130,8 +180,17 @@ impl Binned {
                 FeatureBins::fit(&sample, max_bins)
             })
             .collect();
-        let codes = data.columns.par_iter().zip(&bins).map(|(c, b)| c.iter().map(|x| b.bin(*x)).collect()).collect();
-        Ok(Binned { n_rows: n, codes, bins })
+        let codes = data
+            .columns
+            .par_iter()
+            .zip(&bins)
+            .map(|(c, b)| c.iter().map(|x| b.bin(*x)).collect())
+            .collect();
+        Ok(Binned {
+            n_rows: n,
+            codes,
+            bins,
+        })
     }
 }
 

@@ -70,10 +70,16 @@ impl GbtParams {
             return bad(format!("stepSize {} must be in (0, 1]", self.step_size));
         }
         if !(self.subsampling_rate > 0.0 && self.subsampling_rate <= 1.0) {
-            return bad(format!("subsamplingRate {} must be in (0, 1]", self.subsampling_rate));
+            return bad(format!(
+                "subsamplingRate {} must be in (0, 1]",
+                self.subsampling_rate
+            ));
         }
         if !(0.0..1.0).contains(&self.validation_fraction) {
-            return bad(format!("validationFraction {} must be in [0, 1)", self.validation_fraction));
+            return bad(format!(
+                "validationFraction {} must be in [0, 1)",
+                self.validation_fraction
+            ));
         }
         if self.reg_lambda < 0.0 || self.min_info_gain < 0.0 {
             return bad("regLambda and minInfoGain must be >= 0".into());
@@ -149,13 +155,34 @@ impl GbtParams {
                 for &r in &train {
                     let r = r as usize;
                     let y = data.labels[r] as usize;
-                    let p = if outputs == 1 { sigmoid(scores[r]) } else { softmax_at(&scores[r * k..(r + 1) * k], c) };
-                    let target = if outputs == 1 { (y == 1) as u8 as f64 } else { (y == c) as u8 as f64 };
+                    let p = if outputs == 1 {
+                        sigmoid(scores[r])
+                    } else {
+                        softmax_at(&scores[r * k..(r + 1) * k], c)
+                    };
+                    let target = if outputs == 1 {
+                        (y == 1) as u8 as f64
+                    } else {
+                        (y == c) as u8 as f64
+                    };
                     grad[r] = p - target;
                     hess[r] = (p * (1.0 - p)).max(1e-16);
                 }
-                let obj = Newton { grad: &grad, hess: &hess, lambda: self.reg_lambda, min_hessian: self.min_sum_hessian, step: self.step_size };
-                let tree = grow(&binned, rows.clone(), &obj, &grow_params, &mut rng, &mut importance);
+                let obj = Newton {
+                    grad: &grad,
+                    hess: &hess,
+                    lambda: self.reg_lambda,
+                    min_hessian: self.min_sum_hessian,
+                    step: self.step_size,
+                };
+                let tree = grow(
+                    &binned,
+                    rows.clone(),
+                    &obj,
+                    &grow_params,
+                    &mut rng,
+                    &mut importance,
+                );
                 round.push(tree);
             }
             // Update all scores (train and validation) with the new trees.
@@ -199,7 +226,12 @@ impl GbtParams {
         if total > 0.0 {
             importance.iter_mut().for_each(|x| *x /= total);
         }
-        Ok(GbtModel { num_classes: k, init, trees, feature_importances: importance })
+        Ok(GbtModel {
+            num_classes: k,
+            init,
+            trees,
+            feature_importances: importance,
+        })
     }
 }
 

@@ -31,7 +31,12 @@ impl Metrics {
         for (y, p) in labels.iter().zip(proba) {
             let pred = argmax(p);
             confusion[*y as usize][pred] += 1;
-            log_loss -= p.get(*y as usize).copied().unwrap_or(0.0).clamp(1e-15, 1.0).ln();
+            log_loss -= p
+                .get(*y as usize)
+                .copied()
+                .unwrap_or(0.0)
+                .clamp(1e-15, 1.0)
+                .ln();
         }
         let correct: u64 = (0..k).map(|c| confusion[c][c]).sum();
         let (mut wp, mut wr, mut wf) = (0.0, 0.0, 0.0);
@@ -39,9 +44,17 @@ impl Metrics {
             let actual: u64 = confusion[c].iter().sum();
             let predicted: u64 = (0..k).map(|a| confusion[a][c]).sum();
             let tp = confusion[c][c] as f64;
-            let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
+            let precision = if predicted > 0 {
+                tp / predicted as f64
+            } else {
+                0.0
+            };
             let recall = if actual > 0 { tp / actual as f64 } else { 0.0 };
-            let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+            let f1 = if precision + recall > 0.0 {
+                2.0 * precision * recall / (precision + recall)
+            } else {
+                0.0
+            };
             let w = actual as f64 / n.max(1) as f64;
             wp += w * precision;
             wr += w * recall;
@@ -82,7 +95,15 @@ impl Metrics {
     }
 }
 
-pub const METRIC_NAMES: &[&str] = &["areaUnderROC", "areaUnderPR", "accuracy", "f1", "weightedPrecision", "weightedRecall", "logLoss"];
+pub const METRIC_NAMES: &[&str] = &[
+    "areaUnderROC",
+    "areaUnderPR",
+    "accuracy",
+    "f1",
+    "weightedPrecision",
+    "weightedRecall",
+    "logLoss",
+];
 
 /// Whether a larger value of the metric is better.
 pub fn larger_is_better(name: &str) -> bool {
@@ -116,13 +137,21 @@ pub fn binary_curves(labels: &[u32], scores: &[f64]) -> (f64, f64, Vec<(f64, f64
     while i < idx.len() {
         let s = scores[idx[i]];
         while i < idx.len() && scores[idx[i]] == s {
-            if labels[idx[i]] == 1 { tp += 1.0 } else { fp += 1.0 }
+            if labels[idx[i]] == 1 {
+                tp += 1.0
+            } else {
+                fp += 1.0
+            }
             i += 1;
         }
         roc.push((fp / neg, tp / pos));
         pr.push((tp / pos, tp / (tp + fp)));
     }
-    let area = |pts: &[(f64, f64)]| pts.windows(2).map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0).sum::<f64>();
+    let area = |pts: &[(f64, f64)]| {
+        pts.windows(2)
+            .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
+            .sum::<f64>()
+    };
     let auc = area(&roc);
     // Spark starts the PR curve at (0, precision of the first threshold).
     if pr.len() > 1 {
@@ -155,7 +184,10 @@ mod tests {
     #[test]
     fn weighted_metrics_and_confusion() {
         let labels = [0, 0, 1, 1, 1];
-        let proba: Vec<Vec<f64>> = [0.2, 0.6, 0.7, 0.8, 0.4].iter().map(|p| vec![1.0 - p, *p]).collect();
+        let proba: Vec<Vec<f64>> = [0.2, 0.6, 0.7, 0.8, 0.4]
+            .iter()
+            .map(|p| vec![1.0 - p, *p])
+            .collect();
         let m = Metrics::compute(&labels, &proba);
         assert_eq!(m.confusion, vec![vec![1, 1], vec![1, 2]]);
         assert!((m.accuracy - 0.6).abs() < 1e-12);

@@ -20,12 +20,19 @@ pub const ESTIMATOR_CLASSNAMES: &[&str] = &["GBTClassifier", "RandomForestClassi
 
 impl ModelParams {
     /// Parses `params` for `classname` (unknown keys are errors).
-    pub fn parse(classname: &str, params: &serde_json::Map<String, serde_json::Value>) -> Result<Self> {
+    pub fn parse(
+        classname: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self> {
         let value = serde_json::Value::Object(params.clone());
         let err = |e: serde_json::Error| KilnError::config(format!("{classname}: {e}"));
         let p = match classname {
-            "GBTClassifier" => ModelParams::GBTClassifier(serde_json::from_value(value).map_err(err)?),
-            "RandomForestClassifier" => ModelParams::RandomForestClassifier(serde_json::from_value(value).map_err(err)?),
+            "GBTClassifier" => {
+                ModelParams::GBTClassifier(serde_json::from_value(value).map_err(err)?)
+            }
+            "RandomForestClassifier" => {
+                ModelParams::RandomForestClassifier(serde_json::from_value(value).map_err(err)?)
+            }
             other => {
                 return Err(KilnError::config_fix(
                     format!("unknown estimator classname '{other}'"),
@@ -50,13 +57,18 @@ impl ModelParams {
     pub fn fit(&self, data: &Dataset) -> Result<FittedModel> {
         Ok(match self {
             ModelParams::GBTClassifier(p) => FittedModel::GBTClassifier(p.fit(data)?),
-            ModelParams::RandomForestClassifier(p) => FittedModel::RandomForestClassifier(p.fit(data)?),
+            ModelParams::RandomForestClassifier(p) => {
+                FittedModel::RandomForestClassifier(p.fit(data)?)
+            }
         })
     }
 
     /// The parameters as a JSON object (for reports).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).ok().and_then(|v| v.get("params").cloned()).unwrap_or_default()
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("params").cloned())
+            .unwrap_or_default()
     }
 }
 
@@ -93,7 +105,10 @@ impl FittedModel {
     /// Probabilities for every row of a dataset (rayon).
     pub fn predict_dataset(&self, data: &Dataset) -> Vec<Vec<f64>> {
         use rayon::prelude::*;
-        (0..data.n_rows()).into_par_iter().map(|r| self.predict_proba(&|f| data.columns[f][r])).collect()
+        (0..data.n_rows())
+            .into_par_iter()
+            .map(|r| self.predict_proba(&|f| data.columns[f][r]))
+            .collect()
     }
 }
 
@@ -130,20 +145,37 @@ impl ModelArtifact {
     }
 
     pub fn from_json(bytes: &[u8], location: &str) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| KilnError::data(location, format!("invalid model artifact: {e}")))?;
-        let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| KilnError::data(location, format!("invalid model artifact: {e}")))?;
+        let version = value
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
         if version != u64::from(MODEL_FORMAT_VERSION) {
             return Err(KilnError::Data {
                 location: location.into(),
-                message: format!("model artifact format version {version} is incompatible with this kiln (reads version {MODEL_FORMAT_VERSION})"),
-                fix: Some("retrain the model with this kiln version, or pin a compatible model version".into()),
+                message: format!(
+                    "model artifact format version {version} is incompatible with this kiln (reads version {MODEL_FORMAT_VERSION})"
+                ),
+                fix: Some(
+                    "retrain the model with this kiln version, or pin a compatible model version"
+                        .into(),
+                ),
             });
         }
-        serde_json::from_value(value).map_err(|e| KilnError::data(location, format!("invalid model artifact: {e}")))
+        serde_json::from_value(value)
+            .map_err(|e| KilnError::data(location, format!("invalid model artifact: {e}")))
     }
 
     /// Metrics as a map from a [`Metrics`] (scalar ones only).
     pub fn metric_map(m: &Metrics) -> BTreeMap<String, f64> {
-        crate::metrics::METRIC_NAMES.iter().filter_map(|n| m.get(n).filter(|v| v.is_finite()).map(|v| (n.to_string(), v))).collect()
+        crate::metrics::METRIC_NAMES
+            .iter()
+            .filter_map(|n| {
+                m.get(n)
+                    .filter(|v| v.is_finite())
+                    .map(|v| (n.to_string(), v))
+            })
+            .collect()
     }
 }

@@ -9,12 +9,15 @@ use crate::model::ModelArtifact;
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Float64Builder, StructArray};
 use arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, Mutex};
 
-static MODELS: LazyLock<Mutex<HashMap<u64, Arc<ModelArtifact>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+static MODELS: LazyLock<Mutex<HashMap<u64, Arc<ModelArtifact>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// How many distinct models this process has parsed (for tests).
 pub fn cached_models() -> usize {
@@ -25,17 +28,25 @@ fn model(json: &str) -> Result<Arc<ModelArtifact>> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     json.hash(&mut h);
     let key = h.finish();
-    let mut cache = MODELS.lock().map_err(|_| DataFusionError::Execution("model cache poisoned".into()))?;
+    let mut cache = MODELS
+        .lock()
+        .map_err(|_| DataFusionError::Execution("model cache poisoned".into()))?;
     if let Some(m) = cache.get(&key) {
         return Ok(Arc::clone(m));
     }
-    let m = Arc::new(ModelArtifact::from_json(json.as_bytes(), "kiln_predict model").map_err(|e| DataFusionError::Execution(e.to_string()))?);
+    let m = Arc::new(
+        ModelArtifact::from_json(json.as_bytes(), "kiln_predict model")
+            .map_err(|e| DataFusionError::Execution(e.to_string()))?,
+    );
     cache.insert(key, Arc::clone(&m));
     Ok(m)
 }
 
 pub fn output_fields() -> Fields {
-    Fields::from(vec![Field::new("probability", DataType::Float64, true), Field::new("label", DataType::Float64, true)])
+    Fields::from(vec![
+        Field::new("probability", DataType::Float64, true),
+        Field::new("label", DataType::Float64, true),
+    ])
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -45,7 +56,9 @@ pub struct Predict {
 
 impl Default for Predict {
     fn default() -> Self {
-        Predict { signature: Signature::any(2, Volatility::Immutable) }
+        Predict {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
     }
 }
 
@@ -65,13 +78,26 @@ impl ScalarUDFImpl for Predict {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let json = match &args.args[0] {
-            ColumnarValue::Scalar(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s))) => s.clone(),
-            _ => return Err(DataFusionError::Plan("kiln_predict: the model must be a string literal".into())),
+            ColumnarValue::Scalar(
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::LargeUtf8(Some(s))
+                | ScalarValue::Utf8View(Some(s)),
+            ) => s.clone(),
+            _ => {
+                return Err(DataFusionError::Plan(
+                    "kiln_predict: the model must be a string literal".into(),
+                ));
+            }
         };
         let model = model(&json)?;
         let expected = model.feature_names.len();
         let features = args.args[1].to_array(args.number_rows)?;
-        let list = features.as_list_opt::<i32>().ok_or_else(|| DataFusionError::Plan(format!("kiln_predict: features must be List<Float64>, got {}", features.data_type())))?;
+        let list = features.as_list_opt::<i32>().ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "kiln_predict: features must be List<Float64>, got {}",
+                features.data_type()
+            ))
+        })?;
         let mut prob = Float64Builder::with_capacity(list.len());
         let mut label = Float64Builder::with_capacity(list.len());
         let binary = model.model.num_classes() == 2;
@@ -82,22 +108,44 @@ impl ScalarUDFImpl for Predict {
                 continue;
             }
             let v = list.value(i);
-            let v = v.as_primitive_opt::<arrow::datatypes::Float64Type>().ok_or_else(|| DataFusionError::Plan("kiln_predict: features must be List<Float64>".into()))?;
+            let v = v
+                .as_primitive_opt::<arrow::datatypes::Float64Type>()
+                .ok_or_else(|| {
+                    DataFusionError::Plan("kiln_predict: features must be List<Float64>".into())
+                })?;
             if v.len() != expected {
                 return Err(DataFusionError::Execution(format!(
                     "kiln_predict: the model was trained on {expected} features ({}...), but the feature vector has {}; apply the feature pipeline the model was trained with",
-                    model.feature_names.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                    model
+                        .feature_names
+                        .iter()
+                        .take(3)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     v.len()
                 )));
             }
-            let p = model.model.predict_proba(&|f| if v.is_null(f) { f64::NAN } else { v.value(f) });
-            let best = p.iter().enumerate().fold(0, |b, (i, x)| if *x > p[b] { i } else { b });
+            let p = model
+                .model
+                .predict_proba(&|f| if v.is_null(f) { f64::NAN } else { v.value(f) });
+            let best = p
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, x)| if *x > p[b] { i } else { b });
             prob.append_value(if binary { p[1] } else { p[best] });
             label.append_value(best as f64);
         }
-        let arrays: Vec<ArrayRef> = vec![Arc::new(prob.finish()) as ArrayRef, Arc::new(label.finish()) as ArrayRef];
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(prob.finish()) as ArrayRef,
+            Arc::new(label.finish()) as ArrayRef,
+        ];
         let nulls = list.nulls().cloned();
         let _ = Float64Array::from(Vec::<f64>::new());
-        Ok(ColumnarValue::Array(Arc::new(StructArray::new(output_fields(), arrays, nulls))))
+        Ok(ColumnarValue::Array(Arc::new(StructArray::new(
+            output_fields(),
+            arrays,
+            nulls,
+        ))))
     }
 }

@@ -10,7 +10,13 @@ pub fn roc_svg(title: &str, metrics: &Metrics) -> String {
     let y = |v: f64| h - m - v * (h - 2.0 * m);
     let mut path = String::new();
     for (i, (fpr, tpr)) in metrics.roc.iter().enumerate() {
-        let _ = write!(path, "{}{:.2},{:.2} ", if i == 0 { "M" } else { "L" }, x(*fpr), y(*tpr));
+        let _ = write!(
+            path,
+            "{}{:.2},{:.2} ",
+            if i == 0 { "M" } else { "L" },
+            x(*fpr),
+            y(*tpr)
+        );
     }
     let escaped = title.replace('&', "&amp;").replace('<', "&lt;");
     format!(
@@ -40,7 +46,16 @@ pub fn roc_svg(title: &str, metrics: &Metrics) -> String {
 
 /// A fixed-width comparison table of competing models.
 pub fn comparison_table(rows: &[(String, f64, &Metrics)], metric: &str) -> String {
-    let mut out = format!("{:<24} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "model", format!("cv {metric}"), "AUC", "accuracy", "F1", "prec_w", "recall_w");
+    let mut out = format!(
+        "{:<24} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "model",
+        format!("cv {metric}"),
+        "AUC",
+        "accuracy",
+        "F1",
+        "prec_w",
+        "recall_w"
+    );
     for (name, cv, m) in rows {
         let _ = writeln!(
             out,

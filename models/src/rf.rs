@@ -56,7 +56,11 @@ pub fn feature_subset(strategy: &str, n: usize, forest: bool) -> Result<usize> {
     let n_f = n as f64;
     let k = match strategy {
         "auto" => {
-            if forest { n_f.sqrt().ceil() as usize } else { n }
+            if forest {
+                n_f.sqrt().ceil() as usize
+            } else {
+                n
+            }
         }
         "all" => n,
         "sqrt" => n_f.sqrt().ceil() as usize,
@@ -67,7 +71,9 @@ pub fn feature_subset(strategy: &str, n: usize, forest: bool) -> Result<usize> {
                 i
             } else if let Ok(f) = s.parse::<f64>() {
                 if !(f > 0.0 && f <= 1.0) {
-                    return Err(KilnError::config(format!("featureSubsetStrategy fraction {f} must be in (0, 1]")));
+                    return Err(KilnError::config(format!(
+                        "featureSubsetStrategy fraction {f} must be in (0, 1]"
+                    )));
                 }
                 (f * n_f).ceil() as usize
             } else {
@@ -91,7 +97,10 @@ impl RfParams {
             return bad(format!("maxDepth {} is above 30", self.max_depth));
         }
         if !(self.subsampling_rate > 0.0 && self.subsampling_rate <= 1.0) {
-            return bad(format!("subsamplingRate {} must be in (0, 1]", self.subsampling_rate));
+            return bad(format!(
+                "subsamplingRate {} must be in (0, 1]",
+                self.subsampling_rate
+            ));
         }
         if !(2..=256).contains(&self.max_bins) {
             return bad(format!("maxBins {} must be in 2..=256", self.max_bins));
@@ -107,17 +116,25 @@ impl RfParams {
         let n = data.n_rows();
         let nf = data.n_features();
         let per_node = feature_subset(&self.feature_subset_strategy, nf, self.num_trees > 1)?;
-        let subset = if per_node >= nf { FeatureSubset::All } else { FeatureSubset::Count(per_node) };
+        let subset = if per_node >= nf {
+            FeatureSubset::All
+        } else {
+            FeatureSubset::Count(per_node)
+        };
         let grown: Vec<(Tree, Vec<f64>)> = (0..self.num_trees)
             .into_par_iter()
             .map(|t| {
-                let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let mut rng = ChaCha8Rng::seed_from_u64(
+                    self.seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                );
                 let mut weights = vec![0.0f64; n];
                 let mut rows = Vec::with_capacity(n);
                 for (r, w) in weights.iter_mut().enumerate() {
                     *w = if self.bootstrap {
                         poisson(&mut rng, self.subsampling_rate) as f64
-                    } else if self.subsampling_rate >= 1.0 || rng.random::<f64>() < self.subsampling_rate {
+                    } else if self.subsampling_rate >= 1.0
+                        || rng.random::<f64>() < self.subsampling_rate
+                    {
                         1.0
                     } else {
                         0.0
@@ -126,7 +143,12 @@ impl RfParams {
                         rows.push(r as u32);
                     }
                 }
-                let obj = ClassCounts { labels: &data.labels, weights: &weights, k, impurity: self.impurity };
+                let obj = ClassCounts {
+                    labels: &data.labels,
+                    weights: &weights,
+                    k,
+                    impurity: self.impurity,
+                };
                 let params = GrowParams {
                     max_depth: self.max_depth,
                     min_instances: self.min_instances_per_node as f64,
@@ -154,7 +176,11 @@ impl RfParams {
         if s > 0.0 {
             importance.iter_mut().for_each(|x| *x /= s);
         }
-        Ok(RfModel { num_classes: k, trees, feature_importances: importance })
+        Ok(RfModel {
+            num_classes: k,
+            trees,
+            feature_importances: importance,
+        })
     }
 }
 
@@ -174,7 +200,11 @@ impl ClassCounts<'_> {
         }
         match self.impurity {
             Impurity::Gini => 1.0 - s.iter().map(|c| (c / n) * (c / n)).sum::<f64>(),
-            Impurity::Entropy => -s.iter().filter(|c| **c > 0.0).map(|c| (c / n) * (c / n).log2()).sum::<f64>(),
+            Impurity::Entropy => -s
+                .iter()
+                .filter(|c| **c > 0.0)
+                .map(|c| (c / n) * (c / n).log2())
+                .sum::<f64>(),
         }
     }
 }
@@ -199,7 +229,9 @@ impl Objective for ClassCounts<'_> {
     }
     fn leaf_value(&self, s: &[f64]) -> Vec<f64> {
         let n: f64 = s.iter().sum();
-        s.iter().map(|c| if n > 0.0 { c / n } else { 1.0 / self.k as f64 }).collect()
+        s.iter()
+            .map(|c| if n > 0.0 { c / n } else { 1.0 / self.k as f64 })
+            .collect()
     }
 }
 

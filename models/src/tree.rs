@@ -31,7 +31,14 @@ pub struct Node {
 
 impl Node {
     fn leaf(value: Vec<f64>) -> Self {
-        Node { feature: 0, threshold: 0.0, default_left: true, left: 0, right: 0, value }
+        Node {
+            feature: 0,
+            threshold: 0.0,
+            default_left: true,
+            left: 0,
+            right: 0,
+            value,
+        }
     }
 
     pub fn is_leaf(&self) -> bool {
@@ -55,15 +62,27 @@ impl Tree {
                 return &n.value;
             }
             let x = row(n.feature as usize);
-            let left = if x.is_nan() { n.default_left } else { x <= n.threshold };
-            i = if left { n.left as usize } else { n.right as usize };
+            let left = if x.is_nan() {
+                n.default_left
+            } else {
+                x <= n.threshold
+            };
+            i = if left {
+                n.left as usize
+            } else {
+                n.right as usize
+            };
         }
     }
 
     pub fn depth(&self) -> usize {
         fn d(t: &Tree, i: usize) -> usize {
             let n = &t.nodes[i];
-            if n.is_leaf() { 0 } else { 1 + d(t, n.left as usize).max(d(t, n.right as usize)) }
+            if n.is_leaf() {
+                0
+            } else {
+                1 + d(t, n.left as usize).max(d(t, n.right as usize))
+            }
         }
         d(self, 0)
     }
@@ -113,7 +132,14 @@ struct Pending {
 }
 
 /// Grows one tree on `rows`; adds split gains to `importance`.
-pub(crate) fn grow(binned: &Binned, rows: Vec<u32>, obj: &dyn Objective, p: &GrowParams, rng: &mut ChaCha8Rng, importance: &mut [f64]) -> Tree {
+pub(crate) fn grow(
+    binned: &Binned,
+    rows: Vec<u32>,
+    obj: &dyn Objective,
+    p: &GrowParams,
+    rng: &mut ChaCha8Rng,
+    importance: &mut [f64],
+) -> Tree {
     let w = obj.width();
     let offsets: Vec<usize> = binned
         .bins
@@ -124,7 +150,10 @@ pub(crate) fn grow(binned: &Binned, rows: Vec<u32>, obj: &dyn Objective, p: &Gro
             Some(o)
         })
         .collect();
-    let total = offsets.last().map(|o| o + binned.bins.last().map(|b| b.n_bins() * w).unwrap_or(0)).unwrap_or(0);
+    let total = offsets
+        .last()
+        .map(|o| o + binned.bins.last().map(|b| b.n_bins() * w).unwrap_or(0))
+        .unwrap_or(0);
     let build = |rows: &[u32]| -> Vec<f64> {
         let mut hist = vec![0.0; total];
         let mut slices: Vec<&mut [f64]> = Vec::with_capacity(offsets.len());
@@ -135,7 +164,10 @@ pub(crate) fn grow(binned: &Binned, rows: Vec<u32>, obj: &dyn Objective, p: &Gro
             rest = tail;
         }
         if p.parallel && rows.len() > 4096 {
-            slices.into_par_iter().enumerate().for_each(|(f, h)| obj.accumulate(&binned.codes[f], rows, h));
+            slices
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(f, h)| obj.accumulate(&binned.codes[f], rows, h));
         } else {
             for (f, h) in slices.into_iter().enumerate() {
                 obj.accumulate(&binned.codes[f], rows, h);
@@ -145,9 +177,19 @@ pub(crate) fn grow(binned: &Binned, rows: Vec<u32>, obj: &dyn Objective, p: &Gro
     };
     let mut nodes = vec![Node::leaf(Vec::new())];
     let root_hist = build(&rows);
-    let mut queue = vec![Pending { node: 0, rows, hist: root_hist, depth: 0 }];
+    let mut queue = vec![Pending {
+        node: 0,
+        rows,
+        hist: root_hist,
+        depth: 0,
+    }];
     while let Some(cur) = queue.pop() {
-        let parent = node_stats(&cur.hist, offsets.first().copied().unwrap_or(0), binned.bins.first().map(|b| b.n_bins()).unwrap_or(0), w);
+        let parent = node_stats(
+            &cur.hist,
+            offsets.first().copied().unwrap_or(0),
+            binned.bins.first().map(|b| b.n_bins()).unwrap_or(0),
+            w,
+        );
         let split = if cur.depth < p.max_depth && obj.count(&parent) >= 2.0 * p.min_instances {
             best_split(binned, &cur.hist, &offsets, &parent, obj, p, rng)
         } else {
@@ -161,15 +203,27 @@ pub(crate) fn grow(binned: &Binned, rows: Vec<u32>, obj: &dyn Objective, p: &Gro
         let codes = &binned.codes[split.feature];
         let (left_rows, right_rows): (Vec<u32>, Vec<u32>) = cur.rows.iter().partition(|&&r| {
             let c = codes[r as usize] as usize;
-            if c == 0 { split.default_left } else { c <= split.bin }
+            if c == 0 {
+                split.default_left
+            } else {
+                c <= split.bin
+            }
         });
-        let (small, small_is_left) = if left_rows.len() <= right_rows.len() { (&left_rows, true) } else { (&right_rows, false) };
+        let (small, small_is_left) = if left_rows.len() <= right_rows.len() {
+            (&left_rows, true)
+        } else {
+            (&right_rows, false)
+        };
         let small_hist = build(small);
         let mut large_hist = cur.hist;
         for (l, s) in large_hist.iter_mut().zip(&small_hist) {
             *l -= s;
         }
-        let (left_hist, right_hist) = if small_is_left { (small_hist, large_hist) } else { (large_hist, small_hist) };
+        let (left_hist, right_hist) = if small_is_left {
+            (small_hist, large_hist)
+        } else {
+            (large_hist, small_hist)
+        };
         let l = nodes.len();
         nodes.push(Node::leaf(Vec::new()));
         nodes.push(Node::leaf(Vec::new()));
@@ -180,8 +234,18 @@ pub(crate) fn grow(binned: &Binned, rows: Vec<u32>, obj: &dyn Objective, p: &Gro
         n.left = l as u32;
         n.right = l as u32 + 1;
         // Depth-first: right pushed first so the left child is grown first.
-        queue.push(Pending { node: l + 1, rows: right_rows, hist: right_hist, depth: cur.depth + 1 });
-        queue.push(Pending { node: l, rows: left_rows, hist: left_hist, depth: cur.depth + 1 });
+        queue.push(Pending {
+            node: l + 1,
+            rows: right_rows,
+            hist: right_hist,
+            depth: cur.depth + 1,
+        });
+        queue.push(Pending {
+            node: l,
+            rows: left_rows,
+            hist: left_hist,
+            depth: cur.depth + 1,
+        });
     }
     Tree { nodes }
 }
@@ -196,7 +260,15 @@ fn node_stats(hist: &[f64], offset: usize, n_bins: usize, w: usize) -> Vec<f64> 
     s
 }
 
-fn best_split(binned: &Binned, hist: &[f64], offsets: &[usize], parent: &[f64], obj: &dyn Objective, p: &GrowParams, rng: &mut ChaCha8Rng) -> Option<Split> {
+fn best_split(
+    binned: &Binned,
+    hist: &[f64],
+    offsets: &[usize],
+    parent: &[f64],
+    obj: &dyn Objective,
+    p: &GrowParams,
+    rng: &mut ChaCha8Rng,
+) -> Option<Split> {
     let nf = binned.bins.len();
     let features: Vec<usize> = match p.subset {
         FeatureSubset::All => (0..nf).collect(),
@@ -226,12 +298,19 @@ fn best_split(binned: &Binned, hist: &[f64], offsets: &[usize], parent: &[f64], 
                     left_m[k] = left[k] + if default_left { missing[k] } else { 0.0 };
                     right[k] = parent[k] - left_m[k];
                 }
-                if obj.count(&left_m) < p.min_instances.max(1e-9) || obj.count(&right) < p.min_instances.max(1e-9) {
+                if obj.count(&left_m) < p.min_instances.max(1e-9)
+                    || obj.count(&right) < p.min_instances.max(1e-9)
+                {
                     continue;
                 }
                 if let Some(g) = obj.gain(&left_m, &right, parent) {
                     if g > p.min_gain && best.as_ref().is_none_or(|s| g > s.gain) {
-                        best = Some(Split { feature: f, bin: b, default_left, gain: g });
+                        best = Some(Split {
+                            feature: f,
+                            bin: b,
+                            default_left,
+                            gain: g,
+                        });
                     }
                 }
                 if missing.iter().all(|m| *m == 0.0) {

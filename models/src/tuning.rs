@@ -30,7 +30,10 @@ impl EstimatorSpec {
         let mut points: Vec<serde_json::Map<String, serde_json::Value>> = vec![self.params.clone()];
         for (key, values) in &self.grid {
             if values.is_empty() {
-                return Err(KilnError::config(format!("{}: grid '{key}' is empty", self.classname)));
+                return Err(KilnError::config(format!(
+                    "{}: grid '{key}' is empty",
+                    self.classname
+                )));
             }
             points = points
                 .into_iter()
@@ -86,7 +89,9 @@ pub fn stratified_folds(labels: &[u32], k: usize, seed: u64) -> Vec<usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut offset = 0;
     for c in 0..classes {
-        let mut idx: Vec<usize> = (0..labels.len()).filter(|i| labels[*i] as usize == c).collect();
+        let mut idx: Vec<usize> = (0..labels.len())
+            .filter(|i| labels[*i] as usize == c)
+            .collect();
         idx.shuffle(&mut rng);
         for (j, i) in idx.into_iter().enumerate() {
             fold[i] = (j + offset) % k;
@@ -99,8 +104,24 @@ pub fn stratified_folds(labels: &[u32], k: usize, seed: u64) -> Vec<usize> {
 /// Rows of `data` selected by `keep`.
 pub fn subset(data: &Dataset, keep: &[bool]) -> Dataset {
     Dataset {
-        columns: data.columns.iter().map(|c| c.iter().zip(keep).filter(|(_, k)| **k).map(|(v, _)| *v).collect()).collect(),
-        labels: data.labels.iter().zip(keep).filter(|(_, k)| **k).map(|(v, _)| *v).collect(),
+        columns: data
+            .columns
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .zip(keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(v, _)| *v)
+                    .collect()
+            })
+            .collect(),
+        labels: data
+            .labels
+            .iter()
+            .zip(keep)
+            .filter(|(_, k)| **k)
+            .map(|(v, _)| *v)
+            .collect(),
         feature_names: data.feature_names.clone(),
     }
 }
@@ -108,11 +129,18 @@ pub fn subset(data: &Dataset, keep: &[bool]) -> Dataset {
 fn score(params: &ModelParams, train: &Dataset, valid: &Dataset, metric: &str) -> Result<f64> {
     let model = params.fit(train)?;
     let m = Metrics::compute(&valid.labels, &model.predict_dataset(valid));
-    m.get(metric).ok_or_else(|| KilnError::config(format!("unknown metric '{metric}'")))
+    m.get(metric)
+        .ok_or_else(|| KilnError::config(format!("unknown metric '{metric}'")))
 }
 
 /// k-fold cross-validation of every candidate; returns the best by `metric`.
-pub fn cross_validate(candidates: &[ModelParams], data: &Dataset, cv: &CrossValidation, metric: &str, seed: u64) -> Result<TuningResult> {
+pub fn cross_validate(
+    candidates: &[ModelParams],
+    data: &Dataset,
+    cv: &CrossValidation,
+    metric: &str,
+    seed: u64,
+) -> Result<TuningResult> {
     if cv.num_folds < 2 {
         return Err(KilnError::config("numFolds must be >= 2"));
     }
@@ -124,30 +152,68 @@ pub fn cross_validate(candidates: &[ModelParams], data: &Dataset, cv: &CrossVali
             (subset(data, &train), subset(data, &valid))
         })
         .collect();
-    let jobs: Vec<(usize, usize)> = (0..candidates.len()).flat_map(|c| (0..cv.num_folds).map(move |f| (c, f))).collect();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(cv.parallelism.max(1)).build().map_err(|e| KilnError::config(e.to_string()))?;
-    let results: Vec<Result<f64>> = pool.install(|| jobs.par_iter().map(|(c, f)| score(&candidates[*c], &splits[*f].0, &splits[*f].1, metric)).collect());
+    let jobs: Vec<(usize, usize)> = (0..candidates.len())
+        .flat_map(|c| (0..cv.num_folds).map(move |f| (c, f)))
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cv.parallelism.max(1))
+        .build()
+        .map_err(|e| KilnError::config(e.to_string()))?;
+    let results: Vec<Result<f64>> = pool.install(|| {
+        jobs.par_iter()
+            .map(|(c, f)| score(&candidates[*c], &splits[*f].0, &splits[*f].1, metric))
+            .collect()
+    });
     let mut sums = vec![0.0; candidates.len()];
     for ((c, _), r) in jobs.iter().zip(results) {
         sums[*c] += r?;
     }
-    pick(candidates, sums.iter().map(|s| s / cv.num_folds as f64).collect(), metric)
+    pick(
+        candidates,
+        sums.iter().map(|s| s / cv.num_folds as f64).collect(),
+        metric,
+    )
 }
 
 /// One train/validation split (`train_ratio` of the rows train).
-pub fn train_validation_split(candidates: &[ModelParams], data: &Dataset, train_ratio: f64, metric: &str, seed: u64, parallelism: usize) -> Result<TuningResult> {
+pub fn train_validation_split(
+    candidates: &[ModelParams],
+    data: &Dataset,
+    train_ratio: f64,
+    metric: &str,
+    seed: u64,
+    parallelism: usize,
+) -> Result<TuningResult> {
     let buckets = ((1.0 / (1.0 - train_ratio)).round() as usize).max(2);
     let folds = stratified_folds(&data.labels, buckets, seed);
     let train_mask: Vec<bool> = folds.iter().map(|f| *f != 0).collect();
     let valid_mask: Vec<bool> = train_mask.iter().map(|t| !t).collect();
     let (train, valid) = (subset(data, &train_mask), subset(data, &valid_mask));
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(parallelism.max(1)).build().map_err(|e| KilnError::config(e.to_string()))?;
-    let results: Vec<Result<f64>> = pool.install(|| candidates.par_iter().map(|c| score(c, &train, &valid, metric)).collect());
-    pick(candidates, results.into_iter().collect::<Result<_>>()?, metric)
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(parallelism.max(1))
+        .build()
+        .map_err(|e| KilnError::config(e.to_string()))?;
+    let results: Vec<Result<f64>> = pool.install(|| {
+        candidates
+            .par_iter()
+            .map(|c| score(c, &train, &valid, metric))
+            .collect()
+    });
+    pick(
+        candidates,
+        results.into_iter().collect::<Result<_>>()?,
+        metric,
+    )
 }
 
 fn pick(candidates: &[ModelParams], means: Vec<f64>, metric: &str) -> Result<TuningResult> {
-    let better = |a: f64, b: f64| if larger_is_better(metric) { a > b } else { a < b };
+    let better = |a: f64, b: f64| {
+        if larger_is_better(metric) {
+            a > b
+        } else {
+            a < b
+        }
+    };
     let mut best = 0;
     for (i, m) in means.iter().enumerate() {
         if better(*m, means[best]) || means[best].is_nan() {
@@ -155,7 +221,10 @@ fn pick(candidates: &[ModelParams], means: Vec<f64>, metric: &str) -> Result<Tun
         }
     }
     Ok(TuningResult {
-        best: candidates.get(best).cloned().ok_or_else(|| KilnError::config("no candidates"))?,
+        best: candidates
+            .get(best)
+            .cloned()
+            .ok_or_else(|| KilnError::config("no candidates"))?,
         best_score: means[best],
         scores: candidates.iter().map(|c| c.to_json()).zip(means).collect(),
     })
@@ -172,7 +241,10 @@ mod tests {
             "grid": {"maxDepth": [1, 3, 5], "numTrees": [15, 20, 25], "minInstancesPerNode": [1, 2, 3], "bootstrap": [true, false], "impurity": ["gini", "entropy"]}
         })).map_err(|e| KilnError::config(e.to_string()))?;
         assert_eq!(spec.candidates(1)?.len(), 108);
-        let bad: EstimatorSpec = serde_json::from_value(serde_json::json!({"classname": "GBTClassifier", "grid": {"maxDeph": [1]}})).map_err(|e| KilnError::config(e.to_string()))?;
+        let bad: EstimatorSpec = serde_json::from_value(
+            serde_json::json!({"classname": "GBTClassifier", "grid": {"maxDeph": [1]}}),
+        )
+        .map_err(|e| KilnError::config(e.to_string()))?;
         let err = bad.candidates(1).expect_err("typo").to_string();
         assert!(err.contains("unknown field `maxDeph`"), "{err}");
         Ok(())
@@ -183,7 +255,9 @@ mod tests {
         let labels: Vec<u32> = (0..1000).map(|i| u32::from(i % 4 == 0)).collect();
         let folds = stratified_folds(&labels, 5, 3);
         for f in 0..5 {
-            let pos = (0..1000).filter(|i| folds[*i] == f && labels[*i] == 1).count();
+            let pos = (0..1000)
+                .filter(|i| folds[*i] == f && labels[*i] == 1)
+                .count();
             assert!((49..=51).contains(&pos), "fold {f}: {pos}");
         }
     }

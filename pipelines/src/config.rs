@@ -69,7 +69,10 @@ impl LoadedConfig {
     /// Reads and parses a config file.
     pub fn from_file(path: &str) -> Result<Self> {
         let raw = std::fs::read_to_string(path).map_err(|e| {
-            KilnError::config_fix(format!("cannot read config {path}: {e}"), "check the file path")
+            KilnError::config_fix(
+                format!("cannot read config {path}: {e}"),
+                "check the file path",
+            )
         })?;
         Self::from_text(&raw, path)
     }
@@ -77,7 +80,8 @@ impl LoadedConfig {
     pub fn from_text(raw: &str, file: &str) -> Result<Self> {
         reject_literal_credentials(raw, file)?;
         let text = interpolate_env(raw, file)?;
-        let config: PipelineConfig = serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(&e, file))?;
+        let config: PipelineConfig =
+            serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(&e, file))?;
         Ok(LoadedConfig {
             config,
             file: file.to_string(),
@@ -92,11 +96,16 @@ impl LoadedConfig {
             .iter()
             .position(|l| {
                 let t = l.trim_start().trim_start_matches("- ").trim_start();
-                t.strip_prefix("name:").map(|v| v.trim().trim_matches(['"', '\''])) == Some(task)
+                t.strip_prefix("name:")
+                    .map(|v| v.trim().trim_matches(['"', '\'']))
+                    == Some(task)
             })
             .unwrap_or(0);
         for (i, line) in lines.iter().enumerate().skip(start) {
-            if i > start && line.trim_start().starts_with("- name:") && indent(line) <= indent(lines[start]) {
+            if i > start
+                && line.trim_start().starts_with("- name:")
+                && indent(line) <= indent(lines[start])
+            {
                 break;
             }
             if let Some(col) = find_key(line, key) {
@@ -107,7 +116,12 @@ impl LoadedConfig {
     }
 
     /// Deserializes a parameter block into `T`, with locations and suggestions.
-    pub fn params<T: DeserializeOwned>(&self, task: &TaskConfig, block: &str, value: &serde_yaml_ng::Mapping) -> Result<T> {
+    pub fn params<T: DeserializeOwned>(
+        &self,
+        task: &TaskConfig,
+        block: &str,
+        value: &serde_yaml_ng::Mapping,
+    ) -> Result<T> {
         serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(value.clone())).map_err(|e| {
             let message = e.to_string();
             let (key, fix) = unknown_field_hint(&message);
@@ -141,7 +155,9 @@ fn find_key(line: &str, key: &str) -> Option<usize> {
     }
     // Flow mappings: `{ a: 1, key: 2 }`.
     let pat = format!("{key}:");
-    line.find(&format!(" {pat}")).map(|i| i + 1).or_else(|| line.find(&format!("{{{pat}")).map(|i| i + 1))
+    line.find(&format!(" {pat}"))
+        .map(|i| i + 1)
+        .or_else(|| line.find(&format!("{{{pat}")).map(|i| i + 1))
 }
 
 fn strip_location(message: &str) -> &str {
@@ -177,7 +193,12 @@ fn unknown_field_hint(message: &str) -> (Option<String>, Option<String>) {
 pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
-        .map(|c| (strsim::normalized_damerau_levenshtein(&word.to_lowercase(), &c.to_lowercase()), *c))
+        .map(|c| {
+            (
+                strsim::normalized_damerau_levenshtein(&word.to_lowercase(), &c.to_lowercase()),
+                *c,
+            )
+        })
         .filter(|(score, _)| *score > 0.6)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
@@ -221,7 +242,10 @@ fn reject_literal_credentials(text: &str, file: &str) -> Result<()> {
         if value.is_empty() || value.starts_with('#') || value.starts_with("${") {
             continue;
         }
-        if CREDENTIAL_KEYS.iter().any(|k| key_l == *k || key_l.ends_with(&format!("_{k}"))) {
+        if CREDENTIAL_KEYS
+            .iter()
+            .any(|k| key_l == *k || key_l.ends_with(&format!("_{k}")))
+        {
             let col = line.len() - trimmed.len() + 1;
             return Err(KilnError::config_fix(
                 format!(
@@ -248,7 +272,11 @@ fn interpolate_env(text: &str, file: &str) -> Result<String> {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
             let Some(end) = after.find('}') else {
-                return Err(KilnError::config(format!("{file}:{}:{}: unclosed '${{'", i + 1, line.len() - rest.len() + start + 1)));
+                return Err(KilnError::config(format!(
+                    "{file}:{}:{}: unclosed '${{'",
+                    i + 1,
+                    line.len() - rest.len() + start + 1
+                )));
             };
             let expr = &after[..end];
             let (name, default) = match expr.split_once(":-") {
@@ -260,7 +288,11 @@ fn interpolate_env(text: &str, file: &str) -> Result<String> {
                 (Err(_), Some(d)) => out.push_str(d),
                 (Err(_), None) => {
                     return Err(KilnError::config_fix(
-                        format!("{file}:{}:{}: environment variable {name} is not set", i + 1, line.len() - rest.len() + start + 1),
+                        format!(
+                            "{file}:{}:{}: environment variable {name} is not set",
+                            i + 1,
+                            line.len() - rest.len() + start + 1
+                        ),
                         format!("export {name}=... or write ${{{name}:-default}}"),
                     ));
                 }
@@ -275,7 +307,8 @@ fn interpolate_env(text: &str, file: &str) -> Result<String> {
 
 /// The JSON Schema of the config format, for editors.
 pub fn json_schema(classnames: &[&str]) -> serde_json::Value {
-    let mut schema = serde_json::to_value(schemars::schema_for!(PipelineConfig)).unwrap_or_default();
+    let mut schema =
+        serde_json::to_value(schemars::schema_for!(PipelineConfig)).unwrap_or_default();
     if let Some(prop) = schema.pointer_mut("/$defs/TaskConfig/properties/classname") {
         prop["enum"] = serde_json::json!(classnames);
     }
@@ -291,7 +324,10 @@ mod tests {
     #[test]
     fn parses_a_pipeline() -> Result<()> {
         let loaded = LoadedConfig::from_text(GOOD, "p.yaml")?;
-        assert_eq!(loaded.config.processing_tasks[0].classname, "ExtractorTraining");
+        assert_eq!(
+            loaded.config.processing_tasks[0].classname,
+            "ExtractorTraining"
+        );
         assert_eq!(loaded.locate("extract", "path_raw_tables"), "p.yaml:8:7");
         Ok(())
     }
@@ -308,20 +344,37 @@ mod tests {
 
     #[test]
     fn literal_credentials_are_refused_and_env_vars_interpolate() {
-        let text = format!("{GOOD}    transformation_parameters:\n      aws_secret_access_key: abc123\n");
-        let msg = LoadedConfig::from_text(&text, "p.yaml").expect_err("secret").to_string();
-        assert!(msg.contains("p.yaml:10:7") && msg.contains("literal credential"), "{msg}");
-        let text = GOOD.replace("file:///tmp/lake", "${KILN_TEST_UNSET_VAR:-file:///tmp/other}");
+        let text =
+            format!("{GOOD}    transformation_parameters:\n      aws_secret_access_key: abc123\n");
+        let msg = LoadedConfig::from_text(&text, "p.yaml")
+            .expect_err("secret")
+            .to_string();
+        assert!(
+            msg.contains("p.yaml:10:7") && msg.contains("literal credential"),
+            "{msg}"
+        );
+        let text = GOOD.replace(
+            "file:///tmp/lake",
+            "${KILN_TEST_UNSET_VAR:-file:///tmp/other}",
+        );
         let loaded = LoadedConfig::from_text(&text, "p.yaml").expect("default applies");
         assert_eq!(loaded.config.storage.root, "file:///tmp/other");
         let text = GOOD.replace("file:///tmp/lake", "${KILN_TEST_UNSET_VAR}");
-        let msg = LoadedConfig::from_text(&text, "p.yaml").expect_err("unset").to_string();
+        let msg = LoadedConfig::from_text(&text, "p.yaml")
+            .expect_err("unset")
+            .to_string();
         assert!(msg.contains("KILN_TEST_UNSET_VAR is not set"), "{msg}");
     }
 
     #[test]
     fn suggestions_only_for_near_misses() {
-        assert_eq!(suggest("ExtractorTrainig", &["ExtractorTraining", "FeaturePipeline"]), Some("ExtractorTraining"));
+        assert_eq!(
+            suggest(
+                "ExtractorTrainig",
+                &["ExtractorTraining", "FeaturePipeline"]
+            ),
+            Some("ExtractorTraining")
+        );
         assert_eq!(suggest("Zebra", &["ExtractorTraining"]), None);
     }
 }

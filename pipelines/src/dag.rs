@@ -16,7 +16,10 @@ impl TaskGraph {
     pub fn build(loaded: &LoadedConfig) -> Result<Self> {
         let tasks = &loaded.config.processing_tasks;
         if tasks.is_empty() {
-            return Err(KilnError::config(format!("{}: processing_tasks is empty", loaded.file)));
+            return Err(KilnError::config(format!(
+                "{}: processing_tasks is empty",
+                loaded.file
+            )));
         }
         let mut index = HashMap::new();
         for (i, t) in tasks.iter().enumerate() {
@@ -53,7 +56,8 @@ impl TaskGraph {
         let mut done = HashSet::new();
         let mut order = Vec::new();
         while order.len() < tasks.len() {
-            let next = (0..tasks.len()).find(|i| !done.contains(i) && deps[*i].iter().all(|d| done.contains(d)));
+            let next = (0..tasks.len())
+                .find(|i| !done.contains(i) && deps[*i].iter().all(|d| done.contains(d)));
             match next {
                 Some(i) => {
                     done.insert(i);
@@ -120,7 +124,9 @@ mod tests {
 
     #[test]
     fn orders_topologically() -> Result<()> {
-        let c = config("  - {name: b, classname: X, depends_on: [a]}\n  - {name: a, classname: X}\n  - {name: c, classname: X, depends_on: [a, b]}\n");
+        let c = config(
+            "  - {name: b, classname: X, depends_on: [a]}\n  - {name: a, classname: X}\n  - {name: c, classname: X, depends_on: [a, b]}\n",
+        );
         let g = TaskGraph::build(&c)?;
         assert_eq!(g.order, vec![1, 0, 2]);
         assert_eq!(g.downstream(0), HashSet::from([0, 2]));
@@ -129,12 +135,26 @@ mod tests {
 
     #[test]
     fn reports_cycles_and_unknown_dependencies() {
-        let c = config("  - name: a\n    classname: X\n    depends_on: [b]\n  - name: b\n    classname: X\n    depends_on: [a]\n");
+        let c = config(
+            "  - name: a\n    classname: X\n    depends_on: [b]\n  - name: b\n    classname: X\n    depends_on: [a]\n",
+        );
         let msg = TaskGraph::build(&c).expect_err("cycle").to_string();
-        assert!(msg.contains("dependency cycle") && msg.contains("a -> b -> a") || msg.contains("b -> a -> b"), "{msg}");
-        assert!(msg.contains("p.yaml:6:5") || msg.contains("p.yaml:9:5"), "{msg}");
-        let c = config("  - {name: extract, classname: X}\n  - {name: b, classname: X, depends_on: [extrct]}\n");
+        assert!(
+            msg.contains("dependency cycle") && msg.contains("a -> b -> a")
+                || msg.contains("b -> a -> b"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("p.yaml:6:5") || msg.contains("p.yaml:9:5"),
+            "{msg}"
+        );
+        let c = config(
+            "  - {name: extract, classname: X}\n  - {name: b, classname: X, depends_on: [extrct]}\n",
+        );
         let msg = TaskGraph::build(&c).expect_err("unknown").to_string();
-        assert!(msg.contains("unknown task 'extrct'") && msg.contains("did you mean 'extract'"), "{msg}");
+        assert!(
+            msg.contains("unknown task 'extrct'") && msg.contains("did you mean 'extract'"),
+            "{msg}"
+        );
     }
 }

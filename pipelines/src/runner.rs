@@ -48,14 +48,23 @@ pub struct RunReport {
 }
 
 fn now_ms() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
 
 /// A new run id: pipeline name, UTC time and a random suffix.
 pub fn new_run_id(pipeline: &str) -> String {
     let ms = now_ms();
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{pipeline}-{ms}-{:04x}", (nanos ^ std::process::id()) & 0xffff)
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{pipeline}-{ms}-{:04x}",
+        (nanos ^ std::process::id()) & 0xffff
+    )
 }
 
 /// Binds all tasks and checks the graph, without running anything.
@@ -71,7 +80,11 @@ pub fn plan(loaded: &LoadedConfig) -> Result<(TaskGraph, Vec<Arc<dyn Task>>)> {
 }
 
 /// Runs the pipeline. Prints `run_id: ID` on stderr at start.
-pub async fn run(loaded: &LoadedConfig, options: &RunOptions, extensions: &KilnExtensions) -> Result<RunReport> {
+pub async fn run(
+    loaded: &LoadedConfig,
+    options: &RunOptions,
+    extensions: &KilnExtensions,
+) -> Result<RunReport> {
     let (graph, bound) = plan(loaded)?;
     let config = &loaded.config;
     let pipeline = options.name.clone().unwrap_or_else(|| config.name.clone());
@@ -95,7 +108,11 @@ pub async fn run(loaded: &LoadedConfig, options: &RunOptions, extensions: &KilnE
         }
     }
     let selected = select(loaded, &graph, options)?;
-    let names: Vec<String> = config.processing_tasks.iter().map(|t| t.name.clone()).collect();
+    let names: Vec<String> = config
+        .processing_tasks
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
     let returned = Arc::new(Mutex::new(HashMap::new()));
     let mut records: HashMap<usize, TaskRecord> = HashMap::new();
     let mut running = tokio::task::JoinSet::new();
@@ -107,9 +124,9 @@ pub async fn run(loaded: &LoadedConfig, options: &RunOptions, extensions: &KilnE
                 if started.contains(&i) || !selected.contains(&i) {
                     continue;
                 }
-                let ready = graph.deps[i]
-                    .iter()
-                    .all(|d| !selected.contains(d) || records.get(d).is_some_and(|r| r.state == "succeeded"));
+                let ready = graph.deps[i].iter().all(|d| {
+                    !selected.contains(d) || records.get(d).is_some_and(|r| r.state == "succeeded")
+                });
                 if !ready {
                     continue;
                 }
@@ -144,11 +161,30 @@ pub async fn run(loaded: &LoadedConfig, options: &RunOptions, extensions: &KilnE
                 for line in &outcome.summary {
                     eprintln!("    {line}");
                 }
-                TaskRecord { task: names[i].clone(), state: "succeeded".into(), attempts, start_ms, end_ms, outcome: Some(outcome), error: None }
+                TaskRecord {
+                    task: names[i].clone(),
+                    state: "succeeded".into(),
+                    attempts,
+                    start_ms,
+                    end_ms,
+                    outcome: Some(outcome),
+                    error: None,
+                }
             }
             Err(e) => {
-                eprintln!("[{pipeline}] task {} failed after {attempts} attempt(s) in {secs:.1}s", names[i]);
-                let rec = TaskRecord { task: names[i].clone(), state: "failed".into(), attempts, start_ms, end_ms, outcome: None, error: Some(e.to_string()) };
+                eprintln!(
+                    "[{pipeline}] task {} failed after {attempts} attempt(s) in {secs:.1}s",
+                    names[i]
+                );
+                let rec = TaskRecord {
+                    task: names[i].clone(),
+                    state: "failed".into(),
+                    attempts,
+                    start_ms,
+                    end_ms,
+                    outcome: None,
+                    error: Some(e.to_string()),
+                };
                 if failed.is_none() {
                     failed = Some(e.context(format!("task '{}'", names[i])));
                 }
@@ -157,8 +193,16 @@ pub async fn run(loaded: &LoadedConfig, options: &RunOptions, extensions: &KilnE
         };
         records.insert(i, record);
     }
-    let tasks: Vec<TaskRecord> = graph.order.iter().filter_map(|i| records.remove(i)).collect();
-    let report = RunReport { run_id: run_id.clone(), pipeline, tasks };
+    let tasks: Vec<TaskRecord> = graph
+        .order
+        .iter()
+        .filter_map(|i| records.remove(i))
+        .collect();
+    let report = RunReport {
+        run_id: run_id.clone(),
+        pipeline,
+        tasks,
+    };
     write_event_log(&session, &lake, &report).await;
     match failed {
         Some(e) => Err(e),
@@ -166,7 +210,11 @@ pub async fn run(loaded: &LoadedConfig, options: &RunOptions, extensions: &KilnE
     }
 }
 
-fn select(loaded: &LoadedConfig, graph: &TaskGraph, options: &RunOptions) -> Result<HashSet<usize>> {
+fn select(
+    loaded: &LoadedConfig,
+    graph: &TaskGraph,
+    options: &RunOptions,
+) -> Result<HashSet<usize>> {
     let find = |name: &str| {
         loaded
             .config
@@ -176,14 +224,20 @@ fn select(loaded: &LoadedConfig, graph: &TaskGraph, options: &RunOptions) -> Res
             .ok_or_else(|| KilnError::config(format!("no task named '{name}' in {}", loaded.file)))
     };
     Ok(match (&options.only, &options.from) {
-        (Some(_), Some(_)) => return Err(KilnError::config("--only and --from cannot be combined")),
+        (Some(_), Some(_)) => {
+            return Err(KilnError::config("--only and --from cannot be combined"));
+        }
         (Some(only), None) => HashSet::from([find(only)?]),
         (None, Some(from)) => graph.downstream(find(from)?),
         (None, None) => graph.order.iter().copied().collect(),
     })
 }
 
-async fn run_with_retries(task: &dyn Task, ctx: &TaskContext, cfg: &crate::config::TaskConfig) -> (Result<TaskOutcome>, u32) {
+async fn run_with_retries(
+    task: &dyn Task,
+    ctx: &TaskContext,
+    cfg: &crate::config::TaskConfig,
+) -> (Result<TaskOutcome>, u32) {
     let mut attempt = 0;
     let mut delay = cfg.retry_delay.max(0.0);
     loop {
@@ -192,13 +246,19 @@ async fn run_with_retries(task: &dyn Task, ctx: &TaskContext, cfg: &crate::confi
         let result = match cfg.execution_timeout {
             Some(limit) => match tokio::time::timeout(Duration::from_secs_f64(limit), fut).await {
                 Ok(r) => r,
-                Err(_) => Err(KilnError::Timeout { what: format!("task '{}' (execution_timeout)", cfg.name), seconds: limit }),
+                Err(_) => Err(KilnError::Timeout {
+                    what: format!("task '{}' (execution_timeout)", cfg.name),
+                    seconds: limit,
+                }),
             },
             None => fut.await,
         };
         match result {
             Err(e) if e.is_retryable() && attempt <= cfg.retries => {
-                eprintln!("    attempt {attempt} of task {} failed ({e}); retrying in {delay:.1}s", cfg.name);
+                eprintln!(
+                    "    attempt {attempt} of task {} failed ({e}); retrying in {delay:.1}s",
+                    cfg.name
+                );
                 tokio::time::sleep(Duration::from_secs_f64(delay)).await;
                 delay *= 2.0;
             }
@@ -218,7 +278,10 @@ async fn write_event_log(session: &KilnSession, lake: &Lake, report: &RunReport)
     if let Ok(json) = serde_json::to_vec_pretty(report) {
         let started = Instant::now();
         if let Err(e) = store.put(&path, json.into()).await {
-            tracing::warn!("could not write run report {url}: {e} ({:?})", started.elapsed());
+            tracing::warn!(
+                "could not write run report {url}: {e} ({:?})",
+                started.elapsed()
+            );
         }
     }
 }

@@ -38,11 +38,17 @@ pub mod vec {
     use super::*;
 
     pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
-        v.iter().map(|x| to_repr(*x)).collect::<Vec<_>>().serialize(s)
+        v.iter()
+            .map(|x| to_repr(*x))
+            .collect::<Vec<_>>()
+            .serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
-        Vec::<Repr>::deserialize(d)?.into_iter().map(from_repr).collect()
+        Vec::<Repr>::deserialize(d)?
+            .into_iter()
+            .map(from_repr)
+            .collect()
     }
 }
 

@@ -23,5 +23,7 @@ pub use pipeline::{FittedStage, PipelineModel, StageSpec};
 
 /// The functions this crate needs on every kiln process.
 pub fn extensions() -> kiln_engine::KilnExtensions {
-    udf::all().into_iter().fold(kiln_engine::KilnExtensions::default(), |e, u| e.with_udf(u))
+    udf::all()
+        .into_iter()
+        .fold(kiln_engine::KilnExtensions::default(), |e, u| e.with_udf(u))
 }

@@ -67,7 +67,11 @@ fn parse<T: serde::de::DeserializeOwned>(spec: &StageSpec, index: usize) -> Resu
     serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(spec.params.clone())).map_err(|e| {
         let msg = e.to_string();
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-        KilnError::config(format!("stage {} ({}): params: {msg}", index + 1, spec.classname))
+        KilnError::config(format!(
+            "stage {} ({}): params: {msg}",
+            index + 1,
+            spec.classname
+        ))
     })
 }
 
@@ -93,7 +97,10 @@ impl StageSpec {
                 let hint = crate::stages::closest(other, STAGE_CLASSNAMES)
                     .map(|h| format!("did you mean {h}?"))
                     .unwrap_or_else(|| format!("use one of: {}", STAGE_CLASSNAMES.join(", ")));
-                return Err(KilnError::config_fix(format!("stage {}: unknown classname '{other}'", index + 1), hint));
+                return Err(KilnError::config_fix(
+                    format!("stage {}: unknown classname '{other}'", index + 1),
+                    hint,
+                ));
             }
         })
     }
@@ -122,7 +129,11 @@ pub enum FittedStage {
 impl StageParams {
     /// Fits the stage on `df`. `sizes` carries category / vector sizes
     /// learned by earlier stages (Spark's ML attribute metadata).
-    pub async fn fit(&self, df: &DataFrame, sizes: &mut HashMap<String, usize>) -> Result<FittedStage> {
+    pub async fn fit(
+        &self,
+        df: &DataFrame,
+        sizes: &mut HashMap<String, usize>,
+    ) -> Result<FittedStage> {
         Ok(match self {
             StageParams::Lag(p) => FittedStage::LagCalculator(p.clone()),
             StageParams::Lead(p) => FittedStage::LeadCalculator(p.clone()),
@@ -132,8 +143,12 @@ impl StageParams {
             StageParams::Time(p) => FittedStage::TimeExtractor(p.clone()),
             StageParams::Level(p) => FittedStage::LevelCalculator(p.clone()),
             StageParams::CategoricalFilter(p) => FittedStage::CategoricalFilter(p.clone()),
-            StageParams::MedianImputer(p) => FittedStage::MedianImputer(p.fit(df, "MedianImputer", Strategy::Median).await?),
-            StageParams::NumericalImputer(p) => FittedStage::NumericalImputer(p.fit(df, "NumericalImputer", Strategy::Mean).await?),
+            StageParams::MedianImputer(p) => {
+                FittedStage::MedianImputer(p.fit(df, "MedianImputer", Strategy::Median).await?)
+            }
+            StageParams::NumericalImputer(p) => {
+                FittedStage::NumericalImputer(p.fit(df, "NumericalImputer", Strategy::Mean).await?)
+            }
             StageParams::StringIndexer(p) => {
                 let m = p.fit(df).await?;
                 for (c, n) in m.output_cols.iter().zip(m.category_sizes()) {
@@ -195,17 +210,35 @@ impl PipelineModel {
     /// Fits `specs` in order on `df`; returns the model and the transformed
     /// DataFrame (still lazy).
     pub async fn fit(specs: &[StageSpec], df: DataFrame) -> Result<(PipelineModel, DataFrame)> {
-        let params: Vec<StageParams> = specs.iter().enumerate().map(|(i, s)| s.params(i)).collect::<Result<_>>()?;
-        let input_schema = ReferenceSchema { allow_extra_columns: true, ..ReferenceSchema::from_arrow(df.schema().as_arrow()) };
+        let params: Vec<StageParams> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.params(i))
+            .collect::<Result<_>>()?;
+        let input_schema = ReferenceSchema {
+            allow_extra_columns: true,
+            ..ReferenceSchema::from_arrow(df.schema().as_arrow())
+        };
         let mut sizes = HashMap::new();
         let mut stages = Vec::new();
         let mut df = df;
         for (i, p) in params.iter().enumerate() {
-            let fitted = p.fit(&df, &mut sizes).await.map_err(|e| e.context(format!("stage {} ({})", i + 1, specs[i].classname)))?;
-            df = fitted.transform(df).await.map_err(|e| e.context(format!("stage {} ({})", i + 1, specs[i].classname)))?;
+            let fitted = p
+                .fit(&df, &mut sizes)
+                .await
+                .map_err(|e| e.context(format!("stage {} ({})", i + 1, specs[i].classname)))?;
+            df = fitted
+                .transform(df)
+                .await
+                .map_err(|e| e.context(format!("stage {} ({})", i + 1, specs[i].classname)))?;
             stages.push(fitted);
         }
-        let model = PipelineModel { format_version: PIPELINE_FORMAT_VERSION, kiln_version: env!("CARGO_PKG_VERSION").into(), input_schema, stages };
+        let model = PipelineModel {
+            format_version: PIPELINE_FORMAT_VERSION,
+            kiln_version: env!("CARGO_PKG_VERSION").into(),
+            input_schema,
+            stages,
+        };
         Ok((model, df))
     }
 
@@ -217,36 +250,56 @@ impl PipelineModel {
         for c in &self.input_schema.columns {
             match actual.field_with_name(&c.name) {
                 Err(_) => problems.push(format!("missing column '{}' ({})", c.name, c.data_type)),
-                Ok(f) if f.data_type().to_string() != c.data_type => {
-                    problems.push(format!("column '{}' has type {}, the model was fitted on {}", c.name, f.data_type(), c.data_type))
-                }
+                Ok(f) if f.data_type().to_string() != c.data_type => problems.push(format!(
+                    "column '{}' has type {}, the model was fitted on {}",
+                    c.name,
+                    f.data_type(),
+                    c.data_type
+                )),
                 Ok(_) => {}
             }
         }
         if !problems.is_empty() {
             return Err(KilnError::Data {
                 location: "pipeline model input".into(),
-                message: format!("the data does not match the saved pipeline model's input schema: {}", problems.join("; ")),
+                message: format!(
+                    "the data does not match the saved pipeline model's input schema: {}",
+                    problems.join("; ")
+                ),
                 fix: Some("extract the same columns as at training time".into()),
             });
         }
         let mut df = df;
         for (i, s) in self.stages.iter().enumerate() {
-            df = s.transform(df).await.map_err(|e| e.context(format!("stage {}", i + 1)))?;
+            df = s
+                .transform(df)
+                .await
+                .map_err(|e| e.context(format!("stage {}", i + 1)))?;
         }
         Ok(df)
     }
 
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec_pretty(self).map_err(|e| KilnError::config(format!("serializing pipeline model: {e}")))
+        serde_json::to_vec_pretty(self)
+            .map_err(|e| KilnError::config(format!("serializing pipeline model: {e}")))
     }
 
     pub fn from_json(bytes: &[u8], location: &str) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| KilnError::data(location, format!("invalid pipeline model: {e}")))?;
-        let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| KilnError::data(location, format!("invalid pipeline model: {e}")))?;
+        let version = value
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
         if version != u64::from(PIPELINE_FORMAT_VERSION) {
-            return Err(KilnError::data(location, format!("pipeline model format version {version} is not supported (this kiln reads version {PIPELINE_FORMAT_VERSION}); refit the pipeline")));
+            return Err(KilnError::data(
+                location,
+                format!(
+                    "pipeline model format version {version} is not supported (this kiln reads version {PIPELINE_FORMAT_VERSION}); refit the pipeline"
+                ),
+            ));
         }
-        serde_json::from_value(value).map_err(|e| KilnError::data(location, format!("invalid pipeline model: {e}")))
+        serde_json::from_value(value)
+            .map_err(|e| KilnError::data(location, format!("invalid pipeline model: {e}")))
     }
 }

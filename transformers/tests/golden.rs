@@ -27,22 +27,40 @@ fn ctx() -> SessionContext {
     ctx
 }
 
-async fn read(ctx: &SessionContext, case: &str, file: &str) -> Result<datafusion::dataframe::DataFrame, Box<dyn std::error::Error>> {
+async fn read(
+    ctx: &SessionContext,
+    case: &str,
+    file: &str,
+) -> Result<datafusion::dataframe::DataFrame, Box<dyn std::error::Error>> {
     let path = golden().join(case).join(file);
-    Ok(ctx.read_parquet(path.to_string_lossy().to_string(), ParquetReadOptions::default()).await?)
+    Ok(ctx
+        .read_parquet(
+            path.to_string_lossy().to_string(),
+            ParquetReadOptions::default(),
+        )
+        .await?)
 }
 
 fn params(case: &str) -> Result<Value, Box<dyn std::error::Error>> {
-    Ok(serde_json::from_str(&std::fs::read_to_string(golden().join(case).join("params.json"))?)?)
+    Ok(serde_json::from_str(&std::fs::read_to_string(
+        golden().join(case).join("params.json"),
+    )?)?)
 }
 
 fn spec(classname: &str, params: Value) -> Result<StageSpec, Box<dyn std::error::Error>> {
-    Ok(serde_json::from_value(json!({"classname": classname, "params": params}))?)
+    Ok(serde_json::from_value(
+        json!({"classname": classname, "params": params}),
+    )?)
 }
 
 /// Our classname and params for a Spark stage entry of params.json.
 fn spark_stage(stage: &Value) -> Result<StageSpec, Box<dyn std::error::Error>> {
-    let class = stage["class"].as_str().unwrap_or_default().rsplit('.').next().unwrap_or_default();
+    let class = stage["class"]
+        .as_str()
+        .unwrap_or_default()
+        .rsplit('.')
+        .next()
+        .unwrap_or_default();
     let mut p = stage["params"].clone();
     let name = match class {
         "Imputer" => "NumericalImputer",
@@ -59,26 +77,49 @@ fn spark_stage(stage: &Value) -> Result<StageSpec, Box<dyn std::error::Error>> {
 fn sorted(batches: &[RecordBatch]) -> Result<RecordBatch, Box<dyn std::error::Error>> {
     let b = concat_batches(&batches[0].schema(), batches)?;
     let idx = sort_to_indices(b.column_by_name("row_id").ok_or("no row_id")?, None, None)?;
-    let cols: Vec<ArrayRef> = b.columns().iter().map(|c| take(c.as_ref(), &idx, None)).collect::<Result<_, _>>()?;
+    let cols: Vec<ArrayRef> = b
+        .columns()
+        .iter()
+        .map(|c| take(c.as_ref(), &idx, None))
+        .collect::<Result<_, _>>()?;
     Ok(RecordBatch::try_new(b.schema(), cols)?)
 }
 
 fn close(a: f64, b: f64, rel: f64) -> bool {
-    (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits() || (rel > 0.0 && ((a - b).abs() <= rel * a.abs().max(b.abs())))
+    (a.is_nan() && b.is_nan())
+        || a.to_bits() == b.to_bits()
+        || (rel > 0.0 && ((a - b).abs() <= rel * a.abs().max(b.abs())))
 }
 
-fn compare_column(case: &str, name: &str, ours: &ArrayRef, expected: &ArrayRef, rel: f64) -> Result<(), String> {
+fn compare_column(
+    case: &str,
+    name: &str,
+    ours: &ArrayRef,
+    expected: &ArrayRef,
+    rel: f64,
+) -> Result<(), String> {
     if ours.len() != expected.len() {
-        return Err(format!("{case}.{name}: {} rows, expected {}", ours.len(), expected.len()));
+        return Err(format!(
+            "{case}.{name}: {} rows, expected {}",
+            ours.len(),
+            expected.len()
+        ));
     }
     match expected.data_type() {
         DataType::Float64 | DataType::Float32 => {
             let o = cast(ours, &DataType::Float64).map_err(|e| e.to_string())?;
             let e = cast(expected, &DataType::Float64).map_err(|e| e.to_string())?;
-            if expected.data_type() == &DataType::Float32 && ours.data_type() != &DataType::Float32 {
-                return Err(format!("{case}.{name}: type {}, Spark gives float", ours.data_type()));
+            if expected.data_type() == &DataType::Float32 && ours.data_type() != &DataType::Float32
+            {
+                return Err(format!(
+                    "{case}.{name}: type {}, Spark gives float",
+                    ours.data_type()
+                ));
             }
-            let (o, e) = (o.as_primitive::<Float64Type>(), e.as_primitive::<Float64Type>());
+            let (o, e) = (
+                o.as_primitive::<Float64Type>(),
+                e.as_primitive::<Float64Type>(),
+            );
             for i in 0..e.len() {
                 let ok = match (o.is_null(i), e.is_null(i)) {
                     (true, true) => true,
@@ -86,18 +127,33 @@ fn compare_column(case: &str, name: &str, ours: &ArrayRef, expected: &ArrayRef, 
                     _ => false,
                 };
                 if !ok {
-                    return Err(format!("{case}.{name}[{i}]: ours {:?}, Spark {:?}", (!o.is_null(i)).then(|| o.value(i)), (!e.is_null(i)).then(|| e.value(i))));
+                    return Err(format!(
+                        "{case}.{name}[{i}]: ours {:?}, Spark {:?}",
+                        (!o.is_null(i)).then(|| o.value(i)),
+                        (!e.is_null(i)).then(|| e.value(i))
+                    ));
                 }
             }
             Ok(())
         }
         DataType::List(_) | DataType::LargeList(_) => {
-            let o = ours.as_list_opt::<i32>().ok_or(format!("{case}.{name}: not a list ({})", ours.data_type()))?;
-            let e = cast(expected, &DataType::List(std::sync::Arc::new(arrow::datatypes::Field::new_list_field(DataType::Float64, true)))).map_err(|e| e.to_string())?;
+            let o = ours
+                .as_list_opt::<i32>()
+                .ok_or(format!("{case}.{name}: not a list ({})", ours.data_type()))?;
+            let e = cast(
+                expected,
+                &DataType::List(std::sync::Arc::new(
+                    arrow::datatypes::Field::new_list_field(DataType::Float64, true),
+                )),
+            )
+            .map_err(|e| e.to_string())?;
             let e = e.as_list::<i32>();
             for i in 0..e.len() {
                 if o.is_null(i) != e.is_null(i) {
-                    return Err(format!("{case}.{name}[{i}]: null mismatch (ours null: {})", o.is_null(i)));
+                    return Err(format!(
+                        "{case}.{name}[{i}]: null mismatch (ours null: {})",
+                        o.is_null(i)
+                    ));
                 }
                 if !e.is_null(i) {
                     compare_column(case, &format!("{name}[{i}]"), &o.value(i), &e.value(i), rel)?;
@@ -106,10 +162,19 @@ fn compare_column(case: &str, name: &str, ours: &ArrayRef, expected: &ArrayRef, 
             Ok(())
         }
         t => {
-            let o = cast(ours, t).map_err(|e| format!("{case}.{name}: cannot cast {} to {t}: {e}", ours.data_type()))?;
+            let o = cast(ours, t).map_err(|e| {
+                format!(
+                    "{case}.{name}: cannot cast {} to {t}: {e}",
+                    ours.data_type()
+                )
+            })?;
             if o.to_data() != expected.to_data() {
                 for i in 0..expected.len() {
-                    let (a, b) = (arrow::util::display::array_value_to_string(&o, i).unwrap_or_default(), arrow::util::display::array_value_to_string(expected, i).unwrap_or_default());
+                    let (a, b) = (
+                        arrow::util::display::array_value_to_string(&o, i).unwrap_or_default(),
+                        arrow::util::display::array_value_to_string(expected, i)
+                            .unwrap_or_default(),
+                    );
                     if a != b || o.is_null(i) != expected.is_null(i) {
                         return Err(format!("{case}.{name}[{i}]: ours {a}, Spark {b}"));
                     }
@@ -125,12 +190,29 @@ fn compare_column(case: &str, name: &str, ours: &ArrayRef, expected: &ArrayRef, 
 async fn run_case(case: &str, specs: &[StageSpec], skip_cols: &[&str], rel: f64) -> TestResult {
     let ctx = ctx();
     let dir = golden().join(case);
-    let input = if dir.join("transform.parquet").exists() { "transform.parquet" } else { "input.parquet" };
-    let fit_df = if dir.join("fit.parquet").exists() { read(&ctx, case, "fit.parquet").await? } else { read(&ctx, case, input).await? };
+    let input = if dir.join("transform.parquet").exists() {
+        "transform.parquet"
+    } else {
+        "input.parquet"
+    };
+    let fit_df = if dir.join("fit.parquet").exists() {
+        read(&ctx, case, "fit.parquet").await?
+    } else {
+        read(&ctx, case, input).await?
+    };
     let (model, _) = PipelineModel::fit(specs, fit_df).await?;
-    let out = model.transform(read(&ctx, case, input).await?).await?.collect().await?;
+    let out = model
+        .transform(read(&ctx, case, input).await?)
+        .await?
+        .collect()
+        .await?;
     let ours = sorted(&out)?;
-    let expected = sorted(&read(&ctx, case, "expected.parquet").await?.collect().await?)?;
+    let expected = sorted(
+        &read(&ctx, case, "expected.parquet")
+            .await?
+            .collect()
+            .await?,
+    )?;
     let ids = |b: &RecordBatch| -> Result<Vec<i64>, String> {
         let c = b.column_by_name("row_id").ok_or("no row_id")?;
         Ok(c.as_primitive::<Int64Type>().values().to_vec())
@@ -140,7 +222,9 @@ async fn run_case(case: &str, specs: &[StageSpec], skip_cols: &[&str], rel: f64)
         if skip_cols.contains(&field.name().as_str()) || field.name() == "local_time" {
             continue;
         }
-        let o = ours.column_by_name(field.name()).ok_or(format!("{case}: we produce no column '{}'", field.name()))?;
+        let o = ours
+            .column_by_name(field.name())
+            .ok_or(format!("{case}: we produce no column '{}'", field.name()))?;
         let e = expected.column_by_name(field.name()).ok_or("missing")?;
         compare_column(case, field.name(), o, e, rel)?;
     }
@@ -151,20 +235,31 @@ async fn run_case(case: &str, specs: &[StageSpec], skip_cols: &[&str], rel: f64)
 async fn expect_error(case: &str, specs: &[StageSpec], invalid: &str, needle: &str) -> TestResult {
     let ctx = ctx();
     let dir = golden().join(case);
-    let fit = if dir.join("fit.parquet").exists() { "fit.parquet" } else { invalid };
+    let fit = if dir.join("fit.parquet").exists() {
+        "fit.parquet"
+    } else {
+        invalid
+    };
     let (model, _) = PipelineModel::fit(specs, read(&ctx, case, fit).await?).await?;
     let result = match model.transform(read(&ctx, case, invalid).await?).await {
         Ok(df) => df.collect().await.map(|_| ()).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    let err = result.err().ok_or(format!("{case}: transforming {invalid} should fail"))?;
+    let err = result
+        .err()
+        .ok_or(format!("{case}: transforming {invalid} should fail"))?;
     assert!(err.contains(needle), "{case}: '{needle}' not in: {err}");
     Ok(())
 }
 
 fn cases(prefix: &str) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(golden())
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.starts_with(prefix)).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -189,12 +284,20 @@ async fn one_hot_encoder_matches_spark() -> TestResult {
     for case in cases("one_hot_encoder_") {
         let p = params(&case)?;
         let specs: Vec<StageSpec> = match p.get("stages") {
-            Some(Value::Array(stages)) => stages.iter().map(spark_stage).collect::<Result<_, _>>()?,
+            Some(Value::Array(stages)) => {
+                stages.iter().map(spark_stage).collect::<Result<_, _>>()?
+            }
             _ => vec![spark_stage(&p["stage"])?],
         };
         run_case(&case, &specs, &[], 0.0).await?;
         if case.ends_with("_error") {
-            expect_error(&case, &specs, "transform_invalid.parquet", "invalid category index").await?;
+            expect_error(
+                &case,
+                &specs,
+                "transform_invalid.parquet",
+                "invalid category index",
+            )
+            .await?;
         }
     }
     Ok(())
@@ -202,7 +305,11 @@ async fn one_hot_encoder_matches_spark() -> TestResult {
 
 #[tokio::test]
 async fn imputer_matches_spark() -> TestResult {
-    for case in ["imputer_mean", "imputer_mode", "imputer_mean_missing_value_sentinel"] {
+    for case in [
+        "imputer_mean",
+        "imputer_mode",
+        "imputer_mean_missing_value_sentinel",
+    ] {
         let p = params(case)?;
         run_case(case, &[spark_stage(&p["stage"])?], &[], 1e-12).await?;
     }
@@ -210,29 +317,60 @@ async fn imputer_matches_spark() -> TestResult {
     let ctx = ctx();
     let p = params("imputer_median")?;
     let spec = spark_stage(&p["stage"])?;
-    let (model, _) = PipelineModel::fit(std::slice::from_ref(&spec), read(&ctx, "imputer_median", "fit.parquet").await?).await?;
+    let (model, _) = PipelineModel::fit(
+        std::slice::from_ref(&spec),
+        read(&ctx, "imputer_median", "fit.parquet").await?,
+    )
+    .await?;
     let surrogates = std::fs::read_to_string(golden().join("imputer_median/surrogates.csv"))?;
-    let header: Vec<&str> = surrogates.lines().next().unwrap_or_default().split(',').collect();
+    let header: Vec<&str> = surrogates
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .collect();
     let col = |name: &str| header.iter().position(|h| h.trim_matches('"') == name);
-    let (ci, ni) = (col("column").ok_or("column")?, col("numpy_reference").ok_or("numpy_reference")?);
+    let (ci, ni) = (
+        col("column").ok_or("column")?,
+        col("numpy_reference").ok_or("numpy_reference")?,
+    );
     let fitted = serde_json::to_value(&model.stages[0])?;
-    let ours = fitted["state"]["surrogates"].as_array().ok_or("surrogates")?.clone();
-    let names = fitted["state"]["input_cols"].as_array().ok_or("input_cols")?.clone();
+    let ours = fitted["state"]["surrogates"]
+        .as_array()
+        .ok_or("surrogates")?
+        .clone();
+    let names = fitted["state"]["input_cols"]
+        .as_array()
+        .ok_or("input_cols")?
+        .clone();
     for line in surrogates.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
         let reference: f64 = f[ni].parse()?;
-        let i = names.iter().position(|n| n.as_str() == Some(f[ci].trim_matches('"'))).ok_or("column")?;
+        let i = names
+            .iter()
+            .position(|n| n.as_str() == Some(f[ci].trim_matches('"')))
+            .ok_or("column")?;
         let got = ours[i].as_f64().ok_or("number")?;
-        assert!(close(got, reference, 1e-12), "median of {}: ours {got}, exact {reference}", f[ci]);
+        assert!(
+            close(got, reference, 1e-12),
+            "median of {}: ours {got}, exact {reference}",
+            f[ci]
+        );
     }
     // All-missing column: fit fails naming the column.
     let p = params("imputer_mean_all_missing_error")?;
-    let err = PipelineModel::fit(&[spark_stage(&p["stage"])?], read(&ctx, "imputer_mean_all_missing_error", "fit.parquet").await?)
-        .await
-        .err()
-        .ok_or("fit should fail")?
-        .to_string();
-    assert!(err.contains("wifi_rssi") && err.contains("surrogate cannot be computed"), "{err}");
+    let err = PipelineModel::fit(
+        &[spark_stage(&p["stage"])?],
+        read(&ctx, "imputer_mean_all_missing_error", "fit.parquet").await?,
+    )
+    .await
+    .err()
+    .ok_or("fit should fail")?
+    .to_string();
+    assert!(
+        err.contains("wifi_rssi") && err.contains("surrogate cannot be computed"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -256,7 +394,13 @@ async fn vector_assembler_matches_spark() -> TestResult {
         let s = spark_stage(&p["stage"])?;
         run_case(&case, std::slice::from_ref(&s), &[], 0.0).await?;
         if case.ends_with("_error") {
-            expect_error(&case, &[s], "input_invalid.parquet", "handleInvalid = error").await?;
+            expect_error(
+                &case,
+                &[s],
+                "input_invalid.parquet",
+                "handleInvalid = error",
+            )
+            .await?;
         }
     }
     Ok(())
@@ -276,10 +420,19 @@ async fn sql_and_categorical_filter_match_spark() -> TestResult {
 #[tokio::test]
 async fn time_extraction_matches_spark() -> TestResult {
     for case in ["time_extract_utc", "time_extract_europe_berlin"] {
-        let tz = params(case)?["time_zone"].as_str().ok_or("time_zone")?.to_string();
+        let tz = params(case)?["time_zone"]
+            .as_str()
+            .ok_or("time_zone")?
+            .to_string();
         let specs = [
-            spec("TimeExtractor", json!({"inputCol": "ts", "timeZone": tz, "hourCol": "hour", "minuteCol": "minute", "dayOfWeekCol": "dayofweek", "dayOfMonthCol": "dayofmonth", "monthCol": "month"}))?,
-            spec("WeekendExtractor", json!({"inputCol": "ts", "timeZone": tz, "outputCol": "is_weekend"}))?,
+            spec(
+                "TimeExtractor",
+                json!({"inputCol": "ts", "timeZone": tz, "hourCol": "hour", "minuteCol": "minute", "dayOfWeekCol": "dayofweek", "dayOfMonthCol": "dayofmonth", "monthCol": "month"}),
+            )?,
+            spec(
+                "WeekendExtractor",
+                json!({"inputCol": "ts", "timeZone": tz, "outputCol": "is_weekend"}),
+            )?,
         ];
         run_case(case, &specs, &["ts"], 0.0).await?;
     }
@@ -288,12 +441,37 @@ async fn time_extraction_matches_spark() -> TestResult {
 
 #[tokio::test]
 async fn window_distance_and_delay_match_spark() -> TestResult {
-    let window = |class: &str, cols: Value, outs: Value| spec(class, json!({"inputCols": cols, "outputCols": outs, "partitionCol": "device_id", "orderCol": "ts", "tieBreakCols": ["row_id"], "offset": 1}));
+    let window = |class: &str, cols: Value, outs: Value| {
+        spec(
+            class,
+            json!({"inputCols": cols, "outputCols": outs, "partitionCol": "device_id", "orderCol": "ts", "tieBreakCols": ["row_id"], "offset": 1}),
+        )
+    };
     let specs = [
-        window("LagCalculator", json!(["rsrp", "network_type", "ts", "gps_lat", "gps_lon"]), json!(["rsrp_lag1", "network_type_lag1", "ts_lag1", "gps_lat_prev", "gps_lon_prev"]))?,
-        window("LeadCalculator", json!(["rsrp", "network_type", "ts"]), json!(["rsrp_lead1", "network_type_lead1", "ts_lead1"]))?,
-        spec("DistanceCalculator", json!({"latCol": "gps_lat", "lonCol": "gps_lon", "prevLatCol": "gps_lat_prev", "prevLonCol": "gps_lon_prev", "outputCol": "distance_m"}))?,
-        spec("GpsDelayCalculator", json!({"timestampCol": "ts", "fixTimestampCol": "gps_fix_ts", "outputCol": "gps_delay_s"}))?,
+        window(
+            "LagCalculator",
+            json!(["rsrp", "network_type", "ts", "gps_lat", "gps_lon"]),
+            json!([
+                "rsrp_lag1",
+                "network_type_lag1",
+                "ts_lag1",
+                "gps_lat_prev",
+                "gps_lon_prev"
+            ]),
+        )?,
+        window(
+            "LeadCalculator",
+            json!(["rsrp", "network_type", "ts"]),
+            json!(["rsrp_lead1", "network_type_lead1", "ts_lead1"]),
+        )?,
+        spec(
+            "DistanceCalculator",
+            json!({"latCol": "gps_lat", "lonCol": "gps_lon", "prevLatCol": "gps_lat_prev", "prevLonCol": "gps_lon_prev", "outputCol": "distance_m"}),
+        )?,
+        spec(
+            "GpsDelayCalculator",
+            json!({"timestampCol": "ts", "fixTimestampCol": "gps_fix_ts", "outputCol": "gps_delay_s"}),
+        )?,
     ];
     run_case("window_lag_lead_distance_delay", &specs, &[], 1e-12).await
 }

@@ -10,7 +10,10 @@ mod rules;
 pub use rules::{ColumnRule, ColumnType, Condition, Gen, Literal, Rules};
 
 use crate::error::{KilnError, Result};
-use arrow::array::{ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
+    TimestampMillisecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
@@ -29,7 +32,9 @@ pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
         for (i, ca) in a.chars().enumerate() {
             let mut cur = vec![i + 1; b.len() + 1];
             for (j, cb) in b.iter().enumerate() {
-                cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+                cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1);
             }
             prev = cur;
         }
@@ -44,7 +49,8 @@ pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
 }
 
 fn mix(seed: u64, a: u64, b: u64) -> u64 {
-    let mut x = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let mut x =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
@@ -71,7 +77,11 @@ struct Slot {
 
 impl std::fmt::Debug for Generator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Generator").field("rows", &self.rows).field("seed", &self.seed).field("schema", &self.schema).finish()
+        f.debug_struct("Generator")
+            .field("rows", &self.rows)
+            .field("seed", &self.seed)
+            .field("schema", &self.schema)
+            .finish()
     }
 }
 
@@ -93,7 +103,11 @@ pub struct Generator {
 
 fn gen_type(g: &Gen) -> ColumnType {
     match g {
-        Gen::Uniform { .. } | Gen::Normal { .. } | Gen::Lognormal { .. } | Gen::Exponential { .. } | Gen::Walk { .. } => ColumnType::Float64,
+        Gen::Uniform { .. }
+        | Gen::Normal { .. }
+        | Gen::Lognormal { .. }
+        | Gen::Exponential { .. }
+        | Gen::Walk { .. } => ColumnType::Float64,
         Gen::IntRange { .. } | Gen::UniqueId { .. } => ColumnType::Int64,
         Gen::Categorical { .. } | Gen::Template { .. } => ColumnType::String,
         Gen::Bool { .. } => ColumnType::Bool,
@@ -135,7 +149,8 @@ impl Generator {
             let n = match &rules.entity {
                 Some(e) if e.sigma > 0.0 => {
                     let mu = e.mean_rows.ln() - e.sigma * e.sigma / 2.0;
-                    let d = LogNormal::new(mu, e.sigma).map_err(|err| KilnError::config(format!("entity: {err}")))?;
+                    let d = LogNormal::new(mu, e.sigma)
+                        .map_err(|err| KilnError::config(format!("entity: {err}")))?;
                     (d.sample(&mut rng).round() as usize).max(1)
                 }
                 Some(e) => (e.mean_rows.round() as usize).max(1),
@@ -162,16 +177,34 @@ impl Generator {
         // Slots: entity, latent states, then columns.
         let mut slots = Vec::new();
         if let Some(e) = &rules.entity {
-            slots.push(Slot { name: e.column.clone(), dict: vec![], out_type: ColumnType::Int64, hidden: false });
+            slots.push(Slot {
+                name: e.column.clone(),
+                dict: vec![],
+                out_type: ColumnType::Int64,
+                hidden: false,
+            });
         }
         for l in &rules.latent {
-            slots.push(Slot { name: l.name.clone(), dict: l.states.clone(), out_type: ColumnType::String, hidden: !l.keep });
+            slots.push(Slot {
+                name: l.name.clone(),
+                dict: l.states.clone(),
+                out_type: ColumnType::String,
+                hidden: !l.keep,
+            });
         }
         for c in &rules.columns {
-            let inferred = c.generator.as_ref().or(c.when.first().map(|w| &w.generator)).map(gen_type);
+            let inferred = c
+                .generator
+                .as_ref()
+                .or(c.when.first().map(|w| &w.generator))
+                .map(gen_type);
             let out_type = c.data_type.or(inferred).unwrap_or(ColumnType::Float64);
             let mut dict: Vec<String> = Vec::new();
-            for g in c.generator.iter().chain(c.when.iter().map(|w| &w.generator)) {
+            for g in c
+                .generator
+                .iter()
+                .chain(c.when.iter().map(|w| &w.generator))
+            {
                 if let Gen::Categorical { values, .. } = g {
                     for v in values {
                         if !dict.contains(v) {
@@ -180,20 +213,51 @@ impl Generator {
                     }
                 }
                 let t = gen_type(g);
-                let compatible = t == out_type || (!is_text(t) && !is_text(out_type) && t != ColumnType::Bool && out_type != ColumnType::Bool) || (t == ColumnType::Bool && out_type == ColumnType::Bool);
+                let compatible = t == out_type
+                    || (!is_text(t)
+                        && !is_text(out_type)
+                        && t != ColumnType::Bool
+                        && out_type != ColumnType::Bool)
+                    || (t == ColumnType::Bool && out_type == ColumnType::Bool);
                 if c.sql.is_none() && !compatible {
-                    return Err(KilnError::config(format!("rule for column '{}': a {t:?} generator cannot produce type {out_type:?}", c.name)));
+                    return Err(KilnError::config(format!(
+                        "rule for column '{}': a {t:?} generator cannot produce type {out_type:?}",
+                        c.name
+                    )));
                 }
             }
-            slots.push(Slot { name: c.name.clone(), dict, out_type, hidden: c.hidden });
+            slots.push(Slot {
+                name: c.name.clone(),
+                dict,
+                out_type,
+                hidden: c.hidden,
+            });
         }
         let full_schema: SchemaRef = Arc::new(Schema::new(
-            slots.iter().map(|s| Field::new(&s.name, arrow_type(s.out_type), true)).collect::<Vec<_>>(),
+            slots
+                .iter()
+                .map(|s| Field::new(&s.name, arrow_type(s.out_type), true))
+                .collect::<Vec<_>>(),
         ));
         let derived = compile_derived(&rules, &slots, &full_schema)?;
         let output: Vec<usize> = (0..slots.len()).filter(|i| !slots[*i].hidden).collect();
-        let schema = Arc::new(full_schema.project(&output).map_err(|e| KilnError::config(e.to_string()))?);
-        Ok(Generator { rules, seed, rows, entities, chunks, slots, derived, full_schema, output, schema })
+        let schema = Arc::new(
+            full_schema
+                .project(&output)
+                .map_err(|e| KilnError::config(e.to_string()))?,
+        );
+        Ok(Generator {
+            rules,
+            seed,
+            rows,
+            entities,
+            chunks,
+            slots,
+            derived,
+            full_schema,
+            output,
+            schema,
+        })
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -214,7 +278,10 @@ impl Generator {
         let wave = rayon::current_num_threads().max(1) * 2;
         for start in (0..self.chunks.len()).step_by(wave) {
             let end = (start + wave).min(self.chunks.len());
-            let batches: Vec<Result<RecordBatch>> = (start..end).into_par_iter().map(|i| self.chunk(i)).collect();
+            let batches: Vec<Result<RecordBatch>> = (start..end)
+                .into_par_iter()
+                .map(|i| self.chunk(i))
+                .collect();
             for b in batches {
                 sink(b?)?;
             }
@@ -243,15 +310,25 @@ impl Generator {
         for (li, l) in self.rules.latent.iter().enumerate() {
             let mut v = Vec::with_capacity(n);
             for e in ents {
-                let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, e.0 as u64, 1_000 + li as u64));
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(mix(self.seed, e.0 as u64, 1_000 + li as u64));
                 let mut s = pick(&l.weights, rng.random::<f64>());
                 for _ in 0..e.2 {
                     v.push(s as u32);
                     if rng.random::<f64>() < 1.0 / l.mean_run[s] {
                         // Leave: choose among the other states by weight.
-                        let w: Vec<f64> = l.weights.iter().enumerate().map(|(j, w)| if j == s { 0.0 } else { *w }).collect();
+                        let w: Vec<f64> = l
+                            .weights
+                            .iter()
+                            .enumerate()
+                            .map(|(j, w)| if j == s { 0.0 } else { *w })
+                            .collect();
                         let total: f64 = w.iter().sum();
-                        s = if total > 0.0 { pick(&w, rng.random::<f64>() * total) } else { (s + 1) % l.states.len() };
+                        s = if total > 0.0 {
+                            pick(&w, rng.random::<f64>() * total)
+                        } else {
+                            (s + 1) % l.states.len()
+                        };
                     }
                 }
             }
@@ -283,24 +360,58 @@ impl Generator {
                 let out = expr
                     .evaluate(&batch)
                     .and_then(|v| v.into_array(n))
-                    .map_err(|e| KilnError::config(format!("rule for column '{}': sql failed: {e}", self.slots[*s].name)))?;
+                    .map_err(|e| {
+                        KilnError::config(format!(
+                            "rule for column '{}': sql failed: {e}",
+                            self.slots[*s].name
+                        ))
+                    })?;
                 let out = arrow::compute::cast(&out, &arrow_type(self.slots[*s].out_type))
-                    .map_err(|e| KilnError::config(format!("rule for column '{}': {e}", self.slots[*s].name)))?;
-                let out = apply_nulls(out, self.rules.columns[*s - slot].null_fraction, mix(self.seed, index as u64, 7_000 + *s as u64))?;
+                    .map_err(|e| {
+                        KilnError::config(format!("rule for column '{}': {e}", self.slots[*s].name))
+                    })?;
+                let out = apply_nulls(
+                    out,
+                    self.rules.columns[*s - slot].null_fraction,
+                    mix(self.seed, index as u64, 7_000 + *s as u64),
+                )?;
                 arrays[*s] = out;
                 batch = RecordBatch::try_new(Arc::clone(&self.full_schema), arrays.clone())
                     .map_err(|e| KilnError::config(format!("generator: {e}")))?;
             }
         }
-        let out: Vec<ArrayRef> = self.output.iter().map(|i| Arc::clone(&arrays[*i])).collect();
-        RecordBatch::try_new(self.schema(), out).map_err(|e| KilnError::config(format!("generator: {e}")))
+        let out: Vec<ArrayRef> = self
+            .output
+            .iter()
+            .map(|i| Arc::clone(&arrays[*i]))
+            .collect();
+        RecordBatch::try_new(self.schema(), out)
+            .map_err(|e| KilnError::config(format!("generator: {e}")))
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn column(&self, s: usize, rule: &ColumnRule, ents: &[(i64, usize, usize)], first_row: usize, n: usize, values: &[Values], valid: &[Vec<bool>]) -> Result<(Values, Vec<bool>)> {
+    fn column(
+        &self,
+        s: usize,
+        rule: &ColumnRule,
+        ents: &[(i64, usize, usize)],
+        first_row: usize,
+        n: usize,
+        values: &[Values],
+        valid: &[Vec<bool>],
+    ) -> Result<(Values, Vec<bool>)> {
         let slot = &self.slots[s];
-        let conds: Vec<CompiledCond> = rule.when.iter().map(|w| self.compile_cond(&w.condition)).collect::<Result<_>>()?;
-        let branches: Vec<&Gen> = rule.when.iter().map(|w| &w.generator).chain(rule.generator.iter()).collect();
+        let conds: Vec<CompiledCond> = rule
+            .when
+            .iter()
+            .map(|w| self.compile_cond(&w.condition))
+            .collect::<Result<_>>()?;
+        let branches: Vec<&Gen> = rule
+            .when
+            .iter()
+            .map(|w| &w.generator)
+            .chain(rule.generator.iter())
+            .collect();
         let mut num = Vec::new();
         let mut boo = Vec::new();
         let mut cat = Vec::new();
@@ -309,14 +420,23 @@ impl Generator {
         let cat_maps: Vec<Vec<u32>> = branches
             .iter()
             .map(|g| match g {
-                Gen::Categorical { values, .. } => values.iter().map(|v| slot.dict.iter().position(|d| d == v).unwrap_or(0) as u32).collect(),
+                Gen::Categorical { values, .. } => values
+                    .iter()
+                    .map(|v| slot.dict.iter().position(|d| d == v).unwrap_or(0) as u32)
+                    .collect(),
                 _ => Vec::new(),
             })
             .collect();
         let cum: Vec<Vec<f64>> = branches
             .iter()
             .map(|g| match g {
-                Gen::Categorical { weights, .. } => weights.iter().scan(0.0, |a, w| { *a += w; Some(*a) }).collect(),
+                Gen::Categorical { weights, .. } => weights
+                    .iter()
+                    .scan(0.0, |a, w| {
+                        *a += w;
+                        Some(*a)
+                    })
+                    .collect(),
                 _ => Vec::new(),
             })
             .collect();
@@ -328,20 +448,43 @@ impl Generator {
             let mut entity_value: Option<(usize, Draw)> = None;
             for k in 0..e.2 {
                 let r = row + k;
-                let b = conds.iter().position(|c| c.eval(r, values, valid)).unwrap_or(conds.len());
-                let g = branches.get(b).or(branches.last()).ok_or_else(|| KilnError::config(format!("rule for column '{}': no generator", rule.name)))?;
+                let b = conds
+                    .iter()
+                    .position(|c| c.eval(r, values, valid))
+                    .unwrap_or(conds.len());
+                let g = branches.get(b).or(branches.last()).ok_or_else(|| {
+                    KilnError::config(format!("rule for column '{}': no generator", rule.name))
+                })?;
                 let b = b.min(branches.len() - 1);
                 let draw = if rule.per_entity {
                     match &entity_value {
                         Some((_, d)) => d.clone(),
                         None => {
-                            let d = draw(g, &mut rng, &cum[b], &cat_maps[b], &mut walk, &mut clock, (first_row + r) as i64, e.0)?;
+                            let d = draw(
+                                g,
+                                &mut rng,
+                                &cum[b],
+                                &cat_maps[b],
+                                &mut walk,
+                                &mut clock,
+                                (first_row + r) as i64,
+                                e.0,
+                            )?;
                             entity_value = Some((b, d.clone()));
                             d
                         }
                     }
                 } else {
-                    draw(g, &mut rng, &cum[b], &cat_maps[b], &mut walk, &mut clock, (first_row + r) as i64, e.0)?
+                    draw(
+                        g,
+                        &mut rng,
+                        &cum[b],
+                        &cat_maps[b],
+                        &mut walk,
+                        &mut clock,
+                        (first_row + r) as i64,
+                        e.0,
+                    )?
                 };
                 ok.push(rule.null_fraction == 0.0 || rng.random::<f64>() >= rule.null_fraction);
                 match draw {
@@ -369,7 +512,10 @@ impl Generator {
             Values::Text(x) => x.len(),
         };
         if len != n && n > 0 {
-            return Err(KilnError::config(format!("rule for column '{}': branches produce different kinds of values", rule.name)));
+            return Err(KilnError::config(format!(
+                "rule for column '{}': branches produce different kinds of values",
+                rule.name
+            )));
         }
         Ok((v, ok))
     }
@@ -406,8 +552,16 @@ impl Generator {
                 let s = slot_of(col)?;
                 CompiledCond::Or(ls.iter().map(|l| CompiledCond::Eq(s, lit(s, l))).collect())
             }
-            Condition::And(cs) => CompiledCond::And(cs.iter().map(|c| self.compile_cond(c)).collect::<Result<_>>()?),
-            Condition::Or(cs) => CompiledCond::Or(cs.iter().map(|c| self.compile_cond(c)).collect::<Result<_>>()?),
+            Condition::And(cs) => CompiledCond::And(
+                cs.iter()
+                    .map(|c| self.compile_cond(c))
+                    .collect::<Result<_>>()?,
+            ),
+            Condition::Or(cs) => CompiledCond::Or(
+                cs.iter()
+                    .map(|c| self.compile_cond(c))
+                    .collect::<Result<_>>()?,
+            ),
             Condition::Not(c) => CompiledCond::Not(Box::new(self.compile_cond(c)?)),
         })
     }
@@ -451,8 +605,12 @@ impl CompiledCond {
                         _ => false,
                     }
             }
-            CompiledCond::Lt(s, x) => present(*s) && matches!(&values[*s], Values::Num(v) if v[r] < *x),
-            CompiledCond::Gt(s, x) => present(*s) && matches!(&values[*s], Values::Num(v) if v[r] > *x),
+            CompiledCond::Lt(s, x) => {
+                present(*s) && matches!(&values[*s], Values::Num(v) if v[r] < *x)
+            }
+            CompiledCond::Gt(s, x) => {
+                present(*s) && matches!(&values[*s], Values::Num(v) if v[r] > *x)
+            }
             CompiledCond::And(cs) => cs.iter().all(|c| c.eval(r, values, valid)),
             CompiledCond::Or(cs) => cs.iter().any(|c| c.eval(r, values, valid)),
             CompiledCond::Not(c) => !c.eval(r, values, valid),
@@ -471,7 +629,12 @@ fn pick(weights: &[f64], u: f64) -> usize {
     weights.len() - 1
 }
 
-fn shape(mut sample: impl FnMut() -> f64, min: Option<f64>, max: Option<f64>, round: Option<i32>) -> f64 {
+fn shape(
+    mut sample: impl FnMut() -> f64,
+    min: Option<f64>,
+    max: Option<f64>,
+    round: Option<i32>,
+) -> f64 {
     let inside = |x: f64| min.is_none_or(|m| x >= m) && max.is_none_or(|m| x <= m);
     let mut x = sample();
     for _ in 0..16 {
@@ -496,19 +659,50 @@ fn shape(mut sample: impl FnMut() -> f64, min: Option<f64>, max: Option<f64>, ro
 }
 
 #[allow(clippy::too_many_arguments)]
-fn draw(g: &Gen, rng: &mut ChaCha8Rng, cum: &[f64], cat_map: &[u32], walk: &mut Option<f64>, clock: &mut Option<f64>, row: i64, entity: i64) -> Result<Draw> {
+fn draw(
+    g: &Gen,
+    rng: &mut ChaCha8Rng,
+    cum: &[f64],
+    cat_map: &[u32],
+    walk: &mut Option<f64>,
+    clock: &mut Option<f64>,
+    row: i64,
+    entity: i64,
+) -> Result<Draw> {
     let bad = |e: String| KilnError::config(format!("generator: {e}"));
     Ok(match g {
-        Gen::Uniform { min, max, round } => Draw::Num(shape(|| min + (max - min) * rng.random::<f64>(), None, None, *round)),
-        Gen::Normal { mean, std, min, max, round } => {
+        Gen::Uniform { min, max, round } => Draw::Num(shape(
+            || min + (max - min) * rng.random::<f64>(),
+            None,
+            None,
+            *round,
+        )),
+        Gen::Normal {
+            mean,
+            std,
+            min,
+            max,
+            round,
+        } => {
             let d = Normal::new(*mean, *std).map_err(|e| bad(e.to_string()))?;
             Draw::Num(shape(|| d.sample(rng), *min, *max, *round))
         }
-        Gen::Lognormal { mu, sigma, min, max, round } => {
+        Gen::Lognormal {
+            mu,
+            sigma,
+            min,
+            max,
+            round,
+        } => {
             let d = LogNormal::new(*mu, *sigma).map_err(|e| bad(e.to_string()))?;
             Draw::Num(shape(|| d.sample(rng), *min, *max, *round))
         }
-        Gen::Exponential { rate, min, max, round } => {
+        Gen::Exponential {
+            rate,
+            min,
+            max,
+            round,
+        } => {
             let d = Exp::new(*rate).map_err(|e| bad(e.to_string()))?;
             Draw::Num(shape(|| d.sample(rng), *min, *max, *round))
         }
@@ -524,13 +718,21 @@ fn draw(g: &Gen, rng: &mut ChaCha8Rng, cum: &[f64], cat_map: &[u32], walk: &mut 
             let (a, b) = (rules::parse_ts_ms(start, "")?, rules::parse_ts_ms(end, "")?);
             Draw::Num((a as f64 + (b - a) as f64 * rng.random::<f64>()).floor())
         }
-        Gen::TimestampSequence { start, end, min_gap_s, max_gap_s } => {
+        Gen::TimestampSequence {
+            start,
+            end,
+            min_gap_s,
+            max_gap_s,
+        } => {
             let t = match *clock {
                 None => {
                     let (a, b) = (rules::parse_ts_ms(start, "")?, rules::parse_ts_ms(end, "")?);
                     (a as f64 + (b - a) as f64 * rng.random::<f64>()).floor()
                 }
-                Some(prev) => prev + ((min_gap_s + (max_gap_s - min_gap_s) * rng.random::<f64>()) * 1000.0).round(),
+                Some(prev) => {
+                    prev + ((min_gap_s + (max_gap_s - min_gap_s) * rng.random::<f64>()) * 1000.0)
+                        .round()
+                }
             };
             *clock = Some(t);
             Draw::Num(t)
@@ -549,7 +751,9 @@ fn draw(g: &Gen, rng: &mut ChaCha8Rng, cum: &[f64], cat_map: &[u32], walk: &mut 
 }
 
 fn pick_cum(cum: &[f64], u: f64) -> usize {
-    cum.iter().position(|c| u < *c).unwrap_or(cum.len().saturating_sub(1))
+    cum.iter()
+        .position(|c| u < *c)
+        .unwrap_or(cum.len().saturating_sub(1))
 }
 
 fn render_template(pattern: &str, rng: &mut ChaCha8Rng, row: i64, entity: i64) -> String {
@@ -562,7 +766,10 @@ fn render_template(pattern: &str, rng: &mut ChaCha8Rng, row: i64, entity: i64) -
             return out;
         };
         let spec = &rest[open + 1..open + close];
-        let (kind, count) = spec.split_once(':').map(|(k, n)| (k, n.parse::<usize>().unwrap_or(1))).unwrap_or((spec, 1));
+        let (kind, count) = spec
+            .split_once(':')
+            .map(|(k, n)| (k, n.parse::<usize>().unwrap_or(1)))
+            .unwrap_or((spec, 1));
         let alphabet: &[u8] = match kind {
             "digits" => b"0123456789",
             "upper" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZ",
@@ -597,15 +804,32 @@ fn to_array(v: Values, ok: Vec<bool>, slot: &Slot, n: usize) -> ArrayRef {
     let valid = |i: usize| ok.get(i).copied().unwrap_or(false);
     match v {
         Values::Num(x) if x.len() == n => match slot.out_type {
-            ColumnType::Int64 => Arc::new(Int64Array::from_iter((0..n).map(|i| valid(i).then(|| x[i] as i64)))),
-            ColumnType::Int32 => Arc::new(Int32Array::from_iter((0..n).map(|i| valid(i).then(|| x[i] as i32)))),
-            ColumnType::Float32 => Arc::new(Float32Array::from_iter((0..n).map(|i| valid(i).then(|| x[i] as f32)))),
-            ColumnType::Timestamp => Arc::new(TimestampMillisecondArray::from_iter((0..n).map(|i| valid(i).then(|| x[i] as i64))).with_timezone("UTC")),
-            _ => Arc::new(Float64Array::from_iter((0..n).map(|i| valid(i).then(|| x[i])))),
+            ColumnType::Int64 => Arc::new(Int64Array::from_iter(
+                (0..n).map(|i| valid(i).then(|| x[i] as i64)),
+            )),
+            ColumnType::Int32 => Arc::new(Int32Array::from_iter(
+                (0..n).map(|i| valid(i).then(|| x[i] as i32)),
+            )),
+            ColumnType::Float32 => Arc::new(Float32Array::from_iter(
+                (0..n).map(|i| valid(i).then(|| x[i] as f32)),
+            )),
+            ColumnType::Timestamp => Arc::new(
+                TimestampMillisecondArray::from_iter((0..n).map(|i| valid(i).then(|| x[i] as i64)))
+                    .with_timezone("UTC"),
+            ),
+            _ => Arc::new(Float64Array::from_iter(
+                (0..n).map(|i| valid(i).then(|| x[i])),
+            )),
         },
-        Values::Bool(x) => Arc::new(BooleanArray::from_iter((0..n).map(|i| valid(i).then(|| x[i])))),
-        Values::Cat(x) => Arc::new(StringArray::from_iter((0..n).map(|i| valid(i).then(|| slot.dict[x[i] as usize].as_str())))),
-        Values::Text(x) => Arc::new(StringArray::from_iter((0..n).map(|i| valid(i).then(|| x[i].as_str())))),
+        Values::Bool(x) => Arc::new(BooleanArray::from_iter(
+            (0..n).map(|i| valid(i).then(|| x[i])),
+        )),
+        Values::Cat(x) => Arc::new(StringArray::from_iter(
+            (0..n).map(|i| valid(i).then(|| slot.dict[x[i] as usize].as_str())),
+        )),
+        Values::Text(x) => Arc::new(StringArray::from_iter(
+            (0..n).map(|i| valid(i).then(|| x[i].as_str())),
+        )),
         // Placeholder for SQL columns, filled after generation.
         Values::Num(_) => arrow::array::new_null_array(&arrow_type(slot.out_type), n),
     }
@@ -616,32 +840,48 @@ fn apply_nulls(array: ArrayRef, fraction: f64, seed: u64) -> Result<ArrayRef> {
         return Ok(array);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let keep = BooleanArray::from_iter((0..array.len()).map(|_| Some(rng.random::<f64>() >= fraction)));
+    let keep =
+        BooleanArray::from_iter((0..array.len()).map(|_| Some(rng.random::<f64>() >= fraction)));
     let nulls = arrow::array::new_null_array(array.data_type(), array.len());
-    arrow::compute::kernels::zip::zip(&keep, &array, &nulls).map_err(|e| KilnError::config(e.to_string()))
+    arrow::compute::kernels::zip::zip(&keep, &array, &nulls)
+        .map_err(|e| KilnError::config(e.to_string()))
 }
 
 /// Compiles the `sql` columns in dependency order; cycles are errors.
-fn compile_derived(rules: &Rules, slots: &[Slot], schema: &SchemaRef) -> Result<Vec<(usize, Arc<dyn PhysicalExpr>)>> {
+fn compile_derived(
+    rules: &Rules,
+    slots: &[Slot],
+    schema: &SchemaRef,
+) -> Result<Vec<(usize, Arc<dyn PhysicalExpr>)>> {
     let offset = slots.len() - rules.columns.len();
     let ctx = SessionContext::new();
-    let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| KilnError::config(e.to_string()))?;
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())
+        .map_err(|e| KilnError::config(e.to_string()))?;
     let mut exprs = Vec::new();
     for (i, c) in rules.columns.iter().enumerate() {
         if let Some(sql) = &c.sql {
-            let expr = ctx
-                .parse_sql_expr(sql, &df_schema)
-                .map_err(|e| KilnError::config(format!("rule for column '{}': invalid sql '{sql}': {e}", c.name)))?;
+            let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(|e| {
+                KilnError::config(format!(
+                    "rule for column '{}': invalid sql '{sql}': {e}",
+                    c.name
+                ))
+            })?;
             let refs: Vec<String> = expr.column_refs().iter().map(|c| c.name.clone()).collect();
             exprs.push((offset + i, expr, refs));
         }
     }
-    let derived_names: Vec<&str> = exprs.iter().map(|(s, _, _)| slots[*s].name.as_str()).collect();
+    let derived_names: Vec<&str> = exprs
+        .iter()
+        .map(|(s, _, _)| slots[*s].name.as_str())
+        .collect();
     let mut order = Vec::new();
     let mut done: Vec<&str> = Vec::new();
     while order.len() < exprs.len() {
         let next = exprs.iter().position(|(s, _, refs)| {
-            !done.contains(&slots[*s].name.as_str()) && refs.iter().all(|r| !derived_names.contains(&r.as_str()) || done.contains(&r.as_str()))
+            !done.contains(&slots[*s].name.as_str())
+                && refs
+                    .iter()
+                    .all(|r| !derived_names.contains(&r.as_str()) || done.contains(&r.as_str()))
         });
         match next {
             Some(i) => {
@@ -649,7 +889,11 @@ fn compile_derived(rules: &Rules, slots: &[Slot], schema: &SchemaRef) -> Result<
                 order.push(i);
             }
             None => {
-                let stuck: Vec<&str> = derived_names.iter().filter(|n| !done.contains(n)).copied().collect();
+                let stuck: Vec<&str> = derived_names
+                    .iter()
+                    .filter(|n| !done.contains(n))
+                    .copied()
+                    .collect();
                 return Err(KilnError::config_fix(
                     format!("sql columns form a cycle: {}", stuck.join(" -> ")),
                     "a sql column may only use columns that do not depend on it",
@@ -663,7 +907,9 @@ fn compile_derived(rules: &Rules, slots: &[Slot], schema: &SchemaRef) -> Result<
             let (s, expr, _) = &exprs[i];
             ctx.create_physical_expr(expr.clone(), &df_schema)
                 .map(|p| (*s, p))
-                .map_err(|e| KilnError::config(format!("rule for column '{}': {e}", slots[*s].name)))
+                .map_err(|e| {
+                    KilnError::config(format!("rule for column '{}': {e}", slots[*s].name))
+                })
         })
         .collect()
 }
@@ -684,13 +930,16 @@ pub async fn write_generated(
     let schema = generator.schema();
     let producer = tokio::task::spawn_blocking(move || {
         let result = generator.generate(|batch| {
-            tx.blocking_send(Ok(batch)).map_err(|_| KilnError::io("generator", "writer stopped"))
+            tx.blocking_send(Ok(batch))
+                .map_err(|_| KilnError::io("generator", "writer stopped"))
         });
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) }).boxed();
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+            .boxed();
     let summary = crate::io::write_streams(session, schema, vec![stream], target, format).await;
     producer.await.map_err(|e| KilnError::io("generator", e))?;
     summary

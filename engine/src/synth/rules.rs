@@ -123,7 +123,11 @@ pub enum Condition {
 impl Condition {
     pub fn columns(&self) -> Vec<&str> {
         match self {
-            Condition::Eq(c, _) | Condition::Ne(c, _) | Condition::Lt(c, _) | Condition::Gt(c, _) | Condition::In(c, _) => {
+            Condition::Eq(c, _)
+            | Condition::Ne(c, _)
+            | Condition::Lt(c, _)
+            | Condition::Gt(c, _)
+            | Condition::In(c, _) => {
                 vec![c.as_str()]
             }
             Condition::And(v) | Condition::Or(v) => v.iter().flat_map(Condition::columns).collect(),
@@ -136,29 +140,87 @@ impl Condition {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Gen {
-    Uniform { min: f64, max: f64, #[serde(default)] round: Option<i32> },
-    Normal { mean: f64, std: f64, #[serde(default)] min: Option<f64>, #[serde(default)] max: Option<f64>, #[serde(default)] round: Option<i32> },
-    Lognormal { mu: f64, sigma: f64, #[serde(default)] min: Option<f64>, #[serde(default)] max: Option<f64>, #[serde(default)] round: Option<i32> },
-    Exponential { rate: f64, #[serde(default)] min: Option<f64>, #[serde(default)] max: Option<f64>, #[serde(default)] round: Option<i32> },
-    IntRange { min: i64, max: i64 },
-    Categorical { values: Vec<String>, weights: Vec<f64> },
-    Bool { p: f64 },
-    Constant { value: Literal },
+    Uniform {
+        min: f64,
+        max: f64,
+        #[serde(default)]
+        round: Option<i32>,
+    },
+    Normal {
+        mean: f64,
+        std: f64,
+        #[serde(default)]
+        min: Option<f64>,
+        #[serde(default)]
+        max: Option<f64>,
+        #[serde(default)]
+        round: Option<i32>,
+    },
+    Lognormal {
+        mu: f64,
+        sigma: f64,
+        #[serde(default)]
+        min: Option<f64>,
+        #[serde(default)]
+        max: Option<f64>,
+        #[serde(default)]
+        round: Option<i32>,
+    },
+    Exponential {
+        rate: f64,
+        #[serde(default)]
+        min: Option<f64>,
+        #[serde(default)]
+        max: Option<f64>,
+        #[serde(default)]
+        round: Option<i32>,
+    },
+    IntRange {
+        min: i64,
+        max: i64,
+    },
+    Categorical {
+        values: Vec<String>,
+        weights: Vec<f64>,
+    },
+    Bool {
+        p: f64,
+    },
+    Constant {
+        value: Literal,
+    },
     /// Uniform instants in [start, end) (RFC 3339).
-    TimestampRange { start: String, end: String },
+    TimestampRange {
+        start: String,
+        end: String,
+    },
     /// Per-entity increasing timestamps: a uniform start in [start, end),
     /// then gaps uniform in [min_gap_s, max_gap_s].
-    TimestampSequence { start: String, end: String, min_gap_s: f64, max_gap_s: f64 },
+    TimestampSequence {
+        start: String,
+        end: String,
+        min_gap_s: f64,
+        max_gap_s: f64,
+    },
     /// Per-entity random walk: `start` then normal steps.
-    Walk { start: f64, step_std: f64 },
+    Walk {
+        start: f64,
+        step_std: f64,
+    },
     /// Text from a template: `{digits:N}`, `{upper:N}`, `{lower:N}`, `{hex:N}`, `{row}`.
-    Template { pattern: String },
+    Template {
+        pattern: String,
+    },
     /// Unique sequential ids from `start`.
-    UniqueId { #[serde(default)] start: i64 },
+    UniqueId {
+        #[serde(default)]
+        start: i64,
+    },
 }
 
 fn weights_ok(weights: &[f64]) -> bool {
-    weights.iter().all(|w| *w >= 0.0 && w.is_finite()) && (weights.iter().sum::<f64>() - 1.0).abs() < 1e-6
+    weights.iter().all(|w| *w >= 0.0 && w.is_finite())
+        && (weights.iter().sum::<f64>() - 1.0).abs() < 1e-6
 }
 
 pub(crate) fn parse_ts_ms(text: &str, rule: &str) -> Result<i64> {
@@ -177,14 +239,21 @@ pub(crate) mod chrono_like {
         let s = s.trim();
         let (date, rest) = s.split_once(['T', ' '])?;
         let mut d = date.split('-');
-        let (y, m, day): (i64, i64, i64) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+        let (y, m, day): (i64, i64, i64) = (
+            d.next()?.parse().ok()?,
+            d.next()?.parse().ok()?,
+            d.next()?.parse().ok()?,
+        );
         let (time, offset_s) = if let Some(t) = rest.strip_suffix('Z') {
             (t, 0)
         } else if let Some(i) = rest.rfind(['+', '-']) {
             let (t, off) = rest.split_at(i);
             let sign = if off.starts_with('-') { -1 } else { 1 };
             let (oh, om) = off[1..].split_once(':')?;
-            (t, sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60))
+            (
+                t,
+                sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
+            )
         } else {
             (rest, 0)
         };
@@ -211,10 +280,18 @@ impl Rules {
     pub fn from_yaml(text: &str, file: &str) -> Result<Self> {
         // Enums are written as single-key maps (`normal: {mean: 0, std: 1}`).
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        let rules: Rules = serde_yaml_ng::with::singleton_map_recursive::deserialize(de).map_err(|e: serde_yaml_ng::Error| {
-            let loc = e.location().map(|l| format!("{file}:{}:{}", l.line(), l.column())).unwrap_or_else(|| file.to_string());
-            KilnError::config(format!("{loc}: {}", e.to_string().split(" at line ").next().unwrap_or_default()))
-        })?;
+        let rules: Rules = serde_yaml_ng::with::singleton_map_recursive::deserialize(de).map_err(
+            |e: serde_yaml_ng::Error| {
+                let loc = e
+                    .location()
+                    .map(|l| format!("{file}:{}:{}", l.line(), l.column()))
+                    .unwrap_or_else(|| file.to_string());
+                KilnError::config(format!(
+                    "{loc}: {}",
+                    e.to_string().split(" at line ").next().unwrap_or_default()
+                ))
+            },
+        )?;
         rules.validate()?;
         Ok(rules)
     }
@@ -224,7 +301,9 @@ impl Rules {
         let mut known: Vec<&str> = Vec::new();
         if let Some(e) = &self.entity {
             if e.mean_rows < 1.0 || e.sigma < 0.0 {
-                return Err(KilnError::config("entity: mean_rows must be >= 1 and sigma >= 0"));
+                return Err(KilnError::config(
+                    "entity: mean_rows must be >= 1 and sigma >= 0",
+                ));
             }
             known.push(&e.column);
         }
@@ -238,12 +317,18 @@ impl Rules {
             }
             if !weights_ok(&l.weights) {
                 return Err(KilnError::config_fix(
-                    format!("latent '{}': weights {:?} do not sum to 1", l.name, l.weights),
+                    format!(
+                        "latent '{}': weights {:?} do not sum to 1",
+                        l.name, l.weights
+                    ),
                     "make the weights non-negative with a sum of 1",
                 ));
             }
             if l.mean_run.iter().any(|r| *r < 1.0) {
-                return Err(KilnError::config(format!("latent '{}': every mean_run must be >= 1", l.name)));
+                return Err(KilnError::config(format!(
+                    "latent '{}': every mean_run must be >= 1",
+                    l.name
+                )));
             }
             known.push(&l.name);
         }
@@ -255,29 +340,46 @@ impl Rules {
         let mut seen = std::collections::HashSet::new();
         for name in &all {
             if !seen.insert(*name) {
-                return Err(KilnError::config(format!("column '{name}' is defined twice")));
+                return Err(KilnError::config(format!(
+                    "column '{name}' is defined twice"
+                )));
             }
         }
-        let derived: Vec<&str> = self.columns.iter().filter(|c| c.sql.is_some()).map(|c| c.name.as_str()).collect();
+        let derived: Vec<&str> = self
+            .columns
+            .iter()
+            .filter(|c| c.sql.is_some())
+            .map(|c| c.name.as_str())
+            .collect();
         for c in &self.columns {
             let rule = &c.name;
             if !(0.0..=1.0).contains(&c.null_fraction) {
-                return Err(KilnError::config(format!("rule for column '{rule}': null_fraction must be in [0, 1]")));
+                return Err(KilnError::config(format!(
+                    "rule for column '{rule}': null_fraction must be in [0, 1]"
+                )));
             }
             match (&c.sql, &c.generator) {
                 (Some(_), Some(_)) => {
-                    return Err(KilnError::config(format!("rule for column '{rule}': give either gen or sql, not both")));
+                    return Err(KilnError::config(format!(
+                        "rule for column '{rule}': give either gen or sql, not both"
+                    )));
                 }
                 (None, None) if c.when.is_empty() => {
-                    return Err(KilnError::config(format!("rule for column '{rule}': needs gen, when or sql")));
+                    return Err(KilnError::config(format!(
+                        "rule for column '{rule}': needs gen, when or sql"
+                    )));
                 }
                 (None, None) => {
-                    return Err(KilnError::config(format!("rule for column '{rule}': when needs a default gen (the else branch)")));
+                    return Err(KilnError::config(format!(
+                        "rule for column '{rule}': when needs a default gen (the else branch)"
+                    )));
                 }
                 _ => {}
             }
             if c.sql.is_some() && c.data_type.is_none() {
-                return Err(KilnError::config(format!("rule for column '{rule}': a sql column needs a type")));
+                return Err(KilnError::config(format!(
+                    "rule for column '{rule}': a sql column needs a type"
+                )));
             }
             for w in &c.when {
                 for col in w.condition.columns() {
@@ -301,7 +403,11 @@ impl Rules {
                     }
                 }
             }
-            for g in c.generator.iter().chain(c.when.iter().map(|w| &w.generator)) {
+            for g in c
+                .generator
+                .iter()
+                .chain(c.when.iter().map(|w| &w.generator))
+            {
                 check_gen(g, rule)?;
             }
             if c.sql.is_none() {
@@ -313,9 +419,15 @@ impl Rules {
 }
 
 fn check_gen(g: &Gen, rule: &str) -> Result<()> {
-    let bad = |msg: String| Err(KilnError::config(format!("rule for column '{rule}': {msg}")));
+    let bad = |msg: String| {
+        Err(KilnError::config(format!(
+            "rule for column '{rule}': {msg}"
+        )))
+    };
     let range = |min: Option<f64>, max: Option<f64>| match (min, max) {
-        (Some(a), Some(b)) if a > b => Err(KilnError::config(format!("rule for column '{rule}': min {a} > max {b}"))),
+        (Some(a), Some(b)) if a > b => Err(KilnError::config(format!(
+            "rule for column '{rule}': min {a} > max {b}"
+        ))),
         _ => Ok(()),
     };
     match g {
@@ -326,7 +438,9 @@ fn check_gen(g: &Gen, rule: &str) -> Result<()> {
             }
             range(*min, *max)
         }
-        Gen::Lognormal { sigma, min, max, .. } => {
+        Gen::Lognormal {
+            sigma, min, max, ..
+        } => {
             if *sigma < 0.0 {
                 return bad(format!("sigma {sigma} < 0"));
             }
@@ -350,7 +464,10 @@ fn check_gen(g: &Gen, rule: &str) -> Result<()> {
             }
             if !weights_ok(weights) {
                 return Err(KilnError::config_fix(
-                    format!("rule for column '{rule}': categorical weights sum to {}, not 1", weights.iter().sum::<f64>()),
+                    format!(
+                        "rule for column '{rule}': categorical weights sum to {}, not 1",
+                        weights.iter().sum::<f64>()
+                    ),
                     "make the weights non-negative with a sum of 1",
                 ));
             }
@@ -367,9 +484,16 @@ fn check_gen(g: &Gen, rule: &str) -> Result<()> {
             if a > b {
                 return bad(format!("start {start} is after end {end} (min > max)"));
             }
-            if let Gen::TimestampSequence { min_gap_s, max_gap_s, .. } = g {
+            if let Gen::TimestampSequence {
+                min_gap_s,
+                max_gap_s,
+                ..
+            } = g
+            {
                 if min_gap_s > max_gap_s || *min_gap_s < 0.0 {
-                    return bad(format!("min_gap_s {min_gap_s} > max_gap_s {max_gap_s} (min > max)"));
+                    return bad(format!(
+                        "min_gap_s {min_gap_s} > max_gap_s {max_gap_s} (min > max)"
+                    ));
                 }
             }
             Ok(())

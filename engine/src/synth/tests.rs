@@ -53,16 +53,23 @@ fn ks_normal(mut xs: Vec<f64>, mean: f64, std: f64) -> f64 {
     xs.sort_by(f64::total_cmp);
     let n = xs.len() as f64;
     let cdf = |x: f64| 0.5 * (1.0 + erf((x - mean) / (std * std::f64::consts::SQRT_2)));
-    xs.iter().enumerate().map(|(i, x)| {
-        let c = cdf(*x);
-        (c - i as f64 / n).abs().max(((i + 1) as f64 / n - c).abs())
-    }).fold(0.0, f64::max)
+    xs.iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let c = cdf(*x);
+            (c - i as f64 / n).abs().max(((i + 1) as f64 / n - c).abs())
+        })
+        .fold(0.0, f64::max)
 }
 
 fn erf(x: f64) -> f64 {
     // Abramowitz-Stegun 7.1.26 (error < 1.5e-7).
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-    let y = 1.0 - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t + 0.254_829_592) * t * (-x * x).exp();
+    let y = 1.0
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
+            + 0.254_829_592)
+            * t
+            * (-x * x).exp();
     if x >= 0.0 { y } else { -y }
 }
 
@@ -72,14 +79,32 @@ fn generated_data_follows_its_rules() -> Result<()> {
     let b = concat(&generate(RULES, rows, 42)?);
     assert_eq!(b.num_rows(), rows);
     let state = b.column_by_name("state").expect("state").as_string::<i32>();
-    let rsrp = b.column_by_name("rsrp").expect("rsrp").as_primitive::<Float64Type>();
-    let net = b.column_by_name("network").expect("network").as_string::<i32>();
+    let rsrp = b
+        .column_by_name("rsrp")
+        .expect("rsrp")
+        .as_primitive::<Float64Type>();
+    let net = b
+        .column_by_name("network")
+        .expect("network")
+        .as_string::<i32>();
     let wifi = b.column_by_name("wifi").expect("wifi").as_boolean();
     let label = b.column_by_name("label").expect("label");
-    let twice = b.column_by_name("label_twice").expect("twice").as_primitive::<Int64Type>();
-    let ids = b.column_by_name("sample_id").expect("id").as_primitive::<Int64Type>();
-    let dev = b.column_by_name("device_id").expect("dev").as_primitive::<Int64Type>();
-    let ts = b.column_by_name("ts").expect("ts").as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+    let twice = b
+        .column_by_name("label_twice")
+        .expect("twice")
+        .as_primitive::<Int64Type>();
+    let ids = b
+        .column_by_name("sample_id")
+        .expect("id")
+        .as_primitive::<Int64Type>();
+    let dev = b
+        .column_by_name("device_id")
+        .expect("dev")
+        .as_primitive::<Int64Type>();
+    let ts = b
+        .column_by_name("ts")
+        .expect("ts")
+        .as_primitive::<arrow::datatypes::TimestampMillisecondType>();
 
     // Null fraction within 3 sigma.
     let nulls = rsrp.null_count() as f64 / rows as f64;
@@ -88,7 +113,11 @@ fn generated_data_follows_its_rules() -> Result<()> {
     let (mut ins, mut outs) = (Vec::new(), Vec::new());
     for i in 0..rows {
         if rsrp.is_valid(i) {
-            if state.value(i) == "indoor" { ins.push(rsrp.value(i)) } else { outs.push(rsrp.value(i)) }
+            if state.value(i) == "indoor" {
+                ins.push(rsrp.value(i))
+            } else {
+                outs.push(rsrp.value(i))
+            }
         }
     }
     assert!(ks_normal(ins, -105.0, 8.0) < 0.01);
@@ -110,30 +139,37 @@ fn generated_data_follows_its_rules() -> Result<()> {
             assert!((5_000..=120_000).contains(&gap), "gap {gap}");
         }
     }
-    // Markov runs: mean run lengths near the configured 40 / 20 (runs cut
-    // by entity ends are excluded).
-    let mut runs: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
-    let mut start = 0;
-    for i in 1..=rows {
-        let boundary = i == rows || dev.value(i) != dev.value(i - 1);
-        if boundary || state.value(i) != state.value(i - 1) {
-            let entity_start = start == 0 || dev.value(start) != dev.value(start - 1);
-            if !boundary && !entity_start {
-                runs[usize::from(state.value(start) != "indoor")].push(i - start);
-            }
-            start = i;
+    // Markov runs: the expected run length 1/p(leave) per state, estimated
+    // from the transitions within each entity (interior runs alone would be
+    // biased toward short runs by entity ends).
+    let mut stay_rows = [0usize; 2];
+    let mut exits = [0usize; 2];
+    for i in 0..rows - 1 {
+        if dev.value(i) != dev.value(i + 1) {
+            continue;
+        }
+        let s = usize::from(state.value(i) != "indoor");
+        stay_rows[s] += 1;
+        if state.value(i) != state.value(i + 1) {
+            exits[s] += 1;
         }
     }
     for (k, expected) in [(0, 40.0), (1, 20.0)] {
-        let mean = runs[k].iter().sum::<usize>() as f64 / runs[k].len() as f64;
-        assert!((mean - expected).abs() / expected < 0.08, "state {k}: mean run {mean}, expected {expected}");
+        let mean = stay_rows[k] as f64 / exits[k] as f64;
+        assert!(
+            (mean - expected).abs() / expected < 0.08,
+            "state {k}: mean run {mean}, expected {expected}"
+        );
     }
     Ok(())
 }
 
 #[test]
 fn output_is_deterministic_whatever_the_thread_count() -> Result<()> {
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(|e| KilnError::config(e.to_string()))?;
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .map_err(|e| KilnError::config(e.to_string()))?;
     let a = one.install(|| generate(RULES, 150_000, 7))?;
     let b = generate(RULES, 150_000, 7)?;
     assert_eq!(concat(&a), concat(&b));
@@ -151,8 +187,13 @@ fn invalid_rules_name_the_rule() {
         (RULES.replace("sql: \"label * 2\"", "sql: \"label * 2\"\n  - name: a\n    type: int64\n    sql: \"b + 1\"\n  - name: b\n    type: int64\n    sql: \"a + 1\""), "sql columns form a cycle: a -> b"),
     ];
     for (text, expected) in cases {
-        let err = Rules::from_yaml(&text, "r.yaml").and_then(|r| Generator::new(r, 1, 10).map(|_| ())).expect_err(expected);
-        assert!(err.to_string().contains(expected), "expected '{expected}' in: {err}");
+        let err = Rules::from_yaml(&text, "r.yaml")
+            .and_then(|r| Generator::new(r, 1, 10).map(|_| ()))
+            .expect_err(expected);
+        assert!(
+            err.to_string().contains(expected),
+            "expected '{expected}' in: {err}"
+        );
         assert_eq!(err.exit_code(), 2);
     }
 }

@@ -46,7 +46,11 @@ impl ExtractOutput {
     fn check(&self, loaded: &LoadedConfig, task: &TaskConfig) -> Result<()> {
         if self.mode == SaveMode::Save && self.path_df_extract.is_none() {
             return Err(KilnError::config_fix(
-                format!("{}: task '{}': mode save needs path_df_extract", loaded.locate(&task.name, "mode"), task.name),
+                format!(
+                    "{}: task '{}': mode save needs path_df_extract",
+                    loaded.locate(&task.name, "mode"),
+                    task.name
+                ),
                 "add path_df_extract: extraction/NAME/ or use mode: return",
             ));
         }
@@ -61,7 +65,10 @@ impl ExtractOutput {
                 Ok(TaskOutcome {
                     rows_out: Some(summary.rows),
                     outputs: vec![url.to_string()],
-                    summary: vec![format!("{} rows -> {url} ({} files)", summary.rows, summary.files)],
+                    summary: vec![format!(
+                        "{} rows -> {url} ({} files)",
+                        summary.rows, summary.files
+                    )],
                     ..Default::default()
                 })
             }
@@ -79,7 +86,12 @@ impl ExtractOutput {
     }
 }
 
-async fn validate(ctx: &TaskContext, df: &DataFrame, schema_path: &Option<String>, what: &str) -> Result<()> {
+async fn validate(
+    ctx: &TaskContext,
+    df: &DataFrame,
+    schema_path: &Option<String>,
+    what: &str,
+) -> Result<()> {
     let Some(path) = schema_path else {
         return Ok(());
     };
@@ -88,7 +100,12 @@ async fn validate(ctx: &TaskContext, df: &DataFrame, schema_path: &Option<String
     let bytes = store
         .get(&object_path(&url)?)
         .await
-        .map_err(|e| KilnError::config_fix(format!("cannot read reference schema {url}: {e}"), "check schema_path"))?
+        .map_err(|e| {
+            KilnError::config_fix(
+                format!("cannot read reference schema {url}: {e}"),
+                "check schema_path",
+            )
+        })?
         .bytes()
         .await
         .map_err(|e| KilnError::io(&url, e))?;
@@ -107,8 +124,16 @@ pub struct ExtractorTraining {
 
 impl ExtractorTraining {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
-        let init: TrainingInit = loaded.params(task, "initialization_parameters", &task.initialization_parameters)?;
-        let output: ExtractOutput = loaded.params(task, "transformation_parameters", &task.transformation_parameters)?;
+        let init: TrainingInit = loaded.params(
+            task,
+            "initialization_parameters",
+            &task.initialization_parameters,
+        )?;
+        let output: ExtractOutput = loaded.params(
+            task,
+            "transformation_parameters",
+            &task.transformation_parameters,
+        )?;
         output.check(loaded, task)?;
         Ok(ExtractorTraining { init, output })
     }
@@ -121,7 +146,9 @@ impl Task for ExtractorTraining {
 
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
         Box::pin(async move {
-            let df = ctx.input(&self.init.path_raw_tables, self.init.format).await?;
+            let df = ctx
+                .input(&self.init.path_raw_tables, self.init.format)
+                .await?;
             validate(ctx, &df, &self.init.schema_path, &self.init.path_raw_tables).await?;
             self.output.finish(ctx, df).await
         })
@@ -157,16 +184,33 @@ pub struct ExtractorPrediction {
 
 impl ExtractorPrediction {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
-        let init: PredictionInit = loaded.params(task, "initialization_parameters", &task.initialization_parameters)?;
-        let output: ExtractOutput = loaded.params(task, "transformation_parameters", &task.transformation_parameters)?;
+        let init: PredictionInit = loaded.params(
+            task,
+            "initialization_parameters",
+            &task.initialization_parameters,
+        )?;
+        let output: ExtractOutput = loaded.params(
+            task,
+            "transformation_parameters",
+            &task.transformation_parameters,
+        )?;
         output.check(loaded, task)?;
         if init.tables.is_empty() {
-            return Err(KilnError::config(format!("{}: task '{}': tables is empty", loaded.locate(&task.name, "tables"), task.name)));
+            return Err(KilnError::config(format!(
+                "{}: task '{}': tables is empty",
+                loaded.locate(&task.name, "tables"),
+                task.name
+            )));
         }
         for (i, t) in init.tables.iter().enumerate() {
             if i > 0 && t.join.is_none() {
                 return Err(KilnError::config_fix(
-                    format!("{}: task '{}': table '{}' has no join", loaded.locate(&task.name, &t.name), task.name, t.name),
+                    format!(
+                        "{}: task '{}': table '{}' has no join",
+                        loaded.locate(&task.name, &t.name),
+                        task.name,
+                        t.name
+                    ),
                     "add join: {on: [key], how: left}",
                 ));
             }

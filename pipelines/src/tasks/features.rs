@@ -52,14 +52,32 @@ pub struct FeaturePipeline {
 
 impl FeaturePipeline {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
-        let init: Init = loaded.params(task, "initialization_parameters", &task.initialization_parameters)?;
-        let output: Output = loaded.params(task, "transformation_parameters", &task.transformation_parameters)?;
+        let init: Init = loaded.params(
+            task,
+            "initialization_parameters",
+            &task.initialization_parameters,
+        )?;
+        let output: Output = loaded.params(
+            task,
+            "transformation_parameters",
+            &task.transformation_parameters,
+        )?;
         if output.mode == Mode::FitTransform {
             if init.stages.is_empty() {
-                return Err(KilnError::config(format!("{}: task '{}': fit_transform needs stages", loaded.locate(&task.name, "stages"), task.name)));
+                return Err(KilnError::config(format!(
+                    "{}: task '{}': fit_transform needs stages",
+                    loaded.locate(&task.name, "stages"),
+                    task.name
+                )));
             }
             for (i, s) in init.stages.iter().enumerate() {
-                s.params(i).map_err(|e| e.context(format!("{}: task '{}'", loaded.locate(&task.name, "stages"), task.name)))?;
+                s.params(i).map_err(|e| {
+                    e.context(format!(
+                        "{}: task '{}'",
+                        loaded.locate(&task.name, "stages"),
+                        task.name
+                    ))
+                })?;
             }
         }
         Ok(FeaturePipeline { init, output })
@@ -67,14 +85,25 @@ impl FeaturePipeline {
 }
 
 /// Loads a saved pipeline model (latest or pinned).
-pub async fn load_pipeline_model(ctx: &TaskContext, path: &str, version: Option<u64>) -> Result<(PipelineModel, u64)> {
-    let repo = ArtifactRepo::open(&ctx.session, &ctx.lake.resolve(&format!("{}/", path.trim_end_matches('/')))?)?;
+pub async fn load_pipeline_model(
+    ctx: &TaskContext,
+    path: &str,
+    version: Option<u64>,
+) -> Result<(PipelineModel, u64)> {
+    let repo = ArtifactRepo::open(
+        &ctx.session,
+        &ctx.lake
+            .resolve(&format!("{}/", path.trim_end_matches('/')))?,
+    )?;
     let v = match version {
         Some(v) => v,
         None => repo.latest().await?,
     };
     let bytes = repo.read(v, MODEL_FILE).await?;
-    Ok((PipelineModel::from_json(&bytes, &repo.url(v, MODEL_FILE))?, v))
+    Ok((
+        PipelineModel::from_json(&bytes, &repo.url(v, MODEL_FILE))?,
+        v,
+    ))
 }
 
 impl Task for FeaturePipeline {
@@ -88,15 +117,36 @@ impl Task for FeaturePipeline {
             let (df, note) = match self.output.mode {
                 Mode::FitTransform => {
                     let (mut model, df) = PipelineModel::fit(&self.init.stages, df).await?;
-                    model.input_schema.columns.retain(|c| !self.init.label_cols.contains(&c.name));
-                    let base = ctx.lake.resolve(&format!("{}/", self.output.path_pipeline_model.trim_end_matches('/')))?;
+                    model
+                        .input_schema
+                        .columns
+                        .retain(|c| !self.init.label_cols.contains(&c.name));
+                    let base = ctx.lake.resolve(&format!(
+                        "{}/",
+                        self.output.path_pipeline_model.trim_end_matches('/')
+                    ))?;
                     let repo = ArtifactRepo::open(&ctx.session, &base)?;
                     let v = repo.publish(&[(MODEL_FILE, model.to_json()?)]).await?;
-                    (df, format!("fitted {} stages -> {}", model.stages.len(), repo.url(v, MODEL_FILE)))
+                    (
+                        df,
+                        format!(
+                            "fitted {} stages -> {}",
+                            model.stages.len(),
+                            repo.url(v, MODEL_FILE)
+                        ),
+                    )
                 }
                 Mode::Transform => {
-                    let (model, v) = load_pipeline_model(ctx, &self.output.path_pipeline_model, self.output.pipeline_version).await?;
-                    (model.transform(df).await?, format!("applied pipeline model v{v}"))
+                    let (model, v) = load_pipeline_model(
+                        ctx,
+                        &self.output.path_pipeline_model,
+                        self.output.pipeline_version,
+                    )
+                    .await?;
+                    (
+                        model.transform(df).await?,
+                        format!("applied pipeline model v{v}"),
+                    )
                 }
             };
             let url = ctx.lake.resolve(&self.output.path_df_features)?;

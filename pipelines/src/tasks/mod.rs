@@ -37,7 +37,10 @@ impl TaskContext {
     /// Reads an input: `task:NAME` for a returned DataFrame, else a lake path.
     pub async fn input(&self, location: &str, format: FileFormat) -> Result<DataFrame> {
         if let Some(name) = location.strip_prefix("task:") {
-            let returned = self.returned.lock().map_err(|_| KilnError::config("poisoned"))?;
+            let returned = self
+                .returned
+                .lock()
+                .map_err(|_| KilnError::config("poisoned"))?;
             return returned.get(name).cloned().ok_or_else(|| {
                 KilnError::config(format!(
                     "task '{}': input 'task:{name}' has no returned DataFrame (is '{name}' upstream and in mode: return?)",
@@ -77,12 +80,24 @@ type Binder = fn(&LoadedConfig, &TaskConfig) -> Result<Box<dyn Task>>;
 /// Every task class, by `classname`.
 pub fn registry() -> Vec<(&'static str, Binder)> {
     vec![
-        ("ExtractorTraining", |l, t| Ok(Box::new(ExtractorTraining::bind(l, t)?))),
-        ("ExtractorPrediction", |l, t| Ok(Box::new(ExtractorPrediction::bind(l, t)?))),
-        ("RuleBasedGenerator", |l, t| Ok(Box::new(RuleBasedGenerator::bind(l, t)?))),
-        ("FeaturePipeline", |l, t| Ok(Box::new(FeaturePipeline::bind(l, t)?))),
-        ("ModelTraining", |l, t| Ok(Box::new(ModelTraining::bind(l, t)?))),
-        ("BatchPrediction", |l, t| Ok(Box::new(BatchPrediction::bind(l, t)?))),
+        ("ExtractorTraining", |l, t| {
+            Ok(Box::new(ExtractorTraining::bind(l, t)?))
+        }),
+        ("ExtractorPrediction", |l, t| {
+            Ok(Box::new(ExtractorPrediction::bind(l, t)?))
+        }),
+        ("RuleBasedGenerator", |l, t| {
+            Ok(Box::new(RuleBasedGenerator::bind(l, t)?))
+        }),
+        ("FeaturePipeline", |l, t| {
+            Ok(Box::new(FeaturePipeline::bind(l, t)?))
+        }),
+        ("ModelTraining", |l, t| {
+            Ok(Box::new(ModelTraining::bind(l, t)?))
+        }),
+        ("BatchPrediction", |l, t| {
+            Ok(Box::new(BatchPrediction::bind(l, t)?))
+        }),
     ]
 }
 

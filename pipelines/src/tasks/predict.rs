@@ -58,15 +58,31 @@ pub struct BatchPrediction {
 impl BatchPrediction {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
         Ok(BatchPrediction {
-            init: loaded.params(task, "initialization_parameters", &task.initialization_parameters)?,
-            output: loaded.params(task, "transformation_parameters", &task.transformation_parameters)?,
+            init: loaded.params(
+                task,
+                "initialization_parameters",
+                &task.initialization_parameters,
+            )?,
+            output: loaded.params(
+                task,
+                "transformation_parameters",
+                &task.transformation_parameters,
+            )?,
         })
     }
 }
 
 /// Loads a model artifact (latest or pinned) and its JSON text.
-pub async fn load_model(ctx: &TaskContext, repository: &str, version: Option<u64>) -> Result<(ModelArtifact, String, u64)> {
-    let repo = ArtifactRepo::open(&ctx.session, &ctx.lake.resolve(&format!("{}/", repository.trim_end_matches('/')))?)?;
+pub async fn load_model(
+    ctx: &TaskContext,
+    repository: &str,
+    version: Option<u64>,
+) -> Result<(ModelArtifact, String, u64)> {
+    let repo = ArtifactRepo::open(
+        &ctx.session,
+        &ctx.lake
+            .resolve(&format!("{}/", repository.trim_end_matches('/')))?,
+    )?;
     let v = match version {
         Some(v) => v,
         None => repo.latest().await?,
@@ -83,15 +99,27 @@ impl Task for BatchPrediction {
 
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
         Box::pin(async move {
-            let (artifact, json, version) = load_model(ctx, &self.init.path_model_repository, self.init.model_version).await?;
+            let (artifact, json, version) = load_model(
+                ctx,
+                &self.init.path_model_repository,
+                self.init.model_version,
+            )
+            .await?;
             let mut df = ctx.input(&self.init.input, self.init.format).await?;
             if self.init.apply_feature_pipeline {
                 if let Some(p) = &artifact.feature_pipeline {
                     let (pipeline, _) = load_pipeline_model(ctx, &p.path, Some(p.version)).await?;
-                    df = pipeline.transform(df).await.map_err(|e| e.context("applying the model's feature pipeline"))?;
+                    df = pipeline
+                        .transform(df)
+                        .await
+                        .map_err(|e| e.context("applying the model's feature pipeline"))?;
                 }
             }
-            if df.schema().field_with_unqualified_name(&self.init.features_col).is_err() {
+            if df
+                .schema()
+                .field_with_unqualified_name(&self.init.features_col)
+                .is_err()
+            {
                 return Err(KilnError::Data {
                     location: format!("task '{}'", ctx.task_name),
                     message: format!("no feature vector column '{}' in the input", self.init.features_col),
@@ -104,21 +132,32 @@ impl Task for BatchPrediction {
                     .schema()
                     .fields()
                     .iter()
-                    .filter(|f| !matches!(f.data_type(), datafusion::arrow::datatypes::DataType::List(_)))
+                    .filter(|f| {
+                        !matches!(
+                            f.data_type(),
+                            datafusion::arrow::datatypes::DataType::List(_)
+                        )
+                    })
                     .map(|f| f.name().clone())
                     .collect(),
             };
-            let pred = kiln_models::predict_udf::predict_udf().call(vec![lit(json), ident(&self.init.features_col)]);
+            let pred = kiln_models::predict_udf::predict_udf()
+                .call(vec![lit(json), ident(&self.init.features_col)]);
             let mut exprs: Vec<Expr> = keep.iter().map(ident).collect();
             exprs.push(get_field(pred.clone(), "probability").alias("probability"));
             exprs.push(get_field(pred, "label").alias("prediction"));
-            let out = df.select(exprs).map_err(|e| KilnError::execution("prediction", e))?;
+            let out = df
+                .select(exprs)
+                .map_err(|e| KilnError::execution("prediction", e))?;
             let url = ctx.lake.resolve(&self.output.path_predictions)?;
             let summary = write_parquet(&ctx.session, out, &url, &self.output.parquet).await?;
             Ok(TaskOutcome {
                 rows_out: Some(summary.rows),
                 outputs: vec![url.to_string()],
-                summary: vec![format!("model {} v{version}: {} predictions -> {url}", artifact.classname, summary.rows)],
+                summary: vec![format!(
+                    "model {} v{version}: {} predictions -> {url}",
+                    artifact.classname, summary.rows
+                )],
                 ..Default::default()
             })
         })

@@ -5,7 +5,6 @@
 use super::{Task, TaskContext, TaskFuture, TaskOutcome, load_pipeline_model};
 use crate::config::{LoadedConfig, TaskConfig};
 use datafusion::prelude::DataFrame;
-use std::ops::Not;
 use kiln_engine::artifacts::ArtifactRepo;
 use kiln_engine::io::FileFormat;
 use kiln_engine::{KilnError, Result};
@@ -14,9 +13,12 @@ use kiln_models::frame::{FeatureSource, collect_dataset};
 use kiln_models::metrics::{METRIC_NAMES, Metrics, larger_is_better};
 use kiln_models::model::{MODEL_FORMAT_VERSION, ModelArtifact, PipelineRef};
 use kiln_models::report::{comparison_table, roc_svg};
-use kiln_models::tuning::{CrossValidation, EstimatorSpec, cross_validate, subset, train_validation_split};
+use kiln_models::tuning::{
+    CrossValidation, EstimatorSpec, cross_validate, subset, train_validation_split,
+};
 use kiln_transformers::FittedStage;
 use serde::Deserialize;
+use std::ops::Not;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -87,34 +89,64 @@ pub struct ModelTraining {
 
 impl ModelTraining {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
-        let init: Init = loaded.params(task, "initialization_parameters", &task.initialization_parameters)?;
-        let output: Output = loaded.params(task, "transformation_parameters", &task.transformation_parameters)?;
+        let init: Init = loaded.params(
+            task,
+            "initialization_parameters",
+            &task.initialization_parameters,
+        )?;
+        let output: Output = loaded.params(
+            task,
+            "transformation_parameters",
+            &task.transformation_parameters,
+        )?;
         let at = |k: &str| format!("{}: task '{}'", loaded.locate(&task.name, k), task.name);
         if !METRIC_NAMES.contains(&init.metric.as_str()) {
-            return Err(KilnError::config_fix(format!("{}: unknown metric '{}'", at("metric"), init.metric), format!("use one of: {}", METRIC_NAMES.join(", "))));
+            return Err(KilnError::config_fix(
+                format!("{}: unknown metric '{}'", at("metric"), init.metric),
+                format!("use one of: {}", METRIC_NAMES.join(", ")),
+            ));
         }
         if init.estimators.is_empty() {
-            return Err(KilnError::config(format!("{}: estimators is empty", at("estimators"))));
+            return Err(KilnError::config(format!(
+                "{}: estimators is empty",
+                at("estimators")
+            )));
         }
         if init.features_col.is_some() == init.feature_cols.is_some() {
-            return Err(KilnError::config_fix(format!("{}: give exactly one of features_col and feature_cols", at("label_col")), "features_col: features (a vector column) or feature_cols: [a, b, c]"));
+            return Err(KilnError::config_fix(
+                format!(
+                    "{}: give exactly one of features_col and feature_cols",
+                    at("label_col")
+                ),
+                "features_col: features (a vector column) or feature_cols: [a, b, c]",
+            ));
         }
         if !(0.0..1.0).contains(&init.test_fraction) {
-            return Err(KilnError::config(format!("{}: test_fraction must be in [0, 1)", at("test_fraction"))));
+            return Err(KilnError::config(format!(
+                "{}: test_fraction must be in [0, 1)",
+                at("test_fraction")
+            )));
         }
         for e in &init.estimators {
-            e.candidates(init.seed).map_err(|err| err.context(at("estimators")))?;
+            e.candidates(init.seed)
+                .map_err(|err| err.context(at("estimators")))?;
         }
         Ok(ModelTraining { init, output })
     }
 
-    async fn feature_source(&self, ctx: &TaskContext) -> Result<(FeatureSource, Option<PipelineRef>)> {
+    async fn feature_source(
+        &self,
+        ctx: &TaskContext,
+    ) -> Result<(FeatureSource, Option<PipelineRef>)> {
         if let Some(cols) = &self.init.feature_cols {
             return Ok((FeatureSource::Columns(cols.clone()), None));
         }
         let column = self.init.features_col.clone().unwrap_or_default();
         let Some(path) = &self.init.path_pipeline_model else {
-            return Err(KilnError::config(format!("task '{}': features_col needs path_pipeline_model (to name the features)", ctx.task_name)));
+            return Err(KilnError::config(format!(
+                "task '{}': features_col needs path_pipeline_model (to name the features)",
+                ctx.task_name
+            )));
         };
         let (pipeline, version) = load_pipeline_model(ctx, path, None).await?;
         let names = pipeline
@@ -133,16 +165,33 @@ impl ModelTraining {
                 ),
                 _ => None,
             })
-            .ok_or_else(|| KilnError::config(format!("task '{}': the pipeline model has no VectorAssembler producing '{column}'", ctx.task_name)))?;
-        Ok((FeatureSource::Vector { column, names }, Some(PipelineRef { path: path.clone(), version })))
+            .ok_or_else(|| {
+                KilnError::config(format!(
+                    "task '{}': the pipeline model has no VectorAssembler producing '{column}'",
+                    ctx.task_name
+                ))
+            })?;
+        Ok((
+            FeatureSource::Vector { column, names },
+            Some(PipelineRef {
+                path: path.clone(),
+                version,
+            }),
+        ))
     }
 
-    async fn split(&self, ctx: &TaskContext, df: DataFrame) -> Result<(DataFrame, Option<DataFrame>)> {
+    async fn split(
+        &self,
+        ctx: &TaskContext,
+        df: DataFrame,
+    ) -> Result<(DataFrame, Option<DataFrame>)> {
         if let Some(test) = &self.init.test_input {
             return Ok((df, Some(ctx.input(test, self.init.format).await?)));
         }
         if let Some(cond) = &self.init.test_condition {
-            let e = df.parse_sql_expr(cond).map_err(|e| KilnError::config(format!("task '{}': test_condition: {e}", ctx.task_name)))?;
+            let e = df.parse_sql_expr(cond).map_err(|e| {
+                KilnError::config(format!("task '{}': test_condition: {e}", ctx.task_name))
+            })?;
             let test = df.clone().filter(e.clone())?;
             return Ok((df.filter(e.not())?, Some(test)));
         }
@@ -161,13 +210,19 @@ fn fingerprint(d: &Dataset) -> String {
         }
         sum = sum.wrapping_add(h.finish());
     }
-    format!("rows={} features={} checksum={sum:016x}", d.n_rows(), d.n_features())
+    format!(
+        "rows={} features={} checksum={sum:016x}",
+        d.n_rows(),
+        d.n_features()
+    )
 }
 
 fn random_split(d: &Dataset, fraction: f64, seed: u64) -> (Dataset, Dataset) {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
-    let test: Vec<bool> = (0..d.n_rows()).map(|_| rng.random::<f64>() < fraction).collect();
+    let test: Vec<bool> = (0..d.n_rows())
+        .map(|_| rng.random::<f64>() < fraction)
+        .collect();
     let train: Vec<bool> = test.iter().map(|t| !t).collect();
     (subset(d, &train), subset(d, &test))
 }
@@ -190,7 +245,10 @@ impl Task for ModelTraining {
             };
             train.validate(false)?;
             if test.n_rows() == 0 {
-                return Err(KilnError::data("test set", "the test set is empty; raise test_fraction or check test_condition"));
+                return Err(KilnError::data(
+                    "test set",
+                    "the test set is empty; raise test_fraction or check test_condition",
+                ));
             }
             let metric = self.init.metric.as_str();
             let mut results = Vec::new();
@@ -205,11 +263,32 @@ impl Task for ModelTraining {
                 let tuned = tokio::task::spawn_blocking(move || -> Result<_> {
                     let tuning = match (cv, tv) {
                         (_, _) if candidates.len() == 1 => None,
-                        (Some(cv), _) => Some(cross_validate(&candidates, &train_c, &cv, &metric_s, seed)?),
-                        (None, Some(tv)) => Some(train_validation_split(&candidates, &train_c, tv.train_ratio, &metric_s, seed, tv.parallelism)?),
-                        (None, None) => Some(cross_validate(&candidates, &train_c, &CrossValidation { num_folds: 3, parallelism: 1 }, &metric_s, seed)?),
+                        (Some(cv), _) => {
+                            Some(cross_validate(&candidates, &train_c, &cv, &metric_s, seed)?)
+                        }
+                        (None, Some(tv)) => Some(train_validation_split(
+                            &candidates,
+                            &train_c,
+                            tv.train_ratio,
+                            &metric_s,
+                            seed,
+                            tv.parallelism,
+                        )?),
+                        (None, None) => Some(cross_validate(
+                            &candidates,
+                            &train_c,
+                            &CrossValidation {
+                                num_folds: 3,
+                                parallelism: 1,
+                            },
+                            &metric_s,
+                            seed,
+                        )?),
                     };
-                    let best = tuning.as_ref().map(|t| t.best.clone()).unwrap_or_else(|| candidates[0].clone());
+                    let best = tuning
+                        .as_ref()
+                        .map(|t| t.best.clone())
+                        .unwrap_or_else(|| candidates[0].clone());
                     let model = best.fit(&train_c)?;
                     Ok((best, tuning, model))
                 })
@@ -221,10 +300,19 @@ impl Task for ModelTraining {
                 let secs = started.elapsed().as_secs_f64();
                 results.push((best, tuning, model, metrics, cv_score, secs));
             }
-            let better = |a: f64, b: f64| if larger_is_better(metric) { a > b } else { a < b };
+            let better = |a: f64, b: f64| {
+                if larger_is_better(metric) {
+                    a > b
+                } else {
+                    a < b
+                }
+            };
             let mut winner = 0;
             for (i, r) in results.iter().enumerate() {
-                let (a, b) = (r.3.get(metric).unwrap_or(f64::NAN), results[winner].3.get(metric).unwrap_or(f64::NAN));
+                let (a, b) = (
+                    r.3.get(metric).unwrap_or(f64::NAN),
+                    results[winner].3.get(metric).unwrap_or(f64::NAN),
+                );
                 if better(a, b) {
                     winner = i;
                 }
@@ -243,7 +331,10 @@ impl Task for ModelTraining {
                 metrics: ModelArtifact::metric_map(metrics),
                 model: model.clone(),
             };
-            let rows: Vec<(String, f64, &Metrics)> = results.iter().map(|r| (r.0.classname().to_string(), r.4, &r.3)).collect();
+            let rows: Vec<(String, f64, &Metrics)> = results
+                .iter()
+                .map(|r| (r.0.classname().to_string(), r.4, &r.3))
+                .collect();
             let table = comparison_table(&rows, metric);
             let report = serde_json::json!({
                 "metric": metric,
@@ -262,24 +353,44 @@ impl Task for ModelTraining {
             });
             let mut files: Vec<(String, Vec<u8>)> = vec![
                 ("model.json".into(), artifact.to_json()?),
-                ("report.json".into(), serde_json::to_vec_pretty(&report).unwrap_or_default()),
+                (
+                    "report.json".into(),
+                    serde_json::to_vec_pretty(&report).unwrap_or_default(),
+                ),
                 ("comparison.txt".into(), table.clone().into_bytes()),
             ];
             for r in &results {
-                files.push((format!("roc_{}.svg", r.0.classname()), roc_svg(r.0.classname(), &r.3).into_bytes()));
+                files.push((
+                    format!("roc_{}.svg", r.0.classname()),
+                    roc_svg(r.0.classname(), &r.3).into_bytes(),
+                ));
             }
-            let base = ctx.lake.resolve(&format!("{}/", self.output.path_model_repository.trim_end_matches('/')))?;
+            let base = ctx.lake.resolve(&format!(
+                "{}/",
+                self.output.path_model_repository.trim_end_matches('/')
+            ))?;
             let repo = ArtifactRepo::open(&ctx.session, &base)?;
-            let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+            let refs: Vec<(&str, Vec<u8>)> =
+                files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
             let version = repo.publish(&refs).await?;
-            let mut summary = vec![format!("train {} rows, test {} rows, {} features", train.n_rows(), test.n_rows(), train.n_features())];
+            let mut summary = vec![format!(
+                "train {} rows, test {} rows, {} features",
+                train.n_rows(),
+                test.n_rows(),
+                train.n_features()
+            )];
             summary.extend(table.lines().map(str::to_string));
-            summary.push(format!("winner by {metric}: {} -> {}", best.classname(), repo.url(version, "model.json")));
+            summary.push(format!(
+                "winner by {metric}: {} -> {}",
+                best.classname(),
+                repo.url(version, "model.json")
+            ));
             summary.push(format!("reports and ROC plots: {}", repo.url(version, "")));
             Ok(TaskOutcome {
                 rows_out: Some(train.n_rows() as u64),
                 outputs: vec![repo.url(version, "model.json")],
-                metrics: serde_json::to_value(ModelArtifact::metric_map(metrics)).unwrap_or_default(),
+                metrics: serde_json::to_value(ModelArtifact::metric_map(metrics))
+                    .unwrap_or_default(),
                 summary,
             })
         })

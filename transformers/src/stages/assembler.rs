@@ -5,7 +5,6 @@
 //! drops such rows, `keep` writes NaN (a null vector → `size` NaNs). NaN
 //! inside a vector is kept in every mode.
 
-use std::ops::Not;
 use super::{HandleInvalid, column_type, require, require_columns};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
@@ -16,6 +15,7 @@ use datafusion::functions_nested::expr_fn::{array_element, array_length, make_ar
 use datafusion::prelude::{Expr, cast, ident, lit, when};
 use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
+use std::ops::Not;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -47,12 +47,19 @@ pub struct AssemblerModel {
 }
 
 fn is_list(t: &DataType) -> bool {
-    matches!(t, DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _))
+    matches!(
+        t,
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _)
+    )
 }
 
 impl AssemblerParams {
     /// Learns vector sizes (the longest vector of each list column).
-    pub async fn fit(&self, df: &DataFrame, known_sizes: &std::collections::HashMap<String, usize>) -> Result<AssemblerModel> {
+    pub async fn fit(
+        &self,
+        df: &DataFrame,
+        known_sizes: &std::collections::HashMap<String, usize>,
+    ) -> Result<AssemblerModel> {
         let stage = "VectorAssembler";
         require_columns(df, stage, &self.input_cols)?;
         let mut inputs = Vec::new();
@@ -63,22 +70,50 @@ impl AssemblerParams {
                     Some(s) => *s,
                     None => {
                         let err = |e| KilnError::execution("fitting VectorAssembler", e);
-                        let b = df.clone().aggregate(vec![], vec![max(cast(array_length(ident(c)), DataType::Int64)).alias("m")]).map_err(err)?.collect().await.map_err(err)?;
-                        b.first().map(|b| b.column(0).as_primitive::<Int64Type>()).filter(|a| a.is_valid(0)).map(|a| a.value(0) as usize).unwrap_or(0)
+                        let b = df
+                            .clone()
+                            .aggregate(
+                                vec![],
+                                vec![max(cast(array_length(ident(c)), DataType::Int64)).alias("m")],
+                            )
+                            .map_err(err)?
+                            .collect()
+                            .await
+                            .map_err(err)?;
+                        b.first()
+                            .map(|b| b.column(0).as_primitive::<Int64Type>())
+                            .filter(|a| a.is_valid(0))
+                            .map(|a| a.value(0) as usize)
+                            .unwrap_or(0)
                     }
                 };
-                inputs.push(AssemblerInput { name: c.clone(), vector_size: Some(size) });
+                inputs.push(AssemblerInput {
+                    name: c.clone(),
+                    vector_size: Some(size),
+                });
             } else if t.is_numeric() || t == DataType::Boolean {
-                inputs.push(AssemblerInput { name: c.clone(), vector_size: None });
+                inputs.push(AssemblerInput {
+                    name: c.clone(),
+                    vector_size: None,
+                });
             } else {
                 return Err(KilnError::Data {
                     location: format!("stage {stage}"),
-                    message: format!("column '{c}' has type {t}; VectorAssembler takes numeric, boolean or vector columns"),
-                    fix: Some("index strings first (StringIndexer) or drop the column from inputCols".into()),
+                    message: format!(
+                        "column '{c}' has type {t}; VectorAssembler takes numeric, boolean or vector columns"
+                    ),
+                    fix: Some(
+                        "index strings first (StringIndexer) or drop the column from inputCols"
+                            .into(),
+                    ),
                 });
             }
         }
-        Ok(AssemblerModel { inputs, output_col: self.output_col.clone(), handle_invalid: self.handle_invalid })
+        Ok(AssemblerModel {
+            inputs,
+            output_col: self.output_col.clone(),
+            handle_invalid: self.handle_invalid,
+        })
     }
 }
 
@@ -99,14 +134,27 @@ impl AssemblerModel {
             match input.vector_size {
                 None => {
                     let x = cast(c.clone(), DataType::Float64);
-                    valid = valid.and(c.clone().is_not_null()).and(isnan(x.clone()).not());
-                    values.push(when(c.is_null(), lit(f64::NAN)).otherwise(x + lit(0.0)).map_err(err)?);
+                    valid = valid
+                        .and(c.clone().is_not_null())
+                        .and(isnan(x.clone()).not());
+                    values.push(
+                        when(c.is_null(), lit(f64::NAN))
+                            .otherwise(x + lit(0.0))
+                            .map_err(err)?,
+                    );
                 }
                 Some(size) => {
                     valid = valid.and(c.clone().is_not_null());
                     for k in 0..size {
-                        let e = cast(array_element(c.clone(), lit(k as i64 + 1)), DataType::Float64);
-                        values.push(when(e.clone().is_null(), lit(f64::NAN)).otherwise(e + lit(0.0)).map_err(err)?);
+                        let e = cast(
+                            array_element(c.clone(), lit(k as i64 + 1)),
+                            DataType::Float64,
+                        );
+                        values.push(
+                            when(e.clone().is_null(), lit(f64::NAN))
+                                .otherwise(e + lit(0.0))
+                                .map_err(err)?,
+                        );
                     }
                 }
             }
@@ -117,7 +165,13 @@ impl AssemblerModel {
             _ => df,
         };
         let vector = if self.handle_invalid == HandleInvalid::Error {
-            require(vector, valid, format!("{stage}: encountered null or NaN while assembling a row with handleInvalid = error. Consider handleInvalid skip or keep."))
+            require(
+                vector,
+                valid,
+                format!(
+                    "{stage}: encountered null or NaN while assembling a row with handleInvalid = error. Consider handleInvalid skip or keep."
+                ),
+            )
         } else {
             vector
         };

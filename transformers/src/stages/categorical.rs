@@ -34,11 +34,20 @@ impl CategoricalFilterParams {
         let stage = "CategoricalFilter";
         for c in &self.columns {
             require_columns(&df, stage, std::slice::from_ref(&c.input_col))?;
-            let x = datafusion::prelude::cast(ident(&c.input_col), datafusion::arrow::datatypes::DataType::Utf8);
-            let listed = x.clone().in_list(c.values.iter().map(|v| lit(v.as_str())).collect(), false);
-            let e = when(listed, x).otherwise(lit(self.replacement.as_str())).map_err(|e| KilnError::execution(stage, e))?;
+            let x = datafusion::prelude::cast(
+                ident(&c.input_col),
+                datafusion::arrow::datatypes::DataType::Utf8,
+            );
+            let listed = x
+                .clone()
+                .in_list(c.values.iter().map(|v| lit(v.as_str())).collect(), false);
+            let e = when(listed, x)
+                .otherwise(lit(self.replacement.as_str()))
+                .map_err(|e| KilnError::execution(stage, e))?;
             let out = c.output_col.clone().unwrap_or_else(|| c.input_col.clone());
-            df = df.with_column(&out, e).map_err(|e| KilnError::execution(stage, e))?;
+            df = df
+                .with_column(&out, e)
+                .map_err(|e| KilnError::execution(stage, e))?;
         }
         Ok(df)
     }

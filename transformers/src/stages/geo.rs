@@ -25,15 +25,29 @@ fn distance_out() -> String {
 
 impl DistanceParams {
     pub fn transform(&self, df: DataFrame) -> Result<DataFrame> {
-        let cols = [&self.lat_col, &self.lon_col, &self.prev_lat_col, &self.prev_lon_col];
-        require_columns(&df, "DistanceCalculator", &cols.iter().map(|c| c.to_string()).collect::<Vec<_>>())?;
+        let cols = [
+            &self.lat_col,
+            &self.lon_col,
+            &self.prev_lat_col,
+            &self.prev_lon_col,
+        ];
+        require_columns(
+            &df,
+            "DistanceCalculator",
+            &cols.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        )?;
         for c in cols {
             require_numeric(&df, "DistanceCalculator", c)?;
         }
-        let args = [&self.prev_lat_col, &self.prev_lon_col, &self.lat_col, &self.lon_col]
-            .iter()
-            .map(|c| cast(ident(*c), DataType::Float64))
-            .collect();
+        let args = [
+            &self.prev_lat_col,
+            &self.prev_lon_col,
+            &self.lat_col,
+            &self.lon_col,
+        ]
+        .iter()
+        .map(|c| cast(ident(*c), DataType::Float64))
+        .collect();
         df.with_column(&self.output_col, crate::udf::haversine_udf().call(args))
             .map_err(|e| KilnError::execution("DistanceCalculator", e))
     }
@@ -61,7 +75,11 @@ fn delay_out() -> String {
 }
 
 /// Milliseconds since the epoch of a timestamp column, whatever its unit.
-pub(crate) fn epoch_millis(df: &DataFrame, stage: &str, c: &str) -> Result<datafusion::prelude::Expr> {
+pub(crate) fn epoch_millis(
+    df: &DataFrame,
+    stage: &str,
+    c: &str,
+) -> Result<datafusion::prelude::Expr> {
     use datafusion::arrow::datatypes::TimeUnit;
     match super::column_type(df, c)? {
         DataType::Timestamp(unit, _) => {
@@ -84,8 +102,17 @@ pub(crate) fn epoch_millis(df: &DataFrame, stage: &str, c: &str) -> Result<dataf
 impl GpsDelayParams {
     pub fn transform(&self, df: DataFrame) -> Result<DataFrame> {
         let stage = "GpsDelayCalculator";
-        require_columns(&df, stage, &[self.timestamp_col.clone(), self.fix_timestamp_col.clone()])?;
-        let delay = cast(epoch_millis(&df, stage, &self.timestamp_col)? - epoch_millis(&df, stage, &self.fix_timestamp_col)?, DataType::Float64) / lit(1000.0);
-        df.with_column(&self.output_col, delay).map_err(|e| KilnError::execution(stage, e))
+        require_columns(
+            &df,
+            stage,
+            &[self.timestamp_col.clone(), self.fix_timestamp_col.clone()],
+        )?;
+        let delay = cast(
+            epoch_millis(&df, stage, &self.timestamp_col)?
+                - epoch_millis(&df, stage, &self.fix_timestamp_col)?,
+            DataType::Float64,
+        ) / lit(1000.0);
+        df.with_column(&self.output_col, delay)
+            .map_err(|e| KilnError::execution(stage, e))
     }
 }

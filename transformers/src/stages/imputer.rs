@@ -11,7 +11,6 @@
 //!   returns a data value (the lower middle one); the two can differ by up to
 //!   half the gap between the middle values.
 
-use std::ops::Not;
 use super::{column_type, require_columns, require_numeric};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
@@ -22,6 +21,7 @@ use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::prelude::{Expr, cast, ident, lit, when};
 use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
+use std::ops::Not;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,14 +69,24 @@ fn is_missing_for_fit(x: Expr, missing: Option<f64>) -> Expr {
 }
 
 impl ImputerParams {
-    pub async fn fit(&self, df: &DataFrame, stage: &str, default_strategy: Strategy) -> Result<ImputerModel> {
+    pub async fn fit(
+        &self,
+        df: &DataFrame,
+        stage: &str,
+        default_strategy: Strategy,
+    ) -> Result<ImputerModel> {
         require_columns(df, stage, &self.input_cols)?;
         for c in &self.input_cols {
             require_numeric(df, stage, c)?;
         }
-        let output_cols = self.output_cols.clone().unwrap_or_else(|| self.input_cols.clone());
+        let output_cols = self
+            .output_cols
+            .clone()
+            .unwrap_or_else(|| self.input_cols.clone());
         if output_cols.len() != self.input_cols.len() {
-            return Err(KilnError::config(format!("{stage}: outputCols needs one name per input column")));
+            return Err(KilnError::config(format!(
+                "{stage}: outputCols needs one name per input column"
+            )));
         }
         let strategy = self.strategy.unwrap_or(default_strategy);
         let mv = self.missing_value.filter(|v| !v.is_nan());
@@ -91,17 +101,33 @@ impl ImputerParams {
                     .enumerate()
                     .map(|(i, c)| {
                         let x = cast(ident(c), DataType::Float64);
-                        let f = if strategy == Strategy::Mean { avg(x) } else { median(x) };
+                        let f = if strategy == Strategy::Mean {
+                            avg(x)
+                        } else {
+                            median(x)
+                        };
                         f.filter(valid(c)).build().map(|e| e.alias(format!("s{i}")))
                     })
                     .collect::<datafusion::error::Result<_>>()
                     .map_err(err)?;
-                let batches = df.clone().aggregate(vec![], aggs).map_err(err)?.collect().await.map_err(err)?;
-                let batch = batches.first().ok_or_else(|| KilnError::data(stage, "no result"))?;
+                let batches = df
+                    .clone()
+                    .aggregate(vec![], aggs)
+                    .map_err(err)?
+                    .collect()
+                    .await
+                    .map_err(err)?;
+                let batch = batches
+                    .first()
+                    .ok_or_else(|| KilnError::data(stage, "no result"))?;
                 for (i, c) in self.input_cols.iter().enumerate() {
                     let a = cast_f64(batch.column(i))?;
                     let v = a.as_primitive::<Float64Type>();
-                    surrogates.push(if v.is_null(0) { self.all_missing(stage, c)? } else { v.value(0) });
+                    surrogates.push(if v.is_null(0) {
+                        self.all_missing(stage, c)?
+                    } else {
+                        v.value(0)
+                    });
                 }
             }
             Strategy::Mode => {
@@ -110,21 +136,37 @@ impl ImputerParams {
                     let batches = df
                         .clone()
                         .filter(valid(c))
-                        .and_then(|d| d.aggregate(vec![x.clone().alias("v")], vec![count(lit(1)).alias("n")]))
-                        .and_then(|d| d.sort(vec![ident("n").sort(false, false), ident("v").sort(true, false)]))
+                        .and_then(|d| {
+                            d.aggregate(vec![x.clone().alias("v")], vec![count(lit(1)).alias("n")])
+                        })
+                        .and_then(|d| {
+                            d.sort(vec![
+                                ident("n").sort(false, false),
+                                ident("v").sort(true, false),
+                            ])
+                        })
                         .and_then(|d| d.limit(0, Some(1)))
                         .map_err(err)?
                         .collect()
                         .await
                         .map_err(err)?;
                     match batches.iter().find(|b| b.num_rows() > 0) {
-                        Some(b) => surrogates.push(cast_f64(b.column(0))?.as_primitive::<Float64Type>().value(0)),
+                        Some(b) => surrogates.push(
+                            cast_f64(b.column(0))?
+                                .as_primitive::<Float64Type>()
+                                .value(0),
+                        ),
                         None => surrogates.push(self.all_missing(stage, c)?),
                     }
                 }
             }
         }
-        Ok(ImputerModel { input_cols: self.input_cols.clone(), output_cols, missing_value: mv, surrogates })
+        Ok(ImputerModel {
+            input_cols: self.input_cols.clone(),
+            output_cols,
+            missing_value: mv,
+            surrogates,
+        })
     }
 
     fn all_missing(&self, stage: &str, c: &str) -> Result<f64> {
@@ -132,7 +174,9 @@ impl ImputerParams {
             location: format!("stage {stage}"),
             message: format!(
                 "surrogate cannot be computed: all the values in column '{c}' are null, NaN or missingValue({})",
-                self.missing_value.map(|v| v.to_string()).unwrap_or_else(|| "NaN".into())
+                self.missing_value
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "NaN".into())
             ),
             fix: Some(format!("drop '{c}' from inputCols or fix the data")),
         })
@@ -140,21 +184,37 @@ impl ImputerParams {
 }
 
 fn cast_f64(a: &datafusion::arrow::array::ArrayRef) -> Result<datafusion::arrow::array::ArrayRef> {
-    datafusion::arrow::compute::cast(a, &DataType::Float64).map_err(|e| KilnError::data("imputer", e.to_string()))
+    datafusion::arrow::compute::cast(a, &DataType::Float64)
+        .map_err(|e| KilnError::data("imputer", e.to_string()))
 }
 
 impl ImputerModel {
     pub fn transform(&self, mut df: DataFrame, stage: &str) -> Result<DataFrame> {
         require_columns(&df, stage, &self.input_cols)?;
-        for ((c, out), s) in self.input_cols.iter().zip(&self.output_cols).zip(&self.surrogates) {
+        for ((c, out), s) in self
+            .input_cols
+            .iter()
+            .zip(&self.output_cols)
+            .zip(&self.surrogates)
+        {
             let t = column_type(&df, c)?;
             let x = ident(c);
             let missing = match self.missing_value {
-                None => x.clone().is_null().or(isnan(cast(x.clone(), DataType::Float64))),
-                Some(v) => x.clone().is_null().or(cast(x.clone(), DataType::Float64).eq(lit(v))),
+                None => x
+                    .clone()
+                    .is_null()
+                    .or(isnan(cast(x.clone(), DataType::Float64))),
+                Some(v) => x
+                    .clone()
+                    .is_null()
+                    .or(cast(x.clone(), DataType::Float64).eq(lit(v))),
             };
-            let e = when(missing, cast(lit(*s), t)).otherwise(x).map_err(|e| KilnError::execution(stage, e))?;
-            df = df.with_column(out, e).map_err(|e| KilnError::execution(stage, e))?;
+            let e = when(missing, cast(lit(*s), t))
+                .otherwise(x)
+                .map_err(|e| KilnError::execution(stage, e))?;
+            df = df
+                .with_column(out, e)
+                .map_err(|e| KilnError::execution(stage, e))?;
         }
         Ok(df)
     }

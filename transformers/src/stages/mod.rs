@@ -20,8 +20,15 @@ use kiln_engine::{KilnError, Result};
 pub(crate) fn require_columns(df: &DataFrame, stage: &str, cols: &[String]) -> Result<()> {
     for c in cols {
         if df.schema().field_with_unqualified_name(c).is_err() {
-            let names: Vec<&str> = df.schema().fields().iter().map(|f| f.name().as_str()).collect();
-            let hint = closest(c, &names).map(|h| format!("did you mean '{h}'?")).unwrap_or_else(|| "check inputCols against the data".into());
+            let names: Vec<&str> = df
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            let hint = closest(c, &names)
+                .map(|h| format!("did you mean '{h}'?"))
+                .unwrap_or_else(|| "check inputCols against the data".into());
             return Err(KilnError::Data {
                 location: format!("stage {stage}"),
                 message: format!("unknown column '{c}'"),
@@ -49,7 +56,10 @@ pub(crate) fn require_numeric(df: &DataFrame, stage: &str, c: &str) -> Result<()
         Err(KilnError::Data {
             location: format!("stage {stage}"),
             message: format!("column '{c}' has type {t}, but {stage} needs a numeric column"),
-            fix: Some("cast the column first (e.g. with a SQLTransformer) or pick a numeric column".into()),
+            fix: Some(
+                "cast the column first (e.g. with a SQLTransformer) or pick a numeric column"
+                    .into(),
+            ),
         })
     }
 }
@@ -71,7 +81,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -89,7 +101,11 @@ pub enum HandleInvalid {
 }
 
 /// `kiln_require(value, ok, message)`: `{}` in the message shows the value.
-pub(crate) fn require(value: datafusion::prelude::Expr, ok: datafusion::prelude::Expr, message: String) -> datafusion::prelude::Expr {
+pub(crate) fn require(
+    value: datafusion::prelude::Expr,
+    ok: datafusion::prelude::Expr,
+    message: String,
+) -> datafusion::prelude::Expr {
     crate::udf::require_udf().call(vec![value, ok, datafusion::prelude::lit(message)])
 }
 

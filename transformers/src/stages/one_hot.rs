@@ -12,7 +12,6 @@
 //! `dropLast=false` → size. A null index gives a null vector. Invalid: an
 //! index ≥ size, negative, or NaN.
 
-use std::ops::Not;
 use super::{HandleInvalid, require, require_columns, require_numeric};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type};
@@ -25,6 +24,7 @@ use datafusion::prelude::{Expr, cast, ident, lit, when};
 use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::ops::Not;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,15 +55,26 @@ pub struct OneHotModel {
 impl OneHotParams {
     /// `known_sizes` carries sizes from an upstream StringIndexer in the
     /// same pipeline (Spark's ML attribute metadata).
-    pub async fn fit(&self, df: &DataFrame, known_sizes: &HashMap<String, usize>) -> Result<OneHotModel> {
+    pub async fn fit(
+        &self,
+        df: &DataFrame,
+        known_sizes: &HashMap<String, usize>,
+    ) -> Result<OneHotModel> {
         let stage = "OneHotEncoder";
         if self.handle_invalid == HandleInvalid::Skip {
-            return Err(KilnError::config("OneHotEncoder: handleInvalid must be error or keep"));
+            return Err(KilnError::config(
+                "OneHotEncoder: handleInvalid must be error or keep",
+            ));
         }
         require_columns(df, stage, &self.input_cols)?;
-        let output_cols = self.output_cols.clone().unwrap_or_else(|| self.input_cols.iter().map(|c| format!("{c}_vec")).collect());
+        let output_cols = self
+            .output_cols
+            .clone()
+            .unwrap_or_else(|| self.input_cols.iter().map(|c| format!("{c}_vec")).collect());
         if output_cols.len() != self.input_cols.len() {
-            return Err(KilnError::config("OneHotEncoder: outputCols needs one name per input column"));
+            return Err(KilnError::config(
+                "OneHotEncoder: outputCols needs one name per input column",
+            ));
         }
         let mut category_sizes = Vec::new();
         let err = |e| KilnError::execution("fitting OneHotEncoder", e);
@@ -82,19 +93,31 @@ impl OneHotParams {
                 .collect()
                 .await
                 .map_err(err)?;
-            let m = batches.first().map(|b| b.column(0).as_primitive::<Float64Type>()).filter(|a| a.is_valid(0)).map(|a| a.value(0));
+            let m = batches
+                .first()
+                .map(|b| b.column(0).as_primitive::<Float64Type>())
+                .filter(|a| a.is_valid(0))
+                .map(|a| a.value(0));
             match m {
                 Some(m) if m >= 0.0 => category_sizes.push(m as usize + 1),
                 _ => {
                     return Err(KilnError::Data {
                         location: format!("stage {stage}"),
-                        message: format!("column '{c}' has no valid category index to size the encoding"),
+                        message: format!(
+                            "column '{c}' has no valid category index to size the encoding"
+                        ),
                         fix: None,
                     });
                 }
             }
         }
-        Ok(OneHotModel { input_cols: self.input_cols.clone(), output_cols, category_sizes, drop_last: self.drop_last, handle_invalid: self.handle_invalid })
+        Ok(OneHotModel {
+            input_cols: self.input_cols.clone(),
+            output_cols,
+            category_sizes,
+            drop_last: self.drop_last,
+            handle_invalid: self.handle_invalid,
+        })
     }
 }
 
@@ -115,13 +138,27 @@ impl OneHotModel {
         let stage = "OneHotEncoder";
         require_columns(&df, stage, &self.input_cols)?;
         let err = |e| KilnError::execution(stage, e);
-        let null_list = ScalarValue::try_from(&DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))).map_err(err)?;
-        for ((c, out), (size, len)) in self.input_cols.iter().zip(&self.output_cols).zip(self.category_sizes.iter().zip(self.vector_sizes())) {
+        let null_list = ScalarValue::try_from(&DataType::List(Arc::new(Field::new_list_field(
+            DataType::Float64,
+            true,
+        ))))
+        .map_err(err)?;
+        for ((c, out), (size, len)) in self
+            .input_cols
+            .iter()
+            .zip(&self.output_cols)
+            .zip(self.category_sizes.iter().zip(self.vector_sizes()))
+        {
             let x = cast(ident(c), DataType::Float64);
-            let invalid = isnan(x.clone()).or(x.clone().lt(lit(0.0))).or(x.clone().gt_eq(lit(*size as f64)));
+            let invalid = isnan(x.clone())
+                .or(x.clone().lt(lit(0.0)))
+                .or(x.clone().gt_eq(lit(*size as f64)));
             let slots: Vec<Expr> = (0..len)
                 .map(|k| {
-                    let hit = if self.handle_invalid == HandleInvalid::Keep && !self.drop_last && k == *size {
+                    let hit = if self.handle_invalid == HandleInvalid::Keep
+                        && !self.drop_last
+                        && k == *size
+                    {
                         invalid.clone()
                     } else {
                         x.clone().eq(lit(k as f64))
@@ -130,12 +167,16 @@ impl OneHotModel {
                 })
                 .collect::<datafusion::error::Result<_>>()
                 .map_err(err)?;
-            let vector = when(x.clone().is_null(), lit(null_list.clone())).otherwise(make_array(slots)).map_err(err)?;
+            let vector = when(x.clone().is_null(), lit(null_list.clone()))
+                .otherwise(make_array(slots))
+                .map_err(err)?;
             let vector = if self.handle_invalid == HandleInvalid::Error {
                 require(
                     vector,
                     x.clone().is_null().or(invalid.not()),
-                    format!("{stage} (column '{c}'): invalid category index (unseen, negative or NaN) in a row; categories are 0..{size}. To handle invalid values, set handleInvalid to keep."),
+                    format!(
+                        "{stage} (column '{c}'): invalid category index (unseen, negative or NaN) in a row; categories are 0..{size}. To handle invalid values, set handleInvalid to keep."
+                    ),
                 )
             } else {
                 vector

@@ -20,15 +20,20 @@ impl SqlParams {
     pub async fn transform(&self, df: DataFrame) -> Result<DataFrame> {
         let stage = "SQLTransformer";
         if !self.statement.contains("__THIS__") {
-            return Err(KilnError::config_fix(format!("{stage}: statement has no __THIS__: {}", self.statement), "write SELECT ... FROM __THIS__"));
+            return Err(KilnError::config_fix(
+                format!("{stage}: statement has no __THIS__: {}", self.statement),
+                "write SELECT ... FROM __THIS__",
+            ));
         }
         let name = format!("kiln_this_{}", NEXT_VIEW.fetch_add(1, Ordering::Relaxed));
         let (state, plan) = df.into_parts();
         let ctx = SessionContext::new_with_state(state);
         let view = ViewTable::new(plan, None);
-        ctx.register_table(name.as_str(), Arc::new(view)).map_err(|e| KilnError::execution(stage, e))?;
+        ctx.register_table(name.as_str(), Arc::new(view))
+            .map_err(|e| KilnError::execution(stage, e))?;
         let result = ctx.sql(&self.statement.replace("__THIS__", &name)).await;
         let _ = ctx.deregister_table(name.as_str());
-        result.map_err(|e| KilnError::config(format!("{stage}: {e} (statement: {})", self.statement)))
+        result
+            .map_err(|e| KilnError::config(format!("{stage}: {e} (statement: {})", self.statement)))
     }
 }

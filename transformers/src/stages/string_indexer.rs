@@ -5,10 +5,10 @@
 //! `error` fails the query). The index is a double.
 
 use super::{HandleInvalid, require_columns, require_showing};
-use datafusion::functions::string::expr_fn::concat;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::dataframe::DataFrame;
+use datafusion::functions::string::expr_fn::concat;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::prelude::{Expr, cast, ident, lit, when};
 use kiln_engine::{KilnError, Result};
@@ -59,13 +59,19 @@ impl StringIndexerParams {
         let mut outputs = self.output_cols.clone();
         if let Some(c) = &self.input_col {
             inputs.push(c.clone());
-            outputs.push(self.output_col.clone().unwrap_or_else(|| format!("{c}_idx")));
+            outputs.push(
+                self.output_col
+                    .clone()
+                    .unwrap_or_else(|| format!("{c}_idx")),
+            );
         }
         if outputs.is_empty() {
             outputs = inputs.iter().map(|c| format!("{c}_idx")).collect();
         }
         if inputs.is_empty() || inputs.len() != outputs.len() {
-            return Err(KilnError::config("StringIndexer: give inputCol/outputCol or inputCols/outputCols of equal length"));
+            return Err(KilnError::config(
+                "StringIndexer: give inputCol/outputCol or inputCols/outputCols of equal length",
+            ));
         }
         Ok((inputs, outputs))
     }
@@ -87,7 +93,8 @@ impl StringIndexerParams {
                 .map_err(err)?;
             let mut counts: Vec<(String, i64)> = Vec::new();
             for b in &batches {
-                let l = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(|e| KilnError::data(c, e.to_string()))?;
+                let l = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8)
+                    .map_err(|e| KilnError::data(c, e.to_string()))?;
                 let l = l.as_string::<i32>();
                 let n = b.column(1).as_primitive::<Int64Type>();
                 for i in 0..b.num_rows() {
@@ -95,21 +102,37 @@ impl StringIndexerParams {
                 }
             }
             match self.string_order_type {
-                StringOrderType::FrequencyDesc => counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.as_bytes().cmp(b.0.as_bytes()))),
-                StringOrderType::FrequencyAsc => counts.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.as_bytes().cmp(b.0.as_bytes()))),
-                StringOrderType::AlphabetAsc => counts.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes())),
-                StringOrderType::AlphabetDesc => counts.sort_by(|a, b| b.0.as_bytes().cmp(a.0.as_bytes())),
+                StringOrderType::FrequencyDesc => {
+                    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.as_bytes().cmp(b.0.as_bytes())))
+                }
+                StringOrderType::FrequencyAsc => {
+                    counts.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.as_bytes().cmp(b.0.as_bytes())))
+                }
+                StringOrderType::AlphabetAsc => {
+                    counts.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()))
+                }
+                StringOrderType::AlphabetDesc => {
+                    counts.sort_by(|a, b| b.0.as_bytes().cmp(a.0.as_bytes()))
+                }
             }
             labels.push(counts.into_iter().map(|(l, _)| l).collect());
         }
-        Ok(StringIndexerModel { input_cols: inputs, output_cols: outputs, labels, handle_invalid: self.handle_invalid })
+        Ok(StringIndexerModel {
+            input_cols: inputs,
+            output_cols: outputs,
+            labels,
+            handle_invalid: self.handle_invalid,
+        })
     }
 }
 
 impl StringIndexerModel {
     /// Index size each output can take (numLabels, +1 with `keep`).
     pub fn category_sizes(&self) -> Vec<usize> {
-        self.labels.iter().map(|l| l.len() + usize::from(self.handle_invalid == HandleInvalid::Keep)).collect()
+        self.labels
+            .iter()
+            .map(|l| l.len() + usize::from(self.handle_invalid == HandleInvalid::Keep))
+            .collect()
     }
 
     pub fn transform(&self, df: DataFrame) -> Result<DataFrame> {
@@ -117,7 +140,8 @@ impl StringIndexerModel {
         require_columns(&df, stage, &self.input_cols)?;
         let err = |e| KilnError::execution(stage, e);
         let known = |c: &str, labels: &[String]| -> Expr {
-            cast(ident(c), DataType::Utf8).in_list(labels.iter().map(|l| lit(l.as_str())).collect(), false)
+            cast(ident(c), DataType::Utf8)
+                .in_list(labels.iter().map(|l| lit(l.as_str())).collect(), false)
         };
         let mut df = df;
         if self.handle_invalid == HandleInvalid::Skip {
@@ -127,7 +151,12 @@ impl StringIndexerModel {
             }
             df = df.filter(keep).map_err(err)?;
         }
-        for ((c, out), labels) in self.input_cols.iter().zip(&self.output_cols).zip(&self.labels) {
+        for ((c, out), labels) in self
+            .input_cols
+            .iter()
+            .zip(&self.output_cols)
+            .zip(&self.labels)
+        {
             let v = cast(ident(c), DataType::Utf8);
             let invalid = match self.handle_invalid {
                 HandleInvalid::Keep => lit(labels.len() as f64),
@@ -150,7 +179,12 @@ impl StringIndexerModel {
                 )
                 .otherwise(concat(vec![lit("Unseen label: "), cast(ident(c), DataType::Utf8), lit(". To handle unseen labels, set handleInvalid to keep.")]))
                 .map_err(err)?;
-                require_showing(index, ident(c).is_not_null().and(known(c, labels)), format!("{stage} (column '{c}'): {{}}"), problem)
+                require_showing(
+                    index,
+                    ident(c).is_not_null().and(known(c, labels)),
+                    format!("{stage} (column '{c}'): {{}}"),
+                    problem,
+                )
             } else {
                 index
             };

@@ -21,9 +21,13 @@ fn utc() -> String {
 fn local(df: &DataFrame, stage: &str, c: &str, tz: &str) -> Result<Expr> {
     match super::column_type(df, c)? {
         DataType::Timestamp(unit, _) => {
-            tz.parse::<datafusion::arrow::array::timezone::Tz>().map_err(|e| {
-                KilnError::config_fix(format!("{stage}: unknown time zone '{tz}': {e}"), "use an IANA name such as Europe/Berlin, or UTC")
-            })?;
+            tz.parse::<datafusion::arrow::array::timezone::Tz>()
+                .map_err(|e| {
+                    KilnError::config_fix(
+                        format!("{stage}: unknown time zone '{tz}': {e}"),
+                        "use an IANA name such as Europe/Berlin, or UTC",
+                    )
+                })?;
             Ok(cast(ident(c), DataType::Timestamp(unit, Some(tz.into()))))
         }
         t => Err(KilnError::Data {
@@ -55,8 +59,15 @@ fn weekend_out() -> String {
 
 impl WeekendParams {
     pub fn transform(&self, df: DataFrame) -> Result<DataFrame> {
-        require_columns(&df, "WeekendExtractor", std::slice::from_ref(&self.input_col))?;
-        let dow = part("dow", local(&df, "WeekendExtractor", &self.input_col, &self.time_zone)?);
+        require_columns(
+            &df,
+            "WeekendExtractor",
+            std::slice::from_ref(&self.input_col),
+        )?;
+        let dow = part(
+            "dow",
+            local(&df, "WeekendExtractor", &self.input_col, &self.time_zone)?,
+        );
         df.with_column(&self.output_col, dow.clone().eq(lit(0)).or(dow.eq(lit(6))))
             .map_err(|e| KilnError::execution("WeekendExtractor", e))
     }
@@ -90,7 +101,12 @@ impl TimeParams {
     pub fn transform(&self, df: DataFrame) -> Result<DataFrame> {
         require_columns(&df, "TimeExtractor", std::slice::from_ref(&self.input_col))?;
         let t = local(&df, "TimeExtractor", &self.input_col, &self.time_zone)?;
-        let mut exprs: Vec<Expr> = df.schema().fields().iter().map(|f| ident(f.name())).collect();
+        let mut exprs: Vec<Expr> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| ident(f.name()))
+            .collect();
         let fields = [
             (&self.hour_col, part("hour", t.clone())),
             (&self.minute_col, part("minute", t.clone())),
@@ -103,6 +119,7 @@ impl TimeParams {
                 exprs.push(cast(e, DataType::Int32).alias(n));
             }
         }
-        df.select(exprs).map_err(|e| KilnError::execution("TimeExtractor", e))
+        df.select(exprs)
+            .map_err(|e| KilnError::execution("TimeExtractor", e))
     }
 }

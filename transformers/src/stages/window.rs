@@ -47,9 +47,12 @@ impl ShiftParams {
             Direction::Lag => "lag",
             Direction::Lead => "lead",
         };
-        self.output_cols
-            .clone()
-            .unwrap_or_else(|| self.input_cols.iter().map(|c| format!("{c}_{suffix}{}", self.offset)).collect())
+        self.output_cols.clone().unwrap_or_else(|| {
+            self.input_cols
+                .iter()
+                .map(|c| format!("{c}_{suffix}{}", self.offset))
+                .collect()
+        })
     }
 
     pub fn transform(&self, df: DataFrame, dir: Direction) -> Result<DataFrame> {
@@ -64,17 +67,30 @@ impl ShiftParams {
         require_columns(&df, stage, &needed)?;
         let outputs = self.outputs(dir);
         if outputs.len() != self.input_cols.len() {
-            return Err(KilnError::config(format!("{stage}: outputCols needs one name per input column")));
+            return Err(KilnError::config(format!(
+                "{stage}: outputCols needs one name per input column"
+            )));
         }
         if self.offset < 1 {
             return Err(KilnError::config(format!("{stage}: offset must be >= 1")));
         }
         let mut order = vec![ident(&self.order_col).sort(true, true)];
-        order.extend(self.tie_break_cols.iter().map(|c| ident(c).sort(true, true)));
-        let mut exprs: Vec<Expr> = df.schema().fields().iter().map(|f| ident(f.name())).collect();
+        order.extend(
+            self.tie_break_cols
+                .iter()
+                .map(|c| ident(c).sort(true, true)),
+        );
+        let mut exprs: Vec<Expr> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| ident(f.name()))
+            .collect();
         for (input, output) in self.input_cols.iter().zip(&outputs) {
             let default = match (self.default, super::column_type(&df, input)?) {
-                (Some(d), t) => Some(ScalarValue::Float64(Some(d)).cast_to(&t).map_err(|e| KilnError::config(format!("{stage}: default for '{input}': {e}")))?),
+                (Some(d), t) => Some(ScalarValue::Float64(Some(d)).cast_to(&t).map_err(|e| {
+                    KilnError::config(format!("{stage}: default for '{input}': {e}"))
+                })?),
                 (None, _) => None,
             };
             let f = match dir {

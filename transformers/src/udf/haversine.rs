@@ -4,7 +4,9 @@
 use arrow::array::{Array, ArrayRef, Float64Array};
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, cast::as_float64_array};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use std::sync::Arc;
 
 pub const EARTH_RADIUS_M: f64 = 6_371_000.0;
@@ -25,7 +27,9 @@ pub struct Haversine {
 
 impl Default for Haversine {
     fn default() -> Self {
-        Haversine { signature: Signature::uniform(4, vec![DataType::Float64], Volatility::Immutable) }
+        Haversine {
+            signature: Signature::uniform(4, vec![DataType::Float64], Volatility::Immutable),
+        }
     }
 }
 
@@ -45,14 +49,22 @@ impl ScalarUDFImpl for Haversine {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let cols: Vec<&Float64Array> = arrays.iter().map(|a| as_float64_array(a)).collect::<Result<_>>()?;
+        let cols: Vec<&Float64Array> = arrays
+            .iter()
+            .map(|a| as_float64_array(a))
+            .collect::<Result<_>>()?;
         let n = cols[0].len();
         let out: Float64Array = (0..n)
             .map(|i| {
                 if cols.iter().any(|c| c.is_null(i)) {
                     None
                 } else {
-                    Some(haversine_m(cols[0].value(i), cols[1].value(i), cols[2].value(i), cols[3].value(i)))
+                    Some(haversine_m(
+                        cols[0].value(i),
+                        cols[1].value(i),
+                        cols[2].value(i),
+                        cols[3].value(i),
+                    ))
                 }
             })
             .collect();

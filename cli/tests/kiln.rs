@@ -1,0 +1,402 @@
+//! End-to-end tests of the `kiln` binary: configuration and data errors
+//! (exit codes, messages, no partial output), atomic commits, and a real
+//! Ballista cluster (a scheduler and two executors on loopback) running the
+//! same pipelines as `local[2]` with identical results.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn kiln() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.current_dir(workspace());
+    c
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `kiln submit` on a config text; returns the output.
+fn submit(dir: &Path, name: &str, config: &str, master: &str) -> Result<Output, std::io::Error> {
+    let path = dir.join(name);
+    std::fs::write(&path, config)?;
+    kiln()
+        .args(["submit", "--master", master])
+        .arg(&path)
+        .output()
+}
+
+fn generate(dir: &Path, rows: usize, seed: u64, out: &str) -> TestResult {
+    let o = kiln()
+        .args([
+            "generate",
+            "configs/generators/indoor_outdoor.yaml",
+            "--rows",
+            &rows.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--out",
+        ])
+        .arg(dir.join(out))
+        .output()?;
+    assert!(o.status.success(), "generate failed: {}", stderr(&o));
+    Ok(())
+}
+
+fn extract_config(root: &Path, input: &str, extra_init: &str) -> String {
+    format!(
+        "name: t\nstorage:\n  root: {}\nprocessing_tasks:\n  - name: extract\n    classname: ExtractorTraining\n    initialization_parameters:\n      path_raw_tables: {input}\n{extra_init}    transformation_parameters:\n      mode: save\n      path_df_extract: out/\n",
+        root.display()
+    )
+}
+
+/// No staging leftovers anywhere under `dir`.
+fn assert_no_staging(dir: &Path) {
+    for entry in walk(dir) {
+        let name = entry
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        assert!(
+            !name.contains(".kiln-tmp-") && !name.contains(".kiln-old-"),
+            "leftover {}",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn configuration_errors_exit_2_with_location_and_fix() -> TestResult {
+    let dir = tempdir("config");
+    let root = dir.display().to_string();
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "malformed",
+            "name: t\nstorage: [unclosed\n".into(),
+            vec!["malformed.yaml:", "configuration error"],
+        ),
+        (
+            "classname",
+            format!(
+                "name: t\nstorage: {{root: {root}}}\nprocessing_tasks:\n  - name: a\n    classname: ExtractorTrainig\n"
+            ),
+            vec![
+                "classname.yaml:5:5",
+                "unknown classname 'ExtractorTrainig'",
+                "did you mean ExtractorTraining?",
+            ],
+        ),
+        (
+            "parameter",
+            format!(
+                "name: t\nstorage: {{root: {root}}}\nprocessing_tasks:\n  - name: a\n    classname: ExtractorTraining\n    initialization_parameters:\n      path_raw_tables: raw/\n      fromat: csv\n"
+            ),
+            vec![
+                "parameter.yaml:8:7",
+                "unknown field `fromat`",
+                "did you mean `format`?",
+            ],
+        ),
+        (
+            "cycle",
+            format!(
+                "name: t\nstorage: {{root: {root}}}\nprocessing_tasks:\n  - {{name: a, classname: ExtractorTraining, depends_on: [b], initialization_parameters: {{path_raw_tables: x/}}, transformation_parameters: {{mode: return}}}}\n  - {{name: b, classname: ExtractorTraining, depends_on: [a], initialization_parameters: {{path_raw_tables: x/}}, transformation_parameters: {{mode: return}}}}\n"
+            ),
+            vec!["dependency cycle", " -> "],
+        ),
+        (
+            "missing_input",
+            extract_config(&dir, "does/not/exist/", ""),
+            vec!["input path not found", "does/not/exist"],
+        ),
+    ];
+    for (name, text, needles) in cases {
+        let o = submit(&dir, &format!("{name}.yaml"), &text, "local[1]")?;
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{name}: '{n}' not in:\n{err}");
+        }
+        assert!(!dir.join("out").exists(), "{name}: partial output");
+    }
+    // validate catches the same without running.
+    std::fs::write(
+        dir.join("v.yaml"),
+        format!(
+            "name: t\nstorage: {{root: {root}}}\nprocessing_tasks:\n  - name: a\n    classname: Nope\n"
+        ),
+    )?;
+    let o = kiln().arg("validate").arg(dir.join("v.yaml")).output()?;
+    assert_eq!(o.status.code(), Some(2));
+    // Usage errors are exit 2 too.
+    assert_eq!(
+        kiln()
+            .args(["submit", "--master", "yarn", "x.yaml"])
+            .output()?
+            .status
+            .code(),
+        Some(2)
+    );
+    Ok(())
+}
+
+#[test]
+fn schema_mismatches_are_all_reported_and_runtime_errors_exit_1() -> TestResult {
+    let dir = tempdir("schema");
+    generate(&dir, 500, 1, "raw/")?;
+    // Reference schema with a missing column, a wrong type and no room for extras.
+    let o = kiln().arg("infer-schema").arg(dir.join("raw/")).output()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut schema: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let cols = schema["columns"].as_array_mut().ok_or("columns")?;
+    cols.retain(|c| c["name"] != "rsrq");
+    for c in cols.iter_mut() {
+        if c["name"] == "rsrp" {
+            c["type"] = "Float64".into();
+        }
+    }
+    cols.push(serde_json::json!({"name": "floor", "type": "Int32", "nullable": true}));
+    std::fs::write(dir.join("schema.json"), serde_json::to_string(&schema)?)?;
+    let o = submit(
+        &dir,
+        "s.yaml",
+        &extract_config(&dir, "raw/", "      schema_path: schema.json\n"),
+        "local[2]",
+    )?;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for n in [
+        "3 schema mismatch(es)",
+        "missing column 'floor'",
+        "column 'rsrp' has type Float32, expected Float64",
+        "unexpected column 'rsrq'",
+    ] {
+        assert!(err.contains(n), "'{n}' not in:\n{err}");
+    }
+    assert!(!dir.join("out").exists());
+
+    // A good run, then a corrupt input: the error names the file, exit 1,
+    // and the previous output stays intact with no staging leftovers.
+    let ok = submit(
+        &dir,
+        "ok.yaml",
+        &extract_config(&dir, "raw/", ""),
+        "local[2]",
+    )?;
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let before: Vec<PathBuf> = walk(&dir.join("out"));
+    std::fs::create_dir_all(dir.join("bad"))?;
+    std::fs::write(dir.join("bad/part-0.parquet"), b"PAR1 this is not parquet")?;
+    let mut text = extract_config(&dir, "bad/", "");
+    text = text.replace("path_df_extract: out/", "path_df_extract: out/");
+    let o = submit(&dir, "bad.yaml", &text, "local[2]")?;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad/") && (err.contains("Parquet") || err.contains("parquet")),
+        "{err}"
+    );
+    assert_eq!(walk(&dir.join("out")), before, "previous output changed");
+    assert_no_staging(&dir);
+
+    // An unreachable scheduler: exit 1, names the address and the fix.
+    let o = submit(
+        &dir,
+        "ok.yaml",
+        &extract_config(&dir, "raw/", ""),
+        "df://127.0.0.1:9",
+    )?;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot reach the Ballista scheduler at df://127.0.0.1:9")
+            && err.contains("kiln scheduler"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// A scheduler and two executors on loopback, killed on drop.
+struct Cluster {
+    children: Vec<Child>,
+    port: u16,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16, std::io::Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Result<Cluster, Box<dyn std::error::Error>> {
+        let mut scheduler = kiln()
+            .args(["scheduler", "--bind-host", "127.0.0.1", "--bind-port", "0"])
+            .env("KILN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = scheduler.stdout.take().ok_or("stdout")?;
+        let mut cluster = Cluster {
+            children: vec![scheduler],
+            port: 0,
+        };
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        cluster.port = line.trim().rsplit(':').next().ok_or("port")?.parse()?;
+        for i in 0..2 {
+            let work = dir.join(format!("executor{i}"));
+            std::fs::create_dir_all(&work)?;
+            let child = kiln()
+                .args([
+                    "executor",
+                    "--scheduler-host",
+                    "127.0.0.1",
+                    "--scheduler-port",
+                    &cluster.port.to_string(),
+                ])
+                .args([
+                    "--bind-port",
+                    &free_port()?.to_string(),
+                    "--grpc-port",
+                    &free_port()?.to_string(),
+                    "--vcores",
+                    "2",
+                    "--work-dir",
+                ])
+                .arg(&work)
+                .env("KILN_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            cluster.children.push(child);
+        }
+        Ok(cluster)
+    }
+
+    fn master(&self) -> String {
+        format!("df://127.0.0.1:{}", self.port)
+    }
+}
+
+fn checksum(dir: &Path) -> Result<(u64, u64), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let session = kiln_engine::KilnSession::connect(
+            &kiln_engine::Master::Local { partitions: 2 },
+            &kiln_engine::KilnExtensions::default(),
+        )
+        .await?;
+        let url = kiln_engine::storage::parse_location(&format!("{}/", dir.display()), None)?;
+        let df = kiln_engine::io::read_table(&session, &url, kiln_engine::io::FileFormat::Parquet)
+            .await?;
+        Ok(kiln_engine::io::row_checksum(df).await?)
+    })
+}
+
+#[test]
+fn ballista_cluster_matches_local_execution() -> TestResult {
+    let dir = tempdir("cluster");
+    let cluster = Cluster::start(&dir)?;
+    let started = Instant::now();
+
+    // The demo pipeline, small: generation, a 7-table join, features
+    // (window functions, UDFs, fitted stages), training and prediction.
+    let demo = std::fs::read_to_string(workspace().join("configs/indoor_outdoor.yaml"))?
+        .replace("rows: 544511", "rows: 6000")
+        .replace("rows: 200000", "rows: 3000")
+        .replace(
+            "grid: { maxDepth: [3, 5], stepSize: [0.1, 0.2] }",
+            "grid: { maxDepth: [3] }",
+        )
+        .replace(
+            "grid: { maxDepth: [5, 8], impurity: [gini, entropy] }",
+            "grid: { maxDepth: [5] }",
+        );
+    let mut outputs = Vec::new();
+    for (name, master) in [
+        ("local", "local[2]".to_string()),
+        ("cluster", cluster.master()),
+    ] {
+        let lake = dir.join(name);
+        let config = demo.replace(
+            "${KILN_LAKE:-file://./lake}",
+            &format!("file://{}", lake.display()),
+        );
+        // Executors may still be registering: retry the first run briefly.
+        let mut o = submit(&dir, &format!("{name}.yaml"), &config, &master)?;
+        while !o.status.success()
+            && name == "cluster"
+            && started.elapsed() < Duration::from_secs(60)
+            && stderr(&o).contains("executor")
+        {
+            std::thread::sleep(Duration::from_secs(2));
+            o = submit(&dir, &format!("{name}.yaml"), &config, &master)?;
+        }
+        assert!(o.status.success(), "{name} run failed:\n{}", stderr(&o));
+        assert!(stderr(&o).contains("run_id: indoor_outdoor-"));
+        outputs.push(lake);
+    }
+    for table in [
+        "extraction/training",
+        "extraction/inference",
+        "features/training",
+        "predictions/indoor_outdoor",
+    ] {
+        let (a, b) = (
+            checksum(&outputs[0].join(table))?,
+            checksum(&outputs[1].join(table))?,
+        );
+        assert!(a.0 > 0, "{table}: no rows");
+        assert_eq!(a, b, "{table}: local and cluster differ (rows, checksum)");
+    }
+    // Same seed, same data: bit-identical model artifacts.
+    let model = |lake: &Path| std::fs::read(lake.join("models/indoor_outdoor/v1/model.json"));
+    assert_eq!(
+        model(&outputs[0])?,
+        model(&outputs[1])?,
+        "model artifacts differ"
+    );
+    assert_no_staging(&dir);
+    drop(cluster);
+    Ok(())
+}
