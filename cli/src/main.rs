@@ -44,6 +44,19 @@ enum Command {
         #[arg(long, value_enum, default_value = "parquet")]
         format: FormatArg,
     },
+    /// List past runs from the run history, or show one run's tasks.
+    #[command(
+        after_help = "Examples:\n  kiln runs\n  kiln runs --pipeline indoor_outdoor --format json\n  kiln runs show indoor_outdoor-1700000000000-ab12"
+    )]
+    Runs {
+        #[command(subcommand)]
+        show: Option<RunsCommand>,
+        /// Only runs of this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormatArg,
+    },
     /// Generate synthetic data from a rule file.
     #[command(
         after_help = "Example:\n  kiln generate configs/generators/indoor_outdoor.yaml --rows 1000000 --seed 42 --out lake/raw/training/"
@@ -101,6 +114,22 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// The tasks of one run: state, attempts, times, rows, metrics, error.
+    Show {
+        run_id: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormatArg,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormatArg {
+    Table,
+    Json,
+}
+
 #[derive(Args)]
 struct SubmitArgs {
     /// local, local[N], local[*] or df://HOST:PORT (a Ballista scheduler).
@@ -118,6 +147,12 @@ struct SubmitArgs {
     /// Rerun this task and everything downstream of it.
     #[arg(long)]
     from: Option<String>,
+    /// Continue a failed or killed run, skipping tasks whose outputs are complete and still valid.
+    #[arg(long, value_name = "RUN_ID")]
+    resume: Option<String>,
+    /// Abandon the whole run after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    time_limit: Option<f64>,
     /// The pipeline config (YAML).
     config: String,
 }
@@ -169,6 +204,8 @@ async fn submit(args: SubmitArgs) -> Result<()> {
         conf,
         only: args.only,
         from: args.from,
+        resume: args.resume,
+        time_limit: args.time_limit,
     };
     let report = runner::run(&loaded, &options, &kiln_pipelines::extensions()).await?;
     eprintln!(
@@ -179,27 +216,42 @@ async fn submit(args: SubmitArgs) -> Result<()> {
     Ok(())
 }
 
+/// Every string in a YAML value (the paths a task writes are among them).
+fn strings(v: &serde_yaml_ng::Value, out: &mut Vec<String>) {
+    match v {
+        serde_yaml_ng::Value::String(s) => out.push(s.trim_end_matches('/').to_string()),
+        serde_yaml_ng::Value::Sequence(items) => items.iter().for_each(|i| strings(i, out)),
+        serde_yaml_ng::Value::Mapping(m) => m.values().for_each(|i| strings(i, out)),
+        _ => {}
+    }
+}
+
 fn validate(config: &str) -> Result<()> {
     let loaded = LoadedConfig::from_file(config)?;
     let (graph, tasks) = runner::plan(&loaded)?;
     let root = kiln_engine::storage::Lake::new(&loaded.config.storage.root)?;
+    let mut produced = Vec::new();
+    for t in &loaded.config.processing_tasks {
+        strings(
+            &serde_yaml_ng::Value::Mapping(t.transformation_parameters.clone()),
+            &mut produced,
+        );
+    }
     for &i in &graph.order {
         for input in tasks[i].inputs() {
-            if input.starts_with("task:") {
+            let trimmed = input.trim_end_matches('/');
+            let made_here = produced.iter().any(|p| {
+                !p.is_empty() && (trimmed.starts_with(p.as_str()) || p.starts_with(trimmed))
+            });
+            if input.starts_with("task:") || made_here || input.contains('*') {
                 continue;
             }
             let url = root.resolve(&input)?;
-            if let Some(path) = kiln_engine::storage::local_path(&url) {
-                let produced = loaded.config.processing_tasks.iter().any(|t| {
-                    serde_yaml_ng::to_string(&t.transformation_parameters)
-                        .is_ok_and(|s| s.contains(input.trim_end_matches('/')))
-                });
-                if !produced && !path.exists() && !input.contains('*') {
-                    eprintln!(
-                        "warning: task '{}': input {url} does not exist yet",
-                        loaded.config.processing_tasks[i].name
-                    );
-                }
+            if kiln_engine::storage::local_path(&url).is_some_and(|p| !p.exists()) {
+                eprintln!(
+                    "warning: task '{}': input {url} does not exist and no task writes it",
+                    loaded.config.processing_tasks[i].name
+                );
             }
         }
     }
@@ -260,6 +312,95 @@ async fn generate(
     Ok(())
 }
 
+fn fmt_ms(ms: i64) -> String {
+    let secs = ms / 1000;
+    let (d, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = d + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn runs(show: Option<RunsCommand>, pipeline: Option<&str>, format: OutputFormatArg) -> Result<()> {
+    let history = kiln_pipelines::history::History::open_default()?;
+    match show {
+        Some(RunsCommand::Show { run_id, format }) => {
+            let tasks = history.tasks(&run_id)?;
+            if tasks.is_empty() && !history.runs(None)?.iter().any(|r| r.run_id == run_id) {
+                return Err(KilnError::config_fix(
+                    format!("no run '{run_id}' in the run history"),
+                    "list runs with `kiln runs`",
+                ));
+            }
+            if format == OutputFormatArg::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&tasks).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            println!(
+                "{:<22} {:<10} {:>8} {:<20} {:<20} {:>9} {:>10}  error",
+                "task", "state", "attempts", "start", "end", "seconds", "rows_out"
+            );
+            for t in tasks {
+                println!(
+                    "{:<22} {:<10} {:>8} {:<20} {:<20} {:>9.1} {:>10}  {}",
+                    t.task,
+                    t.state,
+                    t.attempts,
+                    fmt_ms(t.start_ms),
+                    fmt_ms(t.end_ms),
+                    t.duration_s,
+                    t.rows_out.map(|r| r.to_string()).unwrap_or_default(),
+                    t.error
+                        .unwrap_or_default()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                );
+            }
+        }
+        None => {
+            let rows = history.runs(pipeline)?;
+            if format == OutputFormatArg::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            println!(
+                "{:<44} {:<24} {:<10} {:<20} {:<20}",
+                "run_id", "pipeline", "state", "start", "end"
+            );
+            for r in rows {
+                println!(
+                    "{:<44} {:<24} {:<10} {:<20} {:<20}",
+                    r.run_id,
+                    r.pipeline,
+                    r.state,
+                    fmt_ms(r.start_ms),
+                    r.end_ms.map(fmt_ms).unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Submit(args) => submit(args).await,
@@ -274,6 +415,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::InferSchema { data_path, format } => infer_schema(&data_path, format.into()).await,
+        Command::Runs {
+            show,
+            pipeline,
+            format,
+        } => runs(show, pipeline.as_deref(), format),
         Command::Generate {
             rules,
             rows,

@@ -400,3 +400,240 @@ fn ballista_cluster_matches_local_execution() -> TestResult {
     drop(cluster);
     Ok(())
 }
+
+fn run_history(
+    home: &Path,
+    run_id: &str,
+) -> Result<Vec<serde_json::Value>, Box<dyn std::error::Error>> {
+    let o = kiln()
+        .args(["runs", "show", run_id, "--format", "json"])
+        .env("KILN_HOME", home)
+        .output()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    Ok(serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout)?)
+}
+
+fn run_id_of(err: &str) -> Option<String> {
+    err.lines()
+        .find_map(|l| l.strip_prefix("run_id: "))
+        .map(str::to_string)
+}
+
+fn task<'a>(tasks: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    tasks
+        .iter()
+        .find(|t| t["task"] == name)
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+#[test]
+fn retries_timeouts_and_concurrent_tasks() -> TestResult {
+    let dir = tempdir("retries");
+    let home = dir.join("home");
+    let counter = dir.join("counter");
+    let config = format!(
+        r#"name: retries
+storage: {{root: {root}}}
+processing_tasks:
+  - name: flaky
+    classname: ShellCommand
+    retries: 2
+    retry_delay: 0.1
+    initialization_parameters:
+      command: [sh, -c, 'n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; [ $n -ge 3 ] || {{ echo "attempt $n fails" >&2; exit 1; }}']
+  - name: left
+    classname: ShellCommand
+    depends_on: [flaky]
+    initialization_parameters: {{command: [sleep, "1"]}}
+  - name: right
+    classname: ShellCommand
+    depends_on: [flaky]
+    initialization_parameters: {{command: [sleep, "1"]}}
+"#,
+        root = dir.display(),
+        counter = counter.display()
+    );
+    std::fs::write(dir.join("r.yaml"), config)?;
+    let o = kiln()
+        .args(["submit", "--master", "local[2]"])
+        .arg(dir.join("r.yaml"))
+        .env("KILN_HOME", &home)
+        .output()?;
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let tasks = run_history(&home, &run_id_of(&err).ok_or("run id")?)?;
+    assert_eq!(task(&tasks, "flaky")["attempts"], 3, "{tasks:?}");
+    assert_eq!(task(&tasks, "flaky")["state"], "succeeded");
+    // Independent tasks overlap in time.
+    let (l, r) = (task(&tasks, "left"), task(&tasks, "right"));
+    let (ls, le, rs, re) = (
+        l["start_ms"].as_i64().ok_or("l")?,
+        l["end_ms"].as_i64().ok_or("l")?,
+        r["start_ms"].as_i64().ok_or("r")?,
+        r["end_ms"].as_i64().ok_or("r")?,
+    );
+    assert!(
+        ls < re && rs < le,
+        "left {ls}..{le} and right {rs}..{re} do not overlap"
+    );
+
+    // A timeout is retried, then fails the run (exit 1).
+    let slow = format!(
+        "name: slow\nstorage: {{root: {}}}\nprocessing_tasks:\n  - name: slow\n    classname: ShellCommand\n    retries: 1\n    retry_delay: 0.1\n    execution_timeout: 0.5\n    initialization_parameters: {{command: [sleep, \"5\"]}}\n",
+        dir.display()
+    );
+    std::fs::write(dir.join("slow.yaml"), slow)?;
+    let o = kiln()
+        .args(["submit"])
+        .arg(dir.join("slow.yaml"))
+        .env("KILN_HOME", &home)
+        .output()?;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("timed out after 0.5s"), "{err}");
+    let tasks = run_history(&home, &run_id_of(&err).ok_or("run id")?)?;
+    assert_eq!(task(&tasks, "slow")["attempts"], 2, "{tasks:?}");
+
+    // A configuration / data error is not retried.
+    generate(&dir, 200, 3, "raw/")?;
+    let bad = format!(
+        "name: bad\nstorage: {{root: {}}}\nprocessing_tasks:\n  - name: features\n    classname: FeaturePipeline\n    retries: 3\n    initialization_parameters:\n      input: raw/\n      stages:\n        - {{classname: StringIndexer, params: {{inputCols: [no_such_column]}}}}\n    transformation_parameters: {{mode: fit_transform, path_pipeline_model: m/, path_df_features: f/}}\n",
+        dir.display()
+    );
+    std::fs::write(dir.join("bad.yaml"), bad)?;
+    let o = kiln()
+        .args(["submit"])
+        .arg(dir.join("bad.yaml"))
+        .env("KILN_HOME", &home)
+        .output()?;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stage StringIndexer") && err.contains("unknown column 'no_such_column'"),
+        "{err}"
+    );
+    let tasks = run_history(&home, &run_id_of(&err).ok_or("run id")?)?;
+    assert_eq!(task(&tasks, "features")["attempts"], 1, "{tasks:?}");
+    // kiln runs lists all three.
+    let o = kiln()
+        .args(["runs", "--format", "json"])
+        .env("KILN_HOME", &home)
+        .output()?;
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(runs.len(), 3);
+    Ok(())
+}
+
+fn resume_pipeline(root: &Path) -> String {
+    format!(
+        r#"name: resume
+storage: {{root: {root}}}
+processing_tasks:
+  - name: small
+    classname: RuleBasedGenerator
+    initialization_parameters: {{rules: configs/generators/indoor_outdoor.yaml, rows: 20000, seed: 1}}
+    transformation_parameters: {{path_output: raw/small/}}
+  - name: extract_small
+    classname: ExtractorTraining
+    depends_on: [small]
+    initialization_parameters: {{path_raw_tables: raw/small/}}
+    transformation_parameters: {{path_df_extract: ext/small/}}
+  - name: big
+    classname: RuleBasedGenerator
+    depends_on: [extract_small]
+    initialization_parameters: {{rules: configs/generators/indoor_outdoor.yaml, rows: 3000000, seed: 2}}
+    transformation_parameters: {{path_output: raw/big/}}
+  - name: extract_big
+    classname: ExtractorTraining
+    depends_on: [big]
+    initialization_parameters: {{path_raw_tables: raw/big/}}
+    transformation_parameters: {{path_df_extract: ext/big/}}
+"#,
+        root = root.display()
+    )
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walk(dir)
+        .iter()
+        .filter_map(|p| p.strip_prefix(dir).ok().map(|r| r.display().to_string()))
+        .filter(|p| !p.starts_with("_kiln"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn killed_run_resumes_to_identical_outputs() -> TestResult {
+    let dir = tempdir("resume");
+    let home = dir.join("home");
+    let (full, killed) = (dir.join("full"), dir.join("killed"));
+    std::fs::write(dir.join("full.yaml"), resume_pipeline(&full))?;
+    std::fs::write(dir.join("killed.yaml"), resume_pipeline(&killed))?;
+    let o = kiln()
+        .arg("submit")
+        .arg(dir.join("full.yaml"))
+        .env("KILN_HOME", &home)
+        .output()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Kill with SIGKILL in the middle of the long task.
+    let mut child = kiln()
+        .arg("submit")
+        .arg(dir.join("killed.yaml"))
+        .env("KILN_HOME", &home)
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stderr.take().ok_or("stderr")?).lines();
+    let mut run_id = None;
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some(id) = line.strip_prefix("run_id: ") {
+            run_id = Some(id.to_string());
+        }
+        if line.contains("task big started") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill()?;
+    child.wait()?;
+    let run_id = run_id.ok_or("no run id")?;
+    assert!(
+        !killed.join("raw/big").exists(),
+        "a killed write must not be visible"
+    );
+
+    let o = kiln()
+        .args(["submit", "--resume", &run_id])
+        .arg(dir.join("killed.yaml"))
+        .env("KILN_HOME", &home)
+        .output()?;
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains(&format!("run_id: {run_id}")), "{err}");
+    for done in ["small", "extract_small"] {
+        assert!(
+            err.contains(&format!("task {done} skipped")),
+            "{done} was redone:\n{err}"
+        );
+    }
+    assert!(
+        err.contains("task big started") && err.contains("task extract_big started"),
+        "{err}"
+    );
+    for table in ["raw/small", "ext/small", "raw/big", "ext/big"] {
+        assert_eq!(
+            checksum(&full.join(table))?,
+            checksum(&killed.join(table))?,
+            "{table} differs"
+        );
+    }
+    assert_eq!(
+        names(&full),
+        names(&killed),
+        "file sets differ (partial or duplicate files)"
+    );
+    assert_no_staging(&dir);
+    Ok(())
+}

@@ -322,6 +322,7 @@ pub async fn write_streams(
     }
     let store = session.stores().store_for(target)?;
     let target_dir = object_path(target)?;
+    remove_stale_staging(&store, target, &target_dir).await;
     let staging = staging_path(&target_dir, "tmp");
     let result = write_partitions(streams, schema, &store, &staging, format).await;
     match result {
@@ -335,6 +336,36 @@ pub async fn write_streams(
                 let _ = std::fs::remove_dir_all(p);
             }
             Err(e.context(format!("writing {target}")))
+        }
+    }
+}
+
+/// Removes staging left by a writer of the same target that was killed.
+async fn remove_stale_staging(
+    store: &Arc<dyn ObjectStore>,
+    target: &Url,
+    target_dir: &object_store::path::Path,
+) {
+    let text = target_dir.as_ref();
+    let (parent, name) = text.rsplit_once('/').unwrap_or(("", text));
+    let prefix = format!(".{name}.kiln-");
+    if let Some(dir) = local_path(target).and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+    {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        return;
+    }
+    let parent = object_store::path::Path::from(parent);
+    if let Ok(listing) = store.list_with_delimiter(Some(&parent)).await {
+        for p in listing.common_prefixes {
+            if p.filename().is_some_and(|f| f.starts_with(&prefix)) {
+                remove_prefix(store, &p).await;
+            }
         }
     }
 }

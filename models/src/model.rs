@@ -179,3 +179,156 @@ impl ModelArtifact {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(labels: Vec<u32>, x: Vec<f64>) -> Dataset {
+        Dataset {
+            columns: vec![x],
+            labels,
+            feature_names: vec!["x".into()],
+        }
+    }
+
+    /// 100 distinct values, so 128 bins resolve every threshold.
+    fn separable(n: usize) -> Dataset {
+        let x: Vec<f64> = (0..n).map(|i| (i % 100) as f64).collect();
+        let y = (0..n).map(|i| u32::from(i % 100 >= 50)).collect();
+        data(y, x)
+    }
+
+    fn fine() -> [ModelParams; 2] {
+        [
+            ModelParams::GBTClassifier(GbtParams {
+                max_bins: 128,
+                ..GbtParams::default()
+            }),
+            ModelParams::RandomForestClassifier(RfParams {
+                max_bins: 128,
+                feature_subset_strategy: "all".into(),
+                ..RfParams::default()
+            }),
+        ]
+    }
+
+    #[test]
+    fn bad_training_sets_are_rejected_with_clear_errors() {
+        let gbt = ModelParams::GBTClassifier(GbtParams::default());
+        let rf = ModelParams::RandomForestClassifier(RfParams::default());
+        for p in [&gbt, &rf] {
+            let empty = p.fit(&data(vec![], vec![])).expect_err("empty").to_string();
+            assert!(empty.contains("the training set is empty"), "{empty}");
+            let single = p
+                .fit(&data(vec![1; 10], (0..10).map(f64::from).collect()))
+                .expect_err("one class")
+                .to_string();
+            assert!(single.contains("single class"), "{single}");
+            let mut inf = separable(100);
+            inf.columns[0][3] = f64::INFINITY;
+            let msg = p.fit(&inf).expect_err("inf").to_string();
+            assert!(
+                msg.contains("feature 'x' is infinite (inf) in row 3"),
+                "{msg}"
+            );
+        }
+        let binary = separable(100).validate(true);
+        assert!(binary.is_ok());
+        let three = data(vec![0, 1, 2, 0], vec![0.0, 1.0, 2.0, 3.0])
+            .validate(true)
+            .expect_err("binary only")
+            .to_string();
+        assert!(
+            three.contains("binary training needs labels in {0, 1}"),
+            "{three}"
+        );
+    }
+
+    #[test]
+    fn artifacts_round_trip_and_reject_other_format_versions() -> Result<()> {
+        let d = separable(200);
+        let model = ModelParams::GBTClassifier(GbtParams {
+            max_iter: 3,
+            ..GbtParams::default()
+        })
+        .fit(&d)?;
+        let artifact = ModelArtifact {
+            format_version: MODEL_FORMAT_VERSION,
+            kiln_version: "test".into(),
+            classname: "GBTClassifier".into(),
+            params: serde_json::json!({}),
+            label_col: "y".into(),
+            feature_names: d.feature_names.clone(),
+            feature_types: vec!["double".into()],
+            feature_pipeline: None,
+            training_fingerprint: String::new(),
+            metrics: BTreeMap::new(),
+            model,
+        };
+        let bytes = artifact.to_json()?;
+        assert_eq!(ModelArtifact::from_json(&bytes, "m.json")?, artifact);
+        let old =
+            String::from_utf8_lossy(&bytes).replace("\"format_version\":1", "\"format_version\":0");
+        let err = ModelArtifact::from_json(old.as_bytes(), "m.json")
+            .expect_err("old format")
+            .to_string();
+        assert!(err.contains("format version 0 is incompatible"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn same_seed_gives_identical_models_and_trees_learn() -> Result<()> {
+        let d = separable(1000);
+        for p in fine() {
+            let (a, b) = (p.fit(&d)?, p.fit(&d)?);
+            assert_eq!(
+                serde_json::to_string(&a).ok(),
+                serde_json::to_string(&b).ok()
+            );
+            let m = crate::metrics::Metrics::compute(&d.labels, &a.predict_dataset(&d));
+            assert!(
+                m.accuracy > 0.99 && m.area_under_roc > 0.99,
+                "{}: {m:?}",
+                p.classname()
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn missing_values_learn_a_default_direction() -> Result<()> {
+        // Label 1 exactly when x is missing: only the default direction can tell.
+        let n = 400;
+        let x: Vec<f64> = (0..n)
+            .map(|i| if i % 2 == 0 { f64::NAN } else { (i % 7) as f64 })
+            .collect();
+        let y: Vec<u32> = (0..n).map(|i| u32::from(i % 2 == 0)).collect();
+        let d = data(y, x);
+        let model = ModelParams::GBTClassifier(GbtParams::default()).fit(&d)?;
+        let m = crate::metrics::Metrics::compute(&d.labels, &model.predict_dataset(&d));
+        assert_eq!(m.accuracy, 1.0, "{m:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn multiclass_softmax_and_forest_probabilities() -> Result<()> {
+        let n = 900;
+        let x: Vec<f64> = (0..n).map(|i| (i % 90) as f64).collect();
+        let y: Vec<u32> = (0..n).map(|i| (i % 90 / 30) as u32).collect();
+        let d = data(y, x);
+        for p in fine() {
+            let model = p.fit(&d)?;
+            assert_eq!(model.num_classes(), 3);
+            let proba = model.predict_dataset(&d);
+            assert!(
+                proba
+                    .iter()
+                    .all(|p| (p.iter().sum::<f64>() - 1.0).abs() < 1e-9)
+            );
+            let m = crate::metrics::Metrics::compute(&d.labels, &proba);
+            assert!(m.accuracy > 0.98, "{}: {}", p.classname(), m.accuracy);
+        }
+        Ok(())
+    }
+}

@@ -48,6 +48,11 @@ pub struct TaskConfig {
     /// Seconds before the first retry.
     #[serde(default = "default_retry_delay")]
     pub retry_delay: f64,
+    /// Double the delay after every retry (up to `max_retry_delay`).
+    #[serde(default = "yes")]
+    pub retry_exponential_backoff: bool,
+    #[serde(default = "default_max_retry_delay")]
+    pub max_retry_delay: f64,
     /// Seconds after which an attempt is abandoned.
     #[serde(default)]
     pub execution_timeout: Option<f64>,
@@ -55,6 +60,14 @@ pub struct TaskConfig {
 
 fn default_retry_delay() -> f64 {
     1.0
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_retry_delay() -> f64 {
+    300.0
 }
 
 /// A parsed config, with its source kept for error locations.

@@ -4,8 +4,10 @@
 //! ([`dag`]), the task classes ([`tasks`]) and the runner ([`runner`]).
 //! The CLI calls [`runner::run`] with a parsed [`config::LoadedConfig`].
 
+pub mod checkpoint;
 pub mod config;
 pub mod dag;
+pub mod history;
 pub mod runner;
 pub mod tasks;
 

@@ -2,8 +2,10 @@
 //! independent tasks concurrently, retries retryable failures, enforces time
 //! limits, and records every task's outcome in the run's event log.
 
+use crate::checkpoint::{Checkpoint, Checkpoints};
 use crate::config::LoadedConfig;
 use crate::dag::TaskGraph;
+use crate::history::History;
 use crate::tasks::{self, Task, TaskContext, TaskOutcome};
 use datafusion::object_store::ObjectStoreExt;
 use kiln_engine::storage::{Lake, object_path};
@@ -25,6 +27,10 @@ pub struct RunOptions {
     pub only: Option<String>,
     /// Run this task and everything downstream of it.
     pub from: Option<String>,
+    /// Continue this run: skip tasks whose checkpoints are still valid.
+    pub resume: Option<String>,
+    /// Seconds after which the whole run is abandoned.
+    pub time_limit: Option<f64>,
 }
 
 /// A task's record in the run.
@@ -95,7 +101,10 @@ pub async fn run(
         }
     }
     let lake = Lake::new(&root)?;
-    let run_id = new_run_id(&pipeline);
+    let run_id = options
+        .resume
+        .clone()
+        .unwrap_or_else(|| new_run_id(&pipeline));
     eprintln!("run_id: {run_id}");
     let session = KilnSession::connect(&options.master, extensions).await?;
     for (k, v) in &options.conf {
@@ -107,6 +116,36 @@ pub async fn run(
                 .map_err(|e| KilnError::config(format!("--conf {k}={v}: {e}")))?;
         }
     }
+    let checkpoints = Checkpoints::open(&session, &lake, &run_id)?;
+    if options.resume.is_some() && !checkpoints.exists().await {
+        return Err(KilnError::config_fix(
+            format!(
+                "run {run_id} has no checkpoints under {}_kiln/runs/{run_id}/",
+                lake.root()
+            ),
+            "check the run id (`kiln runs`) and that --conf kiln.storage.root matches the original run",
+        ));
+    }
+    let history = match History::open_default() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            eprintln!("warning: run history unavailable: {e}");
+            None
+        }
+    };
+    let record_history = |f: &dyn Fn(&History) -> Result<()>| {
+        if let Some(h) = &history {
+            if let Err(e) = f(h) {
+                eprintln!("warning: run history: {e}");
+            }
+        }
+    };
+    let run_start = now_ms() as i64;
+    record_history(&|h| h.run_started(&run_id, &pipeline, &options.master.to_string(), run_start));
+    let deadline = options
+        .time_limit
+        .map(|s| Instant::now() + Duration::from_secs_f64(s));
+
     let selected = select(loaded, &graph, options)?;
     let names: Vec<String> = config
         .processing_tasks
@@ -115,11 +154,15 @@ pub async fn run(
         .collect();
     let returned = Arc::new(Mutex::new(HashMap::new()));
     let mut records: HashMap<usize, TaskRecord> = HashMap::new();
+    let mut fingerprints: HashMap<usize, String> = HashMap::new();
     let mut running = tokio::task::JoinSet::new();
     let mut started: HashSet<usize> = HashSet::new();
     let mut failed: Option<KilnError> = None;
     loop {
-        if failed.is_none() {
+        // Start (or skip, on resume) every task whose dependencies are done.
+        let mut changed = true;
+        while changed && failed.is_none() {
+            changed = false;
             for &i in &graph.order {
                 if started.contains(&i) || !selected.contains(&i) {
                     continue;
@@ -131,7 +174,42 @@ pub async fn run(
                     continue;
                 }
                 started.insert(i);
+                changed = true;
                 let task_cfg = config.processing_tasks[i].clone();
+                let upstream: Vec<String> = graph.deps[i]
+                    .iter()
+                    .filter_map(|d| fingerprints.get(d).cloned())
+                    .collect();
+                let fingerprint = checkpoints
+                    .fingerprint(&task_cfg, &bound[i].inputs(), &upstream)
+                    .await?;
+                fingerprints.insert(i, fingerprint.clone());
+                if options.resume.is_some() {
+                    if let Some(cp) = checkpoints.valid(&names[i], &fingerprint).await {
+                        eprintln!(
+                            "[{pipeline}] task {} skipped: completed in run {run_id} and still valid",
+                            names[i]
+                        );
+                        let now = now_ms();
+                        let record = TaskRecord {
+                            task: names[i].clone(),
+                            state: "succeeded".into(),
+                            attempts: 0,
+                            start_ms: now,
+                            end_ms: now,
+                            outcome: Some(cp.outcome),
+                            error: None,
+                        };
+                        record_history(&|h| {
+                            h.task_finished(
+                                &run_id, &names[i], "skipped", 0, now as i64, now as i64, None,
+                                None, None,
+                            )
+                        });
+                        records.insert(i, record);
+                        continue;
+                    }
+                }
                 let ctx = TaskContext {
                     session: session.clone(),
                     lake: lake.clone(),
@@ -148,7 +226,21 @@ pub async fn run(
                 });
             }
         }
-        let Some(joined) = running.join_next().await else {
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), running.join_next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    running.abort_all();
+                    failed.get_or_insert(KilnError::Timeout {
+                        what: format!("run {run_id} (time limit)"),
+                        seconds: options.time_limit.unwrap_or_default(),
+                    });
+                    break;
+                }
+            },
+            None => running.join_next().await,
+        };
+        let Some(joined) = next else {
             break;
         };
         let (i, start_ms, attempts, result) =
@@ -161,6 +253,33 @@ pub async fn run(
                 for line in &outcome.summary {
                     eprintln!("    {line}");
                 }
+                let fingerprint = fingerprints.get(&i).cloned().unwrap_or_default();
+                if let Err(e) = checkpoints
+                    .save(
+                        &names[i],
+                        &Checkpoint {
+                            fingerprint,
+                            outcome: outcome.clone(),
+                        },
+                    )
+                    .await
+                {
+                    eprintln!("warning: checkpoint of task {} not saved: {e}", names[i]);
+                }
+                let metrics = (!outcome.metrics.is_null()).then(|| outcome.metrics.to_string());
+                record_history(&|h| {
+                    h.task_finished(
+                        &run_id,
+                        &names[i],
+                        "succeeded",
+                        attempts,
+                        start_ms as i64,
+                        end_ms as i64,
+                        outcome.rows_out,
+                        metrics.clone(),
+                        None,
+                    )
+                });
                 TaskRecord {
                     task: names[i].clone(),
                     state: "succeeded".into(),
@@ -176,6 +295,19 @@ pub async fn run(
                     "[{pipeline}] task {} failed after {attempts} attempt(s) in {secs:.1}s",
                     names[i]
                 );
+                record_history(&|h| {
+                    h.task_finished(
+                        &run_id,
+                        &names[i],
+                        "failed",
+                        attempts,
+                        start_ms as i64,
+                        end_ms as i64,
+                        None,
+                        None,
+                        Some(e.to_string()),
+                    )
+                });
                 let rec = TaskRecord {
                     task: names[i].clone(),
                     state: "failed".into(),
@@ -204,6 +336,12 @@ pub async fn run(
         tasks,
     };
     write_event_log(&session, &lake, &report).await;
+    let state = if failed.is_some() {
+        "failed"
+    } else {
+        "succeeded"
+    };
+    record_history(&|h| h.run_finished(&run_id, state, now_ms() as i64));
     match failed {
         Some(e) => Err(e),
         None => Ok(report),
@@ -260,7 +398,9 @@ async fn run_with_retries(
                     cfg.name
                 );
                 tokio::time::sleep(Duration::from_secs_f64(delay)).await;
-                delay *= 2.0;
+                if cfg.retry_exponential_backoff {
+                    delay = (delay * 2.0).min(cfg.max_retry_delay);
+                }
             }
             other => return (other, attempt),
         }

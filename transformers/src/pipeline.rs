@@ -303,3 +303,83 @@ impl PipelineModel {
             .map_err(|e| KilnError::data(location, format!("invalid pipeline model: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    async fn frame(sql: &str) -> DataFrame {
+        let ctx = SessionContext::new();
+        for udf in crate::udf::all() {
+            ctx.register_udf(udf);
+        }
+        ctx.sql(sql).await.expect("sql")
+    }
+
+    fn spec(classname: &str, params: serde_json::Value) -> StageSpec {
+        serde_json::from_value(serde_json::json!({"classname": classname, "params": params}))
+            .expect("spec")
+    }
+
+    #[tokio::test]
+    async fn bad_input_names_stage_column_and_problem() {
+        let df = frame(
+            "SELECT * FROM (VALUES ('52.1', 13.0, 52.2, 13.1, 'LTE')) t(lat, lon, plat, plon, net)",
+        )
+        .await;
+        let distance = spec(
+            "DistanceCalculator",
+            serde_json::json!({"latCol": "lat", "lonCol": "lon", "prevLatCol": "plat", "prevLonCol": "plon"}),
+        );
+        let err = PipelineModel::fit(&[distance], df.clone())
+            .await
+            .expect_err("string lat")
+            .to_string();
+        assert!(
+            err.contains("DistanceCalculator")
+                && err.contains("column 'lat' has type Utf8")
+                && err.contains("numeric"),
+            "{err}"
+        );
+
+        let unknown = spec("StringIndexer", serde_json::json!({"inputCols": ["nett"]}));
+        let err = PipelineModel::fit(&[unknown], df.clone())
+            .await
+            .expect_err("unknown column")
+            .to_string();
+        assert!(
+            err.contains("StringIndexer")
+                && err.contains("unknown column 'nett'")
+                && err.contains("did you mean 'net'?"),
+            "{err}"
+        );
+
+        let typo = StageSpec {
+            classname: "StringIndexr".into(),
+            params: Default::default(),
+        };
+        let err = PipelineModel::fit(&[typo], df.clone())
+            .await
+            .expect_err("classname")
+            .to_string();
+        assert!(err.contains("did you mean StringIndexer?"), "{err}");
+
+        // A saved model applied to data without one of its input columns.
+        let indexer = spec(
+            "StringIndexer",
+            serde_json::json!({"inputCols": ["net"], "handleInvalid": "keep"}),
+        );
+        let (model, _) = PipelineModel::fit(&[indexer], df).await.expect("fit");
+        let saved =
+            PipelineModel::from_json(&model.to_json().expect("json"), "m.json").expect("load");
+        assert_eq!(saved, model);
+        let other = frame("SELECT 1.0 AS lat").await;
+        let err = saved
+            .transform(other)
+            .await
+            .expect_err("missing")
+            .to_string();
+        assert!(err.contains("missing column 'net'"), "{err}");
+    }
+}

@@ -21,10 +21,28 @@ pub enum SaveMode {
     Return,
 }
 
+/// One path or a list of paths.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Locations {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Locations {
+    fn all(&self) -> Vec<String> {
+        match self {
+            Locations::One(p) => vec![p.clone()],
+            Locations::Many(v) => v.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TrainingInit {
-    path_raw_tables: String,
+    /// One location, or several unioned by column name (missing columns are null).
+    path_raw_tables: Locations,
     #[serde(default)]
     format: FileFormat,
     #[serde(default)]
@@ -141,15 +159,29 @@ impl ExtractorTraining {
 
 impl Task for ExtractorTraining {
     fn inputs(&self) -> Vec<String> {
-        vec![self.init.path_raw_tables.clone()]
+        self.init.path_raw_tables.all()
     }
 
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
         Box::pin(async move {
-            let df = ctx
-                .input(&self.init.path_raw_tables, self.init.format)
-                .await?;
-            validate(ctx, &df, &self.init.schema_path, &self.init.path_raw_tables).await?;
+            let paths = self.init.path_raw_tables.all();
+            let mut df: Option<DataFrame> = None;
+            for p in &paths {
+                let next = ctx.input(p, self.init.format).await?;
+                df = Some(match df {
+                    None => next,
+                    Some(acc) => acc.union_by_name(next).map_err(|e| {
+                        KilnError::execution(format!("aligning {p} with the other sources"), e)
+                    })?,
+                });
+            }
+            let df = df.ok_or_else(|| {
+                KilnError::config(format!(
+                    "task '{}': path_raw_tables is empty",
+                    ctx.task_name
+                ))
+            })?;
+            validate(ctx, &df, &self.init.schema_path, &paths.join(", ")).await?;
             self.output.finish(ctx, df).await
         })
     }

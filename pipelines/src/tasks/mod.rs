@@ -1,6 +1,7 @@
 //! Task classes: each `classname` binds its typed parameters and runs
 //! against a session and the lake.
 
+mod command;
 mod extract;
 mod features;
 mod generate;
@@ -17,6 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+pub use command::ShellCommand;
 pub use extract::{ExtractorPrediction, ExtractorTraining, SaveMode};
 pub use features::{FeaturePipeline, load_pipeline_model};
 pub use generate::RuleBasedGenerator;
@@ -56,7 +58,7 @@ impl TaskContext {
 }
 
 /// What a finished task reports.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct TaskOutcome {
     pub rows_out: Option<u64>,
     pub outputs: Vec<String>,
@@ -97,6 +99,9 @@ pub fn registry() -> Vec<(&'static str, Binder)> {
         }),
         ("BatchPrediction", |l, t| {
             Ok(Box::new(BatchPrediction::bind(l, t)?))
+        }),
+        ("ShellCommand", |l, t| {
+            Ok(Box::new(ShellCommand::bind(l, t)?))
         }),
     ]
 }
