@@ -44,6 +44,21 @@ enum Command {
         #[arg(long, value_enum, default_value = "parquet")]
         format: FormatArg,
     },
+    /// Start scheduled pipelines when they are due (a long-running process).
+    #[command(
+        after_help = "Examples:\n  kiln schedule configs/\n  kiln schedule --master df://10.0.0.5:50050 configs/nightly.yaml\n\nA config is scheduled by its `schedule` (cron, @hourly/@daily/@weekly, or 6 fields with seconds),\n`schedule_timezone`, `concurrency_policy` (forbid | allow | replace) and `catchup`."
+    )]
+    Schedule {
+        /// Config files or directories of them.
+        #[arg(required = true)]
+        configs: Vec<String>,
+        /// Master passed to every `kiln submit`.
+        #[arg(long, default_value = "local[*]")]
+        master: String,
+        /// Stop after this many seconds (default: run until killed).
+        #[arg(long = "for", value_name = "SECONDS")]
+        run_for: Option<f64>,
+    },
     /// List past runs from the run history, or show one run's tasks.
     #[command(
         after_help = "Examples:\n  kiln runs\n  kiln runs --pipeline indoor_outdoor --format json\n  kiln runs show indoor_outdoor-1700000000000-ab12"
@@ -420,6 +435,27 @@ async fn dispatch(cli: Cli) -> Result<()> {
             pipeline,
             format,
         } => runs(show, pipeline.as_deref(), format),
+        Command::Schedule {
+            configs,
+            master,
+            run_for,
+        } => {
+            master.parse::<Master>()?;
+            let scheduled = kiln_pipelines::schedule::load_scheduled(&configs)?;
+            let exe = std::env::current_exe()
+                .map_err(|e| KilnError::config(format!("cannot locate the kiln binary: {e}")))?;
+            tokio::task::spawn_blocking(move || {
+                kiln_pipelines::schedule::run_schedule(
+                    &scheduled,
+                    &exe,
+                    &master,
+                    run_for.map(std::time::Duration::from_secs_f64),
+                )
+            })
+            .await
+            .map_err(|e| KilnError::config(format!("scheduler stopped: {e}")))??;
+            Ok(())
+        }
         Command::Generate {
             rules,
             rows,

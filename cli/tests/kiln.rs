@@ -637,3 +637,51 @@ fn killed_run_resumes_to_identical_outputs() -> TestResult {
     assert_no_staging(&dir);
     Ok(())
 }
+
+#[test]
+fn schedule_starts_due_runs_and_respects_the_concurrency_policy() -> TestResult {
+    let dir = tempdir("schedule");
+    let home = dir.join("home");
+    for (policy, expect_skips) in [("forbid", true), ("allow", false)] {
+        let path = dir.join(format!("{policy}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name: sched_{policy}\nschedule: \"* * * * * *\"\nconcurrency_policy: {policy}\nstorage: {{root: {}}}\nprocessing_tasks:\n  - name: wait\n    classname: ShellCommand\n    initialization_parameters: {{command: [sleep, \"30\"]}}\n",
+                dir.display()
+            ),
+        )?;
+        let o = kiln()
+            .args(["schedule", "--for", "3.5", "--master", "local[1]"])
+            .arg(&path)
+            .env("KILN_HOME", &home)
+            .output()?;
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        let started = err.matches("started run due at").count();
+        let skipped = err
+            .matches("skipped: the previous run is still going")
+            .count();
+        if expect_skips {
+            assert_eq!(started, 1, "{err}");
+            assert!(skipped >= 1, "{err}");
+        } else {
+            assert!(started >= 2, "{err}");
+            assert_eq!(skipped, 0, "{err}");
+        }
+    }
+    // No schedule at all is a configuration error.
+    std::fs::write(
+        dir.join("none.yaml"),
+        format!(
+            "name: n\nstorage: {{root: {}}}\nprocessing_tasks:\n  - {{name: a, classname: ShellCommand, initialization_parameters: {{command: [true]}}}}\n",
+            dir.display()
+        ),
+    )?;
+    let o = kiln()
+        .args(["schedule", "--for", "1"])
+        .arg(dir.join("none.yaml"))
+        .output()?;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    Ok(())
+}

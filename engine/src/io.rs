@@ -501,12 +501,27 @@ async fn write_partitions(
     }
     let mut summary = WriteSummary::default();
     let mut first_error = None;
-    for t in tasks {
+    let ext = if matches!(format, OutputFormat::Csv) {
+        "csv"
+    } else {
+        "parquet"
+    };
+    for (i, t) in tasks.into_iter().enumerate() {
         match t
             .await
             .map_err(|e| KilnError::io(staging, format!("writer task failed: {e}")))
         {
             Ok(Ok(Some(rows))) => {
+                // Number the non-empty files densely, so the file names do
+                // not depend on which partitions happened to get rows.
+                let dense = summary.files;
+                if dense != i {
+                    let from = staging.clone().join(format!("part-{i:05}.{ext}"));
+                    let to = staging.clone().join(format!("part-{dense:05}.{ext}"));
+                    if let Err(e) = store.rename(&from, &to).await {
+                        first_error.get_or_insert(KilnError::io(&to, e));
+                    }
+                }
                 summary.rows += rows;
                 summary.files += 1;
             }

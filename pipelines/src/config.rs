@@ -15,6 +15,18 @@ pub struct PipelineConfig {
     pub storage: StorageConfig,
     /// The tasks; `depends_on` orders them.
     pub processing_tasks: Vec<TaskConfig>,
+    /// Cron expression for `kiln schedule` ("0 2 * * *", "@daily", or 6 fields with seconds).
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// IANA time zone of the schedule (default UTC).
+    #[serde(default)]
+    pub schedule_timezone: Option<String>,
+    /// forbid (default) | allow | replace, when a run is due while the last one runs.
+    #[serde(default)]
+    pub concurrency_policy: crate::schedule::ConcurrencyPolicy,
+    /// Start one run at scheduler start-up if a due time passed since the last run.
+    #[serde(default)]
+    pub catchup: bool,
 }
 
 /// Where the lake lives.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dag;
 pub mod history;
 pub mod runner;
+pub mod schedule;
 pub mod tasks;
 
 pub use config::LoadedConfig;
