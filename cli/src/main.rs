@@ -224,10 +224,26 @@ async fn submit(args: SubmitArgs) -> Result<()> {
     };
     let report = runner::run(&loaded, &options, &kiln_pipelines::extensions()).await?;
     eprintln!(
-        "run {} succeeded: {} task(s)",
+        "\n== run {} succeeded: {} task(s)",
         report.run_id,
         report.tasks.len()
     );
+    for t in &report.tasks {
+        let Some(outcome) = &t.outcome else { continue };
+        let secs = (t.end_ms.saturating_sub(t.start_ms)) as f64 / 1000.0;
+        eprintln!(
+            "  {:<20} {:>7.1}s  {}",
+            t.task,
+            secs,
+            outcome.outputs.join(", ")
+        );
+        // Tasks that report metrics (training) repeat their table here.
+        if !outcome.metrics.is_null() {
+            for line in &outcome.summary {
+                eprintln!("      {line}");
+            }
+        }
+    }
     Ok(())
 }
 

@@ -126,6 +126,7 @@ impl Task for RuleBasedGenerator {
             if self.init.skip_if_exists && ensure_exists(&ctx.session, &target).await.is_ok() {
                 return Ok(TaskOutcome {
                     summary: vec![format!("{target} exists; generation skipped")],
+                    outputs: vec![target.to_string()],
                     ..Default::default()
                 });
             }
