@@ -217,8 +217,7 @@ fn schema_mismatches_are_all_reported_and_runtime_errors_exit_1() -> TestResult 
     let before: Vec<PathBuf> = walk(&dir.join("out"));
     std::fs::create_dir_all(dir.join("bad"))?;
     std::fs::write(dir.join("bad/part-0.parquet"), b"PAR1 this is not parquet")?;
-    let mut text = extract_config(&dir, "bad/", "");
-    text = text.replace("path_df_extract: out/", "path_df_extract: out/");
+    let text = extract_config(&dir, "bad/", "");
     let o = submit(&dir, "bad.yaml", &text, "local[2]")?;
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");

@@ -395,8 +395,9 @@ fn local_path_of(target: &Url, path: &object_store::path::Path) -> Option<std::p
 
 /// One output file being written.
 enum PartWriter {
-    Parquet(AsyncArrowWriter<object_store::buffered::BufWriter>),
-    Csv(object_store::buffered::BufWriter, bool),
+    Parquet(Box<AsyncArrowWriter<object_store::buffered::BufWriter>>),
+    // Boxed too: a buffered writer is large, and the enum moves around.
+    Csv(Box<object_store::buffered::BufWriter>, bool),
 }
 
 impl PartWriter {
@@ -415,11 +416,11 @@ impl PartWriter {
         let path = dir.clone().join(format!("part-{i:05}.{ext}"));
         let sink = object_store::buffered::BufWriter::new(Arc::clone(store), path.clone());
         let writer = match format {
-            OutputFormat::Parquet(o) => PartWriter::Parquet(
+            OutputFormat::Parquet(o) => PartWriter::Parquet(Box::new(
                 AsyncArrowWriter::try_new(sink, Arc::clone(schema), Some(o.properties()?))
                     .map_err(|e| KilnError::io(&path, e))?,
-            ),
-            OutputFormat::Csv => PartWriter::Csv(sink, true),
+            )),
+            OutputFormat::Csv => PartWriter::Csv(Box::new(sink), true),
         };
         Ok((writer, path))
     }
@@ -561,11 +562,8 @@ async fn commit(
         }
         let old = local_path_of(target, &staging_path(target_dir, "old"));
         let had_old = final_dir.exists();
-        if had_old {
-            if let Some(old) = &old {
-                std::fs::rename(&final_dir, old)
-                    .map_err(|e| KilnError::io(final_dir.display(), e))?;
-            }
+        if let (true, Some(old)) = (had_old, &old) {
+            std::fs::rename(&final_dir, old).map_err(|e| KilnError::io(final_dir.display(), e))?;
         }
         if let Err(e) = std::fs::rename(&staged, &final_dir) {
             if let (true, Some(old)) = (had_old, &old) {

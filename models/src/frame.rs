@@ -47,7 +47,6 @@ pub async fn collect_dataset(
     }
     let batches = df
         .select(exprs)
-        .and_then(|d| Ok(d))
         .map_err(|e| KilnError::execution("selecting training columns", e))?;
     let batches = batches
         .collect()

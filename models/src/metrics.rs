@@ -40,10 +40,10 @@ impl Metrics {
         }
         let correct: u64 = (0..k).map(|c| confusion[c][c]).sum();
         let (mut wp, mut wr, mut wf) = (0.0, 0.0, 0.0);
-        for c in 0..k {
-            let actual: u64 = confusion[c].iter().sum();
+        for (c, row) in confusion.iter().enumerate() {
+            let actual: u64 = row.iter().sum();
             let predicted: u64 = (0..k).map(|a| confusion[a][c]).sum();
-            let tp = confusion[c][c] as f64;
+            let tp = row[c] as f64;
             let precision = if predicted > 0 {
                 tp / predicted as f64
             } else {

@@ -303,15 +303,16 @@ fn best_split(
                 {
                     continue;
                 }
-                if let Some(g) = obj.gain(&left_m, &right, parent) {
-                    if g > p.min_gain && best.as_ref().is_none_or(|s| g > s.gain) {
-                        best = Some(Split {
-                            feature: f,
-                            bin: b,
-                            default_left,
-                            gain: g,
-                        });
-                    }
+                if let Some(g) = obj.gain(&left_m, &right, parent)
+                    && g > p.min_gain
+                    && best.as_ref().is_none_or(|s| g > s.gain)
+                {
+                    best = Some(Split {
+                        feature: f,
+                        bin: b,
+                        default_left,
+                        gain: g,
+                    });
                 }
                 if missing.iter().all(|m| *m == 0.0) {
                     break;

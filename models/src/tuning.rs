@@ -87,8 +87,7 @@ pub fn stratified_folds(labels: &[u32], k: usize, seed: u64) -> Vec<usize> {
     let mut fold = vec![0usize; labels.len()];
     let classes = labels.iter().max().map(|m| *m as usize + 1).unwrap_or(0);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut offset = 0;
-    for c in 0..classes {
+    for (offset, c) in (0..classes).enumerate() {
         let mut idx: Vec<usize> = (0..labels.len())
             .filter(|i| labels[*i] as usize == c)
             .collect();
@@ -96,7 +95,6 @@ pub fn stratified_folds(labels: &[u32], k: usize, seed: u64) -> Vec<usize> {
         for (j, i) in idx.into_iter().enumerate() {
             fold[i] = (j + offset) % k;
         }
-        offset += 1;
     }
     fold
 }

@@ -134,10 +134,10 @@ pub async fn run(
         }
     };
     let record_history = |f: &dyn Fn(&History) -> Result<()>| {
-        if let Some(h) = &history {
-            if let Err(e) = f(h) {
-                eprintln!("warning: run history: {e}");
-            }
+        if let Some(h) = &history
+            && let Err(e) = f(h)
+        {
+            eprintln!("warning: run history: {e}");
         }
     };
     let run_start = now_ms() as i64;
@@ -184,31 +184,31 @@ pub async fn run(
                     .fingerprint(&task_cfg, &bound[i].inputs(), &upstream)
                     .await?;
                 fingerprints.insert(i, fingerprint.clone());
-                if options.resume.is_some() {
-                    if let Some(cp) = checkpoints.valid(&names[i], &fingerprint).await {
-                        eprintln!(
-                            "[{pipeline}] task {} skipped: completed in run {run_id} and still valid",
-                            names[i]
-                        );
-                        let now = now_ms();
-                        let record = TaskRecord {
-                            task: names[i].clone(),
-                            state: "succeeded".into(),
-                            attempts: 0,
-                            start_ms: now,
-                            end_ms: now,
-                            outcome: Some(cp.outcome),
-                            error: None,
-                        };
-                        record_history(&|h| {
-                            h.task_finished(
-                                &run_id, &names[i], "skipped", 0, now as i64, now as i64, None,
-                                None, None,
-                            )
-                        });
-                        records.insert(i, record);
-                        continue;
-                    }
+                if options.resume.is_some()
+                    && let Some(cp) = checkpoints.valid(&names[i], &fingerprint).await
+                {
+                    eprintln!(
+                        "[{pipeline}] task {} skipped: completed in run {run_id} and still valid",
+                        names[i]
+                    );
+                    let now = now_ms();
+                    let record = TaskRecord {
+                        task: names[i].clone(),
+                        state: "succeeded".into(),
+                        attempts: 0,
+                        start_ms: now,
+                        end_ms: now,
+                        outcome: Some(cp.outcome),
+                        error: None,
+                    };
+                    record_history(&|h| {
+                        h.task_finished(
+                            &run_id, &names[i], "skipped", 0, now as i64, now as i64, None, None,
+                            None,
+                        )
+                    });
+                    records.insert(i, record);
+                    continue;
                 }
                 let ctx = TaskContext {
                     session: session.clone(),

@@ -489,12 +489,11 @@ fn check_gen(g: &Gen, rule: &str) -> Result<()> {
                 max_gap_s,
                 ..
             } = g
+                && (min_gap_s > max_gap_s || *min_gap_s < 0.0)
             {
-                if min_gap_s > max_gap_s || *min_gap_s < 0.0 {
-                    return bad(format!(
-                        "min_gap_s {min_gap_s} > max_gap_s {max_gap_s} (min > max)"
-                    ));
-                }
+                return bad(format!(
+                    "min_gap_s {min_gap_s} > max_gap_s {max_gap_s} (min > max)"
+                ));
             }
             Ok(())
         }

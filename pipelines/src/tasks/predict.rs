@@ -106,14 +106,14 @@ impl Task for BatchPrediction {
             )
             .await?;
             let mut df = ctx.input(&self.init.input, self.init.format).await?;
-            if self.init.apply_feature_pipeline {
-                if let Some(p) = &artifact.feature_pipeline {
-                    let (pipeline, _) = load_pipeline_model(ctx, &p.path, Some(p.version)).await?;
-                    df = pipeline
-                        .transform(df)
-                        .await
-                        .map_err(|e| e.context("applying the model's feature pipeline"))?;
-                }
+            if self.init.apply_feature_pipeline
+                && let Some(p) = &artifact.feature_pipeline
+            {
+                let (pipeline, _) = load_pipeline_model(ctx, &p.path, Some(p.version)).await?;
+                df = pipeline
+                    .transform(df)
+                    .await
+                    .map_err(|e| e.context("applying the model's feature pipeline"))?;
             }
             if df
                 .schema()
