@@ -149,3 +149,70 @@ impl ScalarUDFImpl for Predict {
         ))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::data::Dataset;
+    use crate::gbt::GbtParams;
+    use crate::model::{MODEL_FORMAT_VERSION, ModelArtifact, ModelParams};
+    use datafusion::prelude::SessionContext;
+
+    #[tokio::test]
+    async fn predicts_and_refuses_a_different_feature_set() -> datafusion::error::Result<()> {
+        let d = Dataset {
+            columns: vec![(0..200).map(|i| f64::from(i % 10)).collect()],
+            labels: (0..200).map(|i| u32::from(i % 10 >= 5)).collect(),
+            feature_names: vec!["x".into()],
+        };
+        let model = ModelParams::GBTClassifier(GbtParams::default())
+            .fit(&d)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let artifact = ModelArtifact {
+            format_version: MODEL_FORMAT_VERSION,
+            kiln_version: "test".into(),
+            classname: "GBTClassifier".into(),
+            params: serde_json::json!({}),
+            label_col: "y".into(),
+            feature_names: vec!["x".into()],
+            feature_types: vec!["double".into()],
+            feature_pipeline: None,
+            training_fingerprint: String::new(),
+            metrics: Default::default(),
+            model,
+        };
+        let json = String::from_utf8(
+            artifact
+                .to_json()
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?,
+        )
+        .unwrap_or_default()
+        .replace('\'', "''");
+        let ctx = SessionContext::new();
+        ctx.register_udf(super::predict_udf());
+        let ok = ctx
+            .sql(&format!("SELECT kiln_predict('{json}', [CAST(x AS DOUBLE)])['label'] AS label FROM (VALUES (1), (8)) t(x)"))
+            .await?
+            .collect()
+            .await?;
+        let labels = arrow::compute::cast(ok[0].column(0), &arrow::datatypes::DataType::Float64)?;
+        let labels: Vec<f64> =
+            arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(&labels)
+                .values()
+                .to_vec();
+        assert_eq!(labels, vec![0.0, 1.0]);
+        let err = ctx
+            .sql(&format!(
+                "SELECT kiln_predict('{json}', [1.0, 2.0]) FROM (VALUES (1)) t(x)"
+            ))
+            .await?
+            .collect()
+            .await
+            .expect_err("two features for a one-feature model")
+            .to_string();
+        assert!(
+            err.contains("trained on 1 features (x...), but the feature vector has 2"),
+            "{err}"
+        );
+        Ok(())
+    }
+}
