@@ -140,6 +140,25 @@ impl LoadedConfig {
         format!("{}:{}:1", self.file, start + 1)
     }
 
+    /// Both parameter blocks of a task, typed.
+    pub fn task_params<I: DeserializeOwned, O: DeserializeOwned>(
+        &self,
+        task: &TaskConfig,
+    ) -> Result<(I, O)> {
+        Ok((
+            self.params(
+                task,
+                "initialization_parameters",
+                &task.initialization_parameters,
+            )?,
+            self.params(
+                task,
+                "transformation_parameters",
+                &task.transformation_parameters,
+            )?,
+        ))
+    }
+
     /// Deserializes a parameter block into `T`, with locations and suggestions.
     pub fn params<T: DeserializeOwned>(
         &self,

@@ -142,16 +142,7 @@ pub struct ExtractorTraining {
 
 impl ExtractorTraining {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
-        let init: TrainingInit = loaded.params(
-            task,
-            "initialization_parameters",
-            &task.initialization_parameters,
-        )?;
-        let output: ExtractOutput = loaded.params(
-            task,
-            "transformation_parameters",
-            &task.transformation_parameters,
-        )?;
+        let (init, output): (TrainingInit, ExtractOutput) = loaded.task_params(task)?;
         output.check(loaded, task)?;
         Ok(ExtractorTraining { init, output })
     }
@@ -216,16 +207,7 @@ pub struct ExtractorPrediction {
 
 impl ExtractorPrediction {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
-        let init: PredictionInit = loaded.params(
-            task,
-            "initialization_parameters",
-            &task.initialization_parameters,
-        )?;
-        let output: ExtractOutput = loaded.params(
-            task,
-            "transformation_parameters",
-            &task.transformation_parameters,
-        )?;
+        let (init, output): (PredictionInit, ExtractOutput) = loaded.task_params(task)?;
         output.check(loaded, task)?;
         if init.tables.is_empty() {
             return Err(KilnError::config(format!(

@@ -52,16 +52,7 @@ pub struct FeaturePipeline {
 
 impl FeaturePipeline {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
-        let init: Init = loaded.params(
-            task,
-            "initialization_parameters",
-            &task.initialization_parameters,
-        )?;
-        let output: Output = loaded.params(
-            task,
-            "transformation_parameters",
-            &task.transformation_parameters,
-        )?;
+        let (init, output): (Init, Output) = loaded.task_params(task)?;
         if output.mode == Mode::FitTransform {
             if init.stages.is_empty() {
                 return Err(KilnError::config(format!(

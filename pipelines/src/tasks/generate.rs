@@ -64,16 +64,7 @@ pub struct RuleBasedGenerator {
 
 impl RuleBasedGenerator {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
-        let init: Init = loaded.params(
-            task,
-            "initialization_parameters",
-            &task.initialization_parameters,
-        )?;
-        let output: Output = loaded.params(
-            task,
-            "transformation_parameters",
-            &task.transformation_parameters,
-        )?;
+        let (init, output): (Init, Output) = loaded.task_params(task)?;
         let text = std::fs::read_to_string(&init.rules).map_err(|e| {
             KilnError::config_fix(
                 format!(

@@ -57,18 +57,8 @@ pub struct BatchPrediction {
 
 impl BatchPrediction {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
-        Ok(BatchPrediction {
-            init: loaded.params(
-                task,
-                "initialization_parameters",
-                &task.initialization_parameters,
-            )?,
-            output: loaded.params(
-                task,
-                "transformation_parameters",
-                &task.transformation_parameters,
-            )?,
-        })
+        let (init, output) = loaded.task_params(task)?;
+        Ok(BatchPrediction { init, output })
     }
 }
 

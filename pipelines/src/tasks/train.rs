@@ -89,16 +89,7 @@ pub struct ModelTraining {
 
 impl ModelTraining {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
-        let init: Init = loaded.params(
-            task,
-            "initialization_parameters",
-            &task.initialization_parameters,
-        )?;
-        let output: Output = loaded.params(
-            task,
-            "transformation_parameters",
-            &task.transformation_parameters,
-        )?;
+        let (init, output): (Init, Output) = loaded.task_params(task)?;
         let at = |k: &str| format!("{}: task '{}'", loaded.locate(&task.name, k), task.name);
         if !METRIC_NAMES.contains(&init.metric.as_str()) {
             return Err(KilnError::config_fix(
