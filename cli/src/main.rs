@@ -364,6 +364,13 @@ fn fmt_ms(ms: i64) -> String {
     )
 }
 
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
 fn runs(show: Option<RunsCommand>, pipeline: Option<&str>, format: OutputFormatArg) -> Result<()> {
     let history = kiln_pipelines::history::History::open_default()?;
     match show {
@@ -376,10 +383,7 @@ fn runs(show: Option<RunsCommand>, pipeline: Option<&str>, format: OutputFormatA
                 ));
             }
             if format == OutputFormatArg::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&tasks).unwrap_or_default()
-                );
+                print_json(&tasks);
                 return Ok(());
             }
             println!(
@@ -407,10 +411,7 @@ fn runs(show: Option<RunsCommand>, pipeline: Option<&str>, format: OutputFormatA
         None => {
             let rows = history.runs(pipeline)?;
             if format == OutputFormatArg::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&rows).unwrap_or_default()
-                );
+                print_json(&rows);
                 return Ok(());
             }
             println!(

@@ -445,7 +445,7 @@ impl Generator {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, e.0 as u64, s as u64 + 1));
             let mut walk: Option<f64> = None;
             let mut clock: Option<f64> = None;
-            let mut entity_value: Option<(usize, Draw)> = None;
+            let mut entity_value: Option<Draw> = None;
             for k in 0..e.2 {
                 let r = row + k;
                 let b = conds
@@ -456,35 +456,25 @@ impl Generator {
                     KilnError::config(format!("rule for column '{}': no generator", rule.name))
                 })?;
                 let b = b.min(branches.len() - 1);
-                let draw = if rule.per_entity {
-                    match &entity_value {
-                        Some((_, d)) => d.clone(),
-                        None => {
-                            let d = draw(
-                                g,
-                                &mut rng,
-                                &cum[b],
-                                &cat_maps[b],
-                                &mut walk,
-                                &mut clock,
-                                (first_row + r) as i64,
-                                e.0,
-                            )?;
-                            entity_value = Some((b, d.clone()));
-                            d
+                // A per-entity column draws once and repeats that value.
+                let draw = match &entity_value {
+                    Some(d) => d.clone(),
+                    None => {
+                        let d = draw(
+                            g,
+                            &mut rng,
+                            &cum[b],
+                            &cat_maps[b],
+                            &mut walk,
+                            &mut clock,
+                            (first_row + r) as i64,
+                            e.0,
+                        )?;
+                        if rule.per_entity {
+                            entity_value = Some(d.clone());
                         }
+                        d
                     }
-                } else {
-                    draw(
-                        g,
-                        &mut rng,
-                        &cum[b],
-                        &cat_maps[b],
-                        &mut walk,
-                        &mut clock,
-                        (first_row + r) as i64,
-                        e.0,
-                    )?
                 };
                 ok.push(rule.null_fraction == 0.0 || rng.random::<f64>() >= rule.null_fraction);
                 match draw {
