@@ -74,13 +74,18 @@ enum Command {
     },
     /// Generate synthetic data from a rule file.
     #[command(
-        after_help = "Example:\n  kiln generate configs/generators/indoor_outdoor.yaml --rows 1000000 --seed 42 --out lake/raw/training/"
+        after_help = "Examples:\n  kiln generate configs/generators/indoor_outdoor.yaml --rows 1000000 --seed 42 --out lake/raw/training/\n  kiln generate extra_columns.yaml --enhance lake/raw/training/ --out lake/raw/training_enhanced/"
     )]
     Generate {
         /// The rule file (YAML).
         rules: String,
-        #[arg(long)]
-        rows: usize,
+        /// Rows to generate from scratch.
+        #[arg(long, required_unless_present = "enhance")]
+        rows: Option<usize>,
+        /// Add the rules' columns to this existing dataset (Parquet file,
+        /// directory or glob) instead of generating rows from scratch.
+        #[arg(long, conflicts_with = "rows")]
+        enhance: Option<String>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Output directory: a local path or a URI (s3://, az://, abfss://).
@@ -307,17 +312,17 @@ async fn infer_schema(data_path: &str, format: FileFormat) -> Result<()> {
 
 async fn generate(
     rules: &str,
-    rows: usize,
+    rows: Option<usize>,
+    enhance: Option<&str>,
     seed: u64,
     out: &str,
     format: FileFormat,
 ) -> Result<()> {
     use kiln_engine::io::{OutputFormat, ParquetWriteOptions};
-    use kiln_engine::synth::{Generator, Rules, write_generated};
+    use kiln_engine::synth::{Generator, Rules, write_enhanced, write_generated};
     let text = std::fs::read_to_string(rules)
         .map_err(|e| KilnError::config(format!("cannot read rules {rules}: {e}")))?;
-    let generator =
-        std::sync::Arc::new(Generator::new(Rules::from_yaml(&text, rules)?, seed, rows)?);
+    let rules_parsed = Rules::parse(&text, rules)?;
     let mut url = parse_location(out, None)?;
     if !url.path().ends_with('/') {
         let p = format!("{}/", url.path());
@@ -333,7 +338,34 @@ async fn generate(
         FileFormat::Csv => OutputFormat::Csv,
     };
     let started = std::time::Instant::now();
-    let summary = write_generated(&session, generator, &url, &format).await?;
+    let summary = match (enhance, rows) {
+        (Some(input), _) => {
+            let input_format = if input.ends_with(".csv") {
+                FileFormat::Csv
+            } else {
+                FileFormat::Parquet
+            };
+            let input = parse_location(input, None)?;
+            write_enhanced(
+                &session,
+                rules_parsed,
+                seed,
+                &input,
+                input_format,
+                &url,
+                &format,
+            )
+            .await?
+        }
+        (None, rows) => {
+            let generator = std::sync::Arc::new(Generator::new(
+                rules_parsed,
+                seed,
+                rows.unwrap_or_default(),
+            )?);
+            write_generated(&session, generator, &url, &format).await?
+        }
+    };
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "{} rows -> {url} in {secs:.2}s ({:.2}M rows/s)",
@@ -476,10 +508,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Generate {
             rules,
             rows,
+            enhance,
             seed,
             out,
             format,
-        } => generate(&rules, rows, seed, &out, format.into()).await,
+        } => generate(&rules, rows, enhance.as_deref(), seed, &out, format.into()).await,
         Command::Scheduler {
             bind_host,
             bind_port,

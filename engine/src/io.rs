@@ -223,6 +223,9 @@ pub struct ParquetWriteOptions {
     pub compression: String,
     /// Maximum rows per row group.
     pub row_group_size: usize,
+    /// Columns written without a dictionary (ids, timestamps, measurements
+    /// that rarely repeat): a dictionary only costs time on them.
+    pub plain_columns: Vec<String>,
 }
 
 impl Default for ParquetWriteOptions {
@@ -230,6 +233,7 @@ impl Default for ParquetWriteOptions {
         ParquetWriteOptions {
             compression: "snappy".into(),
             row_group_size: 1 << 17,
+            plain_columns: Vec::new(),
         }
     }
 }
@@ -252,10 +256,16 @@ impl ParquetWriteOptions {
         if self.row_group_size == 0 {
             return Err(KilnError::config("row_group_size must be at least 1"));
         }
-        Ok(WriterProperties::builder()
+        let mut builder = WriterProperties::builder()
             .set_compression(compression)
-            .set_max_row_group_row_count(Some(self.row_group_size))
-            .build())
+            .set_max_row_group_row_count(Some(self.row_group_size));
+        for column in &self.plain_columns {
+            builder = builder.set_column_dictionary_enabled(
+                parquet::schema::types::ColumnPath::from(column.as_str()),
+                false,
+            );
+        }
+        Ok(builder.build())
     }
 }
 

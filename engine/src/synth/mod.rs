@@ -5,25 +5,32 @@
 //! (entity, column) pair draws from its own RNG seeded from the seed, and
 //! chunks are whole entities generated in parallel and emitted in order.
 
+mod condition;
 mod rules;
+mod sampler;
 
 pub use rules::{ColumnRule, ColumnType, Condition, Gen, Literal, Rules};
 
 use crate::error::{KilnError, Result};
 use arrow::array::{
-    ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
-    TimestampMillisecondArray,
+    Array, ArrayRef, AsArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array,
+    StringArray, TimestampMillisecondArray, UInt32Array,
 };
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
+use condition::CompiledCond;
 use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Exp, LogNormal, Normal, StandardNormal};
+use rand_distr::{Distribution, LogNormal};
 use rayon::prelude::*;
+use sampler::{Kind, Sampler, SeqState};
 use std::sync::Arc;
+
+/// The generator's RNG: fast, portable and seedable (xoshiro256++).
+type SynthRng = rand_xoshiro::Xoshiro256PlusPlus;
 
 pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     fn dist(a: &str, b: &str) -> usize {
@@ -57,22 +64,39 @@ fn mix(seed: u64, a: u64, b: u64) -> u64 {
 }
 
 /// Rows per chunk (whole entities; a chunk can be larger by one entity).
-const CHUNK_ROWS: usize = 65_536;
+const CHUNK_ROWS: usize = 16_384;
 
-/// Column values while a chunk is built.
-enum Values {
-    Num(Vec<f64>),
-    Bool(Vec<bool>),
-    Cat(Vec<u32>),
-    Text(Vec<String>),
-}
+/// Rows per output file when generating from scratch.
+pub const ROWS_PER_FILE: usize = 1 << 21;
 
-/// A generated column slot: its dictionary (for categories) and output type.
+/// Rows per run when the rules have no entity (sequences restart per run).
+const RUN_ROWS: usize = 1024;
+
+/// A generated or input column slot: its dictionary (for categories) and
+/// output type.
 struct Slot {
     name: String,
     dict: Vec<String>,
     out_type: ColumnType,
     hidden: bool,
+}
+
+/// A column rule compiled once: its conditions and branch samplers.
+struct CompiledColumn {
+    conditions: Vec<CompiledCond>,
+    /// One sampler per `when` branch, then the default.
+    branches: Vec<Sampler>,
+    kind: Kind,
+}
+
+/// Consecutive rows of one entity.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// The entity id (`{entity}` in templates).
+    id: i64,
+    /// Global index of the run's first row; seeds the run's RNGs.
+    first_row: usize,
+    rows: usize,
 }
 
 impl std::fmt::Debug for Generator {
@@ -85,16 +109,23 @@ impl std::fmt::Debug for Generator {
     }
 }
 
-/// A compiled generator.
+/// A compiled generator: from scratch ([`Generator::new`]) or adding columns
+/// to an existing dataset ([`Generator::enhance`]).
 pub struct Generator {
     rules: Rules,
     seed: u64,
     rows: usize,
-    /// (entity id, first row, row count) per entity.
-    entities: Vec<(i64, usize, usize)>,
-    /// Entity index ranges per chunk.
+    /// Entity runs (from-scratch mode).
+    runs: Vec<Run>,
+    /// Run index ranges per chunk (from-scratch mode).
     chunks: Vec<(usize, usize)>,
+    /// Input columns at the front of `slots` (enhance mode).
+    input_columns: usize,
+    /// The input column that delimits entities (enhance mode).
+    input_entity: Option<usize>,
     slots: Vec<Slot>,
+    /// Per rule column; `None` for sql columns.
+    columns: Vec<Option<CompiledColumn>>,
     derived: Vec<(usize, Arc<dyn PhysicalExpr>)>,
     full_schema: SchemaRef,
     output: Vec<usize>,
@@ -136,47 +167,96 @@ fn is_text(t: ColumnType) -> bool {
     t == ColumnType::String
 }
 
+/// Splits `rows` rows into entities with log-normal sizes.
+fn entity_runs(rules: &Rules, seed: u64, rows: usize) -> Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    let mut rng = SynthRng::seed_from_u64(mix(seed, u64::MAX, 0));
+    let size = match &rules.entity {
+        Some(e) if e.sigma > 0.0 => {
+            let mu = e.mean_rows.ln() - e.sigma * e.sigma / 2.0;
+            Some(
+                LogNormal::new(mu, e.sigma)
+                    .map_err(|err| KilnError::config(format!("entity: {err}")))?,
+            )
+        }
+        _ => None,
+    };
+    let mut first = 0usize;
+    let mut id = 1i64;
+    while first < rows {
+        let n = match (&rules.entity, &size) {
+            (Some(_), Some(d)) => (d.sample(&mut rng).round() as usize).max(1),
+            (Some(e), None) => (e.mean_rows.round() as usize).max(1),
+            (None, _) => RUN_ROWS,
+        };
+        let n = n.min(rows - first);
+        runs.push(Run {
+            id,
+            first_row: first,
+            rows: n,
+        });
+        first += n;
+        id += 1;
+    }
+    Ok(runs)
+}
+
 impl Generator {
-    /// Compiles `rules` for `rows` rows with `seed`.
+    /// Compiles `rules` to generate `rows` rows from scratch with `seed`.
     pub fn new(rules: Rules, seed: u64, rows: usize) -> Result<Self> {
         rules.validate()?;
-        // Entity sizes, from their own RNG.
-        let mut entities = Vec::new();
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, u64::MAX, 0));
-        let mut first = 0usize;
-        let mut id = 1i64;
-        while first < rows {
-            let n = match &rules.entity {
-                Some(e) if e.sigma > 0.0 => {
-                    let mu = e.mean_rows.ln() - e.sigma * e.sigma / 2.0;
-                    let d = LogNormal::new(mu, e.sigma)
-                        .map_err(|err| KilnError::config(format!("entity: {err}")))?;
-                    (d.sample(&mut rng).round() as usize).max(1)
-                }
-                Some(e) => (e.mean_rows.round() as usize).max(1),
-                None => 1024,
-            };
-            let n = n.min(rows - first);
-            entities.push((id, first, n));
-            first += n;
-            id += 1;
-        }
+        let runs = entity_runs(&rules, seed, rows)?;
         let mut chunks = Vec::new();
         let (mut start, mut acc) = (0usize, 0usize);
-        for (i, e) in entities.iter().enumerate() {
-            acc += e.2;
+        for (i, run) in runs.iter().enumerate() {
+            acc += run.rows;
             if acc >= CHUNK_ROWS {
                 chunks.push((start, i + 1));
                 start = i + 1;
                 acc = 0;
             }
         }
-        if start < entities.len() {
-            chunks.push((start, entities.len()));
+        if start < runs.len() {
+            chunks.push((start, runs.len()));
         }
-        // Slots: entity, latent states, then columns.
+        let mut g = Self::compile(rules, seed, None)?;
+        g.rows = rows;
+        g.runs = runs;
+        g.chunks = chunks;
+        Ok(g)
+    }
+
+    /// Compiles `rules` to add their columns to rows of `input` (enhance
+    /// mode). Conditions and sql may use the input's columns; the entity
+    /// column, if any, must be an input column, and each run of equal
+    /// consecutive values of it is one entity.
+    pub fn enhance(rules: Rules, seed: u64, input: &Schema) -> Result<Self> {
+        let names: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
+        rules.validate_with_input(&names)?;
+        Self::compile(rules, seed, Some(input))
+    }
+
+    fn compile(rules: Rules, seed: u64, input: Option<&Schema>) -> Result<Self> {
         let mut slots = Vec::new();
-        if let Some(e) = &rules.entity {
+        let mut input_entity = None;
+        if let Some(input) = input {
+            for f in input.fields() {
+                slots.push(Slot {
+                    name: f.name().clone(),
+                    dict: vec![],
+                    out_type: ColumnType::Float64,
+                    hidden: false,
+                });
+            }
+            if let Some(e) = &rules.entity {
+                input_entity = Some(input.index_of(&e.column).map_err(|_| {
+                    KilnError::config_fix(
+                        format!("entity column '{}' is not a column of the input", e.column),
+                        "in enhance mode, entity.column names the input column whose runs of equal values are entities",
+                    )
+                })?);
+            }
+        } else if let Some(e) = &rules.entity {
             slots.push(Slot {
                 name: e.column.clone(),
                 dict: vec![],
@@ -184,6 +264,7 @@ impl Generator {
                 hidden: false,
             });
         }
+        let input_columns = input.map(|s| s.fields().len()).unwrap_or(0);
         for l in &rules.latent {
             slots.push(Slot {
                 name: l.name.clone(),
@@ -233,12 +314,61 @@ impl Generator {
                 hidden: c.hidden,
             });
         }
-        let full_schema: SchemaRef = Arc::new(Schema::new(
-            slots
+        let mut fields: Vec<Field> = Vec::with_capacity(slots.len());
+        if let Some(input) = input {
+            fields.extend(input.fields().iter().map(|f| f.as_ref().clone()));
+        }
+        fields.extend(
+            slots[fields.len()..]
                 .iter()
-                .map(|s| Field::new(&s.name, arrow_type(s.out_type), true))
-                .collect::<Vec<_>>(),
-        ));
+                .map(|s| Field::new(&s.name, arrow_type(s.out_type), true)),
+        );
+        let full_schema: SchemaRef = Arc::new(Schema::new(fields));
+        let offset = slots.len() - rules.columns.len();
+        let columns = rules
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if c.sql.is_some() {
+                    return Ok(None);
+                }
+                let dict = &slots[offset + i].dict;
+                let branches: Vec<Sampler> = c
+                    .when
+                    .iter()
+                    .map(|w| &w.generator)
+                    .chain(c.generator.iter())
+                    .map(|g| Sampler::compile(g, dict, &c.name))
+                    .collect::<Result<_>>()?;
+                if branches.len() > usize::from(u8::MAX) {
+                    return Err(KilnError::config(format!(
+                        "rule for column '{}': at most 254 when branches",
+                        c.name
+                    )));
+                }
+                let kind = branches.first().map(Sampler::kind).unwrap_or(Kind::Num);
+                if branches.iter().any(|b| b.kind() != kind) {
+                    return Err(KilnError::config(format!(
+                        "rule for column '{}': branches produce different kinds of values",
+                        c.name
+                    )));
+                }
+                // Conditions see the input, entity, latent states and the
+                // columns before this one.
+                let visible = Schema::new(full_schema.fields()[..offset + i].to_vec());
+                let conditions = c
+                    .when
+                    .iter()
+                    .map(|w| CompiledCond::compile(&w.condition, &visible, &c.name))
+                    .collect::<Result<_>>()?;
+                Ok(Some(CompiledColumn {
+                    conditions,
+                    branches,
+                    kind,
+                }))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let derived = compile_derived(&rules, &slots, &full_schema)?;
         let output: Vec<usize> = (0..slots.len()).filter(|i| !slots[*i].hidden).collect();
         let schema = Arc::new(
@@ -249,10 +379,13 @@ impl Generator {
         Ok(Generator {
             rules,
             seed,
-            rows,
-            entities,
-            chunks,
+            rows: 0,
+            runs: Vec::new(),
+            chunks: Vec::new(),
+            input_columns,
+            input_entity,
             slots,
+            columns,
             derived,
             full_schema,
             output,
@@ -260,6 +393,7 @@ impl Generator {
         })
     }
 
+    /// The output schema (input columns first in enhance mode).
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -272,12 +406,52 @@ impl Generator {
         self.chunks.len()
     }
 
-    /// Generates every chunk in order, `parallelism` chunks at a time,
-    /// handing each batch to `sink`. Memory stays bounded by one wave.
-    pub fn generate(&self, mut sink: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+    /// Columns whose values are (nearly) all distinct, for which a Parquet
+    /// dictionary costs time and saves nothing.
+    pub fn high_cardinality_columns(&self) -> Vec<String> {
+        let offset = self.slots.len() - self.rules.columns.len();
+        self.rules
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| {
+                !self.slots[offset + i].hidden
+                    && (c.sql.is_some()
+                        || c.generator.iter().chain(c.when.iter().map(|w| &w.generator)).any(
+                            |g| match g {
+                                Gen::UniqueId { .. }
+                                | Gen::TimestampRange { .. }
+                                | Gen::TimestampSequence { .. }
+                                | Gen::Walk { .. }
+                                | Gen::Template { .. } => true,
+                                Gen::IntRange { min, max } => max - min > 65_536,
+                                Gen::Uniform { round, .. }
+                                | Gen::Normal { round, .. }
+                                | Gen::Lognormal { round, .. }
+                                | Gen::Exponential { round, .. } => round.is_none(),
+                                _ => false,
+                            },
+                        ))
+            })
+            .map(|(_, c)| c.name.clone())
+            .collect()
+    }
+
+    /// Generates every chunk in order, handing each batch to `sink`.
+    pub fn generate(&self, sink: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        self.generate_range(0..self.chunks.len(), sink)
+    }
+
+    /// Generates chunks `range` in order, a wave of chunks in parallel at a
+    /// time. Memory stays bounded by one wave.
+    pub fn generate_range(
+        &self,
+        range: std::ops::Range<usize>,
+        mut sink: impl FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
         let wave = rayon::current_num_threads().max(1) * 2;
-        for start in (0..self.chunks.len()).step_by(wave) {
-            let end = (start + wave).min(self.chunks.len());
+        for start in range.clone().step_by(wave) {
+            let end = (start + wave).min(range.end);
             let batches: Vec<Result<RecordBatch>> = (start..end)
                 .into_par_iter()
                 .map(|i| self.chunk(i))
@@ -289,91 +463,188 @@ impl Generator {
         Ok(())
     }
 
-    /// Generates chunk `index`.
+    /// Chunk ranges of the output files: about [`ROWS_PER_FILE`] rows each,
+    /// so the file layout depends on the row count only.
+    pub fn file_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let per_file = (ROWS_PER_FILE / CHUNK_ROWS).max(1);
+        (0..self.chunks.len())
+            .step_by(per_file)
+            .map(|s| s..(s + per_file).min(self.chunks.len()))
+            .collect()
+    }
+
+    /// Generates chunk `index` (from-scratch mode).
     pub fn chunk(&self, index: usize) -> Result<RecordBatch> {
-        let (e0, e1) = self.chunks[index];
-        let ents = &self.entities[e0..e1];
-        let first_row = ents.first().map(|e| e.1).unwrap_or(0);
-        let n: usize = ents.iter().map(|e| e.2).sum();
-        let mut values: Vec<Values> = Vec::with_capacity(self.slots.len());
-        let mut valid: Vec<Vec<bool>> = Vec::with_capacity(self.slots.len());
-        let mut slot = 0usize;
-        if self.rules.entity.is_some() {
-            let mut v = Vec::with_capacity(n);
-            for e in ents {
-                v.extend(std::iter::repeat_n(e.0 as f64, e.2));
+        let (r0, r1) = self.chunks[index];
+        self.build(&self.runs[r0..r1], None, index as u64)
+    }
+
+    /// Adds the generated columns to `batch`, whose first row is row
+    /// `first_row` of the input (enhance mode).
+    pub fn enhance_batch(&self, batch: &RecordBatch, first_row: usize) -> Result<RecordBatch> {
+        let n = batch.num_rows();
+        let mut runs = Vec::new();
+        match self.input_entity {
+            Some(col) => {
+                let keys = arrow::compute::cast(batch.column(col), &DataType::Utf8)
+                    .map_err(|e| KilnError::data("entity column", e.to_string()))?;
+                let keys = keys.as_string::<i32>();
+                let ids = arrow::compute::cast(batch.column(col), &DataType::Int64).ok();
+                let mut start = 0;
+                for r in 1..=n {
+                    let boundary = r == n
+                        || keys.is_null(r) != keys.is_null(r - 1)
+                        || keys.value(r) != keys.value(r - 1);
+                    if boundary {
+                        let id = ids
+                            .as_ref()
+                            .map(|a| a.as_primitive::<arrow::datatypes::Int64Type>())
+                            .filter(|a| a.is_valid(start))
+                            .map(|a| a.value(start))
+                            .unwrap_or((first_row + start) as i64);
+                        runs.push(Run {
+                            id,
+                            first_row: first_row + start,
+                            rows: r - start,
+                        });
+                        start = r;
+                    }
+                }
             }
-            values.push(Values::Num(v));
-            valid.push(vec![true; n]);
-            slot += 1;
+            None => {
+                for start in (0..n).step_by(RUN_ROWS) {
+                    runs.push(Run {
+                        id: (first_row + start) as i64,
+                        first_row: first_row + start,
+                        rows: RUN_ROWS.min(n - start),
+                    });
+                }
+            }
+        }
+        self.build(&runs, Some(batch), first_row as u64)
+    }
+
+    fn build(&self, runs: &[Run], input: Option<&RecordBatch>, key: u64) -> Result<RecordBatch> {
+        let n: usize = runs.iter().map(|r| r.rows).sum();
+        let mut arrays: Vec<Option<ArrayRef>> = vec![None; self.slots.len()];
+        let mut slot = 0usize;
+        if let Some(input) = input {
+            for (i, c) in input.columns().iter().enumerate() {
+                arrays[i] = Some(Arc::clone(c));
+            }
+            slot = self.input_columns;
+        } else if self.rules.entity.is_some() {
+            let ids: Vec<i64> = runs
+                .iter()
+                .flat_map(|r| std::iter::repeat_n(r.id, r.rows))
+                .collect();
+            arrays[0] = Some(Arc::new(Int64Array::from(ids)));
+            slot = 1;
         }
         for (li, l) in self.rules.latent.iter().enumerate() {
-            let mut v = Vec::with_capacity(n);
-            for e in ents {
-                let mut rng =
-                    ChaCha8Rng::seed_from_u64(mix(self.seed, e.0 as u64, 1_000 + li as u64));
+            let mut codes = Vec::with_capacity(n);
+            for run in runs {
+                let mut rng = SynthRng::seed_from_u64(mix(
+                    self.seed,
+                    run.first_row as u64,
+                    1_000 + li as u64,
+                ));
                 let mut s = pick(&l.weights, rng.random::<f64>());
-                for _ in 0..e.2 {
-                    v.push(s as u32);
+                for _ in 0..run.rows {
+                    codes.push(s as u32);
                     if rng.random::<f64>() < 1.0 / l.mean_run[s] {
                         // Leave: choose among the other states by weight.
-                        let w: Vec<f64> = l
-                            .weights
-                            .iter()
-                            .enumerate()
-                            .map(|(j, w)| if j == s { 0.0 } else { *w })
-                            .collect();
-                        let total: f64 = w.iter().sum();
+                        let total: f64 = 1.0 - l.weights[s];
                         s = if total > 0.0 {
-                            pick(&w, rng.random::<f64>() * total)
+                            let mut u = rng.random::<f64>() * total;
+                            let mut next = (s + 1) % l.states.len();
+                            for (j, w) in l.weights.iter().enumerate() {
+                                if j == s {
+                                    continue;
+                                }
+                                next = j;
+                                if u < *w {
+                                    break;
+                                }
+                                u -= w;
+                            }
+                            next
                         } else {
                             (s + 1) % l.states.len()
                         };
                     }
                 }
             }
-            values.push(Values::Cat(v));
-            valid.push(vec![true; n]);
+            arrays[slot] = Some(categories(&self.slots[slot].dict, codes, None));
             slot += 1;
         }
         for (ci, rule) in self.rules.columns.iter().enumerate() {
             let s = slot + ci;
-            if rule.sql.is_some() {
-                values.push(Values::Num(Vec::new()));
-                valid.push(Vec::new());
+            let Some(column) = &self.columns[ci] else {
                 continue;
+            };
+            let default = (column.branches.len() - 1) as u8;
+            let mut branch = vec![default; n];
+            for (b, cond) in column.conditions.iter().enumerate().rev() {
+                let mask = cond.eval(&arrays, n)?;
+                for r in mask.values().set_indices() {
+                    branch[r] = b as u8;
+                }
             }
-            let (v, ok) = self.column(s, rule, ents, first_row, n, &values, &valid)?;
-            values.push(v);
-            valid.push(ok);
+            let fill = ColumnFill {
+                seed: self.seed,
+                key: ci as u64 + 1,
+                runs,
+                branch: &branch,
+                branches: &column.branches,
+                per_entity: rule.per_entity,
+                null_fraction: rule.null_fraction,
+            };
+            let slot_info = &self.slots[s];
+            arrays[s] = Some(match column.kind {
+                Kind::Num => {
+                    let (v, ok) = fill.run(|g, rng, st, row, _| g.num(rng, st, row));
+                    numbers(v, ok, slot_info.out_type)
+                }
+                Kind::Bool => {
+                    let (v, ok) = fill.run(|g, rng, _, _, _| g.boolean(rng));
+                    Arc::new(BooleanArray::new(pack_bits(&v), nulls(ok)))
+                }
+                Kind::Cat => {
+                    let (v, ok) = fill.run(|g, rng, _, _, _| g.category(rng));
+                    categories(&slot_info.dict, v, nulls(ok))
+                }
+                Kind::Text => {
+                    let (v, ok) = fill.run(|g, rng, _, row, entity| g.text(rng, row, entity));
+                    let valid = |i: usize| ok.is_empty() || ok[i];
+                    Arc::new(StringArray::from_iter(
+                        v.iter().enumerate().map(|(i, t)| valid(i).then_some(t.as_str())),
+                    ))
+                }
+            });
         }
-        let mut arrays: Vec<ArrayRef> = values
+        let mut arrays: Vec<ArrayRef> = arrays
             .into_iter()
-            .zip(valid)
-            .zip(&self.slots)
-            .map(|((v, ok), slot)| to_array(v, ok, slot, n))
+            .zip(self.full_schema.fields())
+            .map(|(a, f)| a.unwrap_or_else(|| arrow::array::new_null_array(f.data_type(), n)))
             .collect();
         if !self.derived.is_empty() {
             let mut batch = RecordBatch::try_new(Arc::clone(&self.full_schema), arrays.clone())
                 .map_err(|e| KilnError::config(format!("generator: {e}")))?;
             for (s, expr) in &self.derived {
+                let name = &self.slots[*s].name;
                 let out = expr
                     .evaluate(&batch)
                     .and_then(|v| v.into_array(n))
                     .map_err(|e| {
-                        KilnError::config(format!(
-                            "rule for column '{}': sql failed: {e}",
-                            self.slots[*s].name
-                        ))
+                        KilnError::config(format!("rule for column '{name}': sql failed: {e}"))
                     })?;
                 let out = arrow::compute::cast(&out, &arrow_type(self.slots[*s].out_type))
-                    .map_err(|e| {
-                        KilnError::config(format!("rule for column '{}': {e}", self.slots[*s].name))
-                    })?;
+                    .map_err(|e| KilnError::config(format!("rule for column '{name}': {e}")))?;
                 let out = apply_nulls(
                     out,
                     self.rules.columns[*s - slot].null_fraction,
-                    mix(self.seed, index as u64, 7_000 + *s as u64),
+                    mix(self.seed, key, 7_000 + *s as u64),
                 )?;
                 arrays[*s] = out;
                 batch = RecordBatch::try_new(Arc::clone(&self.full_schema), arrays.clone())
@@ -388,224 +659,107 @@ impl Generator {
         RecordBatch::try_new(self.schema(), out)
             .map_err(|e| KilnError::config(format!("generator: {e}")))
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn column(
+/// Draws one column's values run by run: each run has its own RNG, so the
+/// values do not depend on how runs are grouped into chunks or threads.
+struct ColumnFill<'a> {
+    seed: u64,
+    key: u64,
+    runs: &'a [Run],
+    branch: &'a [u8],
+    branches: &'a [Sampler],
+    per_entity: bool,
+    null_fraction: f64,
+}
+
+impl ColumnFill<'_> {
+    /// Returns the values and, if the column has nulls, the validity.
+    fn run<T: Clone>(
         &self,
-        s: usize,
-        rule: &ColumnRule,
-        ents: &[(i64, usize, usize)],
-        first_row: usize,
-        n: usize,
-        values: &[Values],
-        valid: &[Vec<bool>],
-    ) -> Result<(Values, Vec<bool>)> {
-        let slot = &self.slots[s];
-        let conds: Vec<CompiledCond> = rule
-            .when
-            .iter()
-            .map(|w| self.compile_cond(&w.condition))
-            .collect::<Result<_>>()?;
-        let branches: Vec<&Gen> = rule
-            .when
-            .iter()
-            .map(|w| &w.generator)
-            .chain(rule.generator.iter())
-            .collect();
-        let mut num = Vec::new();
-        let mut boo = Vec::new();
-        let mut cat = Vec::new();
-        let mut txt = Vec::new();
-        let mut ok = Vec::with_capacity(n);
-        let cat_maps: Vec<Vec<u32>> = branches
-            .iter()
-            .map(|g| match g {
-                Gen::Categorical { values, .. } => values
-                    .iter()
-                    .map(|v| slot.dict.iter().position(|d| d == v).unwrap_or(0) as u32)
-                    .collect(),
-                _ => Vec::new(),
-            })
-            .collect();
-        let cum: Vec<Vec<f64>> = branches
-            .iter()
-            .map(|g| match g {
-                Gen::Categorical { weights, .. } => weights
-                    .iter()
-                    .scan(0.0, |a, w| {
-                        *a += w;
-                        Some(*a)
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            })
-            .collect();
-        let mut row = 0usize;
-        for e in ents {
-            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, e.0 as u64, s as u64 + 1));
-            let mut walk: Option<f64> = None;
-            let mut clock: Option<f64> = None;
-            let mut entity_value: Option<Draw> = None;
-            for k in 0..e.2 {
-                let r = row + k;
-                let b = conds
-                    .iter()
-                    .position(|c| c.eval(r, values, valid))
-                    .unwrap_or(conds.len());
-                let g = branches.get(b).or(branches.last()).ok_or_else(|| {
-                    KilnError::config(format!("rule for column '{}': no generator", rule.name))
-                })?;
-                let b = b.min(branches.len() - 1);
-                // A per-entity column draws once and repeats that value.
-                let draw = match &entity_value {
-                    Some(d) => d.clone(),
-                    None => {
-                        let d = draw(
-                            g,
-                            &mut rng,
-                            &cum[b],
-                            &cat_maps[b],
-                            &mut walk,
-                            &mut clock,
-                            (first_row + r) as i64,
-                            e.0,
-                        )?;
-                        if rule.per_entity {
-                            entity_value = Some(d.clone());
-                        }
-                        d
-                    }
+        mut draw: impl FnMut(&Sampler, &mut SynthRng, &mut SeqState, i64, i64) -> T,
+    ) -> (Vec<T>, Vec<bool>) {
+        let n = self.branch.len();
+        let mut values = Vec::with_capacity(n);
+        let nullable = self.null_fraction > 0.0;
+        let mut valid = Vec::with_capacity(if nullable { n } else { 0 });
+        let mut r = 0usize;
+        for run in self.runs {
+            let mut rng =
+                SynthRng::seed_from_u64(mix(self.seed, run.first_row as u64, self.key));
+            let mut state = SeqState::default();
+            let mut fixed: Option<T> = None;
+            for k in 0..run.rows {
+                let g = &self.branches[usize::from(self.branch[r])];
+                let row = (run.first_row + k) as i64;
+                let v = if self.per_entity {
+                    fixed
+                        .get_or_insert_with(|| draw(g, &mut rng, &mut state, row, run.id))
+                        .clone()
+                } else {
+                    draw(g, &mut rng, &mut state, row, run.id)
                 };
-                ok.push(rule.null_fraction == 0.0 || rng.random::<f64>() >= rule.null_fraction);
-                match draw {
-                    Draw::Num(x) => num.push(x),
-                    Draw::Bool(x) => boo.push(x),
-                    Draw::Cat(x) => cat.push(x),
-                    Draw::Text(x) => txt.push(x),
+                values.push(v);
+                if nullable {
+                    valid.push(rng.random::<f64>() >= self.null_fraction);
                 }
+                r += 1;
             }
-            row += e.2;
         }
-        let v = if !txt.is_empty() {
-            Values::Text(txt)
-        } else if !cat.is_empty() {
-            Values::Cat(cat)
-        } else if !boo.is_empty() {
-            Values::Bool(boo)
-        } else {
-            Values::Num(num)
-        };
-        let len = match &v {
-            Values::Num(x) => x.len(),
-            Values::Bool(x) => x.len(),
-            Values::Cat(x) => x.len(),
-            Values::Text(x) => x.len(),
-        };
-        if len != n && n > 0 {
-            return Err(KilnError::config(format!(
-                "rule for column '{}': branches produce different kinds of values",
-                rule.name
-            )));
-        }
-        Ok((v, ok))
+        (values, valid)
     }
+}
 
-    fn compile_cond(&self, c: &Condition) -> Result<CompiledCond> {
-        let slot_of = |name: &str| {
-            self.slots
-                .iter()
-                .position(|s| s.name == name)
-                .ok_or_else(|| KilnError::config(format!("unknown column '{name}' in condition")))
-        };
-        let lit = |s: usize, l: &Literal| -> Lit {
-            match l {
-                Literal::Number(x) => Lit::Num(*x),
-                Literal::Bool(b) => Lit::Bool(*b),
-                Literal::Text(t) => match self.slots[s].dict.iter().position(|d| d == t) {
-                    Some(i) => Lit::Cat(i as u32),
-                    None => Lit::Text(t.clone()),
-                },
-            }
-        };
-        Ok(match c {
-            Condition::Eq(col, l) => {
-                let s = slot_of(col)?;
-                CompiledCond::Eq(s, lit(s, l))
-            }
-            Condition::Ne(col, l) => {
-                let s = slot_of(col)?;
-                CompiledCond::Not(Box::new(CompiledCond::Eq(s, lit(s, l))))
-            }
-            Condition::Lt(col, x) => CompiledCond::Lt(slot_of(col)?, *x),
-            Condition::Gt(col, x) => CompiledCond::Gt(slot_of(col)?, *x),
-            Condition::In(col, ls) => {
-                let s = slot_of(col)?;
-                CompiledCond::Or(ls.iter().map(|l| CompiledCond::Eq(s, lit(s, l))).collect())
-            }
-            Condition::And(cs) => CompiledCond::And(
-                cs.iter()
-                    .map(|c| self.compile_cond(c))
-                    .collect::<Result<_>>()?,
-            ),
-            Condition::Or(cs) => CompiledCond::Or(
-                cs.iter()
-                    .map(|c| self.compile_cond(c))
-                    .collect::<Result<_>>()?,
-            ),
-            Condition::Not(c) => CompiledCond::Not(Box::new(self.compile_cond(c)?)),
+fn nulls(valid: Vec<bool>) -> Option<NullBuffer> {
+    if valid.is_empty() {
+        None
+    } else {
+        Some(NullBuffer::new(pack_bits(&valid))).filter(|n| n.null_count() > 0)
+    }
+}
+
+/// Packs bools 64 at a time (`BooleanBuffer::from(&[bool])` goes bit by bit).
+fn pack_bits(bits: &[bool]) -> BooleanBuffer {
+    let words: Vec<u64> = bits
+        .chunks(64)
+        .map(|c| {
+            c.iter()
+                .enumerate()
+                .fold(0u64, |w, (i, b)| w | (u64::from(*b) << i))
         })
+        .collect();
+    BooleanBuffer::new(arrow::buffer::Buffer::from_vec(words), 0, bits.len())
+}
+
+fn numbers(values: Vec<f64>, valid: Vec<bool>, out_type: ColumnType) -> ArrayRef {
+    let nulls = nulls(valid);
+    match out_type {
+        ColumnType::Int64 => Arc::new(Int64Array::new(
+            values.iter().map(|x| *x as i64).collect(),
+            nulls,
+        )),
+        ColumnType::Int32 => Arc::new(Int32Array::new(
+            values.iter().map(|x| *x as i32).collect(),
+            nulls,
+        )),
+        ColumnType::Float32 => Arc::new(Float32Array::new(
+            values.iter().map(|x| *x as f32).collect(),
+            nulls,
+        )),
+        ColumnType::Timestamp => Arc::new(
+            TimestampMillisecondArray::new(values.iter().map(|x| *x as i64).collect(), nulls)
+                .with_timezone("UTC"),
+        ),
+        _ => Arc::new(Float64Array::new(values.into(), nulls)),
     }
 }
 
-#[derive(Clone)]
-enum Draw {
-    Num(f64),
-    Bool(bool),
-    Cat(u32),
-    Text(String),
-}
-
-enum Lit {
-    Num(f64),
-    Bool(bool),
-    Cat(u32),
-    Text(String),
-}
-
-enum CompiledCond {
-    Eq(usize, Lit),
-    Lt(usize, f64),
-    Gt(usize, f64),
-    And(Vec<CompiledCond>),
-    Or(Vec<CompiledCond>),
-    Not(Box<CompiledCond>),
-}
-
-impl CompiledCond {
-    fn eval(&self, r: usize, values: &[Values], valid: &[Vec<bool>]) -> bool {
-        let present = |s: usize| valid[s].get(r).copied().unwrap_or(false);
-        match self {
-            CompiledCond::Eq(s, lit) => {
-                present(*s)
-                    && match (&values[*s], lit) {
-                        (Values::Num(v), Lit::Num(x)) => v[r] == *x,
-                        (Values::Bool(v), Lit::Bool(x)) => v[r] == *x,
-                        (Values::Cat(v), Lit::Cat(x)) => v[r] == *x,
-                        (Values::Text(v), Lit::Text(x)) => &v[r] == x,
-                        _ => false,
-                    }
-            }
-            CompiledCond::Lt(s, x) => {
-                present(*s) && matches!(&values[*s], Values::Num(v) if v[r] < *x)
-            }
-            CompiledCond::Gt(s, x) => {
-                present(*s) && matches!(&values[*s], Values::Num(v) if v[r] > *x)
-            }
-            CompiledCond::And(cs) => cs.iter().all(|c| c.eval(r, values, valid)),
-            CompiledCond::Or(cs) => cs.iter().any(|c| c.eval(r, values, valid)),
-            CompiledCond::Not(c) => !c.eval(r, values, valid),
-        }
-    }
+fn categories(dict: &[String], codes: Vec<u32>, nulls: Option<NullBuffer>) -> ArrayRef {
+    let dict = StringArray::from_iter_values(dict);
+    let indices = UInt32Array::new(codes.into(), nulls);
+    // Codes come from the dictionary, so `take` cannot go out of bounds.
+    arrow::compute::take(&dict, &indices, None)
+        .unwrap_or_else(|_| arrow::array::new_null_array(&DataType::Utf8, indices.len()))
 }
 
 fn pick(weights: &[f64], u: f64) -> usize {
@@ -619,217 +773,11 @@ fn pick(weights: &[f64], u: f64) -> usize {
     weights.len() - 1
 }
 
-fn shape(
-    mut sample: impl FnMut() -> f64,
-    min: Option<f64>,
-    max: Option<f64>,
-    round: Option<i32>,
-) -> f64 {
-    let inside = |x: f64| min.is_none_or(|m| x >= m) && max.is_none_or(|m| x <= m);
-    let mut x = sample();
-    for _ in 0..16 {
-        if inside(x) {
-            break;
-        }
-        x = sample();
-    }
-    if let Some(m) = min {
-        x = x.max(m);
-    }
-    if let Some(m) = max {
-        x = x.min(m);
-    }
-    match round {
-        Some(d) => {
-            let f = 10f64.powi(d);
-            (x * f).round() / f
-        }
-        None => x,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn draw(
-    g: &Gen,
-    rng: &mut ChaCha8Rng,
-    cum: &[f64],
-    cat_map: &[u32],
-    walk: &mut Option<f64>,
-    clock: &mut Option<f64>,
-    row: i64,
-    entity: i64,
-) -> Result<Draw> {
-    let bad = |e: String| KilnError::config(format!("generator: {e}"));
-    Ok(match g {
-        Gen::Uniform { min, max, round } => Draw::Num(shape(
-            || min + (max - min) * rng.random::<f64>(),
-            None,
-            None,
-            *round,
-        )),
-        Gen::Normal {
-            mean,
-            std,
-            min,
-            max,
-            round,
-        } => {
-            let d = Normal::new(*mean, *std).map_err(|e| bad(e.to_string()))?;
-            Draw::Num(shape(|| d.sample(rng), *min, *max, *round))
-        }
-        Gen::Lognormal {
-            mu,
-            sigma,
-            min,
-            max,
-            round,
-        } => {
-            let d = LogNormal::new(*mu, *sigma).map_err(|e| bad(e.to_string()))?;
-            Draw::Num(shape(|| d.sample(rng), *min, *max, *round))
-        }
-        Gen::Exponential {
-            rate,
-            min,
-            max,
-            round,
-        } => {
-            let d = Exp::new(*rate).map_err(|e| bad(e.to_string()))?;
-            Draw::Num(shape(|| d.sample(rng), *min, *max, *round))
-        }
-        Gen::IntRange { min, max } => Draw::Num(rng.random_range(*min..=*max) as f64),
-        Gen::Categorical { .. } => Draw::Cat(cat_map[pick_cum(cum, rng.random::<f64>())]),
-        Gen::Bool { p } => Draw::Bool(rng.random::<f64>() < *p),
-        Gen::Constant { value } => match value {
-            Literal::Bool(b) => Draw::Bool(*b),
-            Literal::Number(x) => Draw::Num(*x),
-            Literal::Text(t) => Draw::Text(t.clone()),
-        },
-        Gen::TimestampRange { start, end } => {
-            let (a, b) = (rules::parse_ts_ms(start, "")?, rules::parse_ts_ms(end, "")?);
-            Draw::Num((a as f64 + (b - a) as f64 * rng.random::<f64>()).floor())
-        }
-        Gen::TimestampSequence {
-            start,
-            end,
-            min_gap_s,
-            max_gap_s,
-        } => {
-            let t = match *clock {
-                None => {
-                    let (a, b) = (rules::parse_ts_ms(start, "")?, rules::parse_ts_ms(end, "")?);
-                    (a as f64 + (b - a) as f64 * rng.random::<f64>()).floor()
-                }
-                Some(prev) => {
-                    prev + ((min_gap_s + (max_gap_s - min_gap_s) * rng.random::<f64>()) * 1000.0)
-                        .round()
-                }
-            };
-            *clock = Some(t);
-            Draw::Num(t)
-        }
-        Gen::Walk { start, step_std } => {
-            let x = match *walk {
-                None => *start,
-                Some(prev) => prev + step_std * rng.sample::<f64, _>(StandardNormal),
-            };
-            *walk = Some(x);
-            Draw::Num(x)
-        }
-        Gen::Template { pattern } => Draw::Text(render_template(pattern, rng, row, entity)),
-        Gen::UniqueId { start } => Draw::Num((start + row) as f64),
-    })
-}
-
-fn pick_cum(cum: &[f64], u: f64) -> usize {
-    cum.iter()
-        .position(|c| u < *c)
-        .unwrap_or(cum.len().saturating_sub(1))
-}
-
-fn render_template(pattern: &str, rng: &mut ChaCha8Rng, row: i64, entity: i64) -> String {
-    let mut out = String::with_capacity(pattern.len() + 8);
-    let mut rest = pattern;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let Some(close) = rest[open..].find('}') else {
-            out.push_str(&rest[open..]);
-            return out;
-        };
-        let spec = &rest[open + 1..open + close];
-        let (kind, count) = spec
-            .split_once(':')
-            .map(|(k, n)| (k, n.parse::<usize>().unwrap_or(1)))
-            .unwrap_or((spec, 1));
-        let alphabet: &[u8] = match kind {
-            "digits" => b"0123456789",
-            "upper" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-            "lower" => b"abcdefghijklmnopqrstuvwxyz",
-            "hex" => b"0123456789abcdef",
-            "row" => {
-                out.push_str(&row.to_string());
-                rest = &rest[open + close + 1..];
-                continue;
-            }
-            "entity" => {
-                out.push_str(&entity.to_string());
-                rest = &rest[open + close + 1..];
-                continue;
-            }
-            _ => {
-                out.push_str(&rest[open..open + close + 1]);
-                rest = &rest[open + close + 1..];
-                continue;
-            }
-        };
-        for _ in 0..count {
-            out.push(alphabet[rng.random_range(0..alphabet.len())] as char);
-        }
-        rest = &rest[open + close + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
-fn to_array(v: Values, ok: Vec<bool>, slot: &Slot, n: usize) -> ArrayRef {
-    let valid = |i: usize| ok.get(i).copied().unwrap_or(false);
-    match v {
-        Values::Num(x) if x.len() == n => match slot.out_type {
-            ColumnType::Int64 => Arc::new(Int64Array::from_iter(
-                (0..n).map(|i| valid(i).then(|| x[i] as i64)),
-            )),
-            ColumnType::Int32 => Arc::new(Int32Array::from_iter(
-                (0..n).map(|i| valid(i).then(|| x[i] as i32)),
-            )),
-            ColumnType::Float32 => Arc::new(Float32Array::from_iter(
-                (0..n).map(|i| valid(i).then(|| x[i] as f32)),
-            )),
-            ColumnType::Timestamp => Arc::new(
-                TimestampMillisecondArray::from_iter((0..n).map(|i| valid(i).then(|| x[i] as i64)))
-                    .with_timezone("UTC"),
-            ),
-            _ => Arc::new(Float64Array::from_iter(
-                (0..n).map(|i| valid(i).then(|| x[i])),
-            )),
-        },
-        Values::Bool(x) => Arc::new(BooleanArray::from_iter(
-            (0..n).map(|i| valid(i).then(|| x[i])),
-        )),
-        Values::Cat(x) => Arc::new(StringArray::from_iter(
-            (0..n).map(|i| valid(i).then(|| slot.dict[x[i] as usize].as_str())),
-        )),
-        Values::Text(x) => Arc::new(StringArray::from_iter(
-            (0..n).map(|i| valid(i).then(|| x[i].as_str())),
-        )),
-        // Placeholder for SQL columns, filled after generation.
-        Values::Num(_) => arrow::array::new_null_array(&arrow_type(slot.out_type), n),
-    }
-}
-
 fn apply_nulls(array: ArrayRef, fraction: f64, seed: u64) -> Result<ArrayRef> {
     if fraction <= 0.0 {
         return Ok(array);
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = SynthRng::seed_from_u64(seed);
     let keep =
         BooleanArray::from_iter((0..array.len()).map(|_| Some(rng.random::<f64>() >= fraction)));
     let nulls = arrow::array::new_null_array(array.data_type(), array.len());
@@ -907,8 +855,9 @@ fn compile_derived(
 #[cfg(test)]
 mod tests;
 
-/// Generates into `target` (atomic commit), streaming: at most a few waves
-/// of chunks are in memory at any time.
+/// Generates into `target` (atomic commit), streaming: one file per
+/// [`ROWS_PER_FILE`] rows, as many files at a time as there are threads, each
+/// holding at most a wave of chunks in memory.
 pub async fn write_generated(
     session: &crate::session::KilnSession,
     generator: Arc<Generator>,
@@ -916,21 +865,102 @@ pub async fn write_generated(
     format: &crate::io::OutputFormat,
 ) -> Result<crate::io::WriteSummary> {
     use futures::StreamExt;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(4);
     let schema = generator.schema();
-    let producer = tokio::task::spawn_blocking(move || {
-        let result = generator.generate(|batch| {
-            tx.blocking_send(Ok(batch))
-                .map_err(|_| KilnError::io("generator", "writer stopped"))
-        });
-        if let Err(e) = result {
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
-    let stream =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
-            .boxed();
-    let summary = crate::io::write_streams(session, schema, vec![stream], target, format).await;
-    producer.await.map_err(|e| KilnError::io("generator", e))?;
+    let format = with_plain_columns(format, &generator);
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        rayon::current_num_threads().max(1),
+    ));
+    let mut producers = Vec::new();
+    let mut streams = Vec::new();
+    for range in generator.file_ranges() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        let generator = Arc::clone(&generator);
+        let permits = Arc::clone(&permits);
+        producers.push(tokio::spawn(async move {
+            let Ok(permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let _ = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let result = generator.generate_range(range, |batch| {
+                    tx.blocking_send(Ok(batch))
+                        .map_err(|_| KilnError::io("generator", "writer stopped"))
+                });
+                if let Err(e) = result {
+                    let _ = tx.blocking_send(Err(e));
+                }
+            })
+            .await;
+        }));
+        streams.push(
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+                .boxed(),
+        );
+    }
+    let summary = crate::io::write_streams(session, schema, streams, target, &format).await;
+    for p in producers {
+        p.await.map_err(|e| KilnError::io("generator", e))?;
+    }
     summary
+}
+
+/// Reads `input` and writes it with the generator's columns added to
+/// `target` (enhance mode; atomic commit). Input partitions are read in
+/// order, so the output is deterministic for a seed.
+pub async fn write_enhanced(
+    session: &crate::session::KilnSession,
+    rules: Rules,
+    seed: u64,
+    input: &url::Url,
+    input_format: crate::io::FileFormat,
+    target: &url::Url,
+    format: &crate::io::OutputFormat,
+) -> Result<crate::io::WriteSummary> {
+    use futures::StreamExt;
+    let df = crate::io::read_table(session, input, input_format).await?;
+    let input_schema: Schema = df.schema().as_arrow().clone();
+    let generator = Arc::new(
+        Generator::enhance(rules, seed, &input_schema)
+            .map_err(|e| e.context(format!("enhancing {input}")))?,
+    );
+    let schema = generator.schema();
+    let format = with_plain_columns(format, &generator);
+    let partitions = df
+        .execute_stream_partitioned()
+        .await
+        .map_err(|e| KilnError::data(input, e.to_string()))?;
+    let input_name = input.to_string();
+    let batches = futures::stream::iter(partitions).flatten();
+    let first_row = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stream = batches
+        .map(move |batch| {
+            let generator = Arc::clone(&generator);
+            let input_name = input_name.clone();
+            let batch = batch.map_err(|e| KilnError::data(&input_name, e.to_string()));
+            let rows = batch.as_ref().map(|b| b.num_rows()).unwrap_or(0);
+            let first = first_row.fetch_add(rows, std::sync::atomic::Ordering::SeqCst);
+            tokio::task::spawn_blocking(move || generator.enhance_batch(&batch?, first))
+        })
+        .buffered(rayon::current_num_threads().max(2))
+        .map(|joined| joined.map_err(|e| KilnError::io("generator", e)).and_then(|r| r))
+        .boxed();
+    crate::io::write_streams(session, schema, vec![stream], target, &format).await
+}
+
+fn with_plain_columns(
+    format: &crate::io::OutputFormat,
+    generator: &Generator,
+) -> crate::io::OutputFormat {
+    match format {
+        crate::io::OutputFormat::Parquet(options) => {
+            let mut options = options.clone();
+            for c in generator.high_cardinality_columns() {
+                if !options.plain_columns.contains(&c) {
+                    options.plain_columns.push(c);
+                }
+            }
+            crate::io::OutputFormat::Parquet(options)
+        }
+        other => other.clone(),
+    }
 }

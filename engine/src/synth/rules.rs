@@ -277,7 +277,16 @@ pub(crate) mod chrono_like {
 }
 
 impl Rules {
+    /// Parses and validates rules that generate from scratch.
     pub fn from_yaml(text: &str, file: &str) -> Result<Self> {
+        let rules = Self::parse(text, file)?;
+        rules.validate()?;
+        Ok(rules)
+    }
+
+    /// Parses without validating (enhance-mode rules are validated against
+    /// their input's columns by `Generator::enhance`).
+    pub fn parse(text: &str, file: &str) -> Result<Self> {
         // Enums are written as single-key maps (`normal: {mean: 0, std: 1}`).
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let rules: Rules = serde_yaml_ng::with::singleton_map_recursive::deserialize(de).map_err(
@@ -292,20 +301,36 @@ impl Rules {
                 ))
             },
         )?;
-        rules.validate()?;
         Ok(rules)
     }
 
     /// Checks every rule; errors name the rule (column) at fault.
     pub fn validate(&self) -> Result<()> {
-        let mut known: Vec<&str> = Vec::new();
+        self.validate_with_input(&[])
+    }
+
+    /// Like [`Rules::validate`], for rules that add columns to an input
+    /// with the columns `input` (enhance mode).
+    pub fn validate_with_input(&self, input: &[&str]) -> Result<()> {
+        if let Some(c) = self.columns.iter().find(|c| input.contains(&c.name.as_str())) {
+            return Err(KilnError::config_fix(
+                format!(
+                    "rule for column '{}': the input already has this column",
+                    c.name
+                ),
+                "rename the rule's column, or drop it from the input",
+            ));
+        }
+        let mut known: Vec<&str> = input.to_vec();
         if let Some(e) = &self.entity {
             if e.mean_rows < 1.0 || e.sigma < 0.0 {
                 return Err(KilnError::config(
                     "entity: mean_rows must be >= 1 and sigma >= 0",
                 ));
             }
-            known.push(&e.column);
+            if !known.contains(&e.column.as_str()) {
+                known.push(&e.column);
+            }
         }
         for l in &self.latent {
             let n = l.states.len();

@@ -197,3 +197,114 @@ fn invalid_rules_name_the_rule() {
         assert_eq!(err.exit_code(), 2);
     }
 }
+
+const ENHANCE: &str = r#"
+entity: { column: device_id, mean_rows: 1 }
+latent:
+  - { name: mood, states: [calm, busy], weights: [0.5, 0.5], mean_run: [30, 30], keep: true }
+columns:
+  - name: noise
+    when:
+      - if: { eq: [state, indoor] }
+        gen: { normal: { mean: 100, std: 1 } }
+    gen: { normal: { mean: -100, std: 1 } }
+  - name: tag
+    gen: { template: { pattern: "d{entity}-{upper:3}" } }
+  - name: rsrp_plus
+    type: float64
+    sql: "rsrp + noise"
+"#;
+
+fn enhance_all(rules: &str, input: &[RecordBatch], seed: u64) -> Result<RecordBatch> {
+    let g = Generator::enhance(
+        Rules::parse(rules, "enhance.yaml")?,
+        seed,
+        input[0].schema().as_ref(),
+    )?;
+    let mut first = 0;
+    let mut out = Vec::new();
+    for b in input {
+        out.push(g.enhance_batch(b, first)?);
+        first += b.num_rows();
+    }
+    Ok(concat(&out))
+}
+
+#[test]
+fn enhance_mode_adds_columns_that_follow_the_input() -> Result<()> {
+    let input = generate(RULES, 60_000, 3)?;
+    let base = concat(&input);
+    let out = enhance_all(ENHANCE, &input, 9)?;
+    assert_eq!(out.num_rows(), base.num_rows());
+    // Input columns come first and are unchanged.
+    for (i, f) in base.schema().fields().iter().enumerate() {
+        assert_eq!(out.schema().field(i).name(), f.name());
+        assert_eq!(out.column(i), base.column(i), "input column {}", f.name());
+    }
+    for c in ["mood", "noise", "tag", "rsrp_plus"] {
+        assert!(out.schema().index_of(c).is_ok(), "{c} missing");
+    }
+    // The condition on an input column holds on every row.
+    let state = out.column_by_name("state").expect("state").as_string::<i32>();
+    let noise = out.column_by_name("noise").expect("noise").as_primitive::<Float64Type>();
+    for r in 0..out.num_rows() {
+        let indoor = state.value(r) == "indoor";
+        assert_eq!(noise.value(r) > 0.0, indoor, "row {r}");
+    }
+    // Templates see the input's entity; sql sees input and new columns.
+    let device = out.column_by_name("device_id").expect("id").as_primitive::<Int64Type>();
+    let tag = out.column_by_name("tag").expect("tag").as_string::<i32>();
+    assert!(tag.value(0).starts_with(&format!("d{}-", device.value(0))));
+    let rsrp = out.column_by_name("rsrp").expect("rsrp").as_primitive::<Float64Type>();
+    let plus = out.column_by_name("rsrp_plus").expect("plus").as_primitive::<Float64Type>();
+    for r in 0..out.num_rows() {
+        assert_eq!(plus.is_null(r), rsrp.is_null(r));
+        if !rsrp.is_null(r) {
+            assert_eq!(plus.value(r), rsrp.value(r) + noise.value(r));
+        }
+    }
+    // The latent state keeps its runs within each device.
+    let mood = out.column_by_name("mood").expect("mood").as_string::<i32>();
+    let changes = (1..out.num_rows())
+        .filter(|r| device.value(*r) == device.value(r - 1) && mood.value(*r) != mood.value(r - 1))
+        .count();
+    assert!(changes > 0 && changes < out.num_rows() / 10, "{changes} changes");
+    // Deterministic for a seed, different for another.
+    assert_eq!(out, enhance_all(ENHANCE, &input, 9)?);
+    assert_ne!(out, enhance_all(ENHANCE, &input, 10)?);
+    Ok(())
+}
+
+#[test]
+fn enhance_mode_rejects_clashing_or_missing_columns() -> Result<()> {
+    let input = generate(RULES, 1_000, 3)?;
+    let schema = input[0].schema();
+    let cases = [
+        (
+            ENHANCE.replace("name: noise", "name: rsrp").replace("rsrp + noise", "rsrp"),
+            "rule for column 'rsrp': the input already has this column",
+        ),
+        (
+            ENHANCE.replace("column: device_id", "column: phone_id"),
+            "entity column 'phone_id' is not a column of the input",
+        ),
+        (
+            ENHANCE.replace("eq: [state, indoor]", "eq: [stat, indoor]"),
+            "condition refers to unknown column 'stat'",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = Rules::parse(&text, "enhance.yaml")
+            .and_then(|r| Generator::enhance(r, 1, schema.as_ref()).map(|_| ()))
+            .expect_err(expected);
+        assert!(err.to_string().contains(expected), "expected '{expected}' in: {err}");
+    }
+    Ok(())
+}
+
+#[test]
+fn packed_bits_match_arrow() {
+    let bits: Vec<bool> = (0..1_000).map(|i| i % 3 == 0 || i % 7 == 1).collect();
+    assert_eq!(pack_bits(&bits), BooleanBuffer::from(bits.as_slice()));
+    assert_eq!(pack_bits(&[]).len(), 0);
+}

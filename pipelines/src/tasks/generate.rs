@@ -7,7 +7,7 @@ use datafusion::prelude::{col, lit};
 use kiln_engine::io::{
     FileFormat, OutputFormat, ParquetWriteOptions, ensure_exists, write_parquet,
 };
-use kiln_engine::synth::{Generator, Rules, write_generated};
+use kiln_engine::synth::{Generator, Rules, write_enhanced, write_generated};
 use kiln_engine::{KilnError, Result};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -17,7 +17,15 @@ use std::sync::Arc;
 struct Init {
     /// Rule file (a local path, relative to the working directory).
     rules: String,
-    rows: usize,
+    /// Rows to generate from scratch.
+    #[serde(default)]
+    rows: Option<usize>,
+    /// Enhance mode: add the rules' columns to this dataset (lake path)
+    /// instead of generating rows from scratch.
+    #[serde(default)]
+    input: Option<String>,
+    #[serde(default)]
+    input_format: FileFormat,
     #[serde(default)]
     seed: u64,
     #[serde(default)]
@@ -59,7 +67,13 @@ struct Output {
 pub struct RuleBasedGenerator {
     init: Init,
     output: Output,
-    generator: Arc<Generator>,
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Scratch(Arc<Generator>),
+    Enhance(Rules),
 }
 
 impl RuleBasedGenerator {
@@ -76,10 +90,33 @@ impl RuleBasedGenerator {
                 "rules paths are relative to the working directory",
             )
         })?;
-        let rules = Rules::from_yaml(&text, &init.rules)?;
-        let generator = Arc::new(Generator::new(rules, init.seed, init.rows)?);
-        let schema = generator.schema();
-        if !output.split_tables.is_empty() {
+        let rules = Rules::parse(&text, &init.rules)?;
+        let mode = match (&init.input, init.rows) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(KilnError::config_fix(
+                    format!(
+                        "{}: task '{}': give either rows (generate from scratch) or input (enhance an existing dataset)",
+                        loaded.locate(&task.name, "rules"),
+                        task.name
+                    ),
+                    "set exactly one of rows and input",
+                ));
+            }
+            (Some(_), None) => {
+                if !output.split_tables.is_empty() {
+                    return Err(KilnError::config(format!(
+                        "task '{}': split_tables is only available when generating from scratch",
+                        task.name
+                    )));
+                }
+                Mode::Enhance(rules)
+            }
+            (None, Some(rows)) => Mode::Scratch(Arc::new(Generator::new(rules, init.seed, rows)?)),
+        };
+        if let Mode::Scratch(generator) = &mode
+            && !output.split_tables.is_empty()
+        {
+            let schema = generator.schema();
             let key = output.split_key.as_deref().ok_or_else(|| {
                 KilnError::config(format!(
                     "task '{}': split_tables needs split_key",
@@ -102,11 +139,7 @@ impl RuleBasedGenerator {
                 }
             }
         }
-        Ok(RuleBasedGenerator {
-            init,
-            output,
-            generator,
-        })
+        Ok(RuleBasedGenerator { init, output, mode })
     }
 }
 
@@ -126,10 +159,36 @@ impl Task for RuleBasedGenerator {
                 FileFormat::Csv => OutputFormat::Csv,
             };
             let started = std::time::Instant::now();
+            let generator = match &self.mode {
+                Mode::Scratch(generator) => generator,
+                Mode::Enhance(rules) => {
+                    let input = ctx.lake.resolve(self.init.input.as_deref().unwrap_or_default())?;
+                    let summary = write_enhanced(
+                        &ctx.session,
+                        rules.clone(),
+                        self.init.seed,
+                        &input,
+                        self.init.input_format,
+                        &target,
+                        &format,
+                    )
+                    .await?;
+                    return Ok(TaskOutcome {
+                        rows_in: Some(summary.rows),
+                        rows_out: Some(summary.rows),
+                        outputs: vec![target.to_string()],
+                        summary: vec![format!(
+                            "{input}: {} rows enhanced -> {target} in {:.1}s",
+                            summary.rows,
+                            started.elapsed().as_secs_f64()
+                        )],
+                        ..Default::default()
+                    });
+                }
+            };
             if self.output.split_tables.is_empty() {
                 let summary =
-                    write_generated(&ctx.session, Arc::clone(&self.generator), &target, &format)
-                        .await?;
+                    write_generated(&ctx.session, Arc::clone(generator), &target, &format).await?;
                 let secs = started.elapsed().as_secs_f64();
                 return Ok(TaskOutcome {
                     rows_out: Some(summary.rows),
@@ -149,7 +208,7 @@ impl Task for RuleBasedGenerator {
             ))?;
             let parquet = OutputFormat::Parquet(self.output.parquet.clone());
             let summary =
-                write_generated(&ctx.session, Arc::clone(&self.generator), &full, &parquet).await?;
+                write_generated(&ctx.session, Arc::clone(generator), &full, &parquet).await?;
             let df = ctx.input(full.as_str(), FileFormat::Parquet).await?;
             let key = self.output.split_key.clone().unwrap_or_default();
             let mut lines = vec![format!("{} rows generated", summary.rows)];

@@ -60,6 +60,9 @@ impl TaskContext {
 /// What a finished task reports.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct TaskOutcome {
+    /// Rows the task read, where it knows.
+    #[serde(default)]
+    pub rows_in: Option<u64>,
     pub rows_out: Option<u64>,
     pub outputs: Vec<String>,
     pub metrics: serde_json::Value,

@@ -382,7 +382,8 @@ impl Task for ModelTraining {
             ));
             summary.push(format!("reports and ROC plots: {}", repo.url(version, "")));
             Ok(TaskOutcome {
-                rows_out: Some(train.n_rows() as u64),
+                rows_in: Some(train.n_rows() as u64),
+                rows_out: None,
                 outputs: vec![repo.url(version, "model.json")],
                 metrics: serde_json::to_value(ModelArtifact::metric_map(metrics))
                     .unwrap_or_default(),
