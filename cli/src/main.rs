@@ -7,6 +7,7 @@ use kiln_engine::schema::ReferenceSchema;
 use kiln_engine::storage::parse_location;
 use kiln_engine::{KilnError, KilnSession, Master, Result};
 use kiln_pipelines::LoadedConfig;
+use kiln_pipelines::events::LogFormat;
 use kiln_pipelines::runner::{self, RunOptions};
 use std::process::ExitCode;
 
@@ -173,8 +174,18 @@ struct SubmitArgs {
     /// Abandon the whole run after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     time_limit: Option<f64>,
+    /// text: log lines, with a live progress display when stderr is a
+    /// terminal; json: one JSON event per line on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormatArg,
     /// The pipeline config (YAML).
     config: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -226,6 +237,11 @@ async fn submit(args: SubmitArgs) -> Result<()> {
         from: args.from,
         resume: args.resume,
         time_limit: args.time_limit,
+        log_format: match args.log_format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        },
+        live_progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let report = runner::run(&loaded, &options, &kiln_pipelines::extensions()).await?;
     eprintln!(
@@ -419,18 +435,19 @@ fn runs(show: Option<RunsCommand>, pipeline: Option<&str>, format: OutputFormatA
                 return Ok(());
             }
             println!(
-                "{:<22} {:<10} {:>8} {:<20} {:<20} {:>9} {:>10}  error",
-                "task", "state", "attempts", "start", "end", "seconds", "rows_out"
+                "{:<22} {:<10} {:>8} {:<20} {:<20} {:>9} {:>10} {:>10}  error",
+                "task", "state", "attempts", "start", "end", "seconds", "rows_in", "rows_out"
             );
             for t in tasks {
                 println!(
-                    "{:<22} {:<10} {:>8} {:<20} {:<20} {:>9.1} {:>10}  {}",
+                    "{:<22} {:<10} {:>8} {:<20} {:<20} {:>9.1} {:>10} {:>10}  {}",
                     t.task,
                     t.state,
                     t.attempts,
                     fmt_ms(t.start_ms),
                     fmt_ms(t.end_ms),
                     t.duration_s,
+                    t.rows_in.map(|r| r.to_string()).unwrap_or_default(),
                     t.rows_out.map(|r| r.to_string()).unwrap_or_default(),
                     t.error
                         .unwrap_or_default()

@@ -396,6 +396,12 @@ fn ballista_cluster_matches_local_execution() -> TestResult {
         "model artifacts differ"
     );
     assert_no_staging(&dir);
+    // Orchestration on the cluster: retries, timeouts, hooks, the event
+    // log, a killed run resumed, and schedules.
+    let master = cluster.master();
+    retries_scenario(&dir.join("retries"), &master)?;
+    resume_scenario(&dir.join("resume"), &master)?;
+    schedule_scenario(&dir.join("schedule"), &master)?;
     drop(cluster);
     Ok(())
 }
@@ -425,14 +431,73 @@ fn task<'a>(tasks: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value
         .unwrap_or(&serde_json::Value::Null)
 }
 
+/// Accepts one HTTP request on loopback and returns its body.
+fn webhook_receiver() -> Result<(String, std::sync::mpsc::Receiver<String>), std::io::Error> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let Ok(n) = stream.read(&mut buf) else { return };
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&data).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                    let _ = tx.send(body.to_string());
+                    return;
+                }
+            }
+        }
+    });
+    Ok((url, rx))
+}
+
+fn events_of(
+    root: &Path,
+    run_id: &str,
+) -> Result<Vec<serde_json::Value>, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(root.join(format!("_kiln/runs/{run_id}/events.jsonl")))?;
+    Ok(text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<Vec<serde_json::Value>, _>>()?)
+}
+
 #[test]
 fn retries_timeouts_and_concurrent_tasks() -> TestResult {
-    let dir = tempdir("retries");
+    retries_scenario(&tempdir("retries"), "local[2]")
+}
+
+/// Retries, timeouts, error classes, overlap of independent tasks, the
+/// event log, JSON logs and notification hooks, on `master`.
+fn retries_scenario(dir: &Path, master: &str) -> TestResult {
+    std::fs::create_dir_all(dir)?;
     let home = dir.join("home");
     let counter = dir.join("counter");
+    let notified = dir.join("notified.json");
     let config = format!(
         r#"name: retries
 storage: {{root: {root}}}
+notify:
+  on_success: [{{command: "{{ cat; echo; echo $KILN_RUN_STATE; }} > {notified}"}}]
 processing_tasks:
   - name: flaky
     classname: ShellCommand
@@ -450,17 +515,44 @@ processing_tasks:
     initialization_parameters: {{command: [sleep, "1"]}}
 "#,
         root = dir.display(),
-        counter = counter.display()
+        counter = counter.display(),
+        notified = notified.display()
     );
     std::fs::write(dir.join("r.yaml"), config)?;
     let o = kiln()
-        .args(["submit", "--master", "local[2]"])
+        .args(["submit", "--master", master])
         .arg(dir.join("r.yaml"))
         .env("KILN_HOME", &home)
         .output()?;
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    let tasks = run_history(&home, &run_id_of(&err).ok_or("run id")?)?;
+    let run_id = run_id_of(&err).ok_or("run id")?;
+    let tasks = run_history(&home, &run_id)?;
+    // The run's event log in the lake has every step, retries included.
+    let events = events_of(dir, &run_id)?;
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"run_started"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"run_finished"), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "task_retrying").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "task_succeeded").count(),
+        3,
+        "{kinds:?}"
+    );
+    assert!(events.iter().all(|e| e["ts_ms"].as_u64().is_some()));
+    // The success hook got the outcome on stdin and in the environment.
+    let note = std::fs::read_to_string(&notified)?;
+    let (json, state) = note.trim_end().rsplit_once('\n').ok_or("hook output")?;
+    let json: serde_json::Value = serde_json::from_str(json)?;
+    assert_eq!(
+        (json["run_id"].as_str(), json["state"].as_str(), state),
+        (Some(run_id.as_str()), Some("succeeded"), "succeeded")
+    );
+    assert_eq!(json["tasks"].as_array().map(Vec::len), Some(3));
     assert_eq!(task(&tasks, "flaky")["attempts"], 3, "{tasks:?}");
     assert_eq!(task(&tasks, "flaky")["state"], "succeeded");
     // Independent tasks overlap in time.
@@ -476,32 +568,61 @@ processing_tasks:
         "left {ls}..{le} and right {rs}..{re} do not overlap"
     );
 
-    // A timeout is retried, then fails the run (exit 1).
+    // A timeout is retried, then fails the run (exit 1); the failure
+    // webhook is called; --log-format json gives one JSON event per line.
+    let (hook, received) = webhook_receiver()?;
     let slow = format!(
-        "name: slow\nstorage: {{root: {}}}\nprocessing_tasks:\n  - name: slow\n    classname: ShellCommand\n    retries: 1\n    retry_delay: 0.1\n    execution_timeout: 0.5\n    initialization_parameters: {{command: [sleep, \"5\"]}}\n",
+        "name: slow\nstorage: {{root: {}}}\nnotify: {{on_failure: [{{webhook: \"{hook}\"}}]}}\nprocessing_tasks:\n  - name: slow\n    classname: ShellCommand\n    retries: 1\n    retry_delay: 0.1\n    execution_timeout: 0.5\n    initialization_parameters: {{command: [sleep, \"5\"]}}\n",
         dir.display()
     );
     std::fs::write(dir.join("slow.yaml"), slow)?;
     let o = kiln()
-        .args(["submit"])
+        .args(["submit", "--log-format", "json", "--master", master])
         .arg(dir.join("slow.yaml"))
         .env("KILN_HOME", &home)
         .output()?;
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("timed out after 0.5s"), "{err}");
-    let tasks = run_history(&home, &run_id_of(&err).ok_or("run id")?)?;
+    let json_events: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let run_id = json_events
+        .iter()
+        .find(|e| e["event"] == "run_started")
+        .and_then(|e| e["run_id"].as_str())
+        .ok_or("no run_started event")?
+        .to_string();
+    assert!(
+        json_events
+            .iter()
+            .any(|e| e["event"] == "task_failed" && e["attempts"] == 2),
+        "{err}"
+    );
+    let posted: serde_json::Value =
+        serde_json::from_str(&received.recv_timeout(Duration::from_secs(10))?)?;
+    assert_eq!(posted["state"], "failed");
+    assert_eq!(posted["run_id"].as_str(), Some(run_id.as_str()));
+    assert!(
+        posted["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out")),
+        "{posted}"
+    );
+    let tasks = run_history(&home, &run_id)?;
     assert_eq!(task(&tasks, "slow")["attempts"], 2, "{tasks:?}");
 
     // A configuration / data error is not retried.
-    generate(&dir, 200, 3, "raw/")?;
+    generate(dir, 200, 3, "raw/")?;
     let bad = format!(
         "name: bad\nstorage: {{root: {}}}\nprocessing_tasks:\n  - name: features\n    classname: FeaturePipeline\n    retries: 3\n    initialization_parameters:\n      input: raw/\n      stages:\n        - {{classname: StringIndexer, params: {{inputCols: [no_such_column]}}}}\n    transformation_parameters: {{mode: fit_transform, path_pipeline_model: m/, path_df_features: f/}}\n",
         dir.display()
     );
     std::fs::write(dir.join("bad.yaml"), bad)?;
     let o = kiln()
-        .args(["submit"])
+        .args(["submit", "--master", master])
         .arg(dir.join("bad.yaml"))
         .env("KILN_HOME", &home)
         .output()?;
@@ -564,13 +685,18 @@ fn names(dir: &Path) -> Vec<String> {
 
 #[test]
 fn killed_run_resumes_to_identical_outputs() -> TestResult {
-    let dir = tempdir("resume");
+    resume_scenario(&tempdir("resume"), "local[2]")
+}
+
+/// SIGKILL in the middle of a long task, then `--resume`, on `master`.
+fn resume_scenario(dir: &Path, master: &str) -> TestResult {
+    std::fs::create_dir_all(dir)?;
     let home = dir.join("home");
     let (full, killed) = (dir.join("full"), dir.join("killed"));
     std::fs::write(dir.join("full.yaml"), resume_pipeline(&full))?;
     std::fs::write(dir.join("killed.yaml"), resume_pipeline(&killed))?;
     let o = kiln()
-        .arg("submit")
+        .args(["submit", "--master", master])
         .arg(dir.join("full.yaml"))
         .env("KILN_HOME", &home)
         .output()?;
@@ -578,7 +704,7 @@ fn killed_run_resumes_to_identical_outputs() -> TestResult {
 
     // Kill with SIGKILL in the middle of the long task.
     let mut child = kiln()
-        .arg("submit")
+        .args(["submit", "--master", master])
         .arg(dir.join("killed.yaml"))
         .env("KILN_HOME", &home)
         .stderr(Stdio::piped())
@@ -604,7 +730,7 @@ fn killed_run_resumes_to_identical_outputs() -> TestResult {
     );
 
     let o = kiln()
-        .args(["submit", "--resume", &run_id])
+        .args(["submit", "--master", master, "--resume", &run_id])
         .arg(dir.join("killed.yaml"))
         .env("KILN_HOME", &home)
         .output()?;
@@ -633,13 +759,18 @@ fn killed_run_resumes_to_identical_outputs() -> TestResult {
         names(&killed),
         "file sets differ (partial or duplicate files)"
     );
-    assert_no_staging(&dir);
+    assert_no_staging(dir);
     Ok(())
 }
 
 #[test]
 fn schedule_starts_due_runs_and_respects_the_concurrency_policy() -> TestResult {
-    let dir = tempdir("schedule");
+    schedule_scenario(&tempdir("schedule"), "local[1]")
+}
+
+/// `kiln schedule` with a schedule due every second, on `master`.
+fn schedule_scenario(dir: &Path, master: &str) -> TestResult {
+    std::fs::create_dir_all(dir)?;
     let home = dir.join("home");
     for (policy, expect_skips) in [("forbid", true), ("allow", false)] {
         let path = dir.join(format!("{policy}.yaml"));
@@ -651,7 +782,7 @@ fn schedule_starts_due_runs_and_respects_the_concurrency_policy() -> TestResult 
             ),
         )?;
         let o = kiln()
-            .args(["schedule", "--for", "3.5", "--master", "local[1]"])
+            .args(["schedule", "--for", "3.5", "--master", master])
             .arg(&path)
             .env("KILN_HOME", &home)
             .output()?;

@@ -138,8 +138,10 @@ impl GbtParams {
         let mut trees: Vec<Vec<Tree>> = Vec::new();
         let mut importance = vec![0.0; nf];
         let (mut best_loss, mut best_iter, mut since_best) = (f64::INFINITY, 0usize, 0usize);
-        let mut grad = vec![0.0; n];
-        let mut hess = vec![0.0; n];
+        let mut grad_hess = vec![[0.0; 2]; n];
+        // Rows whose scores the leaves do not update (validation rows, and
+        // rows left out by subsampling) are scored by traversal.
+        let mut in_bag = vec![false; n];
         for _ in 0..self.max_iter {
             let rows: Vec<u32> = if self.subsampling_rate < 1.0 {
                 let mut r = train.clone();
@@ -165,12 +167,10 @@ impl GbtParams {
                     } else {
                         (y == c) as u8 as f64
                     };
-                    grad[r] = p - target;
-                    hess[r] = (p * (1.0 - p)).max(1e-16);
+                    grad_hess[r] = [p - target, (p * (1.0 - p)).max(1e-16)];
                 }
                 let obj = Newton {
-                    grad: &grad,
-                    hess: &hess,
+                    grad_hess: &grad_hess,
                     lambda: self.reg_lambda,
                     min_hessian: self.min_sum_hessian,
                     step: self.step_size,
@@ -182,14 +182,25 @@ impl GbtParams {
                     &grow_params,
                     &mut rng,
                     &mut importance,
+                    &mut |value, leaf_rows| {
+                        for &r in leaf_rows {
+                            scores[r as usize * outputs + c] += value[0];
+                        }
+                    },
                 );
                 round.push(tree);
             }
-            // Update all scores (train and validation) with the new trees.
-            for r in 0..n {
-                for (c, t) in round.iter().enumerate() {
-                    let v = t.leaf(&|f| data.columns[f][r])[0];
-                    scores[r * outputs + c] += v;
+            // The leaves updated the rows they were grown on; score the rest.
+            if rows.len() < n {
+                in_bag.iter_mut().for_each(|b| *b = false);
+                for &r in &rows {
+                    in_bag[r as usize] = true;
+                }
+                for r in (0..n).filter(|r| !in_bag[*r]) {
+                    for (c, t) in round.iter().enumerate() {
+                        let v = t.leaf(&|f| data.columns[f][r])[0];
+                        scores[r * outputs + c] += v;
+                    }
                 }
             }
             trees.push(round);
@@ -247,8 +258,8 @@ fn softmax_at(s: &[f64], c: usize) -> f64 {
 
 /// Newton boosting objective: per-bin (gradient, hessian, count).
 struct Newton<'a> {
-    grad: &'a [f64],
-    hess: &'a [f64],
+    /// Gradient and hessian per row.
+    grad_hess: &'a [[f64; 2]],
     lambda: f64,
     min_hessian: f64,
     step: f64,
@@ -258,12 +269,14 @@ impl Objective for Newton<'_> {
     fn width(&self) -> usize {
         3
     }
-    fn accumulate(&self, codes: &[u8], rows: &[u32], hist: &mut [f64]) {
-        for &r in rows {
-            let r = r as usize;
-            let b = codes[r] as usize * 3;
-            hist[b] += self.grad[r];
-            hist[b + 1] += self.hess[r];
+    fn gather(&self, rows: &[u32]) -> Vec<[f64; 2]> {
+        rows.iter().map(|&r| self.grad_hess[r as usize]).collect()
+    }
+    fn accumulate(&self, codes: &[u8], rows: &[u32], gathered: &[[f64; 2]], hist: &mut [f64]) {
+        for (&r, [g, h]) in rows.iter().zip(gathered) {
+            let b = codes[r as usize] as usize * 3;
+            hist[b] += g;
+            hist[b + 1] += h;
             hist[b + 2] += 1.0;
         }
     }

@@ -157,7 +157,15 @@ impl RfParams {
                     parallel: false,
                 };
                 let mut importance = vec![0.0; nf];
-                let tree = grow(&binned, rows, &obj, &params, &mut rng, &mut importance);
+                let tree = grow(
+                    &binned,
+                    rows,
+                    &obj,
+                    &params,
+                    &mut rng,
+                    &mut importance,
+                    &mut |_, _| {},
+                );
                 (tree, importance)
             })
             .collect();
@@ -213,10 +221,14 @@ impl Objective for ClassCounts<'_> {
     fn width(&self) -> usize {
         self.k
     }
-    fn accumulate(&self, codes: &[u8], rows: &[u32], hist: &mut [f64]) {
-        for &r in rows {
-            let r = r as usize;
-            hist[codes[r] as usize * self.k + self.labels[r] as usize] += self.weights[r];
+    fn gather(&self, rows: &[u32]) -> Vec<[f64; 2]> {
+        rows.iter()
+            .map(|&r| [f64::from(self.labels[r as usize]), self.weights[r as usize]])
+            .collect()
+    }
+    fn accumulate(&self, codes: &[u8], rows: &[u32], gathered: &[[f64; 2]], hist: &mut [f64]) {
+        for (&r, [label, weight]) in rows.iter().zip(gathered) {
+            hist[codes[r as usize] as usize * self.k + *label as usize] += weight;
         }
     }
     fn count(&self, s: &[f64]) -> f64 {

@@ -92,8 +92,12 @@ impl Tree {
 pub(crate) trait Objective: Sync {
     /// Statistics per bin.
     fn width(&self) -> usize;
-    /// Adds the statistics of `rows` into `hist` (`width` values per bin).
-    fn accumulate(&self, codes: &[u8], rows: &[u32], hist: &mut [f64]);
+    /// Per-row inputs of `rows`, in order. Gathered once per node, so the
+    /// per-feature passes read them sequentially instead of at random.
+    fn gather(&self, rows: &[u32]) -> Vec<[f64; 2]>;
+    /// Adds the statistics of `rows` (with their `gathered` inputs) into
+    /// `hist` (`width` values per bin).
+    fn accumulate(&self, codes: &[u8], rows: &[u32], gathered: &[[f64; 2]], hist: &mut [f64]);
     /// Instance count (weighted) of a statistics vector.
     fn count(&self, stats: &[f64]) -> f64;
     /// Gain of splitting `parent` into `left` and `right`; `None` if invalid.
@@ -131,7 +135,8 @@ struct Pending {
     depth: usize,
 }
 
-/// Grows one tree on `rows`; adds split gains to `importance`.
+/// Grows one tree on `rows`; adds split gains to `importance` and calls
+/// `on_leaf(value, rows)` for every leaf with the rows that reach it.
 pub(crate) fn grow(
     binned: &Binned,
     rows: Vec<u32>,
@@ -139,6 +144,7 @@ pub(crate) fn grow(
     p: &GrowParams,
     rng: &mut ChaCha8Rng,
     importance: &mut [f64],
+    on_leaf: &mut dyn FnMut(&[f64], &[u32]),
 ) -> Tree {
     let w = obj.width();
     let offsets: Vec<usize> = binned
@@ -163,14 +169,15 @@ pub(crate) fn grow(
             slices.push(head);
             rest = tail;
         }
+        let gathered = obj.gather(rows);
         if p.parallel && rows.len() > 4096 {
             slices
                 .into_par_iter()
                 .enumerate()
-                .for_each(|(f, h)| obj.accumulate(&binned.codes[f], rows, h));
+                .for_each(|(f, h)| obj.accumulate(&binned.codes[f], rows, &gathered, h));
         } else {
             for (f, h) in slices.into_iter().enumerate() {
-                obj.accumulate(&binned.codes[f], rows, h);
+                obj.accumulate(&binned.codes[f], rows, &gathered, h);
             }
         }
         hist
@@ -196,7 +203,9 @@ pub(crate) fn grow(
             None
         };
         let Some(split) = split else {
-            nodes[cur.node].value = obj.leaf_value(&parent);
+            let value = obj.leaf_value(&parent);
+            on_leaf(&value, &cur.rows);
+            nodes[cur.node].value = value;
             continue;
         };
         importance[split.feature] += split.gain;

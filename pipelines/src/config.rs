@@ -27,6 +27,29 @@ pub struct PipelineConfig {
     /// Start one run at scheduler start-up if a due time passed since the last run.
     #[serde(default)]
     pub catchup: bool,
+    /// Hooks called when a run ends.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+/// Notification hooks by outcome.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    #[serde(default)]
+    pub on_success: Vec<Hook>,
+    #[serde(default)]
+    pub on_failure: Vec<Hook>,
+}
+
+/// A notification: a JSON POST of the run's outcome to a URL, or a shell
+/// command with the outcome on stdin and in `KILN_RUN_ID`, `KILN_PIPELINE`,
+/// `KILN_RUN_STATE` and `KILN_RUN_ERROR`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Hook {
+    Webhook { webhook: String },
+    Command { command: String },
 }
 
 /// Where the lake lives.

@@ -29,6 +29,7 @@ pub struct TaskRow {
     pub start_ms: i64,
     pub end_ms: i64,
     pub duration_s: f64,
+    pub rows_in: Option<i64>,
     pub rows_out: Option<i64>,
     pub metrics: Option<String>,
     pub error: Option<String>,
@@ -61,6 +62,12 @@ impl History {
              CREATE TABLE IF NOT EXISTS tasks (run_id TEXT NOT NULL, task TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, rows_out INTEGER, metrics TEXT, error TEXT, PRIMARY KEY (run_id, task));",
         )
         .map_err(db_err)?;
+        // Databases from before rows_in was recorded get the column.
+        let has_rows_in = conn.prepare("SELECT rows_in FROM tasks LIMIT 0").is_ok();
+        if !has_rows_in {
+            conn.execute_batch("ALTER TABLE tasks ADD COLUMN rows_in INTEGER")
+                .map_err(db_err)?;
+        }
         Ok(History { conn })
     }
 
@@ -100,14 +107,15 @@ impl History {
         attempts: u32,
         start_ms: i64,
         end_ms: i64,
+        rows_in: Option<u64>,
         rows_out: Option<u64>,
         metrics: Option<String>,
         error: Option<String>,
     ) -> Result<()> {
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO tasks (run_id, task, state, attempts, start_ms, end_ms, rows_out, metrics, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![run_id, task, state, attempts, start_ms, end_ms, rows_out.map(|r| r as i64), metrics, error],
+                "INSERT OR REPLACE INTO tasks (run_id, task, state, attempts, start_ms, end_ms, rows_in, rows_out, metrics, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![run_id, task, state, attempts, start_ms, end_ms, rows_in.map(|r| r as i64), rows_out.map(|r| r as i64), metrics, error],
             )
             .map_err(db_err)?;
         Ok(())
@@ -136,7 +144,7 @@ impl History {
     pub fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT task, state, attempts, start_ms, end_ms, rows_out, metrics, error FROM tasks WHERE run_id = ?1 ORDER BY start_ms, task")
+            .prepare("SELECT task, state, attempts, start_ms, end_ms, rows_out, metrics, error, rows_in FROM tasks WHERE run_id = ?1 ORDER BY start_ms, task")
             .map_err(db_err)?;
         let rows = stmt
             .query_map(params![run_id], |r| {
@@ -148,6 +156,7 @@ impl History {
                     start_ms: s,
                     end_ms: e,
                     duration_s: (e - s) as f64 / 1000.0,
+                    rows_in: r.get(8)?,
                     rows_out: r.get(5)?,
                     metrics: r.get(6)?,
                     error: r.get(7)?,

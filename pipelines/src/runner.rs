@@ -5,6 +5,7 @@
 use crate::checkpoint::{Checkpoint, Checkpoints};
 use crate::config::LoadedConfig;
 use crate::dag::TaskGraph;
+use crate::events::{Event, EventLog, LogFormat, Notification, NotifiedTask};
 use crate::history::History;
 use crate::tasks::{self, Task, TaskContext, TaskOutcome};
 use datafusion::object_store::ObjectStoreExt;
@@ -31,6 +32,10 @@ pub struct RunOptions {
     pub resume: Option<String>,
     /// Seconds after which the whole run is abandoned.
     pub time_limit: Option<f64>,
+    /// How events are shown on stderr.
+    pub log_format: LogFormat,
+    /// A live progress display (text format; the CLI asks for it on a TTY).
+    pub live_progress: bool,
 }
 
 /// A task's record in the run.
@@ -105,7 +110,9 @@ pub async fn run(
         .resume
         .clone()
         .unwrap_or_else(|| new_run_id(&pipeline));
-    eprintln!("run_id: {run_id}");
+    if options.log_format == LogFormat::Text {
+        eprintln!("run_id: {run_id}");
+    }
     let session = KilnSession::connect(&options.master, extensions).await?;
     for (k, v) in &options.conf {
         if !k.starts_with("kiln.") {
@@ -140,6 +147,25 @@ pub async fn run(
             eprintln!("warning: run history: {e}");
         }
     };
+    let events = Arc::new(EventLog::new(
+        &session,
+        &lake,
+        &run_id,
+        &pipeline,
+        options.log_format,
+        options.live_progress,
+    ));
+    events.emit(Event::RunStarted {
+        run_id: run_id.clone(),
+        pipeline: pipeline.clone(),
+        master: options.master.to_string(),
+        tasks: config
+            .processing_tasks
+            .iter()
+            .map(|t| t.name.clone())
+            .collect(),
+        resumed: options.resume.is_some(),
+    });
     let run_start = now_ms() as i64;
     record_history(&|h| h.run_started(&run_id, &pipeline, &options.master.to_string(), run_start));
     let deadline = options
@@ -187,10 +213,10 @@ pub async fn run(
                 if options.resume.is_some()
                     && let Some(cp) = checkpoints.valid(&names[i], &fingerprint).await
                 {
-                    eprintln!(
-                        "[{pipeline}] task {} skipped: completed in run {run_id} and still valid",
-                        names[i]
-                    );
+                    events.emit(Event::TaskSkipped {
+                        task: names[i].clone(),
+                        reason: format!("completed in run {run_id} and still valid"),
+                    });
                     let now = now_ms();
                     let record = TaskRecord {
                         task: names[i].clone(),
@@ -204,24 +230,29 @@ pub async fn run(
                     record_history(&|h| {
                         h.task_finished(
                             &run_id, &names[i], "skipped", 0, now as i64, now as i64, None, None,
-                            None,
+                            None, None,
                         )
                     });
                     records.insert(i, record);
                     continue;
                 }
+                events.emit(Event::TaskStarted {
+                    task: names[i].clone(),
+                });
                 let ctx = TaskContext {
                     session: session.clone(),
                     lake: lake.clone(),
                     task_name: names[i].clone(),
                     returned: Arc::clone(&returned),
+                    progress: events.task_progress(&names[i]),
                 };
                 let task = Arc::clone(&bound[i]);
                 tracing::info!(task = %names[i], "task started");
-                eprintln!("[{pipeline}] task {} started", names[i]);
+                let task_events = Arc::clone(&events);
                 running.spawn(async move {
                     let start = now_ms();
-                    let (result, attempts) = run_with_retries(task.as_ref(), &ctx, &task_cfg).await;
+                    let (result, attempts) =
+                        run_with_retries(task.as_ref(), &ctx, &task_cfg, &task_events).await;
                     (i, start, attempts, result)
                 });
             }
@@ -249,10 +280,14 @@ pub async fn run(
         let secs = (end_ms - start_ms) as f64 / 1000.0;
         let record = match result {
             Ok(outcome) => {
-                eprintln!("[{pipeline}] task {} succeeded in {secs:.1}s", names[i]);
-                for line in &outcome.summary {
-                    eprintln!("    {line}");
-                }
+                events.emit(Event::TaskSucceeded {
+                    task: names[i].clone(),
+                    attempts,
+                    seconds: secs,
+                    rows_in: outcome.rows_in,
+                    rows_out: outcome.rows_out,
+                    summary: outcome.summary.clone(),
+                });
                 let fingerprint = fingerprints.get(&i).cloned().unwrap_or_default();
                 if let Err(e) = checkpoints
                     .save(
@@ -275,6 +310,7 @@ pub async fn run(
                         attempts,
                         start_ms as i64,
                         end_ms as i64,
+                        outcome.rows_in,
                         outcome.rows_out,
                         metrics.clone(),
                         None,
@@ -291,10 +327,12 @@ pub async fn run(
                 }
             }
             Err(e) => {
-                eprintln!(
-                    "[{pipeline}] task {} failed after {attempts} attempt(s) in {secs:.1}s",
-                    names[i]
-                );
+                events.emit(Event::TaskFailed {
+                    task: names[i].clone(),
+                    attempts,
+                    seconds: secs,
+                    error: e.to_string(),
+                });
                 record_history(&|h| {
                     h.task_finished(
                         &run_id,
@@ -303,6 +341,7 @@ pub async fn run(
                         attempts,
                         start_ms as i64,
                         end_ms as i64,
+                        None,
                         None,
                         None,
                         Some(e.to_string()),
@@ -332,7 +371,7 @@ pub async fn run(
         .collect();
     let report = RunReport {
         run_id: run_id.clone(),
-        pipeline,
+        pipeline: pipeline.clone(),
         tasks,
     };
     write_event_log(&session, &lake, &report).await;
@@ -341,7 +380,40 @@ pub async fn run(
     } else {
         "succeeded"
     };
-    record_history(&|h| h.run_finished(&run_id, state, now_ms() as i64));
+    let end = now_ms() as i64;
+    record_history(&|h| h.run_finished(&run_id, state, end));
+    let seconds = (end - run_start) as f64 / 1000.0;
+    let error = failed.as_ref().map(ToString::to_string);
+    events.emit(Event::RunFinished {
+        run_id: run_id.clone(),
+        pipeline: pipeline.clone(),
+        state: state.into(),
+        seconds,
+        error: error.clone(),
+    });
+    events.finish().await;
+    crate::events::notify(
+        &config.notify,
+        &Notification {
+            run_id: run_id.clone(),
+            pipeline,
+            state: state.into(),
+            seconds,
+            error,
+            tasks: report
+                .tasks
+                .iter()
+                .map(|t| NotifiedTask {
+                    task: t.task.clone(),
+                    state: t.state.clone(),
+                    attempts: t.attempts,
+                    seconds: (t.end_ms.saturating_sub(t.start_ms)) as f64 / 1000.0,
+                    error: t.error.clone(),
+                })
+                .collect(),
+        },
+    )
+    .await;
     match failed {
         Some(e) => Err(e),
         None => Ok(report),
@@ -375,6 +447,7 @@ async fn run_with_retries(
     task: &dyn Task,
     ctx: &TaskContext,
     cfg: &crate::config::TaskConfig,
+    events: &EventLog,
 ) -> (Result<TaskOutcome>, u32) {
     let mut attempt = 0;
     let mut delay = cfg.retry_delay.max(0.0);
@@ -393,10 +466,12 @@ async fn run_with_retries(
         };
         match result {
             Err(e) if e.is_retryable() && attempt <= cfg.retries => {
-                eprintln!(
-                    "    attempt {attempt} of task {} failed ({e}); retrying in {delay:.1}s",
-                    cfg.name
-                );
+                events.emit(Event::TaskRetrying {
+                    task: cfg.name.clone(),
+                    attempt,
+                    error: e.to_string(),
+                    delay_seconds: delay,
+                });
                 tokio::time::sleep(Duration::from_secs_f64(delay)).await;
                 if cfg.retry_exponential_backoff {
                     delay = (delay * 2.0).min(cfg.max_retry_delay);

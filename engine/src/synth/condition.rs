@@ -109,9 +109,7 @@ impl CompiledCond {
                             Op::Gt => cmp::gt(&values, &lit),
                         }
                     }
-                    Operand::Bool(b) => {
-                        cmp::eq(array, &Scalar::new(BooleanArray::from(vec![*b])))
-                    }
+                    Operand::Bool(b) => cmp::eq(array, &Scalar::new(BooleanArray::from(vec![*b]))),
                     Operand::Text(s) => {
                         let values = cast(array, &DataType::Utf8).map_err(err)?;
                         cmp::eq(&values, &Scalar::new(StringArray::from(vec![s.as_str()])))

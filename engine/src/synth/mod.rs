@@ -417,8 +417,10 @@ impl Generator {
             .filter(|(i, c)| {
                 !self.slots[offset + i].hidden
                     && (c.sql.is_some()
-                        || c.generator.iter().chain(c.when.iter().map(|w| &w.generator)).any(
-                            |g| match g {
+                        || c.generator
+                            .iter()
+                            .chain(c.when.iter().map(|w| &w.generator))
+                            .any(|g| match g {
                                 Gen::UniqueId { .. }
                                 | Gen::TimestampRange { .. }
                                 | Gen::TimestampSequence { .. }
@@ -430,8 +432,7 @@ impl Generator {
                                 | Gen::Lognormal { round, .. }
                                 | Gen::Exponential { round, .. } => round.is_none(),
                                 _ => false,
-                            },
-                        ))
+                            }))
             })
             .map(|(_, c)| c.name.clone())
             .collect()
@@ -618,7 +619,9 @@ impl Generator {
                     let (v, ok) = fill.run(|g, rng, _, row, entity| g.text(rng, row, entity));
                     let valid = |i: usize| ok.is_empty() || ok[i];
                     Arc::new(StringArray::from_iter(
-                        v.iter().enumerate().map(|(i, t)| valid(i).then_some(t.as_str())),
+                        v.iter()
+                            .enumerate()
+                            .map(|(i, t)| valid(i).then_some(t.as_str())),
                     ))
                 }
             });
@@ -685,8 +688,7 @@ impl ColumnFill<'_> {
         let mut valid = Vec::with_capacity(if nullable { n } else { 0 });
         let mut r = 0usize;
         for run in self.runs {
-            let mut rng =
-                SynthRng::seed_from_u64(mix(self.seed, run.first_row as u64, self.key));
+            let mut rng = SynthRng::seed_from_u64(mix(self.seed, run.first_row as u64, self.key));
             let mut state = SeqState::default();
             let mut fixed: Option<T> = None;
             for k in 0..run.rows {
@@ -942,7 +944,11 @@ pub async fn write_enhanced(
             tokio::task::spawn_blocking(move || generator.enhance_batch(&batch?, first))
         })
         .buffered(rayon::current_num_threads().max(2))
-        .map(|joined| joined.map_err(|e| KilnError::io("generator", e)).and_then(|r| r))
+        .map(|joined| {
+            joined
+                .map_err(|e| KilnError::io("generator", e))
+                .and_then(|r| r)
+        })
         .boxed();
     crate::io::write_streams(session, schema, vec![stream], target, &format).await
 }

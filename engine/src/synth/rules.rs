@@ -312,7 +312,11 @@ impl Rules {
     /// Like [`Rules::validate`], for rules that add columns to an input
     /// with the columns `input` (enhance mode).
     pub fn validate_with_input(&self, input: &[&str]) -> Result<()> {
-        if let Some(c) = self.columns.iter().find(|c| input.contains(&c.name.as_str())) {
+        if let Some(c) = self
+            .columns
+            .iter()
+            .find(|c| input.contains(&c.name.as_str()))
+        {
             return Err(KilnError::config_fix(
                 format!(
                     "rule for column '{}': the input already has this column",

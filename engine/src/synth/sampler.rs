@@ -1,11 +1,11 @@
 //! Value generators compiled once per generator: distributions built,
 //! timestamps parsed and rounding factors computed before the first row.
 
+use super::SynthRng;
 use super::rules::{self, Gen, Literal};
 use crate::error::{KilnError, Result};
 use rand::Rng;
 use rand::distr::Uniform;
-use super::SynthRng;
 use rand_distr::{Distribution, Exp, LogNormal, Normal, StandardNormal};
 
 /// What kind of values a column holds while a chunk is built.
@@ -83,7 +83,10 @@ impl Sampler {
     pub(super) fn compile(g: &Gen, dict: &[String], rule: &str) -> Result<Sampler> {
         let bad = |e: String| KilnError::config(format!("rule for column '{rule}': {e}"));
         let bounds = |min: Option<f64>, max: Option<f64>| {
-            (min.unwrap_or(f64::NEG_INFINITY), max.unwrap_or(f64::INFINITY))
+            (
+                min.unwrap_or(f64::NEG_INFINITY),
+                max.unwrap_or(f64::INFINITY),
+            )
         };
         let scale = |round: &Option<i32>| round.map(|d| 10f64.powi(d));
         Ok(match g {
@@ -144,9 +147,9 @@ impl Sampler {
                     scale: scale(round),
                 }
             }
-            Gen::IntRange { min, max } => {
-                Sampler::IntRange(Uniform::new_inclusive(*min, *max).map_err(|e| bad(e.to_string()))?)
-            }
+            Gen::IntRange { min, max } => Sampler::IntRange(
+                Uniform::new_inclusive(*min, *max).map_err(|e| bad(e.to_string()))?,
+            ),
             Gen::Categorical { values, weights } => Sampler::Categorical {
                 cumulative: weights
                     .iter()
@@ -167,7 +170,10 @@ impl Sampler {
                 Literal::Text(t) => Sampler::Text(t.clone()),
             },
             Gen::TimestampRange { start, end } => {
-                let (a, b) = (rules::parse_ts_ms(start, rule)?, rules::parse_ts_ms(end, rule)?);
+                let (a, b) = (
+                    rules::parse_ts_ms(start, rule)?,
+                    rules::parse_ts_ms(end, rule)?,
+                );
                 Sampler::TimestampRange {
                     start: a as f64,
                     span: (b - a) as f64,
@@ -179,7 +185,10 @@ impl Sampler {
                 min_gap_s,
                 max_gap_s,
             } => {
-                let (a, b) = (rules::parse_ts_ms(start, rule)?, rules::parse_ts_ms(end, rule)?);
+                let (a, b) = (
+                    rules::parse_ts_ms(start, rule)?,
+                    rules::parse_ts_ms(end, rule)?,
+                );
                 Sampler::TimestampSequence {
                     start: a as f64,
                     span: (b - a) as f64,
@@ -372,7 +381,19 @@ mod tests {
 
     #[test]
     fn rounding_matches_std_round() {
-        for x in [0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 12.345, -12.345, 1e17, f64::NAN] {
+        for x in [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            2.5,
+            -2.5,
+            12.345,
+            -12.345,
+            1e17,
+            f64::NAN,
+        ] {
             let (a, b) = (round_half_away(x), x.round());
             assert!(a == b || (a.is_nan() && b.is_nan()), "{x}: {a} vs {b}");
         }

@@ -245,18 +245,33 @@ fn enhance_mode_adds_columns_that_follow_the_input() -> Result<()> {
         assert!(out.schema().index_of(c).is_ok(), "{c} missing");
     }
     // The condition on an input column holds on every row.
-    let state = out.column_by_name("state").expect("state").as_string::<i32>();
-    let noise = out.column_by_name("noise").expect("noise").as_primitive::<Float64Type>();
+    let state = out
+        .column_by_name("state")
+        .expect("state")
+        .as_string::<i32>();
+    let noise = out
+        .column_by_name("noise")
+        .expect("noise")
+        .as_primitive::<Float64Type>();
     for r in 0..out.num_rows() {
         let indoor = state.value(r) == "indoor";
         assert_eq!(noise.value(r) > 0.0, indoor, "row {r}");
     }
     // Templates see the input's entity; sql sees input and new columns.
-    let device = out.column_by_name("device_id").expect("id").as_primitive::<Int64Type>();
+    let device = out
+        .column_by_name("device_id")
+        .expect("id")
+        .as_primitive::<Int64Type>();
     let tag = out.column_by_name("tag").expect("tag").as_string::<i32>();
     assert!(tag.value(0).starts_with(&format!("d{}-", device.value(0))));
-    let rsrp = out.column_by_name("rsrp").expect("rsrp").as_primitive::<Float64Type>();
-    let plus = out.column_by_name("rsrp_plus").expect("plus").as_primitive::<Float64Type>();
+    let rsrp = out
+        .column_by_name("rsrp")
+        .expect("rsrp")
+        .as_primitive::<Float64Type>();
+    let plus = out
+        .column_by_name("rsrp_plus")
+        .expect("plus")
+        .as_primitive::<Float64Type>();
     for r in 0..out.num_rows() {
         assert_eq!(plus.is_null(r), rsrp.is_null(r));
         if !rsrp.is_null(r) {
@@ -268,7 +283,10 @@ fn enhance_mode_adds_columns_that_follow_the_input() -> Result<()> {
     let changes = (1..out.num_rows())
         .filter(|r| device.value(*r) == device.value(r - 1) && mood.value(*r) != mood.value(r - 1))
         .count();
-    assert!(changes > 0 && changes < out.num_rows() / 10, "{changes} changes");
+    assert!(
+        changes > 0 && changes < out.num_rows() / 10,
+        "{changes} changes"
+    );
     // Deterministic for a seed, different for another.
     assert_eq!(out, enhance_all(ENHANCE, &input, 9)?);
     assert_ne!(out, enhance_all(ENHANCE, &input, 10)?);
@@ -281,7 +299,9 @@ fn enhance_mode_rejects_clashing_or_missing_columns() -> Result<()> {
     let schema = input[0].schema();
     let cases = [
         (
-            ENHANCE.replace("name: noise", "name: rsrp").replace("rsrp + noise", "rsrp"),
+            ENHANCE
+                .replace("name: noise", "name: rsrp")
+                .replace("rsrp + noise", "rsrp"),
             "rule for column 'rsrp': the input already has this column",
         ),
         (
@@ -297,7 +317,10 @@ fn enhance_mode_rejects_clashing_or_missing_columns() -> Result<()> {
         let err = Rules::parse(&text, "enhance.yaml")
             .and_then(|r| Generator::enhance(r, 1, schema.as_ref()).map(|_| ()))
             .expect_err(expected);
-        assert!(err.to_string().contains(expected), "expected '{expected}' in: {err}");
+        assert!(
+            err.to_string().contains(expected),
+            "expected '{expected}' in: {err}"
+        );
     }
     Ok(())
 }

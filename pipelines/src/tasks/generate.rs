@@ -162,7 +162,9 @@ impl Task for RuleBasedGenerator {
             let generator = match &self.mode {
                 Mode::Scratch(generator) => generator,
                 Mode::Enhance(rules) => {
-                    let input = ctx.lake.resolve(self.init.input.as_deref().unwrap_or_default())?;
+                    let input = ctx
+                        .lake
+                        .resolve(self.init.input.as_deref().unwrap_or_default())?;
                     let summary = write_enhanced(
                         &ctx.session,
                         rules.clone(),

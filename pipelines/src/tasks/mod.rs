@@ -33,6 +33,8 @@ pub struct TaskContext {
     pub task_name: String,
     /// DataFrames that upstream tasks in `mode: return` handed over.
     pub returned: Arc<Mutex<HashMap<String, DataFrame>>>,
+    /// The task's line in the live progress display.
+    pub progress: crate::events::TaskProgress,
 }
 
 impl TaskContext {
