@@ -23,7 +23,7 @@ report=$(ls -d "$LAKE"/models/bench/v* | sort -V | tail -1)/report.json
 import json, sys
 r = json.load(open(sys.argv[1]))
 for m in r["models"]:
-    print(json.dumps({"model": m["classname"], "fit_s": round(m["fit_seconds"], 3), "auc": round(m["test_metrics"]["area_under_roc"], 5)}))
+    print(json.dumps({"model": m["classname"], "fit_s": round(m["fit_seconds"], 3), "predict_rows_per_s": round(m.get("predict_rows_per_second", 0)), "auc": round(m["test_metrics"]["area_under_roc"], 5)}))
 PY
 cat /tmp/kiln-bench-kiln.json
 
@@ -38,4 +38,6 @@ g, l = k["GBTClassifier"], p["lightgbm_gbt20_d5"]
 r, s = k["RandomForestClassifier"], p["sklearn_rf20_d5"]
 print(f"GBT fit time kiln/LightGBM = {g['fit_s'] / l['fit_s']:.2f}x   AUC kiln {g['auc']} vs LightGBM {l['auc']} (diff {g['auc'] - l['auc']:+.4f})")
 print(f"RF  fit time kiln/sklearn  = {r['fit_s'] / s['fit_s']:.2f}x   AUC kiln {r['auc']} vs sklearn {s['auc']} (diff {r['auc'] - s['auc']:+.4f})")
+print(f"GBT predict throughput kiln/LightGBM = {g['predict_rows_per_s'] / l['predict_rows_per_s']:.2f}x ({g['predict_rows_per_s']} vs {l['predict_rows_per_s']} rows/s)")
+print(f"RF  predict throughput kiln/sklearn  = {r['predict_rows_per_s'] / s['predict_rows_per_s']:.2f}x ({r['predict_rows_per_s']} vs {s['predict_rows_per_s']} rows/s)")
 PY

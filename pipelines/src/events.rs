@@ -213,7 +213,8 @@ impl EventLog {
     fn text(&self, event: &Event) -> Vec<String> {
         let p = &self.pipeline;
         match event {
-            Event::RunStarted { run_id, .. } => vec![format!("run_id: {run_id}")],
+            // The runner prints `run_id:` before connecting.
+            Event::RunStarted { .. } => Vec::new(),
             Event::TaskStarted { task } => vec![format!("[{p}] task {task} started")],
             Event::TaskSkipped { task, reason } => {
                 vec![format!("[{p}] task {task} skipped: {reason}")]

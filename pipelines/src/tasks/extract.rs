@@ -155,6 +155,7 @@ impl Task for ExtractorTraining {
 
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
         Box::pin(async move {
+            ctx.progress.stage("reading and validating");
             let paths = self.init.path_raw_tables.all();
             let mut df: Option<DataFrame> = None;
             for p in &paths {
@@ -240,6 +241,8 @@ impl Task for ExtractorPrediction {
 
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
         Box::pin(async move {
+            ctx.progress
+                .stage(format!("joining {} table(s)", self.init.tables.len()));
             let mut joined: Option<DataFrame> = None;
             for spec in &self.init.tables {
                 let df = ctx.input(&spec.path, spec.format).await?;

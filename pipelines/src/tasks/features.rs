@@ -107,6 +107,8 @@ impl Task for FeaturePipeline {
             let df = ctx.input(&self.init.input, self.init.format).await?;
             let (df, note) = match self.output.mode {
                 Mode::FitTransform => {
+                    ctx.progress
+                        .stage(format!("fitting {} stage(s)", self.init.stages.len()));
                     let (mut model, df) = PipelineModel::fit(&self.init.stages, df).await?;
                     model
                         .input_schema

@@ -159,6 +159,10 @@ impl Task for RuleBasedGenerator {
                 FileFormat::Csv => OutputFormat::Csv,
             };
             let started = std::time::Instant::now();
+            ctx.progress.stage(match self.init.rows {
+                Some(rows) => format!("generating {rows} rows"),
+                None => "enhancing the input".into(),
+            });
             let generator = match &self.mode {
                 Mode::Scratch(generator) => generator,
                 Mode::Enhance(rules) => {

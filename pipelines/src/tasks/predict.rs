@@ -89,6 +89,7 @@ impl Task for BatchPrediction {
 
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
         Box::pin(async move {
+            ctx.progress.stage("loading the model");
             let (artifact, json, version) = load_model(
                 ctx,
                 &self.init.path_model_repository,

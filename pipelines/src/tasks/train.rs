@@ -225,6 +225,7 @@ impl Task for ModelTraining {
 
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
         Box::pin(async move {
+            ctx.progress.stage("collecting the training data");
             let df = ctx.input(&self.init.input, self.init.format).await?;
             let (source, pipeline_ref) = self.feature_source(ctx).await?;
             let (train_df, test_df) = self.split(ctx, df).await?;
@@ -235,6 +236,8 @@ impl Task for ModelTraining {
                 None => random_split(&all, self.init.test_fraction, self.init.seed),
             };
             train.validate(false)?;
+            ctx.progress
+                .add_rows((train.n_rows() + test.n_rows()) as u64);
             if test.n_rows() == 0 {
                 return Err(KilnError::data(
                     "test set",
@@ -246,6 +249,12 @@ impl Task for ModelTraining {
             let mut totals = Vec::new();
             for spec in &self.init.estimators {
                 let candidates = spec.candidates(self.init.seed)?;
+                ctx.progress.stage(format!(
+                    "{}: tuning {} candidate(s) on {} rows",
+                    spec.classname,
+                    candidates.len(),
+                    train.n_rows()
+                ));
                 let started = std::time::Instant::now();
                 let train_c = train.clone();
                 let metric_s = metric.to_string();
@@ -289,10 +298,21 @@ impl Task for ModelTraining {
                 .await
                 .map_err(|e| KilnError::config(format!("training thread failed: {e}")))??;
                 let (best, tuning, model, fit_secs) = tuned;
-                let metrics = Metrics::compute(&test.labels, &model.predict_dataset(&test));
+                let predict_started = std::time::Instant::now();
+                let predicted = model.predict_dataset(&test);
+                let predict_secs = predict_started.elapsed().as_secs_f64();
+                let metrics = Metrics::compute(&test.labels, &predicted);
                 let cv_score = tuning.as_ref().map(|t| t.best_score).unwrap_or(f64::NAN);
                 totals.push(started.elapsed().as_secs_f64());
-                results.push((best, tuning, model, metrics, cv_score, fit_secs));
+                results.push((
+                    best,
+                    tuning,
+                    model,
+                    metrics,
+                    cv_score,
+                    fit_secs,
+                    predict_secs,
+                ));
             }
             let better = |a: f64, b: f64| {
                 if larger_is_better(metric) {
@@ -311,7 +331,7 @@ impl Task for ModelTraining {
                     winner = i;
                 }
             }
-            let (best, _, model, metrics, _, _) = &results[winner];
+            let (best, _, model, metrics, _, _, _) = &results[winner];
             let artifact = ModelArtifact {
                 format_version: MODEL_FORMAT_VERSION,
                 kiln_version: env!("CARGO_PKG_VERSION").into(),
@@ -341,6 +361,7 @@ impl Task for ModelTraining {
                     "cv_metric": r.4,
                     "fit_seconds": r.5,
                     "tuning_and_fit_seconds": total,
+                    "predict_rows_per_second": test.n_rows() as f64 / r.6.max(1e-9),
                     "grid": r.1.as_ref().map(|t| t.scores.iter().map(|(p, s)| serde_json::json!({"params": p, "metric": s})).collect::<Vec<_>>()),
                     "test_metrics": serde_json::to_value(&r.3).unwrap_or_default(),
                     "feature_importances": train.feature_names.iter().zip(r.2.feature_importances()).map(|(n, v)| (n.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
