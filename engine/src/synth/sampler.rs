@@ -82,71 +82,61 @@ impl Sampler {
     /// Compiles `g`; `dict` maps categorical values to codes of the column.
     pub(super) fn compile(g: &Gen, dict: &[String], rule: &str) -> Result<Sampler> {
         let bad = |e: String| KilnError::config(format!("rule for column '{rule}': {e}"));
-        let bounds = |min: Option<f64>, max: Option<f64>| {
-            (
-                min.unwrap_or(f64::NEG_INFINITY),
-                max.unwrap_or(f64::INFINITY),
-            )
-        };
-        let scale = |round: &Option<i32>| round.map(|d| 10f64.powi(d));
+        // A truncated, optionally rounded draw from `dist`.
+        let continuous =
+            |dist: Continuous, min: Option<f64>, max: Option<f64>, round: &Option<i32>| {
+                Sampler::Continuous {
+                    dist,
+                    min: min.unwrap_or(f64::NEG_INFINITY),
+                    max: max.unwrap_or(f64::INFINITY),
+                    scale: round.map(|d| 10f64.powi(d)),
+                }
+            };
         Ok(match g {
-            Gen::Uniform { min, max, round } => Sampler::Continuous {
-                dist: Continuous::Uniform {
+            Gen::Uniform { min, max, round } => continuous(
+                Continuous::Uniform {
                     min: *min,
                     span: max - min,
                 },
-                min: *min,
-                max: *max,
-                scale: scale(round),
-            },
+                Some(*min),
+                Some(*max),
+                round,
+            ),
             Gen::Normal {
                 mean,
                 std,
                 min,
                 max,
                 round,
-            } => {
-                let (min, max) = bounds(*min, *max);
-                Sampler::Continuous {
-                    dist: Continuous::Normal(
-                        Normal::new(*mean, *std).map_err(|e| bad(e.to_string()))?,
-                    ),
-                    min,
-                    max,
-                    scale: scale(round),
-                }
-            }
+            } => continuous(
+                Continuous::Normal(Normal::new(*mean, *std).map_err(|e| bad(e.to_string()))?),
+                *min,
+                *max,
+                round,
+            ),
             Gen::Lognormal {
                 mu,
                 sigma,
                 min,
                 max,
                 round,
-            } => {
-                let (min, max) = bounds(*min, *max);
-                Sampler::Continuous {
-                    dist: Continuous::LogNormal(
-                        LogNormal::new(*mu, *sigma).map_err(|e| bad(e.to_string()))?,
-                    ),
-                    min,
-                    max,
-                    scale: scale(round),
-                }
-            }
+            } => continuous(
+                Continuous::LogNormal(LogNormal::new(*mu, *sigma).map_err(|e| bad(e.to_string()))?),
+                *min,
+                *max,
+                round,
+            ),
             Gen::Exponential {
                 rate,
                 min,
                 max,
                 round,
-            } => {
-                let (min, max) = bounds(*min, *max);
-                Sampler::Continuous {
-                    dist: Continuous::Exp(Exp::new(*rate).map_err(|e| bad(e.to_string()))?),
-                    min,
-                    max,
-                    scale: scale(round),
-                }
-            }
+            } => continuous(
+                Continuous::Exp(Exp::new(*rate).map_err(|e| bad(e.to_string()))?),
+                *min,
+                *max,
+                round,
+            ),
             Gen::IntRange { min, max } => Sampler::IntRange(
                 Uniform::new_inclusive(*min, *max).map_err(|e| bad(e.to_string()))?,
             ),
