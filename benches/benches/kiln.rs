@@ -135,7 +135,7 @@ fn bench_features(c: &mut Criterion) {
 
 fn dataset(rows: usize) -> Dataset {
     // A nonlinear two-class problem with missing values.
-    let mut columns = vec![Vec::with_capacity(rows); 40];
+    let mut columns: Vec<Vec<f64>> = (0..40).map(|_| Vec::with_capacity(rows)).collect();
     let mut labels = Vec::with_capacity(rows);
     let mut x = 0x1234_5678u64;
     let mut next = || {

@@ -12,6 +12,7 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use url::Url;
 
@@ -223,9 +224,42 @@ pub struct ParquetWriteOptions {
     pub compression: String,
     /// Maximum rows per row group.
     pub row_group_size: usize,
-    /// Columns written without a dictionary (ids, timestamps, measurements
-    /// that rarely repeat): a dictionary only costs time on them.
-    pub plain_columns: Vec<String>,
+    /// Per-column layout, overriding the default (a dictionary that falls
+    /// back to plain encoding, and min/max statistics per page).
+    pub columns: BTreeMap<String, ColumnLayout>,
+}
+
+/// How one Parquet column is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColumnLayout {
+    /// The value encoding; unset keeps the writer's default (dictionary).
+    pub encoding: Option<ColumnEncoding>,
+    /// Whether min/max statistics are written (default true). They cost
+    /// time and prune nothing on low-cardinality columns such as categories.
+    pub statistics: bool,
+}
+
+impl Default for ColumnLayout {
+    fn default() -> Self {
+        ColumnLayout {
+            encoding: None,
+            statistics: true,
+        }
+    }
+}
+
+/// A Parquet value encoding a column can be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnEncoding {
+    /// Dictionary with plain fallback: few distinct values.
+    Dictionary,
+    /// Plain values: many distinct values (measurements, walks).
+    Plain,
+    /// `DELTA_BINARY_PACKED`: integers and timestamps, best when sorted or
+    /// of a bounded range (ids, sequences, wide integer ranges).
+    Delta,
 }
 
 impl Default for ParquetWriteOptions {
@@ -233,13 +267,20 @@ impl Default for ParquetWriteOptions {
         ParquetWriteOptions {
             compression: "snappy".into(),
             row_group_size: 1 << 17,
-            plain_columns: Vec::new(),
+            columns: BTreeMap::new(),
         }
     }
 }
 
+/// Rows handed to a column encoder at a time (the crate's default is 1,024;
+/// larger batches cut per-batch overhead, pages grow by at most one batch).
+const WRITE_BATCH_ROWS: usize = 8192;
+
 impl ParquetWriteOptions {
-    fn properties(&self) -> Result<WriterProperties> {
+    /// The writer properties for files of `schema`; a layout naming an
+    /// unknown column, or delta encoding on a non-integer column, is a
+    /// configuration error.
+    fn properties(&self, schema: &arrow::datatypes::Schema) -> Result<WriterProperties> {
         let compression = match self.compression.to_ascii_lowercase().as_str() {
             "snappy" => Compression::SNAPPY,
             "zstd" => Compression::ZSTD(ZstdLevel::default()),
@@ -258,12 +299,51 @@ impl ParquetWriteOptions {
         }
         let mut builder = WriterProperties::builder()
             .set_compression(compression)
-            .set_max_row_group_row_count(Some(self.row_group_size));
-        for column in &self.plain_columns {
-            builder = builder.set_column_dictionary_enabled(
-                parquet::schema::types::ColumnPath::from(column.as_str()),
-                false,
-            );
+            .set_max_row_group_row_count(Some(self.row_group_size))
+            .set_write_batch_size(WRITE_BATCH_ROWS);
+        for (name, layout) in &self.columns {
+            let field = schema.field_with_name(name).map_err(|_| {
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                let hint = crate::suggest::closest(name, &names)
+                    .map(|c| format!("did you mean '{c}'?"))
+                    .unwrap_or_else(|| format!("the output's columns are: {}", names.join(", ")));
+                KilnError::config_fix(
+                    format!("Parquet layout for column '{name}': no such column in the output"),
+                    hint,
+                )
+            })?;
+            let path = || parquet::schema::types::ColumnPath::from(name.as_str());
+            match layout.encoding {
+                None => {}
+                Some(ColumnEncoding::Dictionary) => {
+                    builder = builder.set_column_dictionary_enabled(path(), true);
+                }
+                Some(ColumnEncoding::Plain) => {
+                    builder = builder.set_column_dictionary_enabled(path(), false);
+                }
+                Some(ColumnEncoding::Delta) => {
+                    let dt = field.data_type();
+                    if !(dt.is_integer() || matches!(dt, arrow::datatypes::DataType::Timestamp(..)))
+                    {
+                        return Err(KilnError::config_fix(
+                            format!(
+                                "Parquet layout for column '{name}': delta encoding needs an \
+                                 integer or timestamp column, but it is {dt}"
+                            ),
+                            "use encoding: plain or dictionary for this column",
+                        ));
+                    }
+                    builder = builder
+                        .set_column_dictionary_enabled(path(), false)
+                        .set_column_encoding(path(), parquet::basic::Encoding::DELTA_BINARY_PACKED);
+                }
+            }
+            if !layout.statistics {
+                builder = builder.set_column_statistics_enabled(
+                    path(),
+                    parquet::file::properties::EnabledStatistics::None,
+                );
+            }
         }
         Ok(builder.build())
     }
@@ -328,7 +408,7 @@ pub async fn write_streams(
     format: &OutputFormat,
 ) -> Result<WriteSummary> {
     if let OutputFormat::Parquet(o) = format {
-        o.properties()?;
+        o.properties(&schema)?;
     }
     let store = session.stores().store_for(target)?;
     let target_dir = object_path(target)?;
@@ -427,7 +507,7 @@ impl PartWriter {
         let sink = object_store::buffered::BufWriter::new(Arc::clone(store), path.clone());
         let writer = match format {
             OutputFormat::Parquet(o) => PartWriter::Parquet(Box::new(
-                AsyncArrowWriter::try_new(sink, Arc::clone(schema), Some(o.properties()?))
+                AsyncArrowWriter::try_new(sink, Arc::clone(schema), Some(o.properties(schema)?))
                     .map_err(|e| KilnError::io(&path, e))?,
             )),
             OutputFormat::Csv => PartWriter::Csv(Box::new(sink), true),

@@ -21,6 +21,7 @@ pub mod master;
 pub mod schema;
 pub mod session;
 pub mod storage;
+pub mod suggest;
 pub mod synth;
 
 pub use error::{KilnError, Result};

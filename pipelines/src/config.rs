@@ -256,20 +256,7 @@ fn unknown_field_hint(message: &str) -> (Option<String>, Option<String>) {
     (Some(field), fix)
 }
 
-/// The closest candidate to `word`, if it is close enough to be a typo.
-pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| {
-            (
-                strsim::normalized_damerau_levenshtein(&word.to_lowercase(), &c.to_lowercase()),
-                *c,
-            )
-        })
-        .filter(|(score, _)| *score > 0.6)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
-}
+pub use kiln_engine::suggest::closest as suggest;
 
 fn yaml_error(e: &serde_yaml_ng::Error, file: &str) -> KilnError {
     let message = e.to_string();
@@ -431,17 +418,5 @@ mod tests {
             .expect_err("unset")
             .to_string();
         assert!(msg.contains("KILN_TEST_UNSET_VAR is not set"), "{msg}");
-    }
-
-    #[test]
-    fn suggestions_only_for_near_misses() {
-        assert_eq!(
-            suggest(
-                "ExtractorTrainig",
-                &["ExtractorTraining", "FeaturePipeline"]
-            ),
-            Some("ExtractorTraining")
-        );
-        assert_eq!(suggest("Zebra", &["ExtractorTraining"]), None);
     }
 }

@@ -12,11 +12,12 @@ mod sampler;
 pub use rules::{ColumnRule, ColumnType, Condition, Gen, Literal, Rules};
 
 use crate::error::{KilnError, Result};
+use crate::io::{ColumnEncoding, ColumnLayout};
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array,
-    StringArray, TimestampMillisecondArray, UInt32Array,
+    StringArray, TimestampMillisecondArray,
 };
-use arrow::buffer::{BooleanBuffer, NullBuffer};
+use arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use condition::CompiledCond;
@@ -27,33 +28,11 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use rayon::prelude::*;
 use sampler::{Kind, Sampler, SeqState};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The generator's RNG: fast, portable and seedable (xoshiro256++).
 type SynthRng = rand_xoshiro::Xoshiro256PlusPlus;
-
-pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    fn dist(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut prev: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut cur = vec![i + 1; b.len() + 1];
-            for (j, cb) in b.iter().enumerate() {
-                cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1);
-            }
-            prev = cur;
-        }
-        prev[b.len()]
-    }
-    candidates
-        .iter()
-        .map(|c| (dist(word, c), *c))
-        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
 
 fn mix(seed: u64, a: u64, b: u64) -> u64 {
     let mut x =
@@ -87,6 +66,9 @@ struct CompiledColumn {
     /// One sampler per `when` branch, then the default.
     branches: Vec<Sampler>,
     kind: Kind,
+    /// An earlier column with the same conditions, whose per-row branch
+    /// choice this column reuses instead of evaluating them again.
+    same_conditions_as: Option<usize>,
 }
 
 /// Consecutive rows of one entity.
@@ -362,10 +344,18 @@ impl Generator {
                     .iter()
                     .map(|w| CompiledCond::compile(&w.condition, &visible, &c.name))
                     .collect::<Result<_>>()?;
+                let same_conditions_as = (!c.when.is_empty())
+                    .then(|| {
+                        rules.columns[..i]
+                            .iter()
+                            .position(|r| same_conditions(r, c))
+                    })
+                    .flatten();
                 Ok(Some(CompiledColumn {
                     conditions,
                     branches,
                     kind,
+                    same_conditions_as,
                 }))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -406,36 +396,74 @@ impl Generator {
         self.chunks.len()
     }
 
-    /// Columns whose values are (nearly) all distinct, for which a Parquet
-    /// dictionary costs time and saves nothing.
-    pub fn high_cardinality_columns(&self) -> Vec<String> {
+    /// The Parquet layout of each visible rule column, chosen from its rule
+    /// (per-column encoder timings are in the README's generator section):
+    /// - ids, timestamps, wide integer ranges and timestamp `sql` columns:
+    ///   delta encoding, a few bits per value and cheaper than a dictionary;
+    /// - walks, unrounded draws, templates and other `sql` columns: plain,
+    ///   as their values rarely repeat and a dictionary only costs time;
+    /// - categories: a dictionary without min/max statistics, since every
+    ///   row group holds nearly every category and min/max prune nothing;
+    /// - the rest (rounded draws, narrow ranges, booleans): the default.
+    pub fn parquet_layouts(&self) -> BTreeMap<String, ColumnLayout> {
         let offset = self.slots.len() - self.rules.columns.len();
-        self.rules
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| {
-                !self.slots[offset + i].hidden
-                    && (c.sql.is_some()
-                        || c.generator
-                            .iter()
-                            .chain(c.when.iter().map(|w| &w.generator))
-                            .any(|g| match g {
-                                Gen::UniqueId { .. }
-                                | Gen::TimestampRange { .. }
-                                | Gen::TimestampSequence { .. }
-                                | Gen::Walk { .. }
-                                | Gen::Template { .. } => true,
-                                Gen::IntRange { min, max } => max - min > 65_536,
-                                Gen::Uniform { round, .. }
-                                | Gen::Normal { round, .. }
-                                | Gen::Lognormal { round, .. }
-                                | Gen::Exponential { round, .. } => round.is_none(),
-                                _ => false,
-                            }))
-            })
-            .map(|(_, c)| c.name.clone())
-            .collect()
+        let mut layouts = BTreeMap::new();
+        for (i, rule) in self.rules.columns.iter().enumerate() {
+            let slot = &self.slots[offset + i];
+            if slot.hidden {
+                continue;
+            }
+            let integral = matches!(
+                slot.out_type,
+                ColumnType::Int64 | ColumnType::Int32 | ColumnType::Timestamp
+            );
+            let mut gens = rule
+                .generator
+                .iter()
+                .chain(rule.when.iter().map(|w| &w.generator));
+            let (encoding, statistics) = if rule.sql.is_some() {
+                let delta = slot.out_type == ColumnType::Timestamp;
+                (
+                    Some(if delta {
+                        ColumnEncoding::Delta
+                    } else {
+                        ColumnEncoding::Plain
+                    }),
+                    true,
+                )
+            } else if integral
+                && gens.clone().any(|g| match g {
+                    Gen::UniqueId { .. }
+                    | Gen::TimestampRange { .. }
+                    | Gen::TimestampSequence { .. } => true,
+                    Gen::IntRange { min, max } => max - min >= 256,
+                    _ => false,
+                })
+            {
+                (Some(ColumnEncoding::Delta), true)
+            } else if gens.clone().any(|g| match g {
+                Gen::Walk { .. } | Gen::Template { .. } => true,
+                Gen::Uniform { round, .. }
+                | Gen::Normal { round, .. }
+                | Gen::Lognormal { round, .. }
+                | Gen::Exponential { round, .. } => round.is_none(),
+                _ => false,
+            }) {
+                (Some(ColumnEncoding::Plain), true)
+            } else if gens.all(|g| matches!(g, Gen::Categorical { .. })) {
+                (None, false)
+            } else {
+                continue;
+            };
+            layouts.insert(
+                slot.name.clone(),
+                ColumnLayout {
+                    encoding,
+                    statistics,
+                },
+            );
+        }
+        layouts
     }
 
     /// Generates every chunk in order, handing each batch to `sink`.
@@ -579,19 +607,29 @@ impl Generator {
             arrays[slot] = Some(categories(&self.slots[slot].dict, codes, None));
             slot += 1;
         }
+        // Each column's per-row branch, kept for columns with the same
+        // conditions.
+        let mut branch_of: Vec<Option<Arc<Vec<u8>>>> = vec![None; self.columns.len()];
         for (ci, rule) in self.rules.columns.iter().enumerate() {
             let s = slot + ci;
             let Some(column) = &self.columns[ci] else {
                 continue;
             };
-            let default = (column.branches.len() - 1) as u8;
-            let mut branch = vec![default; n];
-            for (b, cond) in column.conditions.iter().enumerate().rev() {
-                let mask = cond.eval(&arrays, n)?;
-                for r in mask.values().set_indices() {
-                    branch[r] = b as u8;
+            let shared = column.same_conditions_as.and_then(|j| branch_of[j].clone());
+            let branch = match shared {
+                Some(branch) => branch,
+                None => {
+                    let default = (column.branches.len() - 1) as u8;
+                    let mut branch = vec![default; n];
+                    for (b, cond) in column.conditions.iter().enumerate().rev() {
+                        let mask = cond.eval(&arrays, n)?;
+                        for r in mask.values().set_indices() {
+                            branch[r] = b as u8;
+                        }
+                    }
+                    Arc::new(branch)
                 }
-            }
+            };
             let fill = ColumnFill {
                 seed: self.seed,
                 key: ci as u64 + 1,
@@ -625,6 +663,9 @@ impl Generator {
                     ))
                 }
             });
+            if !column.conditions.is_empty() {
+                branch_of[ci] = Some(branch);
+            }
         }
         let mut arrays: Vec<ArrayRef> = arrays
             .into_iter()
@@ -756,12 +797,31 @@ fn numbers(values: Vec<f64>, valid: Vec<bool>, out_type: ColumnType) -> ArrayRef
     }
 }
 
+fn same_conditions(a: &ColumnRule, b: &ColumnRule) -> bool {
+    a.when.len() == b.when.len()
+        && a.when
+            .iter()
+            .zip(&b.when)
+            .all(|(x, y)| x.condition == y.condition)
+}
+
+/// A string column from dictionary codes, built directly (cheaper than
+/// `take` on the dictionary); null slots hold no bytes.
 fn categories(dict: &[String], codes: Vec<u32>, nulls: Option<NullBuffer>) -> ArrayRef {
-    let dict = StringArray::from_iter_values(dict);
-    let indices = UInt32Array::new(codes.into(), nulls);
-    // Codes come from the dictionary, so `take` cannot go out of bounds.
-    arrow::compute::take(&dict, &indices, None)
-        .unwrap_or_else(|_| arrow::array::new_null_array(&DataType::Utf8, indices.len()))
+    let mut offsets = Vec::with_capacity(codes.len() + 1);
+    let mut bytes = Vec::with_capacity(codes.len() * 8);
+    offsets.push(0i32);
+    for (i, code) in codes.iter().enumerate() {
+        if nulls.as_ref().is_none_or(|n| n.is_valid(i)) {
+            bytes.extend_from_slice(dict[*code as usize].as_bytes());
+        }
+        offsets.push(bytes.len() as i32);
+    }
+    Arc::new(StringArray::new(
+        OffsetBuffer::new(offsets.into()),
+        bytes.into(),
+        nulls,
+    ))
 }
 
 fn pick(weights: &[f64], u: f64) -> usize {
@@ -868,7 +928,7 @@ pub async fn write_generated(
 ) -> Result<crate::io::WriteSummary> {
     use futures::StreamExt;
     let schema = generator.schema();
-    let format = with_plain_columns(format, &generator);
+    let format = with_generated_layouts(format, &generator);
     let permits = Arc::new(tokio::sync::Semaphore::new(
         rayon::current_num_threads().max(1),
     ));
@@ -926,7 +986,7 @@ pub async fn write_enhanced(
             .map_err(|e| e.context(format!("enhancing {input}")))?,
     );
     let schema = generator.schema();
-    let format = with_plain_columns(format, &generator);
+    let format = with_generated_layouts(format, &generator);
     let partitions = df
         .execute_stream_partitioned()
         .await
@@ -953,17 +1013,17 @@ pub async fn write_enhanced(
     crate::io::write_streams(session, schema, vec![stream], target, &format).await
 }
 
-fn with_plain_columns(
+/// `format` with the generator's column layouts added where the caller
+/// set none.
+fn with_generated_layouts(
     format: &crate::io::OutputFormat,
     generator: &Generator,
 ) -> crate::io::OutputFormat {
     match format {
         crate::io::OutputFormat::Parquet(options) => {
             let mut options = options.clone();
-            for c in generator.high_cardinality_columns() {
-                if !options.plain_columns.contains(&c) {
-                    options.plain_columns.push(c);
-                }
+            for (column, layout) in generator.parquet_layouts() {
+                options.columns.entry(column).or_insert(layout);
             }
             crate::io::OutputFormat::Parquet(options)
         }

@@ -107,7 +107,7 @@ pub enum Literal {
 }
 
 /// Conditions over earlier columns.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Condition {
     Eq(String, Literal),
@@ -418,7 +418,7 @@ impl Rules {
                         )));
                     }
                     if !known.contains(&col) {
-                        let hint = crate::synth::closest(col, &all);
+                        let hint = crate::suggest::closest(col, &all);
                         return Err(KilnError::Config {
                             message: format!("rule for column '{rule}': condition refers to unknown column '{col}'"),
                             fix: Some(match hint {

@@ -331,3 +331,109 @@ fn packed_bits_match_arrow() {
     assert_eq!(pack_bits(&bits), BooleanBuffer::from(bits.as_slice()));
     assert_eq!(pack_bits(&[]).len(), 0);
 }
+
+/// Encodings and statistics of each column chunk of the first file in `dir`.
+fn column_layouts(dir: &std::path::Path) -> std::collections::HashMap<String, (Vec<String>, bool)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = std::fs::File::open(dir.join("part-00000.parquet")).expect("output file");
+    let reader = SerializedFileReader::new(file).expect("parquet");
+    let group = reader.metadata().row_group(0);
+    group
+        .columns()
+        .iter()
+        .map(|c| {
+            let encodings = c.encodings().map(|e| format!("{e:?}")).collect();
+            let has_stats = c.statistics().is_some_and(|s| s.min_bytes_opt().is_some());
+            (c.column_path().string(), (encodings, has_stats))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn generated_parquet_layout_follows_the_rules() -> Result<()> {
+    let rules = r#"
+columns:
+  - name: sample_id
+    gen: { unique_id: { start: 1 } }
+  - name: cell_id
+    gen: { int_range: { min: 1000, max: 900000 } }
+  - name: lat
+    gen: { walk: { start: 52.5, step_std: 0.001 } }
+  - name: rsrp
+    gen: { normal: { mean: -100, std: 8, round: 1 } }
+  - name: network
+    gen: { categorical: { values: [LTE, NR, GSM], weights: [0.5, 0.3, 0.2] } }
+"#;
+    let dir = std::env::temp_dir().join(format!("kiln-layout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = url::Url::from_directory_path(&dir).expect("absolute path");
+    let session = crate::KilnSession::connect(
+        &crate::Master::Local { partitions: 1 },
+        &crate::session::KilnExtensions::default(),
+    )
+    .await?;
+    let generator = Arc::new(Generator::new(
+        Rules::from_yaml(rules, "layout.yaml")?,
+        1,
+        50_000,
+    )?);
+    // A caller's layout wins over the generator's choice.
+    let mut options = crate::io::ParquetWriteOptions::default();
+    options.columns.insert(
+        "rsrp".into(),
+        ColumnLayout {
+            encoding: Some(ColumnEncoding::Plain),
+            statistics: true,
+        },
+    );
+    let format = crate::io::OutputFormat::Parquet(options);
+    write_generated(&session, generator, &url, &format).await?;
+    let layouts = column_layouts(&dir);
+    let uses = |column: &str, encoding: &str| layouts[column].0.iter().any(|e| e == encoding);
+    assert!(uses("sample_id", "DELTA_BINARY_PACKED"), "{layouts:?}");
+    assert!(uses("cell_id", "DELTA_BINARY_PACKED"), "{layouts:?}");
+    assert!(
+        uses("lat", "PLAIN") && !uses("lat", "RLE_DICTIONARY"),
+        "{layouts:?}"
+    );
+    assert!(!uses("rsrp", "RLE_DICTIONARY"), "{layouts:?}");
+    assert!(
+        uses("network", "RLE_DICTIONARY") && !layouts["network"].1,
+        "{layouts:?}"
+    );
+    assert!(layouts["sample_id"].1 && layouts["rsrp"].1, "{layouts:?}");
+
+    // Layouts naming an unknown column, or delta on floats, are config errors.
+    for (column, encoding, expected) in [
+        ("rsrpp", ColumnEncoding::Plain, "did you mean 'rsrp'?"),
+        (
+            "lat",
+            ColumnEncoding::Delta,
+            "delta encoding needs an integer or timestamp column",
+        ),
+    ] {
+        let mut options = crate::io::ParquetWriteOptions::default();
+        options.columns.insert(
+            column.into(),
+            ColumnLayout {
+                encoding: Some(encoding),
+                statistics: true,
+            },
+        );
+        let generator = Arc::new(Generator::new(
+            Rules::from_yaml(rules, "layout.yaml")?,
+            1,
+            1_000,
+        )?);
+        let format = crate::io::OutputFormat::Parquet(options);
+        let err = write_generated(&session, generator, &url, &format)
+            .await
+            .expect_err("bad layout")
+            .to_string();
+        assert!(err.contains(column) && err.contains(expected), "{err}");
+    }
+    // The failed writes left the first output in place.
+    assert!(dir.join("part-00000.parquet").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

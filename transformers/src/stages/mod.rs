@@ -64,31 +64,7 @@ pub(crate) fn require_numeric(df: &DataFrame, stage: &str, c: &str) -> Result<()
     }
 }
 
-pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .filter(|c| {
-            let (a, b) = (word.to_lowercase(), c.to_lowercase());
-            a.contains(&b) || b.contains(&a) || edit_distance(&a, &b) <= 2
-        })
-        .min_by_key(|c| edit_distance(word, c))
-        .copied()
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
+pub(crate) use kiln_engine::suggest::closest;
 
 /// Spark's handleInvalid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
