@@ -58,10 +58,9 @@ fn generate(dir: &Path, rows: usize, seed: u64, out: &str) -> TestResult {
     Ok(())
 }
 
-fn extract_config(root: &Path, input: &str, extra_init: &str) -> String {
+fn extract_config(root: impl std::fmt::Display, input: &str, extra_init: &str) -> String {
     format!(
-        "name: t\nstorage:\n  root: {}\nprocessing_tasks:\n  - name: extract\n    classname: ExtractorTraining\n    initialization_parameters:\n      path_raw_tables: {input}\n{extra_init}    transformation_parameters:\n      mode: save\n      path_df_extract: out/\n",
-        root.display()
+        "name: t\nstorage:\n  root: {root}\nprocessing_tasks:\n  - name: extract\n    classname: ExtractorTraining\n    initialization_parameters:\n      path_raw_tables: {input}\n{extra_init}    transformation_parameters:\n      mode: save\n      path_df_extract: out/\n"
     )
 }
 
@@ -135,7 +134,7 @@ fn configuration_errors_exit_2_with_location_and_fix() -> TestResult {
         ),
         (
             "missing_input",
-            extract_config(&dir, "does/not/exist/", ""),
+            extract_config(dir.display(), "does/not/exist/", ""),
             vec!["input path not found", "does/not/exist"],
         ),
     ];
@@ -190,7 +189,7 @@ fn schema_mismatches_are_all_reported_and_runtime_errors_exit_1() -> TestResult 
     let o = submit(
         &dir,
         "s.yaml",
-        &extract_config(&dir, "raw/", "      schema_path: schema.json\n"),
+        &extract_config(dir.display(), "raw/", "      schema_path: schema.json\n"),
         "local[2]",
     )?;
     let err = stderr(&o);
@@ -210,14 +209,14 @@ fn schema_mismatches_are_all_reported_and_runtime_errors_exit_1() -> TestResult 
     let ok = submit(
         &dir,
         "ok.yaml",
-        &extract_config(&dir, "raw/", ""),
+        &extract_config(dir.display(), "raw/", ""),
         "local[2]",
     )?;
     assert!(ok.status.success(), "{}", stderr(&ok));
     let before: Vec<PathBuf> = walk(&dir.join("out"));
     std::fs::create_dir_all(dir.join("bad"))?;
     std::fs::write(dir.join("bad/part-0.parquet"), b"PAR1 this is not parquet")?;
-    let text = extract_config(&dir, "bad/", "");
+    let text = extract_config(dir.display(), "bad/", "");
     let o = submit(&dir, "bad.yaml", &text, "local[2]")?;
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -232,7 +231,7 @@ fn schema_mismatches_are_all_reported_and_runtime_errors_exit_1() -> TestResult 
     let o = submit(
         &dir,
         "ok.yaml",
-        &extract_config(&dir, "raw/", ""),
+        &extract_config(dir.display(), "raw/", ""),
         "df://127.0.0.1:9",
     )?;
     let err = stderr(&o);
@@ -813,5 +812,247 @@ fn schedule_scenario(dir: &Path, master: &str) -> TestResult {
         .arg(dir.join("none.yaml"))
         .output()?;
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    Ok(())
+}
+
+/// An S3-compatible server (moto) on loopback with one bucket, killed on
+/// drop. `None` when no server is installed (`.ci/run` installs one).
+struct S3Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const BUCKET: &str = "kiln-test";
+
+impl S3Server {
+    fn start() -> Result<Option<S3Server>, Box<dyn std::error::Error>> {
+        let program = match std::env::var_os("KILN_TEST_S3_SERVER") {
+            Some(p) => PathBuf::from(p),
+            None => match std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .map(|d| d.join("moto_server"))
+                .find(|p| p.is_file())
+            {
+                Some(p) => p,
+                None if std::env::var_os("KILN_REQUIRE_S3_TESTS").is_some() => {
+                    return Err("KILN_REQUIRE_S3_TESTS is set but no moto_server was found".into());
+                }
+                None => return Ok(None),
+            },
+        };
+        let mut child = Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let stderr = child.stderr.take().ok_or("moto stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the address, then keeps draining so the server never blocks.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("http://127.0.0.1:") {
+                    let _ = tx.send(line[at..].trim().to_string());
+                }
+            }
+        });
+        let mut server = S3Server {
+            child,
+            endpoint: String::new(),
+        };
+        server.endpoint = rx
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| "moto_server did not report its address within 60 s")?;
+        let (status, _) = server.http("PUT", &format!("/{BUCKET}"), b"")?;
+        assert!(status.contains("200"), "create bucket: {status}");
+        Ok(Some(server))
+    }
+
+    /// One unauthenticated HTTP/1.0 request; returns the status line and body.
+    fn http(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(String, String), Box<dyn std::error::Error>> {
+        use std::io::{Read, Write};
+        let host = self.endpoint.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(host)?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )?;
+        stream.write_all(body)?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        Ok((
+            head.lines().next().unwrap_or_default().to_string(),
+            body.to_string(),
+        ))
+    }
+
+    /// Keys and sizes under `prefix`, sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, Box<dyn std::error::Error>> {
+        let (status, xml) = self.http(
+            "GET",
+            &format!("/{BUCKET}?list-type=2&prefix={prefix}"),
+            b"",
+        )?;
+        assert!(status.contains("200"), "list: {status}");
+        let tag = |text: &str, name: &str| -> Vec<String> {
+            text.split(&format!("<{name}>"))
+                .skip(1)
+                .filter_map(|p| {
+                    p.split_once(&format!("</{name}>"))
+                        .map(|(v, _)| v.to_string())
+                })
+                .collect()
+        };
+        let mut out: Vec<(String, u64)> = tag(&xml, "Contents")
+            .iter()
+            .map(|c| {
+                let key = tag(c, "Key").into_iter().next().unwrap_or_default();
+                let size = tag(c, "Size")
+                    .first()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                (key, size)
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn kiln(&self) -> Command {
+        let mut c = kiln();
+        c.env("AWS_ENDPOINT", &self.endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "kiln-test")
+            .env("AWS_SECRET_ACCESS_KEY", "kiln-test-secret")
+            .env("AWS_REGION", "us-east-1");
+        c
+    }
+}
+
+/// The lake on S3 (a MinIO-compatible server): generation, a pipeline that
+/// reads and writes there, atomic commits and failed writes, with the same
+/// rows as on the local file system.
+#[test]
+fn s3_lake_matches_local_files() -> TestResult {
+    let Some(s3) = S3Server::start()? else {
+        eprintln!(
+            "skipped: no S3-compatible server; install moto[server] or set KILN_TEST_S3_SERVER \
+             (.ci/run does)"
+        );
+        return Ok(());
+    };
+    let dir = tempdir("s3");
+    let root = format!("s3://{BUCKET}/lake/");
+    let run = |args: &[&str], config: Option<(&str, String)>| -> Result<Output, std::io::Error> {
+        let mut c = s3.kiln();
+        c.args(args);
+        if let Some((name, text)) = config {
+            let path = dir.join(name);
+            std::fs::write(&path, text)?;
+            c.arg(path);
+        }
+        c.output()
+    };
+    let gen_args = |out: &str| -> Vec<String> {
+        [
+            "generate",
+            "configs/generators/indoor_outdoor.yaml",
+            "--rows",
+            "300000",
+            "--seed",
+            "11",
+            "--out",
+            out,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // The same data generated to S3 and to a local directory.
+    let remote = format!("{root}raw/");
+    let args = gen_args(&remote);
+    let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
+    assert!(o.status.success(), "generate to S3: {}", stderr(&o));
+    let raw = s3.list("lake/raw/")?;
+    assert!(
+        raw.iter().any(|(k, _)| k == "lake/raw/_SUCCESS")
+            && raw.iter().any(|(k, _)| k == "lake/raw/part-00000.parquet"),
+        "{raw:?}"
+    );
+    let local = dir.join("local/raw/").display().to_string() + "/";
+    let o = run(
+        &gen_args(&local)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        None,
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A pipeline whose lake is on S3, then a local one that copies its
+    // output back: the rows match the same pipeline run on local files.
+    let o = run(
+        &["submit", "--master", "local[2]"],
+        Some(("s3.yaml", extract_config(&root, "raw/", ""))),
+    )?;
+    assert!(o.status.success(), "pipeline on S3: {}", stderr(&o));
+    let out_before = s3.list("lake/out/")?;
+    assert!(
+        out_before.iter().any(|(k, _)| k == "lake/out/_SUCCESS"),
+        "{out_before:?}"
+    );
+    let back = dir.join("back");
+    let copy = extract_config(back.display(), &format!("{root}out/"), "");
+    let o = run(
+        &["submit", "--master", "local[2]"],
+        Some(("back.yaml", copy)),
+    )?;
+    assert!(o.status.success(), "read back from S3: {}", stderr(&o));
+    let o = run(
+        &["submit", "--master", "local[2]"],
+        Some((
+            "local.yaml",
+            extract_config(dir.join("local").display(), "raw/", ""),
+        )),
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        checksum(&back.join("out"))?,
+        checksum(&dir.join("local/out"))?
+    );
+
+    // A corrupt input on S3: exit 1 naming the file, and the previous output
+    // is untouched, with no staging objects left behind.
+    let (status, _) = s3.http(
+        "PUT",
+        &format!("/{BUCKET}/lake/bad/part-0.parquet"),
+        b"PAR1 not parquet",
+    )?;
+    assert!(status.contains("200"), "{status}");
+    let o = run(
+        &["submit", "--master", "local[2]"],
+        Some(("bad.yaml", extract_config(&root, "bad/", ""))),
+    )?;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad/"), "{err}");
+    assert_eq!(s3.list("lake/out/")?, out_before, "previous output changed");
+    let all = s3.list("lake/")?;
+    assert!(
+        !all.iter().any(|(k, _)| k.contains(".kiln-")),
+        "staging left: {all:?}"
+    );
     Ok(())
 }
