@@ -82,23 +82,40 @@ pub async fn read_table(session: &KilnSession, url: &Url, format: FileFormat) ->
     } else {
         ""
     };
+    // A directory of hive partitions gets its partition columns back.
+    let partitions = if is_dir && !has_glob(&path) {
+        let store = session.stores().store_for(url)?;
+        crate::hive::discover(&store, &object_path(url)?).await?
+    } else {
+        Vec::new()
+    };
+    let as_text: Vec<(String, arrow::datatypes::DataType)> = partitions
+        .iter()
+        .map(|(name, _)| (name.clone(), arrow::datatypes::DataType::Utf8))
+        .collect();
     let df = match format {
         FileFormat::Parquet => {
             ctx.read_parquet(
                 path.clone(),
-                ParquetReadOptions::default().file_extension(ext),
+                ParquetReadOptions::default()
+                    .file_extension(ext)
+                    .table_partition_cols(as_text),
             )
             .await
         }
         FileFormat::Csv => {
             ctx.read_csv(
                 path.clone(),
-                CsvReadOptions::new().has_header(true).file_extension(ext),
+                CsvReadOptions::new()
+                    .has_header(true)
+                    .file_extension(ext)
+                    .table_partition_cols(as_text),
             )
             .await
         }
     };
-    df.map_err(|e| KilnError::execution(format!("reading {path}"), e))
+    let df = df.map_err(|e| KilnError::execution(format!("reading {path}"), e))?;
+    crate::hive::restore_types(df, &partitions)
 }
 
 /// How one table joins onto the ones before it.
@@ -227,6 +244,10 @@ pub struct ParquetWriteOptions {
     /// Per-column layout, overriding the default (a dictionary that falls
     /// back to plain encoding, and min/max statistics per page).
     pub columns: BTreeMap<String, ColumnLayout>,
+    /// Hive-style partition columns, outermost first: rows go to
+    /// `column=value/` directories and the columns leave the files, as with
+    /// Spark's `partitionBy` (see [`crate::hive`]).
+    pub partition_by: Vec<String>,
 }
 
 /// How one Parquet column is laid out.
@@ -268,6 +289,7 @@ impl Default for ParquetWriteOptions {
             compression: "snappy".into(),
             row_group_size: 1 << 17,
             columns: BTreeMap::new(),
+            partition_by: Vec::new(),
         }
     }
 }
@@ -407,14 +429,19 @@ pub async fn write_streams(
     target: &Url,
     format: &OutputFormat,
 ) -> Result<WriteSummary> {
-    if let OutputFormat::Parquet(o) = format {
-        o.properties(&schema)?;
-    }
+    let partitioner = Arc::new(match format {
+        OutputFormat::Parquet(o) => {
+            let partitioner = crate::hive::Partitioner::new(&schema, &o.partition_by)?;
+            o.properties(partitioner.file_schema())?;
+            partitioner
+        }
+        OutputFormat::Csv => crate::hive::Partitioner::new(&schema, &[])?,
+    });
     let store = session.stores().store_for(target)?;
     let target_dir = object_path(target)?;
     remove_stale_staging(&store, target, &target_dir).await;
     let staging = staging_path(&target_dir, "tmp");
-    let result = write_partitions(streams, schema, &store, &staging, format).await;
+    let result = write_partitions(streams, partitioner, &store, &staging, format).await;
     match result {
         Ok(summary) => {
             commit(&store, target, &staging, &target_dir).await?;
@@ -556,38 +583,47 @@ impl PartWriter {
 
 async fn write_partitions(
     streams: Vec<BatchStream>,
-    schema: arrow::datatypes::SchemaRef,
+    partitioner: Arc<crate::hive::Partitioner>,
     store: &Arc<dyn ObjectStore>,
     staging: &object_store::path::Path,
     format: &OutputFormat,
 ) -> Result<WriteSummary> {
+    let schema = Arc::clone(partitioner.file_schema());
     let mut tasks = Vec::new();
     for (i, mut stream) in streams.into_iter().enumerate() {
         let store = Arc::clone(store);
         let staging = staging.clone();
         let schema = Arc::clone(&schema);
+        let partitioner = Arc::clone(&partitioner);
         let format = format.clone();
         tasks.push(tokio::spawn(async move {
-            let mut writer: Option<(PartWriter, object_store::path::Path)> = None;
-            let mut rows = 0u64;
+            // One file per partition directory this stream has rows for.
+            let mut writers: BTreeMap<Vec<String>, (PartWriter, object_store::path::Path, u64)> =
+                BTreeMap::new();
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 if batch.num_rows() == 0 {
                     continue;
                 }
-                if writer.is_none() {
-                    writer = Some(PartWriter::open(&store, &staging, i, &schema, &format)?);
-                }
-                rows += batch.num_rows() as u64;
-                if let Some((w, path)) = writer.as_mut() {
-                    w.write(&batch, path).await?;
+                for (dirs, part) in partitioner.split(&batch)? {
+                    let (w, path, rows) = match writers.entry(dirs) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            let dir = partition_dir(&staging, e.key());
+                            let (w, path) = PartWriter::open(&store, &dir, i, &schema, &format)?;
+                            e.insert((w, path, 0))
+                        }
+                    };
+                    *rows += part.num_rows() as u64;
+                    w.write(&part, path).await?;
                 }
             }
-            if let Some((w, path)) = writer {
+            let mut written = Vec::new();
+            for (dirs, (w, path, rows)) in writers {
                 w.close(&path).await?;
-                return Ok::<_, KilnError>(Some(rows));
+                written.push((dirs, rows));
             }
-            Ok(None)
+            Ok::<_, KilnError>(written)
         }));
     }
     let mut summary = WriteSummary::default();
@@ -597,26 +633,32 @@ async fn write_partitions(
     } else {
         "parquet"
     };
+    // Files per directory so far, for dense numbering.
+    let mut files_in: BTreeMap<Vec<String>, usize> = BTreeMap::new();
     for (i, t) in tasks.into_iter().enumerate() {
         match t
             .await
             .map_err(|e| KilnError::io(staging, format!("writer task failed: {e}")))
         {
-            Ok(Ok(Some(rows))) => {
-                // Number the non-empty files densely, so the file names do
-                // not depend on which partitions happened to get rows.
-                let dense = summary.files;
-                if dense != i {
-                    let from = staging.clone().join(format!("part-{i:05}.{ext}"));
-                    let to = staging.clone().join(format!("part-{dense:05}.{ext}"));
-                    if let Err(e) = store.rename(&from, &to).await {
-                        first_error.get_or_insert(KilnError::io(&to, e));
+            Ok(Ok(written)) => {
+                for (dirs, rows) in written {
+                    // Number the files of each directory densely, so the
+                    // names do not depend on which streams got rows.
+                    let count = files_in.entry(dirs.clone()).or_insert(0);
+                    let dense = *count;
+                    if dense != i {
+                        let dir = partition_dir(staging, &dirs);
+                        let from = dir.clone().join(format!("part-{i:05}.{ext}"));
+                        let to = dir.join(format!("part-{dense:05}.{ext}"));
+                        if let Err(e) = store.rename(&from, &to).await {
+                            first_error.get_or_insert(KilnError::io(&to, e));
+                        }
                     }
+                    *count += 1;
+                    summary.rows += rows;
+                    summary.files += 1;
                 }
-                summary.rows += rows;
-                summary.files += 1;
             }
-            Ok(Ok(None)) => {}
             Ok(Err(e)) | Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -632,6 +674,12 @@ async fn write_partitions(
         summary.files = 1;
     }
     Ok(summary)
+}
+
+/// `base/column=value/...` for a partition's directory segments.
+fn partition_dir(base: &object_store::path::Path, dirs: &[String]) -> object_store::path::Path {
+    dirs.iter()
+        .fold(base.clone(), |path, segment| path.join(segment.as_str()))
 }
 
 /// Replaces the target with the staged output.
@@ -681,8 +729,11 @@ async fn commit(
     }
     let mut written = Vec::new();
     for path in &staged {
-        let name = path.filename().unwrap_or_default();
-        let dest = target_dir.clone().join(name);
+        // The path below the staging prefix (partition directories too).
+        let dest = path
+            .prefix_match(staging)
+            .map(|parts| parts.fold(target_dir.clone(), |dest, part| dest.join(part)))
+            .unwrap_or_else(|| target_dir.clone().join(path.filename().unwrap_or_default()));
         store
             .copy(path, &dest)
             .await

@@ -9,13 +9,16 @@
 //! * [`storage`] resolves lake paths and creates object stores (local, S3 /
 //!   MinIO, Azure) on demand;
 //! * [`io`] reads CSV / Parquet, joins tables and writes Parquet atomically;
+//! * [`hive`] splits output into `column=value/` directories and reads them back;
 //! * [`schema`] validates data against a reference schema;
 //! * [`cluster`] runs Ballista schedulers and executors in-process;
-//! * [`error::KilnError`] classifies every failure by whose fault it is.
+//! * [`error::KilnError`] classifies every failure by whose fault it is;
+//! * [`suggest`] finds the name a typo meant.
 
 pub mod artifacts;
 pub mod cluster;
 pub mod error;
+pub mod hive;
 pub mod io;
 pub mod master;
 pub mod schema;
