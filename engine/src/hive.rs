@@ -12,6 +12,7 @@
 use crate::error::{KilnError, Result};
 use arrow::array::{Array, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, SchemaRef};
+use arrow::row::{RowConverter, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{cast, col, lit, when};
@@ -105,31 +106,55 @@ impl Partitioner {
     /// Splits `batch` into (directory segments, rows without the partition
     /// columns), in order of each directory's first row.
     pub fn split(&self, batch: &RecordBatch) -> Result<Vec<(Vec<String>, RecordBatch)>> {
-        let kept = batch
-            .project(&self.keep)
-            .map_err(|e| KilnError::execution("partitioning the output", e.into()))?;
+        let error =
+            |e: arrow::error::ArrowError| KilnError::execution("partitioning the output", e.into());
+        let kept = batch.project(&self.keep).map_err(error)?;
         if self.by.is_empty() {
             return Ok(vec![(Vec::new(), kept)]);
         }
-        let options = FormatOptions::default();
-        let formatters = self
+        // Group rows by the partition columns' row-format bytes: no string
+        // per row, only per group.
+        let columns: Vec<_> = self
             .by
             .iter()
-            .map(|(i, _)| ArrayFormatter::try_new(batch.column(*i).as_ref(), &options))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| KilnError::execution("partitioning the output", e.into()))?;
-        let mut groups: Vec<(Vec<String>, Vec<u32>)> = Vec::new();
-        let mut index: HashMap<Vec<String>, usize> = HashMap::new();
+            .map(|(i, _)| Arc::clone(batch.column(*i)))
+            .collect();
+        let converter = RowConverter::new(
+            columns
+                .iter()
+                .map(|c| SortField::new(c.data_type().clone()))
+                .collect(),
+        )
+        .map_err(error)?;
+        let keys = converter.convert_columns(&columns).map_err(error)?;
+        let mut first_rows: Vec<(usize, Vec<u32>)> = Vec::new();
+        let mut index: HashMap<arrow::row::Row<'_>, usize> = HashMap::new();
         for row in 0..batch.num_rows() {
-            let key: Vec<String> = self
+            let g = *index.entry(keys.row(row)).or_insert_with(|| {
+                first_rows.push((row, Vec::new()));
+                first_rows.len() - 1
+            });
+            first_rows[g].1.push(row as u32);
+        }
+        let options = FormatOptions::default();
+        let formatters = columns
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(error)?;
+        // Null and empty values share a directory, so groups may merge.
+        let mut groups: Vec<(Vec<String>, Vec<u32>)> = Vec::new();
+        for (first, rows) in first_rows {
+            let dirs: Vec<String> = self
                 .by
                 .iter()
+                .zip(&columns)
                 .zip(&formatters)
-                .map(|((i, name), f)| {
-                    let value = if batch.column(*i).is_null(row) {
+                .map(|(((_, name), column), f)| {
+                    let value = if column.is_null(first) {
                         String::new()
                     } else {
-                        f.value(row).to_string()
+                        f.value(first).to_string()
                     };
                     let value = if value.is_empty() {
                         NULL_PARTITION
@@ -139,18 +164,20 @@ impl Partitioner {
                     format!("{name}={value}")
                 })
                 .collect();
-            let g = *index.entry(key.clone()).or_insert_with(|| {
-                groups.push((key, Vec::new()));
-                groups.len() - 1
-            });
-            groups[g].1.push(row as u32);
+            match groups.iter_mut().find(|(d, _)| *d == dirs) {
+                Some((_, merged)) => {
+                    merged.extend(rows);
+                    merged.sort_unstable();
+                }
+                None => groups.push((dirs, rows)),
+            }
         }
         groups
             .into_iter()
             .map(|(dirs, rows)| {
                 arrow::compute::take_record_batch(&kept, &UInt32Array::from(rows))
                     .map(|b| (dirs, b))
-                    .map_err(|e| KilnError::execution("partitioning the output", e.into()))
+                    .map_err(error)
             })
             .collect()
     }
