@@ -330,7 +330,10 @@ impl ParquetWriteOptions {
                     .map(|c| format!("did you mean '{c}'?"))
                     .unwrap_or_else(|| format!("the output's columns are: {}", names.join(", ")));
                 KilnError::config_fix(
-                    format!("Parquet layout for column '{name}': no such column in the output"),
+                    format!(
+                        "Parquet layout for column '{name}': no such column in the output files \
+                         (partition_by columns are directory names)"
+                    ),
                     hint,
                 )
             })?;

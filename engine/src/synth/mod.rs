@@ -1023,7 +1023,10 @@ fn with_generated_layouts(
         crate::io::OutputFormat::Parquet(options) => {
             let mut options = options.clone();
             for (column, layout) in generator.parquet_layouts() {
-                options.columns.entry(column).or_insert(layout);
+                // Partition columns are directory names, not file columns.
+                if !options.partition_by.contains(&column) {
+                    options.columns.entry(column).or_insert(layout);
+                }
             }
             crate::io::OutputFormat::Parquet(options)
         }

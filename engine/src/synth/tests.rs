@@ -434,6 +434,26 @@ columns:
     }
     // The failed writes left the first output in place.
     assert!(dir.join("part-00000.parquet").exists());
+
+    // Partitioned by a category: its generated layout does not apply, since
+    // the column is a directory name, not a file column.
+    let options = crate::io::ParquetWriteOptions {
+        partition_by: vec!["network".into()],
+        ..Default::default()
+    };
+    let generator = Arc::new(Generator::new(
+        Rules::from_yaml(rules, "layout.yaml")?,
+        1,
+        5_000,
+    )?);
+    write_generated(
+        &session,
+        generator,
+        &url,
+        &crate::io::OutputFormat::Parquet(options),
+    )
+    .await?;
+    assert!(dir.join("network=LTE/part-00000.parquet").is_file());
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
