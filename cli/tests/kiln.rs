@@ -1023,13 +1023,19 @@ fn s3_lake_matches_local_files() -> TestResult {
     )?;
     assert!(o.status.success(), "{}", stderr(&o));
 
+    // `kiln submit` on local[2] that must succeed; `what` names the step.
+    let submit_ok = |name: &str, config: String, what: &str| -> TestResult {
+        let o = run(&["submit", "--master", "local[2]"], Some((name, config)))?;
+        assert!(o.status.success(), "{what}: {}", stderr(&o));
+        Ok(())
+    };
     // A pipeline whose lake is on S3, then a local one that copies its
     // output back: the rows match the same pipeline run on local files.
-    let o = run(
-        &["submit", "--master", "local[2]"],
-        Some(("s3.yaml", extract_config(&root, "raw/", ""))),
+    submit_ok(
+        "s3.yaml",
+        extract_config(&root, "raw/", ""),
+        "pipeline on S3",
     )?;
-    assert!(o.status.success(), "pipeline on S3: {}", stderr(&o));
     let out_before = s3.list("lake/out/")?;
     assert!(
         out_before.iter().any(|(k, _)| k == "lake/out/_SUCCESS"),
@@ -1037,19 +1043,12 @@ fn s3_lake_matches_local_files() -> TestResult {
     );
     let back = dir.join("back");
     let copy = extract_config(back.display(), &format!("{root}out/"), "");
-    let o = run(
-        &["submit", "--master", "local[2]"],
-        Some(("back.yaml", copy)),
+    submit_ok("back.yaml", copy, "read back from S3")?;
+    submit_ok(
+        "local.yaml",
+        extract_config(dir.join("local").display(), "raw/", ""),
+        "pipeline on local files",
     )?;
-    assert!(o.status.success(), "read back from S3: {}", stderr(&o));
-    let o = run(
-        &["submit", "--master", "local[2]"],
-        Some((
-            "local.yaml",
-            extract_config(dir.join("local").display(), "raw/", ""),
-        )),
-    )?;
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         checksum(&back.join("out"))?,
         checksum(&dir.join("local/out"))?
@@ -1059,15 +1058,7 @@ fn s3_lake_matches_local_files() -> TestResult {
     let parted = format!(
         "name: parted\nstorage:\n  root: {root}\nprocessing_tasks:\n  - name: extract\n    classname: ExtractorTraining\n    initialization_parameters:\n      path_raw_tables: raw/\n    transformation_parameters:\n      mode: save\n      path_df_extract: parted/\n      parquet: {{ partition_by: [gps_provider] }}\n"
     );
-    let o = run(
-        &["submit", "--master", "local[2]"],
-        Some(("parted.yaml", parted)),
-    )?;
-    assert!(
-        o.status.success(),
-        "partitioned write to S3: {}",
-        stderr(&o)
-    );
+    submit_ok("parted.yaml", parted, "partitioned write to S3")?;
     let keys = s3.list("lake/parted/")?;
     for key in [
         "gps_provider=gps/part-00000.parquet",
@@ -1081,15 +1072,7 @@ fn s3_lake_matches_local_files() -> TestResult {
     }
     let back2 = dir.join("back2");
     let copy = extract_config(back2.display(), &format!("{root}parted/"), "");
-    let o = run(
-        &["submit", "--master", "local[2]"],
-        Some(("back2.yaml", copy)),
-    )?;
-    assert!(
-        o.status.success(),
-        "read partitions back from S3: {}",
-        stderr(&o)
-    );
+    submit_ok("back2.yaml", copy, "read partitions back from S3")?;
     assert_eq!(
         checksum_by_name(&back2.join("out"))?,
         checksum_by_name(&dir.join("local/out"))?
