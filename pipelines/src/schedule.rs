@@ -102,13 +102,17 @@ impl Cron {
                 ));
             }
         };
-        let weekday_text = rest[4].replace('7', "0");
         let (seconds, _) = field(secs, 0, 59, "second", expr)?;
         let (minutes, _) = field(rest[0], 0, 59, "minute", expr)?;
         let (hours, _) = field(rest[1], 0, 23, "hour", expr)?;
         let (days, days_any) = field(rest[2], 1, 31, "day of month", expr)?;
         let (months, _) = field(rest[3], 1, 12, "month", expr)?;
-        let (weekdays, weekdays_any) = field(&weekday_text, 0, 6, "day of week", expr)?;
+        // 0 and 7 are both Sunday, as in Vixie cron.
+        let (mut weekdays, weekdays_any) = field(rest[4], 0, 7, "day of week", expr)?;
+        if weekdays[7] {
+            weekdays[0] = true;
+        }
+        weekdays.truncate(7);
         Ok(Cron {
             seconds,
             minutes,
@@ -198,6 +202,21 @@ mod tests {
             assert_eq!(Cron::parse(bad, "UTC").expect_err(bad).exit_code(), 2);
         }
         assert!(Cron::parse("@daily", "Mars/Olympus").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn seven_is_sunday_in_the_day_of_week_field() -> Result<()> {
+        // 2023-06-03 is a Saturday, 2023-06-04 a Sunday.
+        let saturday = ts("2023-06-03T12:00:00Z");
+        for expr in ["0 9 * * 7", "0 9 * * 0", "0 9 * * */7", "0 9 * * 6-7"] {
+            let next = Cron::parse(expr, "UTC")?.next_after(saturday);
+            assert_eq!(next, Some(ts("2023-06-04T09:00:00Z")), "{expr}");
+        }
+        // 1-7 is every day; 17 in another field is untouched.
+        let daily = Cron::parse("0 17 * * 1-7", "UTC")?;
+        assert_eq!(daily.next_after(saturday), Some(ts("2023-06-03T17:00:00Z")));
+        assert!(Cron::parse("0 9 * * 8", "UTC").is_err());
         Ok(())
     }
 }

@@ -252,22 +252,39 @@ async fn expect_error(case: &str, specs: &[StageSpec], invalid: &str, needle: &s
     Ok(())
 }
 
-fn cases(prefix: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(golden())
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|n| n.starts_with(prefix))
-                .collect()
-        })
-        .unwrap_or_default();
+/// The golden case folders whose names start with `prefix`. A missing
+/// folder or no matching case is an error: a parity test that finds nothing
+/// to compare must not pass.
+fn cases(prefix: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    cases_in(&golden(), prefix)
+}
+
+fn cases_in(dir: &Path, prefix: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("golden files not found at {}: {e}", dir.display()))?;
+    let mut v: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    if v.is_empty() {
+        return Err(format!("no golden case '{prefix}*' in {}", dir.display()).into());
+    }
     v.sort();
-    v
+    Ok(v)
+}
+
+#[test]
+fn a_missing_or_empty_golden_folder_fails() {
+    let missing = Path::new(env!("CARGO_MANIFEST_DIR")).join("no/such/golden");
+    assert!(cases_in(&missing, "string_indexer_").is_err());
+    assert!(cases_in(&golden(), "no_such_stage_").is_err());
+    assert!(cases("string_indexer_").is_ok_and(|c| c.len() >= 10));
 }
 
 #[tokio::test]
 async fn string_indexer_matches_spark() -> TestResult {
-    for case in cases("string_indexer_") {
+    for case in cases("string_indexer_")? {
         let p = params(&case)?;
         let s = spark_stage(&p["stage"])?;
         if case.ends_with("_error") {
@@ -281,7 +298,7 @@ async fn string_indexer_matches_spark() -> TestResult {
 
 #[tokio::test]
 async fn one_hot_encoder_matches_spark() -> TestResult {
-    for case in cases("one_hot_encoder_") {
+    for case in cases("one_hot_encoder_")? {
         let p = params(&case)?;
         let specs: Vec<StageSpec> = match p.get("stages") {
             Some(Value::Array(stages)) => {
@@ -376,7 +393,7 @@ async fn imputer_matches_spark() -> TestResult {
 
 #[tokio::test]
 async fn bucketizer_matches_spark() -> TestResult {
-    for case in cases("bucketizer_") {
+    for case in cases("bucketizer_")? {
         let p = params(&case)?;
         let s = spark_stage(&p["stage"])?;
         run_case(&case, std::slice::from_ref(&s), &[], 0.0).await?;
@@ -389,7 +406,7 @@ async fn bucketizer_matches_spark() -> TestResult {
 
 #[tokio::test]
 async fn vector_assembler_matches_spark() -> TestResult {
-    for case in cases("vector_assembler_") {
+    for case in cases("vector_assembler_")? {
         let p = params(&case)?;
         let s = spark_stage(&p["stage"])?;
         run_case(&case, std::slice::from_ref(&s), &[], 0.0).await?;
