@@ -6,10 +6,10 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use kiln_engine::synth::{Generator, Rules};
 use kiln_models::data::Dataset;
 use kiln_models::gbt::GbtParams;
 use kiln_models::rf::RfParams;
+use kiln_synth::{Generator, Rules};
 use kiln_transformers::{PipelineModel, StageSpec};
 use std::sync::Arc;
 

@@ -2,13 +2,14 @@
 
 use clap::{Args, Parser, Subcommand};
 use kiln_engine::cluster::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
-use kiln_engine::io::{FileFormat, read_table};
+use kiln_engine::io::{FileFormat, ParquetWriteOptions, read_table};
 use kiln_engine::schema::ReferenceSchema;
 use kiln_engine::storage::parse_location;
 use kiln_engine::{KilnError, KilnSession, Master, Result};
 use kiln_pipelines::LoadedConfig;
-use kiln_pipelines::events::LogFormat;
 use kiln_pipelines::runner::{self, RunOptions};
+use kiln_pipelines::terminal::LogFormat;
+use kiln_synth::{Rules, Source};
 use std::process::ExitCode;
 
 /// mimalloc, as DataFusion's own CLI uses: the engine allocates and frees
@@ -89,10 +90,13 @@ enum Command {
         /// Rows to generate from scratch.
         #[arg(long, required_unless_present = "enhance")]
         rows: Option<usize>,
-        /// Add the rules' columns to this existing dataset (Parquet file,
+        /// Add the rules' columns to this existing dataset (a file,
         /// directory or glob) instead of generating rows from scratch.
         #[arg(long, conflicts_with = "rows")]
         enhance: Option<String>,
+        /// The format of the --enhance input.
+        #[arg(long, value_enum, default_value = "parquet", requires = "enhance")]
+        input_format: FormatArg,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Output directory: a local path or a URI (s3://, az://, abfss://).
@@ -257,11 +261,10 @@ async fn submit(args: SubmitArgs) -> Result<()> {
     );
     for t in &report.tasks {
         let Some(outcome) = &t.outcome else { continue };
-        let secs = (t.end_ms.saturating_sub(t.start_ms)) as f64 / 1000.0;
         eprintln!(
             "  {:<20} {:>7.1}s  {}",
             t.task,
-            secs,
+            t.seconds,
             outcome.outputs.join(", ")
         );
         // Tasks that report metrics (training) repeat their table here.
@@ -274,46 +277,13 @@ async fn submit(args: SubmitArgs) -> Result<()> {
     Ok(())
 }
 
-/// Every string in a YAML value (the paths a task writes are among them).
-fn strings(v: &serde_yaml_ng::Value, out: &mut Vec<String>) {
-    match v {
-        serde_yaml_ng::Value::String(s) => out.push(s.trim_end_matches('/').to_string()),
-        serde_yaml_ng::Value::Sequence(items) => items.iter().for_each(|i| strings(i, out)),
-        serde_yaml_ng::Value::Mapping(m) => m.values().for_each(|i| strings(i, out)),
-        _ => {}
-    }
-}
-
 fn validate(config: &str) -> Result<()> {
     let loaded = LoadedConfig::from_file(config)?;
-    let (graph, tasks) = runner::plan(&loaded)?;
-    let root = kiln_engine::storage::Lake::new(&loaded.config.storage.root)?;
-    let mut produced = Vec::new();
-    for t in &loaded.config.processing_tasks {
-        strings(
-            &serde_yaml_ng::Value::Mapping(t.transformation_parameters.clone()),
-            &mut produced,
-        );
+    let validation = kiln_pipelines::validate::validate(&loaded)?;
+    for warning in &validation.warnings {
+        eprintln!("warning: {warning}");
     }
-    for &i in &graph.order {
-        for input in tasks[i].inputs() {
-            let trimmed = input.trim_end_matches('/');
-            let made_here = produced.iter().any(|p| {
-                !p.is_empty() && (trimmed.starts_with(p.as_str()) || p.starts_with(trimmed))
-            });
-            if input.starts_with("task:") || made_here || input.contains('*') {
-                continue;
-            }
-            let url = root.resolve(&input)?;
-            if kiln_engine::storage::local_path(&url).is_some_and(|p| !p.exists()) {
-                eprintln!(
-                    "warning: task '{}': input {url} does not exist and no task writes it",
-                    loaded.config.processing_tasks[i].name
-                );
-            }
-        }
-    }
-    println!("{}: OK ({} tasks)", config, graph.order.len());
+    println!("{config}: OK ({} tasks)", validation.tasks);
     Ok(())
 }
 
@@ -334,17 +304,15 @@ async fn infer_schema(data_path: &str, format: FileFormat) -> Result<()> {
 
 async fn generate(
     rules: &str,
-    rows: Option<usize>,
-    enhance: Option<&str>,
+    source: Source,
     seed: u64,
     out: &str,
     format: FileFormat,
 ) -> Result<()> {
-    use kiln_engine::io::{OutputFormat, ParquetWriteOptions};
-    use kiln_engine::synth::{Generator, Rules, write_enhanced, write_generated};
-    let text = std::fs::read_to_string(rules)
-        .map_err(|e| KilnError::config(format!("cannot read rules {rules}: {e}")))?;
-    let rules_parsed = Rules::parse(&text, rules)?;
+    let text = std::fs::read_to_string(rules).map_err(|e| {
+        KilnError::config_fix(format!("cannot read rules {rules}: {e}"), "check the path")
+    })?;
+    let rules = Rules::parse(&text, rules)?;
     let mut url = parse_location(out, None)?;
     if !url.path().ends_with('/') {
         let p = format!("{}/", url.path());
@@ -355,39 +323,10 @@ async fn generate(
         &kiln_pipelines::extensions(),
     )
     .await?;
-    let format = match format {
-        FileFormat::Parquet => OutputFormat::Parquet(ParquetWriteOptions::default()),
-        FileFormat::Csv => OutputFormat::Csv,
-    };
     let started = std::time::Instant::now();
-    let summary = match (enhance, rows) {
-        (Some(input), _) => {
-            let input_format = if input.ends_with(".csv") {
-                FileFormat::Csv
-            } else {
-                FileFormat::Parquet
-            };
-            let input = parse_location(input, None)?;
-            write_enhanced(
-                &session,
-                rules_parsed,
-                seed,
-                &input,
-                input_format,
-                &url,
-                &format,
-            )
-            .await?
-        }
-        (None, rows) => {
-            let generator = std::sync::Arc::new(Generator::new(
-                rules_parsed,
-                seed,
-                rows.unwrap_or_default(),
-            )?);
-            write_generated(&session, generator, &url, &format).await?
-        }
-    };
+    let options = ParquetWriteOptions::default();
+    let summary =
+        kiln_synth::generate(&session, rules, seed, &source, &url, format, &options).await?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "{} rows -> {url} in {secs:.2}s ({:.2}M rows/s)",
@@ -397,32 +336,17 @@ async fn generate(
     Ok(())
 }
 
+/// A UTC timestamp of the run history, to the second.
 fn fmt_ms(ms: i64) -> String {
-    let secs = ms / 1000;
-    let (d, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = d + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
-
-fn print_json(value: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| KilnError::internal("printing JSON", e))?;
+    println!("{text}");
+    Ok(())
 }
 
 fn runs(show: Option<RunsCommand>, pipeline: Option<&str>, format: OutputFormatArg) -> Result<()> {
@@ -437,24 +361,30 @@ fn runs(show: Option<RunsCommand>, pipeline: Option<&str>, format: OutputFormatA
                 ));
             }
             if format == OutputFormatArg::Json {
-                print_json(&tasks);
-                return Ok(());
+                return print_json(&tasks);
             }
             println!(
                 "{:<22} {:<10} {:>8} {:<20} {:<20} {:>9} {:>10} {:>10}  error",
                 "task", "state", "attempts", "start", "end", "seconds", "rows_in", "rows_out"
             );
             for t in tasks {
+                let rows = |f: fn(&kiln_pipelines::task::TaskOutcome) -> Option<u64>| {
+                    t.outcome
+                        .as_ref()
+                        .and_then(f)
+                        .map(|r| r.to_string())
+                        .unwrap_or_default()
+                };
                 println!(
                     "{:<22} {:<10} {:>8} {:<20} {:<20} {:>9.1} {:>10} {:>10}  {}",
                     t.task,
-                    t.state,
+                    t.state.as_str(),
                     t.attempts,
                     fmt_ms(t.start_ms),
                     fmt_ms(t.end_ms),
-                    t.duration_s,
-                    t.rows_in.map(|r| r.to_string()).unwrap_or_default(),
-                    t.rows_out.map(|r| r.to_string()).unwrap_or_default(),
+                    t.seconds,
+                    rows(|o| o.rows_in),
+                    rows(|o| o.rows_out),
                     t.error
                         .unwrap_or_default()
                         .lines()
@@ -466,8 +396,7 @@ fn runs(show: Option<RunsCommand>, pipeline: Option<&str>, format: OutputFormatA
         None => {
             let rows = history.runs(pipeline)?;
             if format == OutputFormatArg::Json {
-                print_json(&rows);
-                return Ok(());
+                return print_json(&rows);
             }
             println!(
                 "{:<44} {:<24} {:<10} {:<20} {:<20}",
@@ -478,7 +407,7 @@ fn runs(show: Option<RunsCommand>, pipeline: Option<&str>, format: OutputFormatA
                     "{:<44} {:<24} {:<10} {:<20} {:<20}",
                     r.run_id,
                     r.pipeline,
-                    r.state,
+                    r.state.as_str(),
                     fmt_ms(r.start_ms),
                     r.end_ms.map(fmt_ms).unwrap_or_default()
                 );
@@ -493,12 +422,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Submit(args) => submit(args).await,
         Command::Validate { config } => validate(&config),
         Command::Schema => {
-            let names = kiln_pipelines::tasks::classnames();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&kiln_pipelines::config::json_schema(&names))
-                    .unwrap_or_default()
-            );
+            print!("{}", kiln_pipelines::schema::json_schema_text());
             Ok(())
         }
         Command::InferSchema { data_path, format } => infer_schema(&data_path, format.into()).await,
@@ -532,10 +456,20 @@ async fn dispatch(cli: Cli) -> Result<()> {
             rules,
             rows,
             enhance,
+            input_format,
             seed,
             out,
             format,
-        } => generate(&rules, rows, enhance.as_deref(), seed, &out, format.into()).await,
+        } => {
+            let source = match (enhance, rows) {
+                (Some(input), _) => Source::Enhance {
+                    input: parse_location(&input, None)?,
+                    format: input_format.into(),
+                },
+                (None, rows) => Source::Rows(rows.unwrap_or_default()),
+            };
+            generate(&rules, source, seed, &out, format.into()).await
+        }
         Command::Scheduler {
             bind_host,
             bind_port,

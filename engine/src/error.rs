@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+/// Any error kept as the source of a [`KilnError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A kiln failure, classified by who has to act on it.
 #[derive(Debug, thiserror::Error)]
 pub enum KilnError {
@@ -22,8 +25,12 @@ pub enum KilnError {
     },
 
     /// Storage or network trouble (object store, file system). Retryable.
-    #[error("I/O error at {location}: {message}")]
-    Io { location: String, message: String },
+    #[error("I/O error at {location}: {source}")]
+    Io {
+        location: String,
+        #[source]
+        source: BoxError,
+    },
 
     /// The cluster is unreachable or an executor failed. Retryable.
     #[error("cluster error: {message}{}", fix_suffix(.fix))]
@@ -43,6 +50,17 @@ pub enum KilnError {
     /// A task exceeded its time limit. Retryable.
     #[error("timed out after {seconds:.1}s: {what}")]
     Timeout { what: String, seconds: f64 },
+
+    /// A bug in kiln: a panicked task, a poisoned lock, a value that failed
+    /// to serialize. Not the user's fault (exit 1), not retryable.
+    #[error(
+        "internal error while {context}: {source}\n  this is a bug in kiln; please report it with the command and config that triggered it"
+    )]
+    Internal {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
 }
 
 fn fix_suffix(fix: &Option<String>) -> String {
@@ -87,11 +105,29 @@ impl KilnError {
         }
     }
 
-    pub fn io(location: impl fmt::Display, message: impl fmt::Display) -> Self {
+    /// Storage trouble at `location`, keeping `source` (an error, or a
+    /// message) as the cause.
+    pub fn io(location: impl fmt::Display, source: impl Into<BoxError>) -> Self {
         KilnError::Io {
             location: location.to_string(),
-            message: message.to_string(),
+            source: source.into(),
         }
+    }
+
+    /// A bug in kiln found while doing `context`.
+    pub fn internal(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        KilnError::Internal {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A poisoned lock: another thread panicked while holding it.
+    pub fn poisoned(what: &str) -> Self {
+        KilnError::internal(
+            format!("locking {what}"),
+            "the lock is poisoned: another thread panicked while holding it",
+        )
     }
 
     /// Wraps a DataFusion error, reclassifying the ones that are really
@@ -99,27 +135,55 @@ impl KilnError {
     pub fn execution(context: impl Into<String>, err: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError as D;
         let context = context.into();
-        match err.find_root() {
-            D::ObjectStore(e) => KilnError::io(&context, e),
-            D::IoError(e) => KilnError::io(&context, e),
-            D::ParquetError(e) => KilnError::data(&context, format!("invalid Parquet: {e}")),
-            D::ArrowError(e, _) if is_data_arrow_error(e) => {
-                KilnError::data(&context, e.to_string())
+        enum Kind {
+            Io,
+            Data(String),
+            Cluster(String),
+            Untyped,
+        }
+        let kind = match err.find_root() {
+            D::ObjectStore(_) | D::IoError(_) => Kind::Io,
+            D::ParquetError(e) => Kind::Data(format!("invalid Parquet: {e}")),
+            D::ArrowError(e, _) if is_data_arrow_error(e) => Kind::Data(e.to_string()),
+            D::SchemaError(e, _) => Kind::Data(e.to_string()),
+            D::External(inner) => match inner.downcast_ref::<ballista_core::error::BallistaError>()
+            {
+                Some(b) if is_cluster_error(b) => Kind::Cluster(b.to_string()),
+                _ => Kind::Untyped,
+            },
+            _ => Kind::Untyped,
+        };
+        match kind {
+            Kind::Io => KilnError::io(&context, err),
+            Kind::Data(message) => KilnError::data(&context, message),
+            Kind::Cluster(message) => KilnError::Cluster {
+                message: format!("{context}: {message}"),
+                fix: Some(CLUSTER_FIX.into()),
+            },
+            Kind::Untyped => KilnError::from_untyped(context, err),
+        }
+    }
+
+    /// Ballista's client turns most transport failures into
+    /// `DataFusionError::Execution(format!("{e:?}"))` (distributed_query.rs),
+    /// so their type is lost; only for those does the text decide.
+    fn from_untyped(context: String, err: datafusion::error::DataFusionError) -> Self {
+        let text = err.to_string();
+        let transport = [
+            "transport error",
+            "Connection refused",
+            "GrpcConnectionError",
+            "TonicError",
+        ];
+        if transport.iter().any(|t| text.contains(t)) {
+            KilnError::Cluster {
+                message: format!("{context}: {text}"),
+                fix: Some(CLUSTER_FIX.into()),
             }
-            D::SchemaError(e, _) => KilnError::data(&context, e.to_string()),
-            _ => {
-                let text = err.to_string();
-                if text.contains("transport error") || text.contains("Connection refused") {
-                    KilnError::Cluster {
-                        message: format!("{context}: {text}"),
-                        fix: Some("check that the scheduler and executors are running".into()),
-                    }
-                } else {
-                    KilnError::Execution {
-                        context,
-                        source: Box::new(err),
-                    }
-                }
+        } else {
+            KilnError::Execution {
+                context,
+                source: Box::new(err),
             }
         }
     }
@@ -169,6 +233,18 @@ impl KilnError {
     }
 }
 
+const CLUSTER_FIX: &str = "check that the scheduler and executors are running";
+
+/// Ballista failures of the cluster itself (not of the query): lost
+/// connections, gRPC failures, shuffle fetches from a lost executor.
+fn is_cluster_error(e: &ballista_core::error::BallistaError) -> bool {
+    use ballista_core::error::BallistaError as B;
+    matches!(
+        e,
+        B::TonicError(_) | B::GrpcError(_) | B::GrpcConnectionError(_) | B::FetchFailed(..)
+    )
+}
+
 fn is_data_arrow_error(e: &arrow::error::ArrowError) -> bool {
     use arrow::error::ArrowError as A;
     matches!(
@@ -184,3 +260,43 @@ impl From<datafusion::error::DataFusionError> for KilnError {
 }
 
 pub type Result<T, E = KilnError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::error::DataFusionError;
+    use std::error::Error as _;
+
+    #[test]
+    fn internal_errors_say_they_are_bugs_and_exit_1() {
+        let e = KilnError::internal("serializing a report", "bad float");
+        assert_eq!(e.exit_code(), EXIT_RUNTIME);
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(
+            text.contains("bug in kiln") && text.contains("serializing a report"),
+            "{text}"
+        );
+        assert_eq!(KilnError::poisoned("the cache").exit_code(), 1);
+    }
+
+    #[test]
+    fn io_errors_keep_their_source() {
+        let cause = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e = KilnError::io("/lake/x", cause);
+        let source = e.source().expect("source kept");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+        assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn ballista_transport_errors_are_cluster_errors_by_type() {
+        let b = ballista_core::error::BallistaError::GrpcConnectionError("no route".into());
+        let e = KilnError::execution("running", DataFusionError::External(Box::new(b)));
+        assert!(matches!(e, KilnError::Cluster { .. }), "{e:?}");
+        assert!(e.is_retryable());
+        let b = ballista_core::error::BallistaError::General("plan failed".into());
+        let e = KilnError::execution("running", DataFusionError::External(Box::new(b)));
+        assert!(matches!(e, KilnError::Execution { .. }), "{e:?}");
+    }
+}

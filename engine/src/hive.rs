@@ -89,7 +89,7 @@ impl Partitioner {
         let file_schema = Arc::new(
             schema
                 .project(&keep)
-                .map_err(|e| KilnError::config(e.to_string()))?,
+                .map_err(|e| KilnError::internal("projecting the partitioned file schema", e))?,
         );
         Ok(Partitioner {
             by: columns,
@@ -246,10 +246,11 @@ pub fn restore_types(df: DataFrame, columns: &[(String, DataType)]) -> Result<Da
     for (name, data_type) in columns {
         let value = when(
             col(name.as_str()).eq(lit(NULL_PARTITION)),
-            lit(ScalarValue::try_from(data_type).map_err(|e| KilnError::config(e.to_string()))?),
+            lit(ScalarValue::try_from(data_type)
+                .map_err(|e| KilnError::internal("typing a partition column", e))?),
         )
         .otherwise(cast(col(name.as_str()), data_type.clone()))
-        .map_err(|e| KilnError::config(e.to_string()))?;
+        .map_err(|e| KilnError::internal("typing a partition column", e))?;
         df = df
             .with_column(name, value)
             .map_err(|e| KilnError::execution(format!("reading partition column {name}"), e))?;

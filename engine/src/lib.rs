@@ -13,11 +13,14 @@
 //! * [`schema`] validates data against a reference schema;
 //! * [`cluster`] runs Ballista schedulers and executors in-process;
 //! * [`error::KilnError`] classifies every failure by whose fault it is;
+//! * [`hash`] is the stable hash behind fingerprints, checksums and the
+//!   canonical training order;
 //! * [`suggest`] finds the name a typo meant.
 
 pub mod artifacts;
 pub mod cluster;
 pub mod error;
+pub mod hash;
 pub mod hive;
 pub mod io;
 pub mod master;
@@ -25,7 +28,6 @@ pub mod schema;
 pub mod session;
 pub mod storage;
 pub mod suggest;
-pub mod synth;
 
 pub use error::{KilnError, Result};
 pub use master::Master;

@@ -24,17 +24,9 @@ impl Dataset {
     /// Reorders rows canonically (by content), so results do not depend on
     /// the order in which a distributed engine returned the rows.
     pub fn canonicalize(&mut self) {
-        use std::hash::{Hash, Hasher};
         let n = self.n_rows();
-        let key = |r: usize| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            self.labels[r].hash(&mut h);
-            for c in &self.columns {
-                c[r].to_bits().hash(&mut h);
-            }
-            h.finish()
-        };
-        let keys: Vec<u64> = (0..n).map(key).collect();
+        let mut h = kiln_engine::hash::StableHasher::new();
+        let keys: Vec<u64> = (0..n).map(|r| self.row_hash(r, &mut h)).collect();
         let mut idx: Vec<usize> = (0..n).collect();
         idx.sort_by(|&a, &b| {
             keys[a].cmp(&keys[b]).then_with(|| {
@@ -50,6 +42,28 @@ impl Dataset {
             *c = idx.iter().map(|&i| c[i]).collect();
         }
         self.labels = idx.iter().map(|&i| self.labels[i]).collect();
+    }
+
+    /// The stable hash of row `r` (label, then every feature's bits).
+    pub fn row_hash(&self, r: usize, h: &mut kiln_engine::hash::StableHasher) -> u64 {
+        h.reset();
+        h.u32(self.labels[r]);
+        for c in &self.columns {
+            h.f64(c[r]);
+        }
+        h.finish()
+    }
+
+    /// A fingerprint of the content that does not depend on row order: row
+    /// and feature counts and the wrapping sum of every row's stable hash.
+    pub fn fingerprint(&self) -> String {
+        let mut h = kiln_engine::hash::StableHasher::new();
+        let sum = (0..self.n_rows()).fold(0u64, |s, r| s.wrapping_add(self.row_hash(r, &mut h)));
+        format!(
+            "rows={} features={} checksum={sum:016x}",
+            self.n_rows(),
+            self.n_features()
+        )
     }
 
     /// Checks shape, finite features and labels; returns the class count.

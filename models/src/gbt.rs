@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// Validated GBT hyperparameters (Spark names and defaults).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct GbtParams {
     pub max_iter: usize,
@@ -347,5 +347,31 @@ impl GbtModel {
         } else {
             (0..s.len()).map(|c| softmax_at(&s, c)).collect()
         }
+    }
+}
+
+impl crate::model::Estimator for GbtParams {
+    type Model = GbtModel;
+
+    fn validate(&self) -> Result<()> {
+        GbtParams::validate(self)
+    }
+
+    fn fit(&self, data: &Dataset) -> Result<GbtModel> {
+        GbtParams::fit(self, data)
+    }
+}
+
+impl crate::model::Classifier for GbtModel {
+    fn predict_proba(&self, row: &dyn Fn(usize) -> f64) -> Vec<f64> {
+        GbtModel::predict_proba(self, row)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn feature_importances(&self) -> &[f64] {
+        &self.feature_importances
     }
 }

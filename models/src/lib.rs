@@ -6,10 +6,14 @@
 //! * [`tree`] grows histogram trees (rayon, sibling subtraction, learned
 //!   default direction for missing values) for both learners;
 //! * [`gbt::GbtParams`] → [`gbt::GbtModel`] and [`rf::RfParams`] → [`rf::RfModel`]:
-//!   validated params and fitted models are different types (linfa style);
+//!   validated params and fitted models are different types (linfa style),
+//!   joined by [`model::Estimator`] / [`model::Classifier`] and listed once in
+//!   [`model::ModelParams`];
 //! * [`tuning`] expands grids and runs `CrossValidator` / `TrainValidationSplit`
 //!   over several competing estimators;
-//! * [`metrics`] computes Spark's classification metrics;
+//! * [`metrics`] computes Spark's classification metrics, named by [`metrics::Metric`];
+//! * [`selection`] tunes competing estimators, evaluates them on the test set
+//!   and chooses the winner;
 //! * [`model::ModelArtifact`] is the versioned, deployable artifact;
 //! * [`predict_udf`] is the `kiln_predict` UDF that runs on executors.
 
@@ -21,6 +25,7 @@ pub mod model;
 pub mod predict_udf;
 pub mod report;
 pub mod rf;
+pub mod selection;
 pub mod tree;
 pub mod tuning;
 

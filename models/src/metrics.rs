@@ -4,7 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Evaluation metrics of one model on one data set. Serialized with
+/// Spark's evaluator names (`areaUnderROC`, `weightedPrecision`, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Metrics {
     pub rows: usize,
     pub accuracy: f64,
@@ -12,10 +15,13 @@ pub struct Metrics {
     pub weighted_recall: f64,
     pub f1: f64,
     /// Binary only (positive class 1); NaN for multiclass.
+    #[serde(rename = "areaUnderROC")]
     pub area_under_roc: f64,
+    #[serde(rename = "areaUnderPR")]
     pub area_under_pr: f64,
     pub log_loss: f64,
     /// `confusion[actual][predicted]`.
+    #[serde(rename = "confusionMatrix")]
     pub confusion: Vec<Vec<u64>>,
     /// (false positive rate, true positive rate), at most ~200 points.
     pub roc: Vec<(f64, f64)>,
@@ -80,34 +86,122 @@ impl Metrics {
         }
     }
 
-    /// A metric by Spark's name (higher is better except logLoss).
-    pub fn get(&self, name: &str) -> Option<f64> {
-        Some(match name {
-            "areaUnderROC" => self.area_under_roc,
-            "areaUnderPR" => self.area_under_pr,
-            "accuracy" => self.accuracy,
-            "f1" => self.f1,
-            "weightedPrecision" => self.weighted_precision,
-            "weightedRecall" => self.weighted_recall,
-            "logLoss" => self.log_loss,
-            _ => return None,
-        })
+    /// The value of one metric.
+    pub fn get(&self, metric: Metric) -> f64 {
+        match metric {
+            Metric::AreaUnderRoc => self.area_under_roc,
+            Metric::AreaUnderPr => self.area_under_pr,
+            Metric::Accuracy => self.accuracy,
+            Metric::F1 => self.f1,
+            Metric::WeightedPrecision => self.weighted_precision,
+            Metric::WeightedRecall => self.weighted_recall,
+            Metric::LogLoss => self.log_loss,
+        }
+    }
+
+    /// The finite scalar metrics by Spark's name.
+    pub fn scalars(&self) -> std::collections::BTreeMap<String, f64> {
+        Metric::ALL
+            .iter()
+            .map(|m| (m.name().to_string(), self.get(*m)))
+            .filter(|(_, v)| v.is_finite())
+            .collect()
     }
 }
 
-pub const METRIC_NAMES: &[&str] = &[
-    "areaUnderROC",
-    "areaUnderPR",
-    "accuracy",
-    "f1",
-    "weightedPrecision",
-    "weightedRecall",
-    "logLoss",
-];
+/// A scalar evaluation metric, by the name Spark's evaluators give it
+/// (`BinaryClassificationEvaluator`, `MulticlassClassificationEvaluator`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+pub enum Metric {
+    #[default]
+    #[serde(rename = "areaUnderROC")]
+    AreaUnderRoc,
+    #[serde(rename = "areaUnderPR")]
+    AreaUnderPr,
+    #[serde(rename = "accuracy")]
+    Accuracy,
+    #[serde(rename = "f1")]
+    F1,
+    #[serde(rename = "weightedPrecision")]
+    WeightedPrecision,
+    #[serde(rename = "weightedRecall")]
+    WeightedRecall,
+    #[serde(rename = "logLoss")]
+    LogLoss,
+}
 
-/// Whether a larger value of the metric is better.
-pub fn larger_is_better(name: &str) -> bool {
-    name != "logLoss"
+impl Metric {
+    pub const ALL: &[Metric] = &[
+        Metric::AreaUnderRoc,
+        Metric::AreaUnderPr,
+        Metric::Accuracy,
+        Metric::F1,
+        Metric::WeightedPrecision,
+        Metric::WeightedRecall,
+        Metric::LogLoss,
+    ];
+
+    /// Spark's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::AreaUnderRoc => "areaUnderROC",
+            Metric::AreaUnderPr => "areaUnderPR",
+            Metric::Accuracy => "accuracy",
+            Metric::F1 => "f1",
+            Metric::WeightedPrecision => "weightedPrecision",
+            Metric::WeightedRecall => "weightedRecall",
+            Metric::LogLoss => "logLoss",
+        }
+    }
+
+    /// Whether a larger value is better (all but logLoss, as in Spark's
+    /// `isLargerBetter`).
+    pub fn larger_is_better(self) -> bool {
+        self != Metric::LogLoss
+    }
+
+    /// Whether score `a` beats score `b`. A number beats NaN, NaN beats
+    /// nothing, equal scores keep the earlier candidate: the one rule for
+    /// every model selection in kiln.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match (a.is_nan(), b.is_nan()) {
+            (true, _) => false,
+            (false, true) => true,
+            (false, false) if self.larger_is_better() => a > b,
+            (false, false) => a < b,
+        }
+    }
+
+    /// The index of the best score (the first among equals); `None` when
+    /// there are no scores.
+    pub fn best(self, scores: &[f64]) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (i, s) in scores.iter().enumerate() {
+            if best.is_none_or(|b| self.better(*s, scores[b])) {
+                best = Some(i);
+            }
+        }
+        best
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 fn argmax(p: &[f64]) -> usize {
@@ -194,6 +288,35 @@ mod tests {
         // class 0: p = 1/2, r = 1/2; class 1: p = 2/3, r = 2/3; weights 2/5, 3/5.
         assert!((m.weighted_precision - (0.4 * 0.5 + 0.6 * 2.0 / 3.0)).abs() < 1e-12);
         assert!((m.weighted_recall - 0.6).abs() < 1e-12);
-        assert_eq!(m.get("accuracy"), Some(m.accuracy));
+        assert_eq!(m.get(Metric::Accuracy), m.accuracy);
+        // Serialized with Spark's evaluator names.
+        let json = serde_json::to_value(&m).expect("json");
+        for name in [
+            "areaUnderROC",
+            "areaUnderPR",
+            "weightedPrecision",
+            "weightedRecall",
+            "f1",
+            "accuracy",
+            "logLoss",
+            "confusionMatrix",
+        ] {
+            assert!(json.get(name).is_some(), "{name} missing in {json}");
+        }
+    }
+
+    #[test]
+    fn selection_prefers_numbers_to_nan_whatever_the_order() {
+        let auc = Metric::AreaUnderRoc;
+        assert_eq!(auc.best(&[f64::NAN, 0.8, 0.9]), Some(2));
+        assert_eq!(auc.best(&[0.9, f64::NAN, 0.95]), Some(2));
+        assert_eq!(auc.best(&[0.9, f64::NAN]), Some(0));
+        assert_eq!(auc.best(&[0.7, 0.7]), Some(0), "ties keep the first");
+        assert_eq!(Metric::LogLoss.best(&[0.3, f64::NAN, 0.2]), Some(2));
+        assert_eq!(auc.best(&[f64::NAN, f64::NAN]), Some(0));
+        assert_eq!(auc.best(&[]), None);
+        let parsed: Metric = serde_json::from_str("\"areaUnderROC\"").expect("name");
+        assert_eq!(parsed, auc);
+        assert!(serde_json::from_str::<Metric>("\"auc\"").is_err());
     }
 }

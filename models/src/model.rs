@@ -1,68 +1,131 @@
 //! Estimator specs, fitted models and the versioned model artifact.
 
 use crate::data::Dataset;
-use crate::gbt::{GbtModel, GbtParams};
+use crate::gbt::GbtParams;
 use crate::metrics::Metrics;
-use crate::rf::{RfModel, RfParams};
+use crate::rf::RfParams;
 use kiln_engine::{KilnError, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Validated parameters of one candidate model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "classname", content = "params")]
-pub enum ModelParams {
+/// An estimator's validated hyperparameters (linfa style: the fitted
+/// model is another type).
+pub trait Estimator:
+    Clone + PartialEq + std::fmt::Debug + Serialize + DeserializeOwned + schemars::JsonSchema
+{
+    type Model: Classifier;
+
+    /// Checks ranges and combinations serde cannot.
+    fn validate(&self) -> Result<()>;
+
+    fn fit(&self, data: &Dataset) -> Result<Self::Model>;
+}
+
+/// A fitted probabilistic classifier.
+pub trait Classifier: Clone + PartialEq + std::fmt::Debug + Serialize + DeserializeOwned {
+    /// Class probabilities of one row (`row(f)` is feature `f`).
+    fn predict_proba(&self, row: &dyn Fn(usize) -> f64) -> Vec<f64>;
+    fn num_classes(&self) -> usize;
+    fn feature_importances(&self) -> &[f64];
+}
+
+/// Declares the estimators once: each `Classname(Params)` line becomes a
+/// variant of [`ModelParams`] and of [`FittedModel`] (the params'
+/// [`Estimator::Model`]). A new estimator is one module implementing
+/// [`Estimator`] and [`Classifier`], and one line here.
+macro_rules! estimators {
+    ($($class:ident($params:ty)),* $(,)?) => {
+        /// Validated parameters of one candidate model.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "classname", content = "params")]
+        pub enum ModelParams {
+            $($class($params)),*
+        }
+
+        /// A fitted model; a different type from its params.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "classname", content = "model")]
+        pub enum FittedModel {
+            $($class(<$params as Estimator>::Model)),*
+        }
+
+        /// Every estimator classname.
+        pub const ESTIMATOR_CLASSNAMES: &[&str] = &[$(stringify!($class)),*];
+
+        impl ModelParams {
+            /// Parses and validates `params` for `classname` (unknown keys
+            /// are errors).
+            pub fn parse(
+                classname: &str,
+                params: &serde_json::Map<String, serde_json::Value>,
+            ) -> Result<Self> {
+                let value = serde_json::Value::Object(params.clone());
+                let err = |e: serde_json::Error| KilnError::config(format!("{classname}: {e}"));
+                match classname {
+                    $(stringify!($class) => {
+                        let p: $params = serde_json::from_value(value).map_err(err)?;
+                        p.validate()?;
+                        Ok(ModelParams::$class(p))
+                    })*
+                    other => Err(KilnError::config_fix(
+                        format!("unknown estimator classname '{other}'"),
+                        match kiln_engine::suggest::closest(other, ESTIMATOR_CLASSNAMES) {
+                            Some(s) => format!("did you mean {s}?"),
+                            None => format!("use one of: {}", ESTIMATOR_CLASSNAMES.join(", ")),
+                        },
+                    )),
+                }
+            }
+
+            pub fn classname(&self) -> &'static str {
+                match self {
+                    $(ModelParams::$class(_) => stringify!($class)),*
+                }
+            }
+
+            pub fn fit(&self, data: &Dataset) -> Result<FittedModel> {
+                Ok(match self {
+                    $(ModelParams::$class(p) => FittedModel::$class(p.fit(data)?)),*
+                })
+            }
+
+            /// The JSON Schema of every estimator's params, by classname.
+            pub fn schemas(
+                generator: &mut schemars::SchemaGenerator,
+            ) -> Vec<(&'static str, schemars::Schema)> {
+                vec![$((stringify!($class), generator.subschema_for::<$params>())),*]
+            }
+        }
+
+        impl FittedModel {
+            pub fn predict_proba(&self, row: &dyn Fn(usize) -> f64) -> Vec<f64> {
+                match self {
+                    $(FittedModel::$class(m) => m.predict_proba(row)),*
+                }
+            }
+
+            pub fn num_classes(&self) -> usize {
+                match self {
+                    $(FittedModel::$class(m) => m.num_classes()),*
+                }
+            }
+
+            pub fn feature_importances(&self) -> &[f64] {
+                match self {
+                    $(FittedModel::$class(m) => m.feature_importances()),*
+                }
+            }
+        }
+    };
+}
+
+estimators! {
     GBTClassifier(GbtParams),
     RandomForestClassifier(RfParams),
 }
 
-pub const ESTIMATOR_CLASSNAMES: &[&str] = &["GBTClassifier", "RandomForestClassifier"];
-
 impl ModelParams {
-    /// Parses `params` for `classname` (unknown keys are errors).
-    pub fn parse(
-        classname: &str,
-        params: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Self> {
-        let value = serde_json::Value::Object(params.clone());
-        let err = |e: serde_json::Error| KilnError::config(format!("{classname}: {e}"));
-        let p = match classname {
-            "GBTClassifier" => {
-                ModelParams::GBTClassifier(serde_json::from_value(value).map_err(err)?)
-            }
-            "RandomForestClassifier" => {
-                ModelParams::RandomForestClassifier(serde_json::from_value(value).map_err(err)?)
-            }
-            other => {
-                return Err(KilnError::config_fix(
-                    format!("unknown estimator classname '{other}'"),
-                    format!("use one of: {}", ESTIMATOR_CLASSNAMES.join(", ")),
-                ));
-            }
-        };
-        match &p {
-            ModelParams::GBTClassifier(g) => g.validate()?,
-            ModelParams::RandomForestClassifier(r) => r.validate()?,
-        }
-        Ok(p)
-    }
-
-    pub fn classname(&self) -> &'static str {
-        match self {
-            ModelParams::GBTClassifier(_) => "GBTClassifier",
-            ModelParams::RandomForestClassifier(_) => "RandomForestClassifier",
-        }
-    }
-
-    pub fn fit(&self, data: &Dataset) -> Result<FittedModel> {
-        Ok(match self {
-            ModelParams::GBTClassifier(p) => FittedModel::GBTClassifier(p.fit(data)?),
-            ModelParams::RandomForestClassifier(p) => {
-                FittedModel::RandomForestClassifier(p.fit(data)?)
-            }
-        })
-    }
-
     /// The parameters as a JSON object (for reports).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self)
@@ -72,36 +135,7 @@ impl ModelParams {
     }
 }
 
-/// A fitted model; a different type from its params.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "classname", content = "model")]
-pub enum FittedModel {
-    GBTClassifier(GbtModel),
-    RandomForestClassifier(RfModel),
-}
-
 impl FittedModel {
-    pub fn predict_proba(&self, row: &dyn Fn(usize) -> f64) -> Vec<f64> {
-        match self {
-            FittedModel::GBTClassifier(m) => m.predict_proba(row),
-            FittedModel::RandomForestClassifier(m) => m.predict_proba(row),
-        }
-    }
-
-    pub fn num_classes(&self) -> usize {
-        match self {
-            FittedModel::GBTClassifier(m) => m.num_classes,
-            FittedModel::RandomForestClassifier(m) => m.num_classes,
-        }
-    }
-
-    pub fn feature_importances(&self) -> &[f64] {
-        match self {
-            FittedModel::GBTClassifier(m) => &m.feature_importances,
-            FittedModel::RandomForestClassifier(m) => &m.feature_importances,
-        }
-    }
-
     /// Probabilities for every row of a dataset (rayon).
     pub fn predict_dataset(&self, data: &Dataset) -> Vec<Vec<f64>> {
         use rayon::prelude::*;
@@ -141,7 +175,7 @@ pub struct ModelArtifact {
 
 impl ModelArtifact {
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|e| KilnError::config(format!("serializing model: {e}")))
+        serde_json::to_vec(self).map_err(|e| KilnError::internal("serializing a model", e))
     }
 
     pub fn from_json(bytes: &[u8], location: &str) -> Result<Self> {
@@ -167,16 +201,9 @@ impl ModelArtifact {
             .map_err(|e| KilnError::data(location, format!("invalid model artifact: {e}")))
     }
 
-    /// Metrics as a map from a [`Metrics`] (scalar ones only).
+    /// Metrics as a map from a [`Metrics`] (finite scalar ones only).
     pub fn metric_map(m: &Metrics) -> BTreeMap<String, f64> {
-        crate::metrics::METRIC_NAMES
-            .iter()
-            .filter_map(|n| {
-                m.get(n)
-                    .filter(|v| v.is_finite())
-                    .map(|v| (n.to_string(), v))
-            })
-            .collect()
+        m.scalars()
     }
 }
 

@@ -6,17 +6,18 @@
 //! and keeps it in a cache keyed by the literal's hash.
 
 use crate::model::ModelArtifact;
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Float64Builder, StructArray};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Builder, StructArray};
 use arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, Mutex};
 
-static MODELS: LazyLock<Mutex<HashMap<u64, Arc<ModelArtifact>>>> =
+/// Parsed models by their JSON text (the full text is the key, so two
+/// models can never share an entry).
+static MODELS: LazyLock<Mutex<HashMap<String, Arc<ModelArtifact>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// How many distinct models this process has parsed (for tests).
@@ -25,20 +26,17 @@ pub fn cached_models() -> usize {
 }
 
 fn model(json: &str) -> Result<Arc<ModelArtifact>> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    json.hash(&mut h);
-    let key = h.finish();
     let mut cache = MODELS
         .lock()
         .map_err(|_| DataFusionError::Execution("model cache poisoned".into()))?;
-    if let Some(m) = cache.get(&key) {
+    if let Some(m) = cache.get(json) {
         return Ok(Arc::clone(m));
     }
     let m = Arc::new(
         ModelArtifact::from_json(json.as_bytes(), "kiln_predict model")
             .map_err(|e| DataFusionError::Execution(e.to_string()))?,
     );
-    cache.insert(key, Arc::clone(&m));
+    cache.insert(json.to_string(), Arc::clone(&m));
     Ok(m)
 }
 
@@ -141,7 +139,6 @@ impl ScalarUDFImpl for Predict {
             Arc::new(label.finish()) as ArrayRef,
         ];
         let nulls = list.nulls().cloned();
-        let _ = Float64Array::from(Vec::<f64>::new());
         Ok(ColumnarValue::Array(Arc::new(StructArray::new(
             output_fields(),
             arrays,

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Impurity {
     Gini,
@@ -18,7 +18,7 @@ pub enum Impurity {
 }
 
 /// Validated random-forest hyperparameters (Spark names and defaults).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct RfParams {
     pub num_trees: usize,
@@ -266,5 +266,31 @@ impl RfModel {
         let n = self.trees.len() as f64;
         p.iter_mut().for_each(|x| *x /= n);
         p
+    }
+}
+
+impl crate::model::Estimator for RfParams {
+    type Model = RfModel;
+
+    fn validate(&self) -> Result<()> {
+        RfParams::validate(self)
+    }
+
+    fn fit(&self, data: &Dataset) -> Result<RfModel> {
+        RfParams::fit(self, data)
+    }
+}
+
+impl crate::model::Classifier for RfModel {
+    fn predict_proba(&self, row: &dyn Fn(usize) -> f64) -> Vec<f64> {
+        RfModel::predict_proba(self, row)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn feature_importances(&self) -> &[f64] {
+        &self.feature_importances
     }
 }

@@ -3,7 +3,7 @@
 //! Fold × grid fits run in parallel.
 
 use crate::data::Dataset;
-use crate::metrics::{Metrics, larger_is_better};
+use crate::metrics::{Metric, Metrics};
 use crate::model::ModelParams;
 use kiln_engine::{KilnError, Result};
 use rand::SeedableRng;
@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One estimator with fixed params and a grid over others (YAML shape).
+/// Params and grid keys are the estimator's Spark names (`maxDepth`); each
+/// grid point is validated as the estimator's params.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EstimatorSpec {
@@ -56,14 +58,118 @@ impl EstimatorSpec {
     }
 }
 
-/// How candidates are compared.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// One branch per estimator: its classname, its params' schema, and a grid
+/// whose keys are those params, each with a list of values.
+impl schemars::JsonSchema for EstimatorSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EstimatorSpec".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let branches: Vec<serde_json::Value> = ModelParams::schemas(generator)
+            .into_iter()
+            .map(|(classname, params)| {
+                let name = params
+                    .get("$ref")
+                    .and_then(|r| r.as_str())
+                    .and_then(|r| r.rsplit('/').next())
+                    .unwrap_or_default()
+                    .to_string();
+                let fields = generator
+                    .definitions()
+                    .get(&name)
+                    .and_then(|d| d.get("properties"))
+                    .and_then(|p| p.as_object())
+                    .cloned()
+                    .unwrap_or_default();
+                let grid: serde_json::Map<String, serde_json::Value> = fields
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::json!({"type": "array", "minItems": 1, "items": v})))
+                    .collect();
+                serde_json::json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["classname"],
+                    "properties": {
+                        "classname": {"const": classname},
+                        "params": params,
+                        "grid": {
+                            "description": "Values to try per param; the cartesian product is tuned.",
+                            "type": "object",
+                            "additionalProperties": false,
+                            "properties": grid,
+                        },
+                    },
+                })
+            })
+            .collect();
+        schemars::json_schema!({
+            "description": "A competing estimator: fixed params and a grid over others (Spark's param names).",
+            "oneOf": branches,
+        })
+    }
+}
+
+/// Spark's `CrossValidator`: stratified k-fold over the training rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CrossValidation {
-    #[serde(default = "three")]
+    /// Folds (at least 2).
+    #[serde(default = "three", alias = "numFolds")]
     pub num_folds: usize,
+    /// (fold × grid point) fits at a time.
     #[serde(default = "one")]
     pub parallelism: usize,
+}
+
+/// Spark's `TrainValidationSplit`: one stratified split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainValidationSplit {
+    /// Share of the training rows that fit; the rest validate.
+    #[serde(default = "tv_ratio", alias = "trainRatio")]
+    pub train_ratio: f64,
+    /// Grid points fitted at a time.
+    #[serde(default = "one")]
+    pub parallelism: usize,
+}
+
+fn tv_ratio() -> f64 {
+    0.75
+}
+
+/// How an estimator's grid points are compared.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tuning {
+    CrossValidation(CrossValidation),
+    TrainValidationSplit(TrainValidationSplit),
+}
+
+impl Tuning {
+    /// Tunes `candidates` on `data` by `metric`; `None` for a single
+    /// candidate (nothing to compare).
+    pub fn run(
+        &self,
+        candidates: &[ModelParams],
+        data: &Dataset,
+        metric: Metric,
+        seed: u64,
+    ) -> Result<Option<TuningResult>> {
+        if candidates.len() == 1 {
+            return Ok(None);
+        }
+        Ok(Some(match self {
+            Tuning::CrossValidation(cv) => cross_validate(candidates, data, cv, metric, seed)?,
+            Tuning::TrainValidationSplit(tv) => train_validation_split(
+                candidates,
+                data,
+                tv.train_ratio,
+                metric,
+                seed,
+                tv.parallelism,
+            )?,
+        }))
+    }
 }
 
 fn three() -> usize {
@@ -124,11 +230,9 @@ pub fn subset(data: &Dataset, keep: &[bool]) -> Dataset {
     }
 }
 
-fn score(params: &ModelParams, train: &Dataset, valid: &Dataset, metric: &str) -> Result<f64> {
+fn score(params: &ModelParams, train: &Dataset, valid: &Dataset, metric: Metric) -> Result<f64> {
     let model = params.fit(train)?;
-    let m = Metrics::compute(&valid.labels, &model.predict_dataset(valid));
-    m.get(metric)
-        .ok_or_else(|| KilnError::config(format!("unknown metric '{metric}'")))
+    Ok(Metrics::compute(&valid.labels, &model.predict_dataset(valid)).get(metric))
 }
 
 /// k-fold cross-validation of every candidate; returns the best by `metric`.
@@ -136,11 +240,14 @@ pub fn cross_validate(
     candidates: &[ModelParams],
     data: &Dataset,
     cv: &CrossValidation,
-    metric: &str,
+    metric: Metric,
     seed: u64,
 ) -> Result<TuningResult> {
     if cv.num_folds < 2 {
-        return Err(KilnError::config("numFolds must be >= 2"));
+        return Err(KilnError::config_fix(
+            format!("cross_validation.num_folds is {}", cv.num_folds),
+            "use at least 2 folds",
+        ));
     }
     let folds = stratified_folds(&data.labels, cv.num_folds, seed);
     let splits: Vec<(Dataset, Dataset)> = (0..cv.num_folds)
@@ -156,7 +263,7 @@ pub fn cross_validate(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cv.parallelism.max(1))
         .build()
-        .map_err(|e| KilnError::config(e.to_string()))?;
+        .map_err(|e| KilnError::internal("starting the tuning thread pool", e))?;
     let results: Vec<Result<f64>> = pool.install(|| {
         jobs.par_iter()
             .map(|(c, f)| score(&candidates[*c], &splits[*f].0, &splits[*f].1, metric))
@@ -178,10 +285,16 @@ pub fn train_validation_split(
     candidates: &[ModelParams],
     data: &Dataset,
     train_ratio: f64,
-    metric: &str,
+    metric: Metric,
     seed: u64,
     parallelism: usize,
 ) -> Result<TuningResult> {
+    if !(train_ratio > 0.0 && train_ratio < 1.0) {
+        return Err(KilnError::config_fix(
+            format!("train_validation_split.train_ratio is {train_ratio}"),
+            "use a ratio between 0 and 1 (exclusive), e.g. 0.75",
+        ));
+    }
     let buckets = ((1.0 / (1.0 - train_ratio)).round() as usize).max(2);
     let folds = stratified_folds(&data.labels, buckets, seed);
     let train_mask: Vec<bool> = folds.iter().map(|f| *f != 0).collect();
@@ -190,7 +303,7 @@ pub fn train_validation_split(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(parallelism.max(1))
         .build()
-        .map_err(|e| KilnError::config(e.to_string()))?;
+        .map_err(|e| KilnError::internal("starting the tuning thread pool", e))?;
     let results: Vec<Result<f64>> = pool.install(|| {
         candidates
             .par_iter()
@@ -204,25 +317,12 @@ pub fn train_validation_split(
     )
 }
 
-fn pick(candidates: &[ModelParams], means: Vec<f64>, metric: &str) -> Result<TuningResult> {
-    let better = |a: f64, b: f64| {
-        if larger_is_better(metric) {
-            a > b
-        } else {
-            a < b
-        }
-    };
-    let mut best = 0;
-    for (i, m) in means.iter().enumerate() {
-        if better(*m, means[best]) || means[best].is_nan() {
-            best = i;
-        }
-    }
+fn pick(candidates: &[ModelParams], means: Vec<f64>, metric: Metric) -> Result<TuningResult> {
+    let best = metric
+        .best(&means)
+        .ok_or_else(|| KilnError::config("an estimator has no candidates"))?;
     Ok(TuningResult {
-        best: candidates
-            .get(best)
-            .cloned()
-            .ok_or_else(|| KilnError::config("no candidates"))?,
+        best: candidates[best].clone(),
         best_score: means[best],
         scores: candidates.iter().map(|c| c.to_json()).zip(means).collect(),
     })

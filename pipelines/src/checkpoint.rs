@@ -6,13 +6,15 @@
 //! would produce.
 
 use crate::config::TaskConfig;
-use crate::tasks::TaskOutcome;
+use crate::observer::{RunEvent, RunObserver};
+use crate::task::{TaskOutcome, TaskState};
 use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use kiln_engine::hash::StableHasher;
 use kiln_engine::storage::{Lake, object_path};
 use kiln_engine::{KilnError, KilnSession, Result};
 use serde::{Deserialize, Serialize};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,11 +57,14 @@ impl Checkpoints {
         inputs: &[String],
         upstream: &[String],
     ) -> Result<String> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        serde_json::to_string(task)
-            .map_err(|e| KilnError::config(e.to_string()))?
-            .hash(&mut h);
-        upstream.hash(&mut h);
+        let mut h = StableHasher::new();
+        h.str(&serde_json::to_string(task).map_err(|e| {
+            KilnError::internal(format!("serializing the config of task '{}'", task.name), e)
+        })?);
+        h.u64(upstream.len() as u64);
+        for u in upstream {
+            h.str(u);
+        }
         for input in inputs.iter().filter(|i| !i.starts_with("task:")) {
             let url = self.lake.resolve(input)?;
             let store = self.session.stores().store_for(&url)?;
@@ -75,7 +80,10 @@ impl Checkpoints {
                 ));
             }
             files.sort();
-            files.hash(&mut h);
+            h.str(input).u64(files.len() as u64);
+            for (name, size, modified) in &files {
+                h.str(name).u64(*size).i64(*modified);
+            }
         }
         Ok(format!("{:016x}", h.finish()))
     }
@@ -94,7 +102,13 @@ impl Checkpoints {
             .bytes()
             .await
             .ok()?;
-        let cp: Checkpoint = serde_json::from_slice(&bytes).ok()?;
+        let cp: Checkpoint = match serde_json::from_slice(&bytes) {
+            Ok(cp) => cp,
+            Err(e) => {
+                tracing::warn!("checkpoint of task {task} is unreadable and ignored: {e}");
+                return None;
+            }
+        };
         if cp.fingerprint != fingerprint {
             return None;
         }
@@ -110,13 +124,37 @@ impl Checkpoints {
     }
 
     pub async fn save(&self, task: &str, checkpoint: &Checkpoint) -> Result<()> {
-        let bytes =
-            serde_json::to_vec_pretty(checkpoint).map_err(|e| KilnError::config(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(checkpoint)
+            .map_err(|e| KilnError::internal("serializing a checkpoint", e))?;
         let path = self.path(task);
         self.store
             .put(&path, bytes.into())
             .await
             .map_err(|e| KilnError::io(&path, e))?;
         Ok(())
+    }
+}
+
+/// Saves a checkpoint when a task succeeds (a failed save is a warning: the
+/// run goes on, a resume will redo the task).
+impl RunObserver for Checkpoints {
+    fn observe<'a>(&'a self, event: &'a RunEvent, _ts_ms: i64) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let RunEvent::TaskFinished(r) = event else {
+                return;
+            };
+            let (TaskState::Succeeded, Some(outcome), Some(fingerprint)) =
+                (r.state, &r.outcome, &r.fingerprint)
+            else {
+                return;
+            };
+            let checkpoint = Checkpoint {
+                fingerprint: fingerprint.clone(),
+                outcome: outcome.clone(),
+            };
+            if let Err(e) = self.save(&r.task, &checkpoint).await {
+                eprintln!("warning: checkpoint of task {} not saved: {e}", r.task);
+            }
+        })
     }
 }

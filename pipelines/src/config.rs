@@ -23,13 +23,28 @@ pub struct PipelineConfig {
     pub schedule_timezone: Option<String>,
     /// forbid (default) | allow | replace, when a run is due while the last one runs.
     #[serde(default)]
-    pub concurrency_policy: crate::schedule::ConcurrencyPolicy,
+    pub concurrency_policy: ConcurrencyPolicy,
     /// Start one run at scheduler start-up if a due time passed since the last run.
     #[serde(default)]
     pub catchup: bool,
     /// Hooks called when a run ends.
     #[serde(default)]
     pub notify: NotifyConfig,
+}
+
+/// What to do when a run is due while the previous one still runs.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ConcurrencyPolicy {
+    /// Skip the new run.
+    #[default]
+    Forbid,
+    /// Start it anyway.
+    Allow,
+    /// Stop the running one and start the new run.
+    Replace,
 }
 
 /// Notification hooks by outcome.
@@ -232,28 +247,34 @@ fn strip_location(message: &str) -> &str {
 }
 
 /// For "unknown field `x`, expected one of `a`, `b`" returns `x` and a
-/// suggestion of the closest expected name.
+/// suggestion of the closest expected name; for "unknown variant `x`, ..."
+/// (a value that is not one of a fixed set) only the suggestion.
 fn unknown_field_hint(message: &str) -> (Option<String>, Option<String>) {
-    let field = message
-        .split("unknown field `")
-        .nth(1)
-        .and_then(|r| r.split('`').next())
-        .map(str::to_string);
-    let Some(field) = field else {
-        let missing = message
-            .split("missing field `")
+    let quoted_after = |marker: &str| {
+        message
+            .split(marker)
             .nth(1)
             .and_then(|r| r.split('`').next())
-            .map(str::to_string);
-        return (None, missing.map(|m| format!("add `{m}`")));
+            .map(str::to_string)
     };
     let expected: Vec<&str> = message
         .split("expected ")
         .nth(1)
         .map(|r| r.split('`').skip(1).step_by(2).collect())
         .unwrap_or_default();
-    let fix = suggest(&field, &expected).map(|s| format!("did you mean `{s}`?"));
-    (Some(field), fix)
+    let closest = |word: &str| suggest(word, &expected).map(|s| format!("did you mean `{s}`?"));
+    if let Some(field) = quoted_after("unknown field `") {
+        let fix = closest(&field);
+        return (Some(field), fix);
+    }
+    if let Some(variant) = quoted_after("unknown variant `") {
+        let fix = closest(&variant).or_else(|| {
+            (!expected.is_empty()).then(|| format!("use one of: {}", expected.join(", ")))
+        });
+        return (None, fix);
+    }
+    let missing = quoted_after("missing field `");
+    (None, missing.map(|m| format!("add `{m}`")))
 }
 
 pub use kiln_engine::suggest::closest as suggest;
@@ -357,16 +378,6 @@ fn interpolate_env(text: &str, file: &str) -> Result<String> {
         out.push('\n');
     }
     Ok(out)
-}
-
-/// The JSON Schema of the config format, for editors.
-pub fn json_schema(classnames: &[&str]) -> serde_json::Value {
-    let mut schema =
-        serde_json::to_value(schemars::schema_for!(PipelineConfig)).unwrap_or_default();
-    if let Some(prop) = schema.pointer_mut("/$defs/TaskConfig/properties/classname") {
-        prop["enum"] = serde_json::json!(classnames);
-    }
-    schema
 }
 
 #[cfg(test)]

@@ -1,18 +1,31 @@
 //! # kiln-pipelines
 //!
 //! The pipeline layer: the YAML format ([`config`]), the task graph
-//! ([`dag`]), the task classes ([`tasks`]) and the runner ([`runner`]).
-//! The CLI calls [`runner::run`] with a parsed [`config::LoadedConfig`];
-//! [`events`] carries what happens to the lake log, the terminal and hooks.
+//! ([`dag`]), the task classes ([`tasks`]) behind the [`task::Task`] trait,
+//! and the runner ([`runner`]), which reports every step of a run once, as
+//! an [`observer::RunEvent`], to its observers: the lake's event log and
+//! report ([`events`]), the terminal ([`terminal`]), the run history
+//! ([`history`]), checkpoints ([`checkpoint`]) and hooks ([`notify`]).
+//! [`schedule`] starts runs from cron expressions.
+//!
+//! Modules depend one way: `config` and `progress` → `task` → `observer` →
+//! the observers → `runner` → `schedule`.
 
 pub mod checkpoint;
 pub mod config;
 pub mod dag;
 pub mod events;
 pub mod history;
+pub mod notify;
+pub mod observer;
+pub mod progress;
 pub mod runner;
 pub mod schedule;
+pub mod schema;
+pub mod task;
 pub mod tasks;
+pub mod terminal;
+pub mod validate;
 
 pub use config::LoadedConfig;
 

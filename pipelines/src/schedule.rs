@@ -6,25 +6,10 @@
 //! Local times skipped by a daylight-saving change never fire; a local time
 //! that occurs twice fires twice.
 
+pub use crate::config::ConcurrencyPolicy;
 use chrono::{Datelike, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use kiln_engine::{KilnError, Result};
-use serde::{Deserialize, Serialize};
-
-/// What to do when a run is due while the previous one still runs.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum ConcurrencyPolicy {
-    /// Skip the new run.
-    #[default]
-    Forbid,
-    /// Start it anyway.
-    Allow,
-    /// Stop the running one and start the new run.
-    Replace,
-}
 
 /// A parsed cron expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -342,8 +327,7 @@ pub fn run_schedule(
                     }
                     ConcurrencyPolicy::Replace => {
                         for c in &mut running[i] {
-                            let _ = c.kill();
-                            let _ = c.wait();
+                            stop(c);
                         }
                         running[i].clear();
                         eprintln!(
@@ -376,11 +360,20 @@ pub fn run_schedule(
     }
     for children in &mut running {
         for c in children {
-            let _ = c.kill();
-            let _ = c.wait();
+            stop(c);
         }
     }
     Ok(count)
+}
+
+/// Stops a `kiln submit` child (it may have exited already).
+fn stop(child: &mut std::process::Child) {
+    if let Err(e) = child.kill() {
+        tracing::debug!("run {} already stopped: {e}", child.id());
+    }
+    if let Err(e) = child.wait() {
+        eprintln!("[schedule] run {} could not be reaped: {e}", child.id());
+    }
 }
 
 fn fmt_time(s: i64) -> String {

@@ -63,3 +63,23 @@ pub mod option {
         Option::<Repr>::deserialize(d)?.map(from_repr).transpose()
     }
 }
+
+/// A float as a config or a saved model may write it: a number, or one of
+/// the strings above. For the JSON Schema only.
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum Float {
+    Number(f64),
+    Special(SpecialFloat),
+}
+
+/// The non-finite floats, as strings.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub enum SpecialFloat {
+    NaN,
+    Infinity,
+    #[serde(rename = "-Infinity")]
+    NegativeInfinity,
+}

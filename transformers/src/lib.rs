@@ -14,7 +14,7 @@
 //! Fitted state travels inside the plan as literals (CASE branches, surrogate
 //! values), so no custom codec is needed for executors.
 
-mod float_serde;
+pub mod float_serde;
 pub mod pipeline;
 pub mod stages;
 pub mod udf;

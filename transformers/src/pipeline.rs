@@ -1,196 +1,159 @@
 //! Stage specs from YAML, fitted stages, and the pipeline model: a fitted
 //! chain saved as a versioned artifact and applied again at inference.
 
-use crate::stages::assembler::{AssemblerModel, AssemblerParams};
+use crate::stages::assembler::AssemblerParams;
 use crate::stages::bucketizer::BucketizerParams;
 use crate::stages::categorical::CategoricalFilterParams;
 use crate::stages::geo::{DistanceParams, GpsDelayParams};
-use crate::stages::imputer::{ImputerModel, ImputerParams, Strategy};
-use crate::stages::one_hot::{OneHotModel, OneHotParams};
+use crate::stages::imputer::{MedianImputerParams, NumericalImputerParams};
+use crate::stages::one_hot::OneHotParams;
 use crate::stages::sql::SqlParams;
-use crate::stages::string_indexer::{StringIndexerModel, StringIndexerParams};
+use crate::stages::string_indexer::StringIndexerParams;
 use crate::stages::time::{TimeParams, WeekendParams};
-use crate::stages::window::{Direction, ShiftParams};
+use crate::stages::window::{LagParams, LeadParams};
+use crate::stages::{Sizes, Stage, Transform};
 use datafusion::dataframe::DataFrame;
 use kiln_engine::schema::ReferenceSchema;
 use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
-/// One stage as written in YAML.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StageSpec {
-    pub classname: String,
-    #[serde(default)]
-    pub params: serde_yaml_ng::Mapping,
-}
+/// Declares the stages once: each `Classname(Params)` line becomes a
+/// variant of [`StageSpec`] (what YAML gives: `classname` + `params`) and of
+/// [`FittedStage`] (what a saved pipeline model holds: `classname` +
+/// `state`, the params type's [`Stage::Fitted`]). A new stage is one module
+/// implementing [`Stage`] and one line here.
+macro_rules! stages {
+    ($($(#[alias = $alias:literal])* $class:ident($params:ty)),* $(,)?) => {
+        /// One stage as written in YAML, with validated parameters.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "classname", content = "params", try_from = "RawStage")]
+        pub enum StageSpec {
+            $($(#[serde(alias = $alias)])* $class($params)),*
+        }
 
-/// Validated stage parameters (what `fit` starts from).
-#[derive(Debug, Clone, PartialEq)]
-pub enum StageParams {
-    Lag(ShiftParams),
-    Lead(ShiftParams),
-    Distance(DistanceParams),
-    GpsDelay(GpsDelayParams),
-    Weekend(WeekendParams),
-    Time(TimeParams),
-    Level(BucketizerParams),
-    CategoricalFilter(CategoricalFilterParams),
-    MedianImputer(ImputerParams),
-    NumericalImputer(ImputerParams),
-    StringIndexer(StringIndexerParams),
-    OneHotEncoder(OneHotParams),
-    VectorAssembler(AssemblerParams),
-    Sql(SqlParams),
-}
+        /// A fitted stage: stateless params or learned state.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "classname", content = "state")]
+        pub enum FittedStage {
+            $($class(<$params as Stage>::Fitted)),*
+        }
 
-/// Every stage classname.
-pub const STAGE_CLASSNAMES: &[&str] = &[
-    "LagCalculator",
-    "LeadCalculator",
-    "DistanceCalculator",
-    "GpsDelayCalculator",
-    "WeekendExtractor",
-    "TimeExtractor",
-    "LevelCalculator",
-    "CategoricalFilter",
-    "MedianImputer",
-    "NumericalImputer",
-    "StringIndexer",
-    "OneHotEncoder",
-    "VectorAssembler",
-    "SQLTransformer",
-];
+        /// The same enum as [`StageSpec`], deserialized by derive; the
+        /// public type adds names and suggestions to its errors.
+        #[derive(Deserialize, schemars::JsonSchema)]
+        #[serde(tag = "classname", content = "params")]
+        enum TypedStage {
+            $($(#[serde(alias = $alias)])* $class($params)),*
+        }
 
-fn parse<T: serde::de::DeserializeOwned>(spec: &StageSpec, index: usize) -> Result<T> {
-    serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(spec.params.clone())).map_err(|e| {
-        let msg = e.to_string();
-        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-        KilnError::config(format!(
-            "stage {} ({}): params: {msg}",
-            index + 1,
-            spec.classname
-        ))
-    })
-}
+        /// Every stage classname (aliases not included).
+        pub const STAGE_CLASSNAMES: &[&str] = &[$(stringify!($class)),*];
 
-impl StageSpec {
-    /// Validates the parameters for the classname.
-    pub fn params(&self, index: usize) -> Result<StageParams> {
-        Ok(match self.classname.as_str() {
-            "LagCalculator" => StageParams::Lag(parse(self, index)?),
-            "LeadCalculator" => StageParams::Lead(parse(self, index)?),
-            "DistanceCalculator" => StageParams::Distance(parse(self, index)?),
-            "GpsDelayCalculator" => StageParams::GpsDelay(parse(self, index)?),
-            "WeekendExtractor" => StageParams::Weekend(parse(self, index)?),
-            "TimeExtractor" => StageParams::Time(parse(self, index)?),
-            "LevelCalculator" | "Bucketizer" => StageParams::Level(parse(self, index)?),
-            "CategoricalFilter" => StageParams::CategoricalFilter(parse(self, index)?),
-            "MedianImputer" => StageParams::MedianImputer(parse(self, index)?),
-            "NumericalImputer" | "Imputer" => StageParams::NumericalImputer(parse(self, index)?),
-            "StringIndexer" => StageParams::StringIndexer(parse(self, index)?),
-            "OneHotEncoder" => StageParams::OneHotEncoder(parse(self, index)?),
-            "VectorAssembler" => StageParams::VectorAssembler(parse(self, index)?),
-            "SQLTransformer" => StageParams::Sql(parse(self, index)?),
-            other => {
-                let hint = crate::stages::closest(other, STAGE_CLASSNAMES)
-                    .map(|h| format!("did you mean {h}?"))
-                    .unwrap_or_else(|| format!("use one of: {}", STAGE_CLASSNAMES.join(", ")));
-                return Err(KilnError::config_fix(
-                    format!("stage {}: unknown classname '{other}'", index + 1),
-                    hint,
-                ));
+        impl From<TypedStage> for StageSpec {
+            fn from(t: TypedStage) -> Self {
+                match t {
+                    $(TypedStage::$class(p) => StageSpec::$class(p)),*
+                }
             }
-        })
-    }
+        }
+
+        impl StageSpec {
+            pub fn classname(&self) -> &'static str {
+                match self {
+                    $(StageSpec::$class(_) => stringify!($class)),*
+                }
+            }
+
+            /// Fits the stage on `df`. `sizes` carries category / vector
+            /// sizes learned by earlier stages (Spark's ML attribute metadata).
+            pub async fn fit(&self, df: &DataFrame, sizes: &mut Sizes) -> Result<FittedStage> {
+                Ok(match self {
+                    $(StageSpec::$class(p) => FittedStage::$class(Stage::fit(p, df, sizes).await?)),*
+                })
+            }
+        }
+
+        impl FittedStage {
+            pub fn classname(&self) -> &'static str {
+                match self {
+                    $(FittedStage::$class(_) => stringify!($class)),*
+                }
+            }
+
+            pub async fn transform(&self, df: DataFrame) -> Result<DataFrame> {
+                match self {
+                    $(FittedStage::$class(m) => Transform::transform(m, df).await),*
+                }
+            }
+        }
+    };
 }
 
-/// A stage ready to transform: stateless params or fitted state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "classname", content = "state")]
-pub enum FittedStage {
-    LagCalculator(ShiftParams),
-    LeadCalculator(ShiftParams),
+stages! {
+    LagCalculator(LagParams),
+    LeadCalculator(LeadParams),
     DistanceCalculator(DistanceParams),
     GpsDelayCalculator(GpsDelayParams),
     WeekendExtractor(WeekendParams),
     TimeExtractor(TimeParams),
+    #[alias = "Bucketizer"]
     LevelCalculator(BucketizerParams),
     CategoricalFilter(CategoricalFilterParams),
-    MedianImputer(ImputerModel),
-    NumericalImputer(ImputerModel),
-    StringIndexer(StringIndexerModel),
-    OneHotEncoder(OneHotModel),
-    VectorAssembler(AssemblerModel),
+    MedianImputer(MedianImputerParams),
+    #[alias = "Imputer"]
+    NumericalImputer(NumericalImputerParams),
+    StringIndexer(StringIndexerParams),
+    OneHotEncoder(OneHotParams),
+    VectorAssembler(AssemblerParams),
     SQLTransformer(SqlParams),
 }
 
-impl StageParams {
-    /// Fits the stage on `df`. `sizes` carries category / vector sizes
-    /// learned by earlier stages (Spark's ML attribute metadata).
-    pub async fn fit(
-        &self,
-        df: &DataFrame,
-        sizes: &mut HashMap<String, usize>,
-    ) -> Result<FittedStage> {
-        Ok(match self {
-            StageParams::Lag(p) => FittedStage::LagCalculator(p.clone()),
-            StageParams::Lead(p) => FittedStage::LeadCalculator(p.clone()),
-            StageParams::Distance(p) => FittedStage::DistanceCalculator(p.clone()),
-            StageParams::GpsDelay(p) => FittedStage::GpsDelayCalculator(p.clone()),
-            StageParams::Weekend(p) => FittedStage::WeekendExtractor(p.clone()),
-            StageParams::Time(p) => FittedStage::TimeExtractor(p.clone()),
-            StageParams::Level(p) => FittedStage::LevelCalculator(p.clone()),
-            StageParams::CategoricalFilter(p) => FittedStage::CategoricalFilter(p.clone()),
-            StageParams::MedianImputer(p) => {
-                FittedStage::MedianImputer(p.fit(df, "MedianImputer", Strategy::Median).await?)
-            }
-            StageParams::NumericalImputer(p) => {
-                FittedStage::NumericalImputer(p.fit(df, "NumericalImputer", Strategy::Mean).await?)
-            }
-            StageParams::StringIndexer(p) => {
-                let m = p.fit(df).await?;
-                for (c, n) in m.output_cols.iter().zip(m.category_sizes()) {
-                    sizes.insert(c.clone(), n);
-                }
-                FittedStage::StringIndexer(m)
-            }
-            StageParams::OneHotEncoder(p) => {
-                let m = p.fit(df, sizes).await?;
-                for (c, n) in m.output_cols.iter().zip(m.vector_sizes()) {
-                    sizes.insert(c.clone(), n);
-                }
-                FittedStage::OneHotEncoder(m)
-            }
-            StageParams::VectorAssembler(p) => {
-                let m = p.fit(df, sizes).await?;
-                sizes.insert(m.output_col.clone(), m.size());
-                FittedStage::VectorAssembler(m)
-            }
-            StageParams::Sql(p) => FittedStage::SQLTransformer(p.clone()),
-        })
+/// The schema of [`StageSpec`] is that of its variants (one branch per
+/// classname, with that stage's params).
+impl schemars::JsonSchema for StageSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StageSpec".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        TypedStage::json_schema(generator)
     }
 }
 
-impl FittedStage {
-    pub async fn transform(&self, df: DataFrame) -> Result<DataFrame> {
-        match self {
-            FittedStage::LagCalculator(p) => p.transform(df, Direction::Lag),
-            FittedStage::LeadCalculator(p) => p.transform(df, Direction::Lead),
-            FittedStage::DistanceCalculator(p) => p.transform(df),
-            FittedStage::GpsDelayCalculator(p) => p.transform(df),
-            FittedStage::WeekendExtractor(p) => p.transform(df),
-            FittedStage::TimeExtractor(p) => p.transform(df),
-            FittedStage::LevelCalculator(p) => p.transform(df),
-            FittedStage::CategoricalFilter(p) => p.transform(df),
-            FittedStage::MedianImputer(m) => m.transform(df, "MedianImputer"),
-            FittedStage::NumericalImputer(m) => m.transform(df, "NumericalImputer"),
-            FittedStage::StringIndexer(m) => m.transform(df),
-            FittedStage::OneHotEncoder(m) => m.transform(df),
-            FittedStage::VectorAssembler(m) => m.transform(df),
-            FittedStage::SQLTransformer(p) => p.transform(df).await,
-        }
+/// A stage before its classname is checked: `params` may be left out.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    classname: String,
+    #[serde(default)]
+    params: serde_yaml_ng::Value,
+}
+
+impl TryFrom<RawStage> for StageSpec {
+    type Error = String;
+
+    fn try_from(raw: RawStage) -> std::result::Result<Self, String> {
+        let params = match raw.params {
+            serde_yaml_ng::Value::Null => serde_yaml_ng::Value::Mapping(Default::default()),
+            other => other,
+        };
+        let mut tagged = serde_yaml_ng::Mapping::new();
+        tagged.insert("classname".into(), raw.classname.clone().into());
+        tagged.insert("params".into(), params);
+        serde_yaml_ng::from_value::<TypedStage>(serde_yaml_ng::Value::Mapping(tagged))
+            .map(StageSpec::from)
+            .map_err(|e| {
+                let msg = e.to_string();
+                let msg = msg.split(" at line ").next().unwrap_or(&msg);
+                if msg.starts_with("unknown variant") {
+                    let hint = crate::stages::closest(&raw.classname, STAGE_CLASSNAMES)
+                        .map(|h| format!("did you mean {h}?"))
+                        .unwrap_or_else(|| format!("use one of: {}", STAGE_CLASSNAMES.join(", ")));
+                    format!("unknown stage classname '{}'; {hint}", raw.classname)
+                } else {
+                    format!("stage {}: params: {msg}", raw.classname)
+                }
+            })
     }
 }
 
@@ -210,27 +173,17 @@ impl PipelineModel {
     /// Fits `specs` in order on `df`; returns the model and the transformed
     /// DataFrame (still lazy).
     pub async fn fit(specs: &[StageSpec], df: DataFrame) -> Result<(PipelineModel, DataFrame)> {
-        let params: Vec<StageParams> = specs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| s.params(i))
-            .collect::<Result<_>>()?;
         let input_schema = ReferenceSchema {
             allow_extra_columns: true,
             ..ReferenceSchema::from_arrow(df.schema().as_arrow())
         };
-        let mut sizes = HashMap::new();
+        let mut sizes = Sizes::new();
         let mut stages = Vec::new();
         let mut df = df;
-        for (i, p) in params.iter().enumerate() {
-            let fitted = p
-                .fit(&df, &mut sizes)
-                .await
-                .map_err(|e| e.context(format!("stage {} ({})", i + 1, specs[i].classname)))?;
-            df = fitted
-                .transform(df)
-                .await
-                .map_err(|e| e.context(format!("stage {} ({})", i + 1, specs[i].classname)))?;
+        for (i, spec) in specs.iter().enumerate() {
+            let at = |e: KilnError| e.context(format!("stage {} ({})", i + 1, spec.classname()));
+            let fitted = spec.fit(&df, &mut sizes).await.map_err(at)?;
+            df = fitted.transform(df).await.map_err(at)?;
             stages.push(fitted);
         }
         let model = PipelineModel {
@@ -281,7 +234,7 @@ impl PipelineModel {
 
     pub fn to_json(&self) -> Result<Vec<u8>> {
         serde_json::to_vec_pretty(self)
-            .map_err(|e| KilnError::config(format!("serializing pipeline model: {e}")))
+            .map_err(|e| KilnError::internal("serializing a pipeline model", e))
     }
 
     pub fn from_json(bytes: &[u8], location: &str) -> Result<Self> {
@@ -355,14 +308,10 @@ mod tests {
             "{err}"
         );
 
-        let typo = StageSpec {
-            classname: "StringIndexr".into(),
-            params: Default::default(),
-        };
-        let err = PipelineModel::fit(&[typo], df.clone())
-            .await
-            .expect_err("classname")
-            .to_string();
+        let err =
+            serde_json::from_value::<StageSpec>(serde_json::json!({"classname": "StringIndexr"}))
+                .expect_err("classname")
+                .to_string();
         assert!(err.contains("did you mean StringIndexer?"), "{err}");
 
         // A saved model applied to data without one of its input columns.

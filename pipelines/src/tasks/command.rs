@@ -2,15 +2,16 @@
 //! BashOperator). A non-zero exit is a retryable failure; its stderr tail is
 //! part of the error.
 
-use super::{Task, TaskContext, TaskFuture, TaskOutcome};
 use crate::config::{LoadedConfig, TaskConfig};
+use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use kiln_engine::{KilnError, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Init {
+#[schemars(rename = "ShellCommandInit")]
+pub struct Init {
     /// Program and arguments (no shell unless you call one).
     command: Vec<String>,
     #[serde(default)]
@@ -27,11 +28,7 @@ pub struct ShellCommand {
 
 impl ShellCommand {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
-        let init: Init = loaded.params(
-            task,
-            "initialization_parameters",
-            &task.initialization_parameters,
-        )?;
+        let (init, super::NoParams {}): (Init, super::NoParams) = loaded.task_params(task)?;
         if init.command.is_empty() {
             return Err(KilnError::config(format!(
                 "{}: task '{}': command is empty",

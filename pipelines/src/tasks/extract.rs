@@ -1,8 +1,8 @@
 //! `ExtractorTraining` (one table) and `ExtractorPrediction` (several
 //! tables joined by key): read, validate against a reference schema, save.
 
-use super::{Task, TaskContext, TaskFuture, TaskOutcome};
 use crate::config::{LoadedConfig, TaskConfig};
+use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use datafusion::dataframe::DataFrame;
 use datafusion::object_store::ObjectStoreExt;
 use kiln_engine::io::{FileFormat, JoinSpec, ParquetWriteOptions, join_on, write_parquet};
@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 /// `save` writes the output to the lake; `return` hands it to downstream
 /// tasks in the same run as `task:NAME`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SaveMode {
     #[default]
@@ -22,9 +22,9 @@ pub enum SaveMode {
 }
 
 /// One path or a list of paths.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
-enum Locations {
+pub enum Locations {
     One(String),
     Many(Vec<String>),
 }
@@ -38,9 +38,9 @@ impl Locations {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TrainingInit {
+pub struct TrainingInit {
     /// One location, or several unioned by column name (missing columns are null).
     path_raw_tables: Locations,
     #[serde(default)]
@@ -49,9 +49,9 @@ struct TrainingInit {
     schema_path: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ExtractOutput {
+pub struct ExtractOutput {
     #[serde(default)]
     mode: SaveMode,
     #[serde(default)]
@@ -61,6 +61,13 @@ struct ExtractOutput {
 }
 
 impl ExtractOutput {
+    fn outputs(&self) -> Vec<String> {
+        match self.mode {
+            SaveMode::Save => self.path_df_extract.iter().cloned().collect(),
+            SaveMode::Return => Vec::new(),
+        }
+    }
+
     fn check(&self, loaded: &LoadedConfig, task: &TaskConfig) -> Result<()> {
         if self.mode == SaveMode::Save && self.path_df_extract.is_none() {
             return Err(KilnError::config_fix(
@@ -93,7 +100,7 @@ impl ExtractOutput {
             _ => {
                 ctx.returned
                     .lock()
-                    .map_err(|_| KilnError::config("poisoned"))?
+                    .map_err(|_| KilnError::poisoned("the returned DataFrames"))?
                     .insert(ctx.task_name.clone(), df);
                 Ok(TaskOutcome {
                     summary: vec![format!("returned as task:{}", ctx.task_name)],
@@ -153,6 +160,10 @@ impl Task for ExtractorTraining {
         self.init.path_raw_tables.all()
     }
 
+    fn outputs(&self) -> Vec<String> {
+        self.output.outputs()
+    }
+
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
         Box::pin(async move {
             ctx.progress.stage("reading and validating");
@@ -179,22 +190,26 @@ impl Task for ExtractorTraining {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TableSpec {
+pub struct TableSpec {
     name: String,
     path: String,
+    /// This table's format (default: the task's `format`).
     #[serde(default)]
-    format: FileFormat,
+    format: Option<FileFormat>,
     /// How this table joins onto the previous ones; absent for the first.
     #[serde(default)]
     join: Option<JoinSpec>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PredictionInit {
+pub struct PredictionInit {
     tables: Vec<TableSpec>,
+    /// The format of every table that names none.
+    #[serde(default)]
+    format: FileFormat,
     #[serde(default)]
     schema_path: Option<String>,
 }
@@ -239,13 +254,19 @@ impl Task for ExtractorPrediction {
         self.init.tables.iter().map(|t| t.path.clone()).collect()
     }
 
+    fn outputs(&self) -> Vec<String> {
+        self.output.outputs()
+    }
+
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
         Box::pin(async move {
             ctx.progress
                 .stage(format!("joining {} table(s)", self.init.tables.len()));
             let mut joined: Option<DataFrame> = None;
             for spec in &self.init.tables {
-                let df = ctx.input(&spec.path, spec.format).await?;
+                let df = ctx
+                    .input(&spec.path, spec.format.unwrap_or(self.init.format))
+                    .await?;
                 joined = Some(match (joined, &spec.join) {
                     (None, _) => df,
                     (Some(left), Some(join)) => join_on(left, df, join, &spec.name)?,

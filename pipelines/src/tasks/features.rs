@@ -1,17 +1,18 @@
 //! `FeaturePipeline`: fits the feature stages and saves the pipeline model
 //! (`mode: fit_transform`), or applies a saved one (`mode: transform`).
 
-use super::{Task, TaskContext, TaskFuture, TaskOutcome};
 use crate::config::{LoadedConfig, TaskConfig};
+use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use kiln_engine::artifacts::ArtifactRepo;
 use kiln_engine::io::{FileFormat, ParquetWriteOptions, write_parquet};
 use kiln_engine::{KilnError, Result};
 use kiln_transformers::{PipelineModel, StageSpec};
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Init {
+#[schemars(rename = "FeaturePipelineInit")]
+pub struct Init {
     input: String,
     #[serde(default)]
     format: FileFormat,
@@ -22,16 +23,18 @@ struct Init {
     label_cols: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
-enum Mode {
+#[schemars(rename = "FeaturePipelineMode")]
+pub enum Mode {
     FitTransform,
     Transform,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Output {
+#[schemars(rename = "FeaturePipelineOutput")]
+pub struct Output {
     mode: Mode,
     path_pipeline_model: String,
     /// Pin a model version for `transform` (default: the latest).
@@ -53,23 +56,12 @@ pub struct FeaturePipeline {
 impl FeaturePipeline {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
         let (init, output): (Init, Output) = loaded.task_params(task)?;
-        if output.mode == Mode::FitTransform {
-            if init.stages.is_empty() {
-                return Err(KilnError::config(format!(
-                    "{}: task '{}': fit_transform needs stages",
-                    loaded.locate(&task.name, "stages"),
-                    task.name
-                )));
-            }
-            for (i, s) in init.stages.iter().enumerate() {
-                s.params(i).map_err(|e| {
-                    e.context(format!(
-                        "{}: task '{}'",
-                        loaded.locate(&task.name, "stages"),
-                        task.name
-                    ))
-                })?;
-            }
+        if output.mode == Mode::FitTransform && init.stages.is_empty() {
+            return Err(KilnError::config(format!(
+                "{}: task '{}': fit_transform needs stages",
+                loaded.locate(&task.name, "stages"),
+                task.name
+            )));
         }
         Ok(FeaturePipeline { init, output })
     }
@@ -99,7 +91,19 @@ pub async fn load_pipeline_model(
 
 impl Task for FeaturePipeline {
     fn inputs(&self) -> Vec<String> {
-        vec![self.init.input.clone()]
+        let mut inputs = vec![self.init.input.clone()];
+        if self.output.mode != Mode::FitTransform {
+            inputs.push(self.output.path_pipeline_model.clone());
+        }
+        inputs
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        let mut outputs = vec![self.output.path_df_features.clone()];
+        if self.output.mode == Mode::FitTransform {
+            outputs.push(self.output.path_pipeline_model.clone());
+        }
+        outputs
     }
 
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {

@@ -1,20 +1,19 @@
 //! `RuleBasedGenerator`: synthetic data from a rule file, optionally split
 //! into several tables keyed by an id (the normalized-lake layout).
 
-use super::{Task, TaskContext, TaskFuture, TaskOutcome};
 use crate::config::{LoadedConfig, TaskConfig};
+use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use datafusion::prelude::{col, lit};
-use kiln_engine::io::{
-    FileFormat, OutputFormat, ParquetWriteOptions, ensure_exists, write_parquet,
-};
-use kiln_engine::synth::{Generator, Rules, write_enhanced, write_generated};
+use kiln_engine::io::{FileFormat, ParquetWriteOptions, ensure_exists, write_parquet};
 use kiln_engine::{KilnError, Result};
+use kiln_synth::{Generator, Rules, Source, generate, write_generated};
 use serde::Deserialize;
 use std::sync::Arc;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Init {
+#[schemars(rename = "RuleBasedGeneratorInit")]
+pub struct Init {
     /// Rule file (a local path, relative to the working directory).
     rules: String,
     /// Rows to generate from scratch.
@@ -36,9 +35,9 @@ struct Init {
 }
 
 /// One table of a split: some columns, with a fraction of keys missing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SplitTable {
+pub struct SplitTable {
     name: String,
     columns: Vec<String>,
     /// Fraction of rows randomly (by key hash) absent from this table.
@@ -49,9 +48,10 @@ struct SplitTable {
     require_not_null: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Output {
+#[schemars(rename = "RuleBasedGeneratorOutput")]
+pub struct Output {
     path_output: String,
     /// Split into tables under `path_output/<name>/`, joined by `split_key`.
     #[serde(default)]
@@ -71,7 +71,7 @@ pub struct RuleBasedGenerator {
 }
 
 #[derive(Debug)]
-enum Mode {
+pub enum Mode {
     Scratch(Arc<Generator>),
     Enhance(Rules),
 }
@@ -144,6 +144,14 @@ impl RuleBasedGenerator {
 }
 
 impl Task for RuleBasedGenerator {
+    fn inputs(&self) -> Vec<String> {
+        self.init.input.iter().cloned().collect()
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        vec![self.output.path_output.clone()]
+    }
+
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
         Box::pin(async move {
             let target = ctx.lake.resolve(&self.output.path_output)?;
@@ -154,10 +162,6 @@ impl Task for RuleBasedGenerator {
                     ..Default::default()
                 });
             }
-            let format = match self.init.format {
-                FileFormat::Parquet => OutputFormat::Parquet(self.output.parquet.clone()),
-                FileFormat::Csv => OutputFormat::Csv,
-            };
             let started = std::time::Instant::now();
             ctx.progress.stage(match self.init.rows {
                 Some(rows) => format!("generating {rows} rows"),
@@ -169,14 +173,18 @@ impl Task for RuleBasedGenerator {
                     let input = ctx
                         .lake
                         .resolve(self.init.input.as_deref().unwrap_or_default())?;
-                    let summary = write_enhanced(
+                    let source = Source::Enhance {
+                        input: input.clone(),
+                        format: self.init.input_format,
+                    };
+                    let summary = generate(
                         &ctx.session,
                         rules.clone(),
                         self.init.seed,
-                        &input,
-                        self.init.input_format,
+                        &source,
                         &target,
-                        &format,
+                        self.init.format,
+                        &self.output.parquet,
                     )
                     .await?;
                     return Ok(TaskOutcome {
@@ -193,8 +201,14 @@ impl Task for RuleBasedGenerator {
                 }
             };
             if self.output.split_tables.is_empty() {
-                let summary =
-                    write_generated(&ctx.session, Arc::clone(generator), &target, &format).await?;
+                let summary = write_generated(
+                    &ctx.session,
+                    Arc::clone(generator),
+                    &target,
+                    self.init.format,
+                    &self.output.parquet,
+                )
+                .await?;
                 let secs = started.elapsed().as_secs_f64();
                 return Ok(TaskOutcome {
                     rows_out: Some(summary.rows),
@@ -212,9 +226,14 @@ impl Task for RuleBasedGenerator {
                 "{}_full/",
                 self.output.path_output.trim_end_matches('/')
             ))?;
-            let parquet = OutputFormat::Parquet(self.output.parquet.clone());
-            let summary =
-                write_generated(&ctx.session, Arc::clone(generator), &full, &parquet).await?;
+            let summary = write_generated(
+                &ctx.session,
+                Arc::clone(generator),
+                &full,
+                FileFormat::Parquet,
+                &self.output.parquet,
+            )
+            .await?;
             let df = ctx.input(full.as_str(), FileFormat::Parquet).await?;
             let key = self.output.split_key.clone().unwrap_or_default();
             let mut lines = vec![format!("{} rows generated", summary.rows)];

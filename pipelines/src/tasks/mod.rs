@@ -9,14 +9,8 @@ mod predict;
 mod train;
 
 use crate::config::{LoadedConfig, TaskConfig, suggest};
-use datafusion::dataframe::DataFrame;
-use kiln_engine::io::{FileFormat, read_table};
-use kiln_engine::storage::Lake;
-use kiln_engine::{KilnError, KilnSession, Result};
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use crate::task::Task;
+use kiln_engine::{KilnError, Result};
 
 pub use command::ShellCommand;
 pub use extract::{ExtractorPrediction, ExtractorTraining, SaveMode};
@@ -25,103 +19,77 @@ pub use generate::RuleBasedGenerator;
 pub use predict::{BatchPrediction, load_model};
 pub use train::ModelTraining;
 
-/// What a running task can reach.
-#[derive(Clone)]
-pub struct TaskContext {
-    pub session: KilnSession,
-    pub lake: Lake,
-    pub task_name: String,
-    /// DataFrames that upstream tasks in `mode: return` handed over.
-    pub returned: Arc<Mutex<HashMap<String, DataFrame>>>,
-    /// The task's line in the live progress display.
-    pub progress: crate::events::TaskProgress,
-}
-
-impl TaskContext {
-    /// Reads an input: `task:NAME` for a returned DataFrame, else a lake path.
-    pub async fn input(&self, location: &str, format: FileFormat) -> Result<DataFrame> {
-        if let Some(name) = location.strip_prefix("task:") {
-            let returned = self
-                .returned
-                .lock()
-                .map_err(|_| KilnError::config("poisoned"))?;
-            return returned.get(name).cloned().ok_or_else(|| {
-                KilnError::config(format!(
-                    "task '{}': input 'task:{name}' has no returned DataFrame (is '{name}' upstream and in mode: return?)",
-                    self.task_name
-                ))
-            });
+/// Declares the task classes once: each `Classname => Type(Init, Output)`
+/// line becomes a variant of [`TaskClass`], its binder and its parameter
+/// blocks in `kiln schema`. Adding a task class is one module and one line
+/// here.
+macro_rules! task_classes {
+    ($($class:ident => $ty:ty [$init:ty, $output:ty]),* $(,)?) => {
+        /// Every task class, by its `classname`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum TaskClass {
+            $($class),*
         }
-        let url = self.lake.resolve(location)?;
-        read_table(&self.session, &url, format)
-            .await
-            .map_err(|e| e.context(format!("task '{}'", self.task_name)))
-    }
+
+        impl TaskClass {
+            pub const ALL: &[TaskClass] = &[$(TaskClass::$class),*];
+
+            /// The `classname` in configs.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(TaskClass::$class => stringify!($class)),*
+                }
+            }
+
+            fn bind(self, loaded: &LoadedConfig, task: &TaskConfig) -> Result<Box<dyn Task>> {
+                match self {
+                    $(TaskClass::$class => Ok(Box::new(<$ty>::bind(loaded, task)?))),*
+                }
+            }
+
+            /// The JSON Schemas of the class's `initialization_parameters`
+            /// and `transformation_parameters`.
+            pub fn parameter_schemas(
+                self,
+                generator: &mut schemars::SchemaGenerator,
+            ) -> (schemars::Schema, schemars::Schema) {
+                match self {
+                    $(TaskClass::$class => (
+                        generator.subschema_for::<$init>(),
+                        generator.subschema_for::<$output>(),
+                    )),*
+                }
+            }
+        }
+    };
 }
 
-/// What a finished task reports.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct TaskOutcome {
-    /// Rows the task read, where it knows.
-    #[serde(default)]
-    pub rows_in: Option<u64>,
-    pub rows_out: Option<u64>,
-    pub outputs: Vec<String>,
-    pub metrics: serde_json::Value,
-    pub summary: Vec<String>,
+task_classes! {
+    ExtractorTraining => ExtractorTraining [extract::TrainingInit, extract::ExtractOutput],
+    ExtractorPrediction => ExtractorPrediction [extract::PredictionInit, extract::ExtractOutput],
+    RuleBasedGenerator => RuleBasedGenerator [generate::Init, generate::Output],
+    FeaturePipeline => FeaturePipeline [features::Init, features::Output],
+    ModelTraining => ModelTraining [train::Init, train::Output],
+    BatchPrediction => BatchPrediction [predict::Init, predict::Output],
+    ShellCommand => ShellCommand [command::Init, NoParams],
 }
 
-pub type TaskFuture<'a> = Pin<Box<dyn Future<Output = Result<TaskOutcome>> + Send + 'a>>;
+/// A parameter block that takes no keys.
+#[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
 
-/// A task class bound to its parameters.
-pub trait Task: Send + Sync + std::fmt::Debug {
-    /// Lake paths this task reads (checked by `kiln validate`).
-    fn inputs(&self) -> Vec<String> {
-        Vec::new()
-    }
-    fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a>;
-}
-
-type Binder = fn(&LoadedConfig, &TaskConfig) -> Result<Box<dyn Task>>;
-
-/// Every task class, by `classname`.
-pub fn registry() -> Vec<(&'static str, Binder)> {
-    vec![
-        ("ExtractorTraining", |l, t| {
-            Ok(Box::new(ExtractorTraining::bind(l, t)?))
-        }),
-        ("ExtractorPrediction", |l, t| {
-            Ok(Box::new(ExtractorPrediction::bind(l, t)?))
-        }),
-        ("RuleBasedGenerator", |l, t| {
-            Ok(Box::new(RuleBasedGenerator::bind(l, t)?))
-        }),
-        ("FeaturePipeline", |l, t| {
-            Ok(Box::new(FeaturePipeline::bind(l, t)?))
-        }),
-        ("ModelTraining", |l, t| {
-            Ok(Box::new(ModelTraining::bind(l, t)?))
-        }),
-        ("BatchPrediction", |l, t| {
-            Ok(Box::new(BatchPrediction::bind(l, t)?))
-        }),
-        ("ShellCommand", |l, t| {
-            Ok(Box::new(ShellCommand::bind(l, t)?))
-        }),
-    ]
-}
-
+/// Every classname, in declaration order.
 pub fn classnames() -> Vec<&'static str> {
-    registry().into_iter().map(|(n, _)| n).collect()
+    TaskClass::ALL.iter().map(|c| c.name()).collect()
 }
 
 /// Binds a task config to its class and typed parameters.
 pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Box<dyn Task>> {
-    let reg = registry();
-    match reg.iter().find(|(n, _)| *n == task.classname) {
-        Some((_, binder)) => binder(loaded, task),
+    match TaskClass::ALL.iter().find(|c| c.name() == task.classname) {
+        Some(class) => class.bind(loaded, task),
         None => {
-            let names: Vec<&str> = reg.iter().map(|(n, _)| *n).collect();
+            let names = classnames();
             Err(KilnError::Config {
                 message: format!(
                     "{}: task '{}': unknown classname '{}'",

@@ -3,8 +3,9 @@
 //! as the `kiln_predict` UDF, on executors under Ballista), and writes
 //! Parquet predictions.
 
-use super::{Task, TaskContext, TaskFuture, TaskOutcome, load_pipeline_model};
+use super::load_pipeline_model;
 use crate::config::{LoadedConfig, TaskConfig};
+use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::prelude::{Expr, ident, lit};
 use kiln_engine::artifacts::ArtifactRepo;
@@ -17,9 +18,10 @@ fn features() -> String {
     "features".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Init {
+#[schemars(rename = "BatchPredictionInit")]
+pub struct Init {
     input: String,
     #[serde(default)]
     format: FileFormat,
@@ -41,9 +43,10 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Output {
+#[schemars(rename = "BatchPredictionOutput")]
+pub struct Output {
     path_predictions: String,
     #[serde(default)]
     parquet: ParquetWriteOptions,
@@ -84,7 +87,14 @@ pub async fn load_model(
 
 impl Task for BatchPrediction {
     fn inputs(&self) -> Vec<String> {
-        vec![self.init.input.clone()]
+        vec![
+            self.init.input.clone(),
+            self.init.path_model_repository.clone(),
+        ]
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        vec![self.output.path_predictions.clone()]
     }
 
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {

@@ -2,72 +2,64 @@
 //! train/validation split), evaluates the best of each on the test set,
 //! writes reports and deploys the winner to the model repository.
 
-use super::{Task, TaskContext, TaskFuture, TaskOutcome, load_pipeline_model};
+use super::load_pipeline_model;
 use crate::config::{LoadedConfig, TaskConfig};
+use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use datafusion::prelude::DataFrame;
 use kiln_engine::artifacts::ArtifactRepo;
 use kiln_engine::io::FileFormat;
 use kiln_engine::{KilnError, Result};
 use kiln_models::data::Dataset;
 use kiln_models::frame::{FeatureSource, collect_dataset};
-use kiln_models::metrics::{METRIC_NAMES, Metrics, larger_is_better};
+use kiln_models::metrics::Metric;
 use kiln_models::model::{MODEL_FORMAT_VERSION, ModelArtifact, PipelineRef};
-use kiln_models::report::{comparison_table, roc_svg};
-use kiln_models::tuning::{
-    CrossValidation, EstimatorSpec, cross_validate, subset, train_validation_split,
-};
+use kiln_models::report::roc_svg;
+use kiln_models::selection::{Selection, evaluate_estimator};
+use kiln_models::tuning::{CrossValidation, EstimatorSpec, TrainValidationSplit, Tuning, subset};
 use kiln_transformers::FittedStage;
 use serde::Deserialize;
 use std::ops::Not;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct TvSplit {
-    #[serde(default = "tv_ratio")]
-    train_ratio: f64,
-    #[serde(default = "one")]
-    parallelism: usize,
-}
-
-fn tv_ratio() -> f64 {
-    0.75
-}
-fn one() -> usize {
-    1
-}
-fn default_metric() -> String {
-    "areaUnderROC".into()
-}
 fn test_fraction() -> f64 {
     0.2
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Init {
+#[schemars(rename = "ModelTrainingInit")]
+pub struct Init {
+    /// The feature table (lake path or `task:NAME`).
     input: String,
     #[serde(default)]
     format: FileFormat,
+    /// A separate test table (else `test_condition` or a random split).
     #[serde(default)]
     test_input: Option<String>,
     /// SQL condition selecting test rows (e.g. `sample_id % 5 = 0`).
     #[serde(default)]
     test_condition: Option<String>,
+    /// Share of rows held out at random when neither of the above is given.
     #[serde(default = "test_fraction")]
     test_fraction: f64,
     label_col: String,
+    /// A vector column (from a VectorAssembler) holding the features.
     #[serde(default)]
     features_col: Option<String>,
+    /// Or plain numeric feature columns.
     #[serde(default)]
     feature_cols: Option<Vec<String>>,
     #[serde(default)]
     seed: u64,
-    #[serde(default = "default_metric")]
-    metric: String,
+    /// The metric that tunes and selects (Spark's evaluator names).
+    #[serde(default)]
+    metric: Metric,
+    /// Stratified k-fold tuning (the default: 3 folds).
     #[serde(default)]
     cross_validation: Option<CrossValidation>,
+    /// One train/validation split instead of k folds.
     #[serde(default)]
-    train_validation_split: Option<TvSplit>,
+    train_validation_split: Option<TrainValidationSplit>,
+    /// The competing estimators, each with params and a grid.
     estimators: Vec<EstimatorSpec>,
     /// The fitted feature pipeline the features come from (recorded in the
     /// artifact so prediction can apply it).
@@ -75,10 +67,16 @@ struct Init {
     path_pipeline_model: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Output {
+#[schemars(rename = "ModelTrainingOutput")]
+pub struct Output {
+    /// Where the winner is published as a new version (with reports).
     path_model_repository: String,
+    /// Per-estimator test metrics with Spark's names:
+    /// `<path_evaluation>/<classname>/metrics.json`.
+    #[serde(default)]
+    path_evaluation: Option<String>,
 }
 
 #[derive(Debug)]
@@ -91,10 +89,13 @@ impl ModelTraining {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
         let (init, output): (Init, Output) = loaded.task_params(task)?;
         let at = |k: &str| format!("{}: task '{}'", loaded.locate(&task.name, k), task.name);
-        if !METRIC_NAMES.contains(&init.metric.as_str()) {
+        if init.cross_validation.is_some() && init.train_validation_split.is_some() {
             return Err(KilnError::config_fix(
-                format!("{}: unknown metric '{}'", at("metric"), init.metric),
-                format!("use one of: {}", METRIC_NAMES.join(", ")),
+                format!(
+                    "{}: cross_validation and train_validation_split are both given",
+                    at("train_validation_split")
+                ),
+                "keep one of them",
             ));
         }
         if init.estimators.is_empty() {
@@ -171,6 +172,50 @@ impl ModelTraining {
         ))
     }
 
+    /// The tuning the config asks for (3-fold CV by default).
+    fn tuning(&self) -> Tuning {
+        match (
+            &self.init.cross_validation,
+            &self.init.train_validation_split,
+        ) {
+            (None, Some(tv)) => Tuning::TrainValidationSplit(tv.clone()),
+            (cv, _) => Tuning::CrossValidation(cv.clone().unwrap_or(CrossValidation {
+                num_folds: 3,
+                parallelism: 1,
+            })),
+        }
+    }
+
+    /// Writes `<path>/<classname>/metrics.json` for every estimator; returns
+    /// the URLs written.
+    async fn write_evaluation(
+        &self,
+        ctx: &TaskContext,
+        path: &str,
+        selection: &Selection,
+    ) -> Result<Vec<String>> {
+        use datafusion::object_store::ObjectStoreExt;
+        let mut written = Vec::new();
+        for c in &selection.candidates {
+            let url = ctx.lake.resolve(&format!(
+                "{}/{}/metrics.json",
+                path.trim_end_matches('/'),
+                c.classname()
+            ))?;
+            let body = serde_json::to_vec_pretty(&c.test_metrics)
+                .map_err(|e| KilnError::internal("serializing evaluation metrics", e))?;
+            let store = ctx.session.stores().store_for(&url)?;
+            let location = kiln_engine::storage::object_path(&url)?;
+            // One object per put: readers see the old file or the new one.
+            store
+                .put(&location, body.into())
+                .await
+                .map_err(|e| KilnError::io(&url, e))?;
+            written.push(url.to_string());
+        }
+        Ok(written)
+    }
+
     async fn split(
         &self,
         ctx: &TaskContext,
@@ -190,24 +235,6 @@ impl ModelTraining {
     }
 }
 
-fn fingerprint(d: &Dataset) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut sum = 0u64;
-    for r in 0..d.n_rows() {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        d.labels[r].hash(&mut h);
-        for c in &d.columns {
-            c[r].to_bits().hash(&mut h);
-        }
-        sum = sum.wrapping_add(h.finish());
-    }
-    format!(
-        "rows={} features={} checksum={sum:016x}",
-        d.n_rows(),
-        d.n_features()
-    )
-}
-
 fn random_split(d: &Dataset, fraction: f64, seed: u64) -> (Dataset, Dataset) {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
@@ -220,7 +247,18 @@ fn random_split(d: &Dataset, fraction: f64, seed: u64) -> (Dataset, Dataset) {
 
 impl Task for ModelTraining {
     fn inputs(&self) -> Vec<String> {
-        vec![self.init.input.clone()]
+        std::iter::once(&self.init.input)
+            .chain(&self.init.test_input)
+            .chain(&self.init.path_pipeline_model)
+            .cloned()
+            .collect()
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        std::iter::once(&self.output.path_model_repository)
+            .chain(&self.output.path_evaluation)
+            .cloned()
+            .collect()
     }
 
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
@@ -244,142 +282,59 @@ impl Task for ModelTraining {
                     "the test set is empty; raise test_fraction or check test_condition",
                 ));
             }
-            let metric = self.init.metric.as_str();
-            let mut results = Vec::new();
-            let mut totals = Vec::new();
+            let metric = self.init.metric;
+            let tuning = self.tuning();
+            let mut candidates = Vec::new();
             for spec in &self.init.estimators {
-                let candidates = spec.candidates(self.init.seed)?;
                 ctx.progress.stage(format!(
-                    "{}: tuning {} candidate(s) on {} rows",
+                    "{}: tuning on {} rows",
                     spec.classname,
-                    candidates.len(),
                     train.n_rows()
                 ));
-                let started = std::time::Instant::now();
-                let train_c = train.clone();
-                let metric_s = metric.to_string();
-                let cv = self.init.cross_validation.clone();
-                let tv = self.init.train_validation_split.clone();
+                let (spec, train, test, tuning) =
+                    (spec.clone(), train.clone(), test.clone(), tuning.clone());
                 let seed = self.init.seed;
-                let tuned = tokio::task::spawn_blocking(move || -> Result<_> {
-                    let tuning = match (cv, tv) {
-                        (_, _) if candidates.len() == 1 => None,
-                        (Some(cv), _) => {
-                            Some(cross_validate(&candidates, &train_c, &cv, &metric_s, seed)?)
-                        }
-                        (None, Some(tv)) => Some(train_validation_split(
-                            &candidates,
-                            &train_c,
-                            tv.train_ratio,
-                            &metric_s,
-                            seed,
-                            tv.parallelism,
-                        )?),
-                        (None, None) => Some(cross_validate(
-                            &candidates,
-                            &train_c,
-                            &CrossValidation {
-                                num_folds: 3,
-                                parallelism: 1,
-                            },
-                            &metric_s,
-                            seed,
-                        )?),
-                    };
-                    let best = tuning
-                        .as_ref()
-                        .map(|t| t.best.clone())
-                        .unwrap_or_else(|| candidates[0].clone());
-                    // Fit time of the final model alone (no tuning, copy or scoring).
-                    let fit_started = std::time::Instant::now();
-                    let model = best.fit(&train_c)?;
-                    Ok((best, tuning, model, fit_started.elapsed().as_secs_f64()))
-                })
-                .await
-                .map_err(|e| KilnError::config(format!("training thread failed: {e}")))??;
-                let (best, tuning, model, fit_secs) = tuned;
-                let predict_started = std::time::Instant::now();
-                let predicted = model.predict_dataset(&test);
-                let predict_secs = predict_started.elapsed().as_secs_f64();
-                let metrics = Metrics::compute(&test.labels, &predicted);
-                let cv_score = tuning.as_ref().map(|t| t.best_score).unwrap_or(f64::NAN);
-                totals.push(started.elapsed().as_secs_f64());
-                results.push((
-                    best,
-                    tuning,
-                    model,
-                    metrics,
-                    cv_score,
-                    fit_secs,
-                    predict_secs,
-                ));
-            }
-            let better = |a: f64, b: f64| {
-                if larger_is_better(metric) {
-                    a > b
-                } else {
-                    a < b
-                }
-            };
-            let mut winner = 0;
-            for (i, r) in results.iter().enumerate() {
-                let (a, b) = (
-                    r.3.get(metric).unwrap_or(f64::NAN),
-                    results[winner].3.get(metric).unwrap_or(f64::NAN),
+                candidates.push(
+                    tokio::task::spawn_blocking(move || {
+                        evaluate_estimator(&spec, &train, &test, &tuning, metric, seed)
+                    })
+                    .await
+                    .map_err(|e| KilnError::internal("training", e))??,
                 );
-                if better(a, b) {
-                    winner = i;
-                }
             }
-            let (best, _, model, metrics, _, _, _) = &results[winner];
+            let selection = Selection::choose(metric, candidates)?;
+            let winner = selection.winner();
             let artifact = ModelArtifact {
                 format_version: MODEL_FORMAT_VERSION,
                 kiln_version: env!("CARGO_PKG_VERSION").into(),
-                classname: best.classname().into(),
-                params: best.to_json(),
+                classname: winner.classname().into(),
+                params: winner.params.to_json(),
                 label_col: label.clone(),
                 feature_names: train.feature_names.clone(),
                 feature_types: vec!["double".into(); train.n_features()],
                 feature_pipeline: pipeline_ref,
-                training_fingerprint: fingerprint(&train),
-                metrics: ModelArtifact::metric_map(metrics),
-                model: model.clone(),
+                training_fingerprint: train.fingerprint(),
+                metrics: winner.test_metrics.scalars(),
+                model: winner.model.clone(),
             };
-            let rows: Vec<(String, f64, &Metrics)> = results
-                .iter()
-                .map(|r| (r.0.classname().to_string(), r.4, &r.3))
-                .collect();
-            let table = comparison_table(&rows, metric);
-            let report = serde_json::json!({
-                "metric": metric,
-                "winner": best.classname(),
-                "train_rows": train.n_rows(),
-                "test_rows": test.n_rows(),
-                "models": results.iter().zip(&totals).map(|(r, total)| serde_json::json!({
-                    "classname": r.0.classname(),
-                    "params": r.0.to_json(),
-                    "cv_metric": r.4,
-                    "fit_seconds": r.5,
-                    "tuning_and_fit_seconds": total,
-                    "predict_rows_per_second": test.n_rows() as f64 / r.6.max(1e-9),
-                    "grid": r.1.as_ref().map(|t| t.scores.iter().map(|(p, s)| serde_json::json!({"params": p, "metric": s})).collect::<Vec<_>>()),
-                    "test_metrics": serde_json::to_value(&r.3).unwrap_or_default(),
-                    "feature_importances": train.feature_names.iter().zip(r.2.feature_importances()).map(|(n, v)| (n.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
-                })).collect::<Vec<_>>(),
-            });
+            let table = selection.table();
+            let report = selection.report(train.n_rows(), test.n_rows(), &train.feature_names);
+            let report = serde_json::to_vec_pretty(&report)
+                .map_err(|e| KilnError::internal("serializing the training report", e))?;
             let mut files: Vec<(String, Vec<u8>)> = vec![
                 ("model.json".into(), artifact.to_json()?),
-                (
-                    "report.json".into(),
-                    serde_json::to_vec_pretty(&report).unwrap_or_default(),
-                ),
+                ("report.json".into(), report),
                 ("comparison.txt".into(), table.clone().into_bytes()),
             ];
-            for r in &results {
+            for c in &selection.candidates {
                 files.push((
-                    format!("roc_{}.svg", r.0.classname()),
-                    roc_svg(r.0.classname(), &r.3).into_bytes(),
+                    format!("roc_{}.svg", c.classname()),
+                    roc_svg(c.classname(), &c.test_metrics).into_bytes(),
                 ));
+            }
+            let mut outputs = Vec::new();
+            if let Some(path) = &self.output.path_evaluation {
+                outputs.extend(self.write_evaluation(ctx, path, &selection).await?);
             }
             let base = ctx.lake.resolve(&format!(
                 "{}/",
@@ -398,16 +353,20 @@ impl Task for ModelTraining {
             summary.extend(table.lines().map(str::to_string));
             summary.push(format!(
                 "winner by {metric}: {} -> {}",
-                best.classname(),
+                winner.classname(),
                 repo.url(version, "model.json")
             ));
             summary.push(format!("reports and ROC plots: {}", repo.url(version, "")));
+            if let Some(path) = &self.output.path_evaluation {
+                summary.push(format!("per-estimator metrics: {path}"));
+            }
+            outputs.insert(0, repo.url(version, "model.json"));
             Ok(TaskOutcome {
                 rows_in: Some(train.n_rows() as u64),
                 rows_out: None,
-                outputs: vec![repo.url(version, "model.json")],
-                metrics: serde_json::to_value(ModelArtifact::metric_map(metrics))
-                    .unwrap_or_default(),
+                outputs,
+                metrics: serde_json::to_value(winner.test_metrics.scalars())
+                    .map_err(|e| KilnError::internal("reporting metrics", e))?,
                 summary,
             })
         })

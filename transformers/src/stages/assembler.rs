@@ -17,7 +17,7 @@ use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
 use std::ops::Not;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AssemblerParams {
     pub input_cols: Vec<String>,
@@ -32,14 +32,14 @@ fn features() -> String {
 }
 
 /// One input: a scalar, or a vector of a learned size.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AssemblerInput {
     pub name: String,
     /// `None` for scalars.
     pub vector_size: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AssemblerModel {
     pub inputs: Vec<AssemblerInput>,
     pub output_col: String,
@@ -178,3 +178,15 @@ impl AssemblerModel {
         df.with_column(&self.output_col, vector).map_err(err)
     }
 }
+
+impl crate::stages::Stage for AssemblerParams {
+    type Fitted = AssemblerModel;
+
+    async fn fit(&self, df: &DataFrame, sizes: &mut crate::stages::Sizes) -> Result<Self::Fitted> {
+        let m = AssemblerParams::fit(self, df, sizes).await?;
+        sizes.insert(m.output_col.clone(), m.size());
+        Ok(m)
+    }
+}
+
+crate::stages::transform_by_expressions!(AssemblerModel);

@@ -12,13 +12,14 @@ use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
 use std::ops::Not;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BucketizerParams {
     pub input_col: String,
     pub output_col: String,
     /// Strictly increasing; use `-.inf` / `.inf` for open ends.
     #[serde(with = "crate::float_serde::vec")]
+    #[schemars(with = "Vec<crate::float_serde::Float>")]
     pub splits: Vec<f64>,
     #[serde(default)]
     pub handle_invalid: HandleInvalid,
@@ -108,3 +109,6 @@ impl BucketizerParams {
             .map_err(|e| KilnError::execution(stage, e))
     }
 }
+
+crate::stages::stateless_stage!(BucketizerParams);
+crate::stages::transform_by_expressions!(BucketizerParams);

@@ -7,7 +7,7 @@ use datafusion::prelude::{ident, lit, when};
 use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FilterColumn {
     pub input_col: String,
@@ -17,7 +17,7 @@ pub struct FilterColumn {
     pub values: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CategoricalFilterParams {
     pub columns: Vec<FilterColumn>,
@@ -52,3 +52,6 @@ impl CategoricalFilterParams {
         Ok(df)
     }
 }
+
+crate::stages::stateless_stage!(CategoricalFilterParams);
+crate::stages::transform_by_expressions!(CategoricalFilterParams);

@@ -8,7 +8,7 @@ use datafusion::prelude::{cast, ident, lit};
 use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DistanceParams {
     pub lat_col: String,
@@ -53,7 +53,7 @@ impl DistanceParams {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GpsDelayParams {
     #[serde(default = "ts")]
@@ -116,3 +116,6 @@ impl GpsDelayParams {
             .map_err(|e| KilnError::execution(stage, e))
     }
 }
+
+crate::stages::stateless_stage!(DistanceParams, GpsDelayParams);
+crate::stages::transform_by_expressions!(DistanceParams, GpsDelayParams);

@@ -23,7 +23,9 @@ use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
 use std::ops::Not;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     #[default]
@@ -32,7 +34,7 @@ pub enum Strategy {
     Mode,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImputerParams {
     pub input_cols: Vec<String>,
@@ -43,6 +45,7 @@ pub struct ImputerParams {
     pub strategy: Option<Strategy>,
     /// The value that marks a missing entry besides null (NaN by default).
     #[serde(default, with = "crate::float_serde::option")]
+    #[schemars(with = "Option<crate::float_serde::Float>")]
     pub missing_value: Option<f64>,
     /// Accepted for Spark compatibility; the median here is exact.
     #[serde(default)]
@@ -50,13 +53,15 @@ pub struct ImputerParams {
 }
 
 /// Fitted imputer: one surrogate per column.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ImputerModel {
     pub input_cols: Vec<String>,
     pub output_cols: Vec<String>,
     #[serde(default, with = "crate::float_serde::option")]
+    #[schemars(with = "Option<crate::float_serde::Float>")]
     pub missing_value: Option<f64>,
     #[serde(with = "crate::float_serde::vec")]
+    #[schemars(with = "Vec<crate::float_serde::Float>")]
     pub surrogates: Vec<f64>,
 }
 
@@ -217,5 +222,57 @@ impl ImputerModel {
                 .map_err(|e| KilnError::execution(stage, e))?;
         }
         Ok(df)
+    }
+}
+
+/// `MedianImputer`'s params (strategy median unless given).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct MedianImputerParams(pub ImputerParams);
+
+/// `NumericalImputer`'s (Spark's `Imputer`) params (strategy mean unless given).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct NumericalImputerParams(pub ImputerParams);
+
+/// A fitted `MedianImputer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct MedianImputerModel(pub ImputerModel);
+
+/// A fitted `NumericalImputer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct NumericalImputerModel(pub ImputerModel);
+
+impl crate::stages::Stage for MedianImputerParams {
+    type Fitted = MedianImputerModel;
+
+    async fn fit(&self, df: &DataFrame, _sizes: &mut crate::stages::Sizes) -> Result<Self::Fitted> {
+        Ok(MedianImputerModel(
+            self.0.fit(df, "MedianImputer", Strategy::Median).await?,
+        ))
+    }
+}
+
+impl crate::stages::Stage for NumericalImputerParams {
+    type Fitted = NumericalImputerModel;
+
+    async fn fit(&self, df: &DataFrame, _sizes: &mut crate::stages::Sizes) -> Result<Self::Fitted> {
+        Ok(NumericalImputerModel(
+            self.0.fit(df, "NumericalImputer", Strategy::Mean).await?,
+        ))
+    }
+}
+
+impl crate::stages::Transform for MedianImputerModel {
+    async fn transform(&self, df: DataFrame) -> Result<DataFrame> {
+        self.0.transform(df, "MedianImputer")
+    }
+}
+
+impl crate::stages::Transform for NumericalImputerModel {
+    async fn transform(&self, df: DataFrame) -> Result<DataFrame> {
+        self.0.transform(df, "NumericalImputer")
     }
 }

@@ -15,6 +15,70 @@ pub mod window;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::dataframe::DataFrame;
 use kiln_engine::{KilnError, Result};
+use std::collections::HashMap;
+use std::future::Future;
+
+/// Category and vector sizes learned by earlier stages, by output column
+/// (Spark's ML attribute metadata).
+pub type Sizes = HashMap<String, usize>;
+
+/// A stage's validated parameters: what `fit` starts from.
+pub trait Stage {
+    /// What fitting produces: the learned state, or the params themselves
+    /// for a stateless stage.
+    type Fitted: Transform
+        + Clone
+        + PartialEq
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned;
+
+    /// Fits on `df`, recording output sizes in `sizes` for later stages.
+    fn fit(
+        &self,
+        df: &DataFrame,
+        sizes: &mut Sizes,
+    ) -> impl Future<Output = Result<Self::Fitted>> + Send;
+}
+
+/// A fitted stage: extends a plan lazily.
+pub trait Transform {
+    fn transform(&self, df: DataFrame) -> impl Future<Output = Result<DataFrame>> + Send;
+}
+
+/// Stateless stages are their own fitted form.
+macro_rules! stateless_stage {
+    ($($params:ty),* $(,)?) => {$(
+        impl crate::stages::Stage for $params {
+            type Fitted = $params;
+
+            async fn fit(
+                &self,
+                _df: &datafusion::dataframe::DataFrame,
+                _sizes: &mut crate::stages::Sizes,
+            ) -> kiln_engine::Result<$params> {
+                Ok(self.clone())
+            }
+        }
+    )*};
+}
+pub(crate) use stateless_stage;
+
+/// [`Transform`] for types whose inherent `transform(&self, df)` is
+/// synchronous (it only builds expressions).
+macro_rules! transform_by_expressions {
+    ($($fitted:ty),* $(,)?) => {$(
+        impl crate::stages::Transform for $fitted {
+            async fn transform(
+                &self,
+                df: datafusion::dataframe::DataFrame,
+            ) -> kiln_engine::Result<datafusion::dataframe::DataFrame> {
+                <$fitted>::transform(self, df)
+            }
+        }
+    )*};
+}
+pub(crate) use transform_by_expressions;
 
 /// Fails unless every column exists; the error names the stage and column.
 pub(crate) fn require_columns(df: &DataFrame, stage: &str, cols: &[String]) -> Result<()> {
@@ -67,7 +131,17 @@ pub(crate) fn require_numeric(df: &DataFrame, stage: &str, c: &str) -> Result<()
 pub(crate) use kiln_engine::suggest::closest;
 
 /// Spark's handleInvalid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HandleInvalid {
     #[default]

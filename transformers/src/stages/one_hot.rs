@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::ops::Not;
 use std::sync::Arc;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OneHotParams {
     pub input_cols: Vec<String>,
@@ -43,7 +43,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OneHotModel {
     pub input_cols: Vec<String>,
     pub output_cols: Vec<String>,
@@ -186,3 +186,17 @@ impl OneHotModel {
         Ok(df)
     }
 }
+
+impl crate::stages::Stage for OneHotParams {
+    type Fitted = OneHotModel;
+
+    async fn fit(&self, df: &DataFrame, sizes: &mut crate::stages::Sizes) -> Result<Self::Fitted> {
+        let m = OneHotParams::fit(self, df, sizes).await?;
+        for (c, n) in m.output_cols.iter().zip(m.vector_sizes()) {
+            sizes.insert(c.clone(), n);
+        }
+        Ok(m)
+    }
+}
+
+crate::stages::transform_by_expressions!(OneHotModel);

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SqlParams {
     pub statement: String,
@@ -32,8 +32,23 @@ impl SqlParams {
         ctx.register_table(name.as_str(), Arc::new(view))
             .map_err(|e| KilnError::execution(stage, e))?;
         let result = ctx.sql(&self.statement.replace("__THIS__", &name)).await;
-        let _ = ctx.deregister_table(name.as_str());
+        // The view is private to this context; failing to drop it only
+        // leaves a name behind.
+        if let Err(e) = ctx.deregister_table(name.as_str()) {
+            tracing::debug!("view {name} not dropped: {e}");
+        }
         result
             .map_err(|e| KilnError::config(format!("{stage}: {e} (statement: {})", self.statement)))
+    }
+}
+
+crate::stages::stateless_stage!(SqlParams);
+
+impl crate::stages::Transform for SqlParams {
+    async fn transform(
+        &self,
+        df: datafusion::dataframe::DataFrame,
+    ) -> kiln_engine::Result<datafusion::dataframe::DataFrame> {
+        <SqlParams>::transform(self, df).await
     }
 }

@@ -14,7 +14,9 @@ use datafusion::prelude::{Expr, cast, ident, lit, when};
 use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum StringOrderType {
     #[default]
     #[serde(rename = "frequencyDesc")]
@@ -27,7 +29,7 @@ pub enum StringOrderType {
     AlphabetAsc,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StringIndexerParams {
     #[serde(default)]
@@ -45,7 +47,7 @@ pub struct StringIndexerParams {
 }
 
 /// Fitted indexer: the labels of each column (index = position).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StringIndexerModel {
     pub input_cols: Vec<String>,
     pub output_cols: Vec<String>,
@@ -193,3 +195,17 @@ impl StringIndexerModel {
         Ok(df)
     }
 }
+
+impl crate::stages::Stage for StringIndexerParams {
+    type Fitted = StringIndexerModel;
+
+    async fn fit(&self, df: &DataFrame, sizes: &mut crate::stages::Sizes) -> Result<Self::Fitted> {
+        let m = StringIndexerParams::fit(self, df).await?;
+        for (c, n) in m.output_cols.iter().zip(m.category_sizes()) {
+            sizes.insert(c.clone(), n);
+        }
+        Ok(m)
+    }
+}
+
+crate::stages::transform_by_expressions!(StringIndexerModel);

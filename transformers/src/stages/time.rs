@@ -42,7 +42,7 @@ fn part(name: &str, e: Expr) -> Expr {
     date_part(lit(name), e)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WeekendParams {
     #[serde(default = "ts")]
@@ -73,7 +73,7 @@ impl WeekendParams {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TimeParams {
     #[serde(default = "ts")]
@@ -123,3 +123,6 @@ impl TimeParams {
             .map_err(|e| KilnError::execution("TimeExtractor", e))
     }
 }
+
+crate::stages::stateless_stage!(WeekendParams, TimeParams);
+crate::stages::transform_by_expressions!(WeekendParams, TimeParams);

@@ -11,7 +11,7 @@ use datafusion::prelude::{Expr, ident};
 use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ShiftParams {
     pub input_cols: Vec<String>,
@@ -27,6 +27,7 @@ pub struct ShiftParams {
     pub offset: i64,
     /// Value when there is no previous / next row (null by default).
     #[serde(default, with = "crate::float_serde::option")]
+    #[schemars(with = "Option<crate::float_serde::Float>")]
     pub default: Option<f64>,
 }
 
@@ -34,8 +35,32 @@ fn one() -> i64 {
     1
 }
 
+/// `LagCalculator`'s params: the previous value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct LagParams(pub ShiftParams);
+
+/// `LeadCalculator`'s params: the next value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct LeadParams(pub ShiftParams);
+
+crate::stages::stateless_stage!(LagParams, LeadParams);
+
+impl crate::stages::Transform for LagParams {
+    async fn transform(&self, df: DataFrame) -> Result<DataFrame> {
+        self.0.transform(df, Direction::Lag)
+    }
+}
+
+impl crate::stages::Transform for LeadParams {
+    async fn transform(&self, df: DataFrame) -> Result<DataFrame> {
+        self.0.transform(df, Direction::Lead)
+    }
+}
+
 /// Which direction to shift.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Direction {
     Lag,
     Lead,

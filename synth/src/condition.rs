@@ -3,11 +3,11 @@
 //! false (so `not` of it is true), as in the row-wise definition.
 
 use super::rules::{Condition, Literal};
-use crate::error::{KilnError, Result};
 use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, Scalar, StringArray};
 use arrow::compute::kernels::{boolean, cmp};
 use arrow::compute::{cast, prep_null_mask_filter};
 use arrow::datatypes::{DataType, Schema};
+use kiln_engine::error::{KilnError, Result};
 
 pub(super) enum Operand {
     Num(f64),

@@ -1,6 +1,6 @@
 //! The rule language of the generator and its validation.
 
-use crate::error::{KilnError, Result};
+use kiln_engine::error::{KilnError, Result};
 use serde::Deserialize;
 
 /// A generator rule file.
@@ -418,7 +418,7 @@ impl Rules {
                         )));
                     }
                     if !known.contains(&col) {
-                        let hint = crate::suggest::closest(col, &all);
+                        let hint = kiln_engine::suggest::closest(col, &all);
                         return Err(KilnError::Config {
                             message: format!("rule for column '{rule}': condition refers to unknown column '{col}'"),
                             fix: Some(match hint {

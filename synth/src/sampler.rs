@@ -3,7 +3,7 @@
 
 use super::SynthRng;
 use super::rules::{self, Gen, Literal};
-use crate::error::{KilnError, Result};
+use kiln_engine::error::{KilnError, Result};
 use rand::Rng;
 use rand::distr::Uniform;
 use rand_distr::{Distribution, Exp, LogNormal, Normal, StandardNormal};

@@ -1,5 +1,11 @@
-//! Rule-based synthetic data: column distributions, conditions, per-entity
-//! sequences, sticky Markov latent states and SQL-derived columns.
+//! # kiln-synth
+//!
+//! Synthetic tabular data, above the data layer (`kiln-engine`) and beside
+//! the learners: rule-based generation with column distributions,
+//! conditions, per-entity sequences, sticky Markov latent states and
+//! SQL-derived columns ([`Rules`] → [`Generator`]), written with the
+//! engine's atomic commit ([`write_generated`], and [`write_enhanced`] to add
+//! generated columns to an existing table).
 //!
 //! Output is deterministic for a seed whatever the thread count: every
 //! (entity, column) pair draws from its own RNG seeded from the seed, and
@@ -8,11 +14,11 @@
 mod condition;
 mod rules;
 mod sampler;
+mod write;
 
 pub use rules::{ColumnRule, ColumnType, Condition, Gen, Literal, Rules};
+pub use write::{Source, generate, write_enhanced, write_generated};
 
-use crate::error::{KilnError, Result};
-use crate::io::{ColumnEncoding, ColumnLayout};
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array,
     StringArray, TimestampMillisecondArray,
@@ -24,6 +30,8 @@ use condition::CompiledCond;
 use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
+use kiln_engine::error::{KilnError, Result};
+use kiln_engine::io::{ColumnEncoding, ColumnLayout};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use rayon::prelude::*;
@@ -364,7 +372,7 @@ impl Generator {
         let schema = Arc::new(
             full_schema
                 .project(&output)
-                .map_err(|e| KilnError::config(e.to_string()))?,
+                .map_err(|e| KilnError::internal("projecting the generator schema", e))?,
         );
         Ok(Generator {
             rules,
@@ -844,7 +852,7 @@ fn apply_nulls(array: ArrayRef, fraction: f64, seed: u64) -> Result<ArrayRef> {
         BooleanArray::from_iter((0..array.len()).map(|_| Some(rng.random::<f64>() >= fraction)));
     let nulls = arrow::array::new_null_array(array.data_type(), array.len());
     arrow::compute::kernels::zip::zip(&keep, &array, &nulls)
-        .map_err(|e| KilnError::config(e.to_string()))
+        .map_err(|e| KilnError::internal("applying a null rate", e))
 }
 
 /// Compiles the `sql` columns in dependency order; cycles are errors.
@@ -856,7 +864,7 @@ fn compile_derived(
     let offset = slots.len() - rules.columns.len();
     let ctx = SessionContext::new();
     let df_schema = DFSchema::try_from(schema.as_ref().clone())
-        .map_err(|e| KilnError::config(e.to_string()))?;
+        .map_err(|e| KilnError::internal("building the generator schema", e))?;
     let mut exprs = Vec::new();
     for (i, c) in rules.columns.iter().enumerate() {
         if let Some(sql) = &c.sql {
@@ -916,120 +924,3 @@ fn compile_derived(
 
 #[cfg(test)]
 mod tests;
-
-/// Generates into `target` (atomic commit), streaming: one file per
-/// [`ROWS_PER_FILE`] rows, as many files at a time as there are threads, each
-/// holding at most a wave of chunks in memory.
-pub async fn write_generated(
-    session: &crate::session::KilnSession,
-    generator: Arc<Generator>,
-    target: &url::Url,
-    format: &crate::io::OutputFormat,
-) -> Result<crate::io::WriteSummary> {
-    use futures::StreamExt;
-    let schema = generator.schema();
-    let format = with_generated_layouts(format, &generator);
-    let permits = Arc::new(tokio::sync::Semaphore::new(
-        rayon::current_num_threads().max(1),
-    ));
-    let mut producers = Vec::new();
-    let mut streams = Vec::new();
-    for range in generator.file_ranges() {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
-        let generator = Arc::clone(&generator);
-        let permits = Arc::clone(&permits);
-        producers.push(tokio::spawn(async move {
-            let Ok(permit) = permits.acquire_owned().await else {
-                return;
-            };
-            let _ = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                let result = generator.generate_range(range, |batch| {
-                    tx.blocking_send(Ok(batch))
-                        .map_err(|_| KilnError::io("generator", "writer stopped"))
-                });
-                if let Err(e) = result {
-                    let _ = tx.blocking_send(Err(e));
-                }
-            })
-            .await;
-        }));
-        streams.push(
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
-                .boxed(),
-        );
-    }
-    let summary = crate::io::write_streams(session, schema, streams, target, &format).await;
-    for p in producers {
-        p.await.map_err(|e| KilnError::io("generator", e))?;
-    }
-    summary
-}
-
-/// Reads `input` and writes it with the generator's columns added to
-/// `target` (enhance mode; atomic commit). Input partitions are read in
-/// order, so the output is deterministic for a seed.
-pub async fn write_enhanced(
-    session: &crate::session::KilnSession,
-    rules: Rules,
-    seed: u64,
-    input: &url::Url,
-    input_format: crate::io::FileFormat,
-    target: &url::Url,
-    format: &crate::io::OutputFormat,
-) -> Result<crate::io::WriteSummary> {
-    use futures::StreamExt;
-    let df = crate::io::read_table(session, input, input_format).await?;
-    let input_schema: Schema = df.schema().as_arrow().clone();
-    let generator = Arc::new(
-        Generator::enhance(rules, seed, &input_schema)
-            .map_err(|e| e.context(format!("enhancing {input}")))?,
-    );
-    let schema = generator.schema();
-    let format = with_generated_layouts(format, &generator);
-    let partitions = df
-        .execute_stream_partitioned()
-        .await
-        .map_err(|e| KilnError::data(input, e.to_string()))?;
-    let input_name = input.to_string();
-    let batches = futures::stream::iter(partitions).flatten();
-    let first_row = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let stream = batches
-        .map(move |batch| {
-            let generator = Arc::clone(&generator);
-            let input_name = input_name.clone();
-            let batch = batch.map_err(|e| KilnError::data(&input_name, e.to_string()));
-            let rows = batch.as_ref().map(|b| b.num_rows()).unwrap_or(0);
-            let first = first_row.fetch_add(rows, std::sync::atomic::Ordering::SeqCst);
-            tokio::task::spawn_blocking(move || generator.enhance_batch(&batch?, first))
-        })
-        .buffered(rayon::current_num_threads().max(2))
-        .map(|joined| {
-            joined
-                .map_err(|e| KilnError::io("generator", e))
-                .and_then(|r| r)
-        })
-        .boxed();
-    crate::io::write_streams(session, schema, vec![stream], target, &format).await
-}
-
-/// `format` with the generator's column layouts added where the caller
-/// set none.
-fn with_generated_layouts(
-    format: &crate::io::OutputFormat,
-    generator: &Generator,
-) -> crate::io::OutputFormat {
-    match format {
-        crate::io::OutputFormat::Parquet(options) => {
-            let mut options = options.clone();
-            for (column, layout) in generator.parquet_layouts() {
-                // Partition columns are directory names, not file columns.
-                if !options.partition_by.contains(&column) {
-                    options.columns.entry(column).or_insert(layout);
-                }
-            }
-            crate::io::OutputFormat::Parquet(options)
-        }
-        other => other.clone(),
-    }
-}

@@ -1,6 +1,7 @@
 use super::*;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type};
+use kiln_engine::io::FileFormat;
 
 const RULES: &str = r#"
 entity: { column: device_id, mean_rows: 200, sigma: 0.3 }
@@ -367,9 +368,9 @@ columns:
     let dir = std::env::temp_dir().join(format!("kiln-layout-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let url = url::Url::from_directory_path(&dir).expect("absolute path");
-    let session = crate::KilnSession::connect(
-        &crate::Master::Local { partitions: 1 },
-        &crate::session::KilnExtensions::default(),
+    let session = kiln_engine::KilnSession::connect(
+        &kiln_engine::Master::Local { partitions: 1 },
+        &kiln_engine::session::KilnExtensions::default(),
     )
     .await?;
     let generator = Arc::new(Generator::new(
@@ -378,7 +379,7 @@ columns:
         50_000,
     )?);
     // A caller's layout wins over the generator's choice.
-    let mut options = crate::io::ParquetWriteOptions::default();
+    let mut options = kiln_engine::io::ParquetWriteOptions::default();
     options.columns.insert(
         "rsrp".into(),
         ColumnLayout {
@@ -386,8 +387,7 @@ columns:
             statistics: true,
         },
     );
-    let format = crate::io::OutputFormat::Parquet(options);
-    write_generated(&session, generator, &url, &format).await?;
+    write_generated(&session, generator, &url, FileFormat::Parquet, &options).await?;
     let layouts = column_layouts(&dir);
     let uses = |column: &str, encoding: &str| layouts[column].0.iter().any(|e| e == encoding);
     assert!(uses("sample_id", "DELTA_BINARY_PACKED"), "{layouts:?}");
@@ -412,7 +412,7 @@ columns:
             "delta encoding needs an integer or timestamp column",
         ),
     ] {
-        let mut options = crate::io::ParquetWriteOptions::default();
+        let mut options = kiln_engine::io::ParquetWriteOptions::default();
         options.columns.insert(
             column.into(),
             ColumnLayout {
@@ -425,8 +425,7 @@ columns:
             1,
             1_000,
         )?);
-        let format = crate::io::OutputFormat::Parquet(options);
-        let err = write_generated(&session, generator, &url, &format)
+        let err = write_generated(&session, generator, &url, FileFormat::Parquet, &options)
             .await
             .expect_err("bad layout")
             .to_string();
@@ -437,7 +436,7 @@ columns:
 
     // Partitioned by a category: its generated layout does not apply, since
     // the column is a directory name, not a file column.
-    let options = crate::io::ParquetWriteOptions {
+    let options = kiln_engine::io::ParquetWriteOptions {
         partition_by: vec!["network".into()],
         ..Default::default()
     };
@@ -446,13 +445,7 @@ columns:
         1,
         5_000,
     )?);
-    write_generated(
-        &session,
-        generator,
-        &url,
-        &crate::io::OutputFormat::Parquet(options),
-    )
-    .await?;
+    write_generated(&session, generator, &url, FileFormat::Parquet, &options).await?;
     assert!(dir.join("network=LTE/part-00000.parquet").is_file());
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -1,0 +1,295 @@
+//! Streamed writes of Parquet or CSV parts into a staging directory, split
+//! into hive partitions, then committed atomically ([`super::commit`]).
+
+use super::commit::{
+    commit, local_path_of, remove_local_dir, remove_prefix, remove_stale_staging, staging_path,
+};
+use super::{FileFormat, ParquetWriteOptions, WriteSummary};
+use crate::error::{KilnError, Result};
+use crate::session::KilnSession;
+use crate::storage::object_path;
+use arrow::record_batch::RecordBatch;
+use datafusion::dataframe::DataFrame;
+use futures::StreamExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::AsyncArrowWriter;
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::sync::Arc;
+use url::Url;
+
+/// Writes `df` as a directory of Parquet files at `target` with an atomic
+/// commit: files go to a hidden staging directory beside the target, and only
+/// a complete output replaces the previous one. A failed write leaves the
+/// previous output untouched and removes its staging files.
+pub async fn write_parquet(
+    session: &KilnSession,
+    df: DataFrame,
+    target: &Url,
+    options: &ParquetWriteOptions,
+) -> Result<WriteSummary> {
+    write_table(session, df, target, FileFormat::Parquet, options).await
+}
+
+/// Writes `df` as a directory of `format` files at `target` (one file per
+/// DataFusion partition and hive directory), with the atomic commit of
+/// [`write_parquet`]. `options` sets the Parquet layout; `partition_by`
+/// applies to both formats.
+pub async fn write_table(
+    session: &KilnSession,
+    df: DataFrame,
+    target: &Url,
+    format: FileFormat,
+    options: &ParquetWriteOptions,
+) -> Result<WriteSummary> {
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let streams: Vec<BatchStream> = df
+        .execute_stream_partitioned()
+        .await
+        .map_err(|e| KilnError::execution(format!("planning the write of {target}"), e))?
+        .into_iter()
+        .map(|s| {
+            s.map(|b| b.map_err(|e| KilnError::execution("computing the output", e)))
+                .boxed()
+        })
+        .collect();
+    write_streams(session, schema, streams, target, format, options).await
+}
+
+/// A stream of batches to write.
+pub type BatchStream =
+    futures::stream::BoxStream<'static, Result<arrow::record_batch::RecordBatch>>;
+
+/// Writes streams of batches (one file per non-empty stream and hive
+/// directory) with the same atomic commit as [`write_parquet`].
+pub async fn write_streams(
+    session: &KilnSession,
+    schema: arrow::datatypes::SchemaRef,
+    streams: Vec<BatchStream>,
+    target: &Url,
+    format: FileFormat,
+    options: &ParquetWriteOptions,
+) -> Result<WriteSummary> {
+    let partitioner = crate::hive::Partitioner::new(&schema, &options.partition_by)?;
+    if format == FileFormat::Parquet {
+        // Layout errors (unknown columns, delta on strings) before any file.
+        options.properties(partitioner.file_schema())?;
+    }
+    let partitioner = Arc::new(partitioner);
+    let store = session.stores().store_for(target)?;
+    let target_dir = object_path(target)?;
+    remove_stale_staging(&store, target, &target_dir).await;
+    let staging = staging_path(&target_dir, "tmp");
+    let sink = PartSink {
+        store: Arc::clone(&store),
+        format,
+        options: Arc::new(options.clone()),
+    };
+    match write_partitions(streams, partitioner, &sink, &staging).await {
+        Ok(summary) => {
+            commit(&store, target, &staging, &target_dir).await?;
+            Ok(summary)
+        }
+        Err(e) => {
+            remove_prefix(&store, &staging).await;
+            if let Some(p) = local_path_of(target, &staging) {
+                remove_local_dir(&p);
+            }
+            Err(e.context(format!("writing {target}")))
+        }
+    }
+}
+
+/// Where and how part files are written.
+#[derive(Clone)]
+struct PartSink {
+    store: Arc<dyn ObjectStore>,
+    format: FileFormat,
+    options: Arc<ParquetWriteOptions>,
+}
+
+impl PartSink {
+    fn part_name(&self, i: usize) -> String {
+        format!("part-{i:05}.{}", self.format.extension())
+    }
+}
+
+/// One output file being written.
+enum PartWriter {
+    Parquet(Box<AsyncArrowWriter<BufWriter>>),
+    // Boxed too: a buffered writer is large, and the enum moves around.
+    Csv { sink: Box<BufWriter>, header: bool },
+}
+
+impl PartWriter {
+    fn open(
+        sink: &PartSink,
+        dir: &StorePath,
+        i: usize,
+        schema: &arrow::datatypes::SchemaRef,
+    ) -> Result<(Self, StorePath)> {
+        let path = dir.clone().join(sink.part_name(i));
+        let out = BufWriter::new(Arc::clone(&sink.store), path.clone());
+        let writer = match sink.format {
+            FileFormat::Parquet => PartWriter::Parquet(Box::new(
+                AsyncArrowWriter::try_new(
+                    out,
+                    Arc::clone(schema),
+                    Some(sink.options.properties(schema)?),
+                )
+                .map_err(|e| KilnError::io(&path, e))?,
+            )),
+            FileFormat::Csv => PartWriter::Csv {
+                sink: Box::new(out),
+                header: true,
+            },
+        };
+        Ok((writer, path))
+    }
+
+    async fn write(&mut self, batch: &RecordBatch, path: &StorePath) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match self {
+            PartWriter::Parquet(w) => w.write(batch).await.map_err(|e| KilnError::io(path, e)),
+            PartWriter::Csv { sink, header } => {
+                let mut buf = Vec::new();
+                {
+                    let mut w = arrow::csv::WriterBuilder::new()
+                        .with_header(*header)
+                        .build(&mut buf);
+                    w.write(batch).map_err(|e| KilnError::io(path, e))?;
+                }
+                *header = false;
+                sink.write_all(&buf)
+                    .await
+                    .map_err(|e| KilnError::io(path, e))
+            }
+        }
+    }
+
+    async fn close(self, path: &StorePath) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match self {
+            PartWriter::Parquet(w) => w
+                .close()
+                .await
+                .map(|_| ())
+                .map_err(|e| KilnError::io(path, e)),
+            PartWriter::Csv { mut sink, .. } => {
+                sink.shutdown().await.map_err(|e| KilnError::io(path, e))
+            }
+        }
+    }
+}
+
+/// Rows each stream wrote per hive directory.
+type Written = Vec<(Vec<String>, u64)>;
+
+/// Writes one stream: one file per hive directory it has rows for.
+async fn write_stream(
+    i: usize,
+    mut stream: BatchStream,
+    partitioner: Arc<crate::hive::Partitioner>,
+    sink: PartSink,
+    staging: StorePath,
+) -> Result<Written> {
+    let schema = Arc::clone(partitioner.file_schema());
+    let mut writers: BTreeMap<Vec<String>, (PartWriter, StorePath, u64)> = BTreeMap::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        for (dirs, part) in partitioner.split(&batch)? {
+            let (w, path, rows) = match writers.entry(dirs) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let dir = partition_dir(&staging, e.key());
+                    let (w, path) = PartWriter::open(&sink, &dir, i, &schema)?;
+                    e.insert((w, path, 0))
+                }
+            };
+            *rows += part.num_rows() as u64;
+            w.write(&part, path).await?;
+        }
+    }
+    let mut written = Vec::new();
+    for (dirs, (w, path, rows)) in writers {
+        w.close(&path).await?;
+        written.push((dirs, rows));
+    }
+    Ok(written)
+}
+
+async fn write_partitions(
+    streams: Vec<BatchStream>,
+    partitioner: Arc<crate::hive::Partitioner>,
+    sink: &PartSink,
+    staging: &StorePath,
+) -> Result<WriteSummary> {
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, stream)| {
+            tokio::spawn(write_stream(
+                i,
+                stream,
+                Arc::clone(&partitioner),
+                sink.clone(),
+                staging.clone(),
+            ))
+        })
+        .collect();
+    let mut summary = WriteSummary::default();
+    let mut first_error = None;
+    // Files per directory so far, for dense numbering.
+    let mut files_in: BTreeMap<Vec<String>, usize> = BTreeMap::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let written = match t.await {
+            Ok(Ok(written)) => written,
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+                continue;
+            }
+            Err(e) => {
+                first_error.get_or_insert(KilnError::internal("writing a part file", e));
+                continue;
+            }
+        };
+        for (dirs, rows) in written {
+            // Number the files of each directory densely, so the names do
+            // not depend on which streams got rows.
+            let count = files_in.entry(dirs.clone()).or_insert(0);
+            let dense = *count;
+            if dense != i {
+                let dir = partition_dir(staging, &dirs);
+                let from = dir.clone().join(sink.part_name(i));
+                let to = dir.join(sink.part_name(dense));
+                if let Err(e) = sink.store.rename(&from, &to).await {
+                    first_error.get_or_insert(KilnError::io(&to, e));
+                }
+            }
+            *count += 1;
+            summary.rows += rows;
+            summary.files += 1;
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    if summary.files == 0 {
+        // An empty result still carries its schema.
+        let (w, path) = PartWriter::open(sink, staging, 0, partitioner.file_schema())?;
+        w.close(&path).await?;
+        summary.files = 1;
+    }
+    Ok(summary)
+}
+
+/// `base/column=value/...` for a partition's directory segments.
+fn partition_dir(base: &StorePath, dirs: &[String]) -> StorePath {
+    dirs.iter()
+        .fold(base.clone(), |path, segment| path.join(segment.as_str()))
+}
