@@ -422,6 +422,29 @@ fn ballista_cluster_matches_local_execution() -> TestResult {
         model(&outputs[1])?,
         "model artifacts differ"
     );
+    // path_evaluation: one metrics.json per estimator, Spark's metric names.
+    for estimator in ["GBTClassifier", "RandomForestClassifier"] {
+        let metrics = |lake: &Path| {
+            std::fs::read(lake.join(format!(
+                "evaluation/indoor_outdoor/{estimator}/metrics.json"
+            )))
+        };
+        let local: serde_json::Value = serde_json::from_slice(&metrics(&outputs[0])?)?;
+        for name in [
+            "areaUnderROC",
+            "areaUnderPR",
+            "accuracy",
+            "weightedPrecision",
+            "weightedRecall",
+            "f1",
+        ] {
+            let v = local[name]
+                .as_f64()
+                .ok_or(format!("{estimator}: no {name}"))?;
+            assert!((0.5..=1.0).contains(&v), "{estimator} {name} = {v}");
+        }
+        assert_eq!(metrics(&outputs[0])?, metrics(&outputs[1])?, "{estimator}");
+    }
     assert_no_staging(&dir);
     // Orchestration on the cluster: retries, timeouts, hooks, the event
     // log, a killed run resumed, and schedules.
