@@ -23,7 +23,7 @@ report=$(ls -d "$LAKE"/models/bench/v* | sort -V | tail -1)/report.json
 import json, sys
 r = json.load(open(sys.argv[1]))
 for m in r["models"]:
-    print(json.dumps({"model": m["classname"], "fit_s": round(m["fit_seconds"], 3), "predict_rows_per_s": round(m.get("predict_rows_per_second", 0)), "auc": round(m["test_metrics"]["area_under_roc"], 5)}))
+    print(json.dumps({"model": m["classname"], "fit_s": round(m["fit_seconds"], 3), "predict_rows_per_s": round(m.get("predict_rows_per_second", 0)), "auc": round(m["test_metrics"]["areaUnderROC"], 5)}))
 PY
 cat /tmp/kiln-bench-kiln.json
 

@@ -178,6 +178,11 @@ impl LoadedConfig {
         format!("{}:{}:1", self.file, start + 1)
     }
 
+    /// `file:line:column: task 'NAME'` for an error about `key` in `task`.
+    pub fn at(&self, task: &TaskConfig, key: &str) -> String {
+        format!("{}: task '{}'", self.locate(&task.name, key), task.name)
+    }
+
     /// Both parameter blocks of a task, typed.
     pub fn task_params<I: DeserializeOwned, O: DeserializeOwned>(
         &self,

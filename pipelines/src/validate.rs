@@ -164,4 +164,22 @@ mod tests {
         assert!(err.contains("both write ext/same"), "{err}");
         Ok(())
     }
+
+    #[test]
+    fn extractor_prediction_takes_a_task_level_format() -> Result<()> {
+        let join = |format: &str| {
+            config(&format!(
+                "  - name: x\n    classname: ExtractorPrediction\n    initialization_parameters:\n      {format}\n      tables:\n        - {{name: a, path: a/}}\n        - {{name: b, path: b/, format: parquet, join: {{on: [id]}}}}\n    transformation_parameters: {{path_df_extract: out/}}\n"
+            ))
+        };
+        assert_eq!(validate(&join("format: csv"))?.tasks, 1);
+        let err = validate(&join("format: xlsx"))
+            .expect_err("format")
+            .to_string();
+        assert!(
+            err.contains("unknown variant `xlsx`") && err.contains("csv"),
+            "{err}"
+        );
+        Ok(())
+    }
 }

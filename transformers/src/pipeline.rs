@@ -116,7 +116,37 @@ impl schemars::JsonSchema for StageSpec {
     }
 
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        TypedStage::json_schema(generator)
+        let mut schema = TypedStage::json_schema(generator);
+        // `params` may be left out when the stage needs none of its keys.
+        let needs_keys = |params: &serde_json::Value| {
+            // Follow references (a newtype's schema is its inner type's).
+            let mut def = params;
+            while let Some(next) = def
+                .get("$ref")
+                .and_then(|r| r.as_str())
+                .and_then(|r| r.rsplit('/').next())
+                .and_then(|n| generator.definitions().get(n))
+            {
+                def = next;
+            }
+            def.get("required")
+                .and_then(|r| r.as_array())
+                .is_some_and(|r| !r.is_empty())
+        };
+        if let Some(branches) = schema.get_mut("oneOf").and_then(|b| b.as_array_mut()) {
+            for branch in branches {
+                let optional = branch
+                    .pointer("/properties/params")
+                    .is_some_and(|p| !needs_keys(p));
+                if let (true, Some(required)) = (
+                    optional,
+                    branch.get_mut("required").and_then(|r| r.as_array_mut()),
+                ) {
+                    required.retain(|k| k != "params");
+                }
+            }
+        }
+        schema
     }
 }
 

@@ -31,9 +31,8 @@ impl ShellCommand {
         let (init, super::NoParams {}): (Init, super::NoParams) = loaded.task_params(task)?;
         if init.command.is_empty() {
             return Err(KilnError::config(format!(
-                "{}: task '{}': command is empty",
-                loaded.locate(&task.name, "command"),
-                task.name
+                "{}: command is empty",
+                loaded.at(task, "command")
             )));
         }
         Ok(ShellCommand { init })

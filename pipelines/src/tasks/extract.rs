@@ -72,9 +72,8 @@ impl ExtractOutput {
         if self.mode == SaveMode::Save && self.path_df_extract.is_none() {
             return Err(KilnError::config_fix(
                 format!(
-                    "{}: task '{}': mode save needs path_df_extract",
-                    loaded.locate(&task.name, "mode"),
-                    task.name
+                    "{}: mode save needs path_df_extract",
+                    loaded.at(task, "mode")
                 ),
                 "add path_df_extract: extraction/NAME/ or use mode: return",
             ));
@@ -227,18 +226,16 @@ impl ExtractorPrediction {
         output.check(loaded, task)?;
         if init.tables.is_empty() {
             return Err(KilnError::config(format!(
-                "{}: task '{}': tables is empty",
-                loaded.locate(&task.name, "tables"),
-                task.name
+                "{}: tables is empty",
+                loaded.at(task, "tables")
             )));
         }
         for (i, t) in init.tables.iter().enumerate() {
             if i > 0 && t.join.is_none() {
                 return Err(KilnError::config_fix(
                     format!(
-                        "{}: task '{}': table '{}' has no join",
-                        loaded.locate(&task.name, &t.name),
-                        task.name,
+                        "{}: table '{}' has no join",
+                        loaded.at(task, &t.name),
                         t.name
                     ),
                     "add join: {on: [key], how: left}",

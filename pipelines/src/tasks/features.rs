@@ -58,9 +58,8 @@ impl FeaturePipeline {
         let (init, output): (Init, Output) = loaded.task_params(task)?;
         if output.mode == Mode::FitTransform && init.stages.is_empty() {
             return Err(KilnError::config(format!(
-                "{}: task '{}': fit_transform needs stages",
-                loaded.locate(&task.name, "stages"),
-                task.name
+                "{}: fit_transform needs stages",
+                loaded.at(task, "stages")
             )));
         }
         Ok(FeaturePipeline { init, output })

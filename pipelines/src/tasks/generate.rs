@@ -82,9 +82,8 @@ impl RuleBasedGenerator {
         let text = std::fs::read_to_string(&init.rules).map_err(|e| {
             KilnError::config_fix(
                 format!(
-                    "{}: task '{}': cannot read rules {}: {e}",
-                    loaded.locate(&task.name, "rules"),
-                    task.name,
+                    "{}: cannot read rules {}: {e}",
+                    loaded.at(task, "rules"),
                     init.rules
                 ),
                 "rules paths are relative to the working directory",
@@ -95,9 +94,8 @@ impl RuleBasedGenerator {
             (Some(_), Some(_)) | (None, None) => {
                 return Err(KilnError::config_fix(
                     format!(
-                        "{}: task '{}': give either rows (generate from scratch) or input (enhance an existing dataset)",
-                        loaded.locate(&task.name, "rules"),
-                        task.name
+                        "{}: give either rows (generate from scratch) or input (enhance an existing dataset)",
+                        loaded.at(task, "rules")
                     ),
                     "set exactly one of rows and input",
                 ));

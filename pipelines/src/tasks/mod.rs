@@ -92,9 +92,8 @@ pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Box<dyn Task>> {
             let names = classnames();
             Err(KilnError::Config {
                 message: format!(
-                    "{}: task '{}': unknown classname '{}'",
-                    loaded.locate(&task.name, "classname"),
-                    task.name,
+                    "{}: unknown classname '{}'",
+                    loaded.at(task, "classname"),
                     task.classname
                 ),
                 fix: Some(match suggest(&task.classname, &names) {

@@ -88,7 +88,7 @@ pub struct ModelTraining {
 impl ModelTraining {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
         let (init, output): (Init, Output) = loaded.task_params(task)?;
-        let at = |k: &str| format!("{}: task '{}'", loaded.locate(&task.name, k), task.name);
+        let at = |k: &str| loaded.at(task, k);
         if init.cross_validation.is_some() && init.train_validation_split.is_some() {
             return Err(KilnError::config_fix(
                 format!(

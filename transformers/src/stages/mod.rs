@@ -103,6 +103,15 @@ pub(crate) fn require_columns(df: &DataFrame, stage: &str, cols: &[String]) -> R
     Ok(())
 }
 
+/// Every column of `df`, as expressions (to select them all and add more).
+pub(crate) fn all_columns(df: &DataFrame) -> Vec<datafusion::prelude::Expr> {
+    df.schema()
+        .fields()
+        .iter()
+        .map(|f| datafusion::prelude::ident(f.name()))
+        .collect()
+}
+
 /// The type of column `c` (which must exist).
 pub(crate) fn column_type(df: &DataFrame, c: &str) -> Result<DataType> {
     df.schema()

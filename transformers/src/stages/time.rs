@@ -101,12 +101,7 @@ impl TimeParams {
     pub fn transform(&self, df: DataFrame) -> Result<DataFrame> {
         require_columns(&df, "TimeExtractor", std::slice::from_ref(&self.input_col))?;
         let t = local(&df, "TimeExtractor", &self.input_col, &self.time_zone)?;
-        let mut exprs: Vec<Expr> = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| ident(f.name()))
-            .collect();
+        let mut exprs: Vec<Expr> = super::all_columns(&df);
         let fields = [
             (&self.hour_col, part("hour", t.clone())),
             (&self.minute_col, part("minute", t.clone())),

@@ -105,12 +105,7 @@ impl ShiftParams {
                 .iter()
                 .map(|c| ident(c).sort(true, true)),
         );
-        let mut exprs: Vec<Expr> = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| ident(f.name()))
-            .collect();
+        let mut exprs: Vec<Expr> = super::all_columns(&df);
         for (input, output) in self.input_cols.iter().zip(&outputs) {
             let default = match (self.default, super::column_type(&df, input)?) {
                 (Some(d), t) => Some(ScalarValue::Float64(Some(d)).cast_to(&t).map_err(|e| {
