@@ -2,7 +2,6 @@
 
 use crate::data::Dataset;
 use crate::gbt::GbtParams;
-use crate::metrics::Metrics;
 use crate::rf::RfParams;
 use kiln_engine::{KilnError, Result};
 use serde::de::DeserializeOwned;
@@ -199,11 +198,6 @@ impl ModelArtifact {
         }
         serde_json::from_value(value)
             .map_err(|e| KilnError::data(location, format!("invalid model artifact: {e}")))
-    }
-
-    /// Metrics as a map from a [`Metrics`] (finite scalar ones only).
-    pub fn metric_map(m: &Metrics) -> BTreeMap<String, f64> {
-        m.scalars()
     }
 }
 

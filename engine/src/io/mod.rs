@@ -38,19 +38,6 @@ impl FileFormat {
             FileFormat::Csv => "csv",
         }
     }
-
-    /// The format a path's extension names (`.csv`, else Parquet).
-    pub fn from_path(path: &str) -> Self {
-        if path
-            .trim_end_matches('/')
-            .to_ascii_lowercase()
-            .ends_with(".csv")
-        {
-            FileFormat::Csv
-        } else {
-            FileFormat::Parquet
-        }
-    }
 }
 
 /// What a write produced.
