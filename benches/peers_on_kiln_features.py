@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """LightGBM and scikit-learn on kiln's own feature table, same split as kiln.
 
-    python benches/peers_on_kiln_features.py LAKE_DIR
+    python benches/peers_on_kiln_features.py LAKE_DIR [--gbt-only]
 
 Reads LAKE_DIR/features/training/ (kiln's `features` vector column), tests on
 sample_id % 5 == 0, 2 threads, and prints JSON lines with fit seconds,
@@ -20,7 +20,10 @@ from sklearn.metrics import roc_auc_score
 
 lake = sys.argv[1]
 tab = pq.read_table(os.path.join(lake, "features/training"), columns=["sample_id", "label_indoor", "features"])
-X = np.array(tab.column("features").to_pylist(), dtype=np.float64)
+features = tab.column("features").combine_chunks()
+width = len(features[0])
+# Flat values (null elements -> NaN), one row per vector: no Python lists.
+X = features.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, width)
 y = tab.column("label_indoor").to_numpy()
 test = (tab.column("sample_id").to_numpy() % 5) == 0
 
@@ -40,4 +43,5 @@ import lightgbm as lgb
 from sklearn.ensemble import RandomForestClassifier
 
 run("lightgbm_gbt20_d5", lgb.LGBMClassifier(n_estimators=20, max_depth=5, num_leaves=31, learning_rate=0.1, n_jobs=2, verbose=-1, random_state=42))
-run("sklearn_rf20_d5", RandomForestClassifier(n_estimators=20, max_depth=5, n_jobs=2, random_state=42))
+if "--gbt-only" not in sys.argv:
+    run("sklearn_rf20_d5", RandomForestClassifier(n_estimators=20, max_depth=5, n_jobs=2, random_state=42))

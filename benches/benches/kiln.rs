@@ -6,7 +6,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use kiln_models::data::Dataset;
+use kiln_models::data::{Dataset, TrainingSet};
 use kiln_models::gbt::GbtParams;
 use kiln_models::rf::RfParams;
 use kiln_synth::{Generator, Rules};
@@ -165,14 +165,19 @@ fn bench_trees(c: &mut Criterion) {
     group
         .sample_size(10)
         .throughput(Throughput::Elements(data.n_rows() as u64));
+    group.bench_function("bin_3_passes", |b| {
+        b.iter(|| TrainingSet::from_dataset(&data, &[32]).expect("bin"))
+    });
+    let set = TrainingSet::from_dataset(&data, &[32]).expect("bin");
+    let rows = set.all_rows();
     group.bench_function("gbt_fit_20x_d5", |b| {
-        b.iter(|| GbtParams::default().fit(&data).expect("fit"))
+        b.iter(|| GbtParams::default().fit(&set, &rows).expect("fit"))
     });
     group.bench_function("rf_fit_20x_d5", |b| {
-        b.iter(|| RfParams::default().fit(&data).expect("fit"))
+        b.iter(|| RfParams::default().fit(&set, &rows).expect("fit"))
     });
     let model = kiln_models::model::FittedModel::GBTClassifier(
-        GbtParams::default().fit(&data).expect("fit"),
+        GbtParams::default().fit(&set, &rows).expect("fit"),
     );
     group.bench_function("gbt_predict", |b| b.iter(|| model.predict_dataset(&data)));
     group.finish();

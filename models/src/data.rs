@@ -1,8 +1,42 @@
-//! Training data as compact bin codes: quantile binning to at most
-//! `max_bins` bins per feature, bin 0 reserved for missing (NaN / null).
+//! Training data as compact bin codes.
+//!
+//! Training never holds an f64 matrix. A [`TrainingSet`] is built in three
+//! streamed passes over the rows (from Arrow batches in [`crate::frame`], or
+//! from an in-memory [`Dataset`]):
+//!
+//! 1. [`RowHashes`]: the stable hash of every row. Sorted, the hashes give
+//!    the canonical order ([`CanonicalOrder`]): local and cluster runs see
+//!    the rows in the same order whatever the partitioning, so they train
+//!    identical models.
+//! 2. A sample of the training rows (every `stride`-th row in canonical
+//!    order) fixes each feature's quantile bin boundaries ([`FeatureBins`]).
+//! 3. Every row is encoded straight into column-major `u8` codes at its
+//!    canonical position, once per distinct `maxBins` the candidates use.
+//!
+//! Bin 0 is reserved for missing values (NaN / null). Test rows are encoded
+//! with the training rows' boundaries, so a tree's thresholds route a code
+//! exactly as they route the raw value, and test metrics come from codes.
 
+use kiln_engine::hash::StableHasher;
 use kiln_engine::{KilnError, Result};
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Rows sampled to fit the bin boundaries of a training set.
+pub const BIN_SAMPLE_ROWS: usize = 200_000;
+
+/// The stable hash of one row: its label, then every feature's bits.
+#[inline]
+pub fn row_hash(h: &mut StableHasher, label: u32, columns: &[Vec<f64>], r: usize) -> u64 {
+    h.reset();
+    h.u32(label);
+    for c in columns {
+        h.f64(c[r]);
+    }
+    h.finish()
+}
 
 /// Dense feature columns (NaN = missing) and integer class labels.
 #[derive(Debug, Clone)]
@@ -25,7 +59,7 @@ impl Dataset {
     /// the order in which a distributed engine returned the rows.
     pub fn canonicalize(&mut self) {
         let n = self.n_rows();
-        let mut h = kiln_engine::hash::StableHasher::new();
+        let mut h = StableHasher::new();
         let keys: Vec<u64> = (0..n).map(|r| self.row_hash(r, &mut h)).collect();
         let mut idx: Vec<usize> = (0..n).collect();
         idx.sort_by(|&a, &b| {
@@ -45,19 +79,14 @@ impl Dataset {
     }
 
     /// The stable hash of row `r` (label, then every feature's bits).
-    pub fn row_hash(&self, r: usize, h: &mut kiln_engine::hash::StableHasher) -> u64 {
-        h.reset();
-        h.u32(self.labels[r]);
-        for c in &self.columns {
-            h.f64(c[r]);
-        }
-        h.finish()
+    pub fn row_hash(&self, r: usize, h: &mut StableHasher) -> u64 {
+        row_hash(h, self.labels[r], &self.columns, r)
     }
 
     /// A fingerprint of the content that does not depend on row order: row
     /// and feature counts and the wrapping sum of every row's stable hash.
     pub fn fingerprint(&self) -> String {
-        let mut h = kiln_engine::hash::StableHasher::new();
+        let mut h = StableHasher::new();
         let sum = (0..self.n_rows()).fold(0u64, |s, r| s.wrapping_add(self.row_hash(r, &mut h)));
         format!(
             "rows={} features={} checksum={sum:016x}",
@@ -68,10 +97,13 @@ impl Dataset {
 
     /// Checks shape, finite features and labels; returns the class count.
     pub fn validate(&self, binary_only: bool) -> Result<usize> {
+        self.validate_shape()?;
+        validate_labels(self.labels.iter().copied(), binary_only)
+    }
+
+    /// Checks that every feature has a value per label and none is infinite.
+    pub fn validate_shape(&self) -> Result<()> {
         let n = self.n_rows();
-        if n == 0 {
-            return Err(KilnError::data("training set", "the training set is empty"));
-        }
         for (c, name) in self.columns.iter().zip(&self.feature_names) {
             if c.len() != n {
                 return Err(KilnError::data(
@@ -80,39 +112,19 @@ impl Dataset {
                 ));
             }
             if let Some(i) = c.iter().position(|v| v.is_infinite()) {
-                return Err(KilnError::Data {
-                    location: "training set".into(),
-                    message: format!("feature '{name}' is infinite ({}) in row {i}", c[i]),
-                    fix: Some("replace infinities (e.g. with a SQLTransformer) or drop the feature; NaN/null are fine and treated as missing".into()),
-                });
+                return Err(infinite_feature("training set", name, c[i], i));
             }
         }
-        let k = self
-            .labels
-            .iter()
-            .max()
-            .map(|m| *m as usize + 1)
-            .unwrap_or(0);
-        let mut seen = vec![false; k];
-        for l in &self.labels {
-            seen[*l as usize] = true;
-        }
-        if seen.iter().filter(|s| **s).count() < 2 {
-            return Err(KilnError::data(
-                "training set",
-                "the training labels have a single class; a classifier needs at least two",
-            ));
-        }
-        if binary_only && k > 2 {
-            return Err(KilnError::data(
-                "training set",
-                format!(
-                    "labels go up to {}, but binary training needs labels in {{0, 1}}",
-                    k - 1
-                ),
-            ));
-        }
-        Ok(k.max(2))
+        Ok(())
+    }
+}
+
+/// The error for an infinite feature value.
+pub fn infinite_feature(location: &str, name: &str, value: f64, row: usize) -> KilnError {
+    KilnError::Data {
+        location: location.into(),
+        message: format!("feature '{name}' is infinite ({value}) in row {row}"),
+        fix: Some("replace infinities (e.g. with a SQLTransformer) or drop the feature; NaN/null are fine and treated as missing".into()),
     }
 }
 
@@ -154,6 +166,7 @@ impl FeatureBins {
         self.thresholds.len() + 2
     }
 
+    /// The code of value `x`.
     #[inline]
     pub fn bin(&self, x: f64) -> u8 {
         if x.is_nan() {
@@ -166,31 +179,39 @@ impl FeatureBins {
     pub fn upper(&self, b: usize) -> f64 {
         self.thresholds.get(b - 1).copied().unwrap_or(f64::INFINITY)
     }
+
+    /// A value that every tree split on these boundaries routes like the
+    /// values of bin `code`: NaN for missing, else the bin's upper bound.
+    #[inline]
+    pub fn representative(&self, code: u8) -> f64 {
+        if code == 0 {
+            f64::NAN
+        } else {
+            self.upper(code as usize)
+        }
+    }
 }
 
-/// Column-major bin codes.
+/// Column-major bin codes of one binning (one `maxBins`).
 #[derive(Debug, Clone)]
 pub struct Binned {
+    pub max_bins: usize,
     pub n_rows: usize,
     pub codes: Vec<Vec<u8>>,
     pub bins: Vec<FeatureBins>,
 }
 
 impl Binned {
+    /// Bins every row of `data` in its given order, with boundaries from
+    /// every `stride`-th row (the training path in one call).
     pub fn new(data: &Dataset, max_bins: usize) -> Result<Self> {
-        use rayon::prelude::*;
-        if !(2..=256).contains(&max_bins) {
-            return Err(KilnError::config(format!(
-                "maxBins must be in 2..=256, got {max_bins}"
-            )));
-        }
-        let n = data.n_rows();
-        let sample_stride = (n / 200_000).max(1);
+        check_max_bins(max_bins)?;
+        let stride = (data.n_rows() / BIN_SAMPLE_ROWS).max(1);
         let bins: Vec<FeatureBins> = data
             .columns
             .par_iter()
             .map(|c| {
-                let sample: Vec<f64> = c.iter().step_by(sample_stride).copied().collect();
+                let sample: Vec<f64> = c.iter().step_by(stride).copied().collect();
                 FeatureBins::fit(&sample, max_bins)
             })
             .collect();
@@ -201,11 +222,542 @@ impl Binned {
             .map(|(c, b)| c.iter().map(|x| b.bin(*x)).collect())
             .collect();
         Ok(Binned {
-            n_rows: n,
+            max_bins,
+            n_rows: data.n_rows(),
             codes,
             bins,
         })
     }
+
+    /// A raw value of feature `f` that routes like row `r` through any tree
+    /// split on these boundaries (prediction from codes).
+    #[inline]
+    pub fn value(&self, f: usize, r: usize) -> f64 {
+        self.bins[f].representative(self.codes[f][r])
+    }
+}
+
+fn check_max_bins(max_bins: usize) -> Result<()> {
+    if (2..=256).contains(&max_bins) {
+        Ok(())
+    } else {
+        Err(KilnError::config(format!(
+            "maxBins must be in 2..=256, got {max_bins}"
+        )))
+    }
+}
+
+/// Labelled rows in canonical order, binned once for every `maxBins` the
+/// candidates use. Test splits and CV folds are row-index lists over this
+/// one copy.
+#[derive(Debug, Clone)]
+pub struct TrainingSet {
+    pub labels: Vec<u32>,
+    pub feature_names: Vec<String>,
+    /// One per distinct `maxBins`, ascending.
+    pub binnings: Vec<Binned>,
+    /// The wrapping sum of the rows' stable hashes (order-independent).
+    pub checksum: u64,
+}
+
+impl TrainingSet {
+    pub fn n_rows(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn n_features(&self) -> usize {
+        self.feature_names.len()
+    }
+
+    /// Every row index, in canonical order.
+    pub fn all_rows(&self) -> Vec<u32> {
+        (0..self.n_rows() as u32).collect()
+    }
+
+    /// The binning for `max_bins`.
+    pub fn binned(&self, max_bins: usize) -> Result<&Binned> {
+        self.binnings
+            .iter()
+            .find(|b| b.max_bins == max_bins)
+            .ok_or_else(|| {
+                KilnError::internal(
+                    "looking up a binning",
+                    format!("the training set was not binned for maxBins {max_bins}"),
+                )
+            })
+    }
+
+    /// Row and feature counts and the order-independent checksum (the same
+    /// string [`Dataset::fingerprint`] gives for the same rows).
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "rows={} features={} checksum={:016x}",
+            self.n_rows(),
+            self.n_features(),
+            self.checksum
+        )
+    }
+
+    /// Checks that the rows can train a classifier; returns the class count.
+    pub fn validate(&self, binary_only: bool) -> Result<usize> {
+        validate_labels(self.labels.iter().copied(), binary_only)
+    }
+
+    /// The class count of `rows`, checked like [`TrainingSet::validate`].
+    pub fn class_count(&self, rows: &[u32]) -> Result<usize> {
+        validate_labels(rows.iter().map(|r| self.labels[*r as usize]), false)
+    }
+
+    /// Bins an in-memory dataset (boundaries from its own rows) after
+    /// putting it in canonical order.
+    pub fn from_dataset(data: &Dataset, max_bins: &[usize]) -> Result<Self> {
+        data.validate_shape()?;
+        let order = RowHashes::of(&data.labels, &data.columns).finish();
+        let split = Split::none(order.len());
+        let mut sample = BinSample::new(&split, data.n_features());
+        sample.add(&order, &split, &data.labels, &data.columns)?;
+        let bins = sample.fit(max_bins)?;
+        let mut encoder = Encoder::new(bins, &split, &data.feature_names);
+        encoder.add(&order, &split, &data.labels, &data.columns)?;
+        let (train, _) = encoder.finish_checked(&order)?;
+        Ok(train)
+    }
+
+    /// Encodes an in-memory dataset with the boundaries of `like` (a test
+    /// set for a model trained on `like`).
+    pub fn encode_like(data: &Dataset, like: &TrainingSet) -> Result<Self> {
+        data.validate_shape()?;
+        let order = RowHashes::of(&data.labels, &data.columns).finish();
+        let split = Split::none(order.len());
+        let mut encoder = Encoder::like(like, &split);
+        encoder.add(&order, &split, &data.labels, &data.columns)?;
+        let (set, _) = encoder.finish_checked(&order)?;
+        Ok(set)
+    }
+}
+
+/// Checks labels: not empty, at least two classes, binary when asked;
+/// returns the class count.
+fn validate_labels(labels: impl Iterator<Item = u32>, binary_only: bool) -> Result<usize> {
+    let mut seen: Vec<bool> = Vec::new();
+    for l in labels {
+        let l = l as usize;
+        if l >= seen.len() {
+            seen.resize(l + 1, false);
+        }
+        seen[l] = true;
+    }
+    if seen.is_empty() {
+        return Err(KilnError::data("training set", "the training set is empty"));
+    }
+    let k = seen.len();
+    if seen.iter().filter(|s| **s).count() < 2 {
+        return Err(KilnError::data(
+            "training set",
+            "the training labels have a single class; a classifier needs at least two",
+        ));
+    }
+    if binary_only && k > 2 {
+        return Err(KilnError::data(
+            "training set",
+            format!(
+                "labels go up to {}, but binary training needs labels in {{0, 1}}",
+                k - 1
+            ),
+        ));
+    }
+    Ok(k.max(2))
+}
+
+/// Pass 1: the stable hash of every row, in arrival order.
+#[derive(Debug, Default)]
+pub struct RowHashes {
+    hashes: Vec<u64>,
+    classes: usize,
+}
+
+/// Rows hashed per rayon job.
+const HASH_CHUNK: usize = 2048;
+
+fn hash_rows(labels: &[u32], columns: &[Vec<f64>]) -> Vec<u64> {
+    let mut out = vec![0u64; labels.len()];
+    out.par_chunks_mut(HASH_CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut h = StableHasher::new();
+            for (j, o) in chunk.iter_mut().enumerate() {
+                let r = c * HASH_CHUNK + j;
+                *o = row_hash(&mut h, labels[r], columns, r);
+            }
+        });
+    out
+}
+
+impl RowHashes {
+    pub fn of(labels: &[u32], columns: &[Vec<f64>]) -> Self {
+        let mut h = RowHashes::default();
+        h.add(labels, columns);
+        h
+    }
+
+    /// Hashes a chunk of rows (labels and column-major features).
+    pub fn add(&mut self, labels: &[u32], columns: &[Vec<f64>]) {
+        self.hashes.extend(hash_rows(labels, columns));
+        if let Some(m) = labels.iter().max() {
+            self.classes = self.classes.max(*m as usize + 1);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// Sorts the hashes into the canonical order.
+    pub fn finish(self) -> CanonicalOrder {
+        let mut sorted = self.hashes;
+        sorted.par_sort_unstable();
+        let checksum = sorted.iter().fold(0u64, |s, h| s.wrapping_add(*h));
+        // A bucket index on the top bits: one or two probes per lookup.
+        let bits = sorted
+            .len()
+            .next_power_of_two()
+            .trailing_zeros()
+            .clamp(1, 24);
+        let shift = 64 - bits;
+        let mut starts = vec![0u32; (1usize << bits) + 1];
+        let mut i = 0usize;
+        for (b, start) in starts.iter_mut().enumerate() {
+            while i < sorted.len() && ((sorted[i] >> shift) as usize) < b {
+                i += 1;
+            }
+            *start = i as u32;
+        }
+        CanonicalOrder {
+            sorted,
+            starts,
+            shift,
+            checksum,
+            classes: self.classes,
+        }
+    }
+}
+
+/// Rows sorted by stable hash: every row's canonical rank, whatever order
+/// and partitioning the engine delivers the rows in. Identical rows are
+/// interchangeable, so their ranks are handed out in turn; two different
+/// rows with the same 64-bit hash (about 1 in 25,000 at 38M rows) could
+/// swap places between runs.
+#[derive(Debug)]
+pub struct CanonicalOrder {
+    sorted: Vec<u64>,
+    starts: Vec<u32>,
+    shift: u32,
+    checksum: u64,
+    classes: usize,
+}
+
+/// One pass's hand-out of the ranks of identical rows.
+#[derive(Debug, Default)]
+pub struct RankCursor {
+    taken: HashMap<u32, u32>,
+    seen: usize,
+}
+
+impl CanonicalOrder {
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
+    /// The wrapping sum of all row hashes.
+    pub fn checksum(&self) -> u64 {
+        self.checksum
+    }
+
+    /// One more than the largest label.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// The first rank with hash `h`.
+    #[inline]
+    fn first(&self, h: u64) -> Option<usize> {
+        let b = (h >> self.shift) as usize;
+        let (lo, hi) = (self.starts[b] as usize, self.starts[b + 1] as usize);
+        let i = lo + self.sorted[lo..hi].partition_point(|x| *x < h);
+        (i < hi && self.sorted[i] == h).then_some(i)
+    }
+
+    /// The canonical ranks and hashes of a chunk's rows.
+    pub fn ranks(
+        &self,
+        labels: &[u32],
+        columns: &[Vec<f64>],
+        cursor: &mut RankCursor,
+    ) -> Result<Vec<(u32, u64)>> {
+        let hashes = hash_rows(labels, columns);
+        let firsts: Vec<Option<usize>> = hashes.par_iter().map(|h| self.first(*h)).collect();
+        let mut out = Vec::with_capacity(hashes.len());
+        for (h, first) in hashes.into_iter().zip(firsts) {
+            let changed = || KilnError::Data {
+                location: "training input".into(),
+                message: "a row appeared that the first pass over the input did not see".into(),
+                fix: Some(
+                    "the input changed while it was read; rerun when no one writes to it".into(),
+                ),
+            };
+            let first = first.ok_or_else(changed)?;
+            let rank = if self.sorted.get(first + 1) == Some(&h) {
+                let taken = cursor.taken.entry(first as u32).or_default();
+                let rank = first + *taken as usize;
+                if self.sorted.get(rank) != Some(&h) {
+                    return Err(changed());
+                }
+                *taken += 1;
+                rank
+            } else {
+                first
+            };
+            out.push((rank as u32, h));
+        }
+        cursor.seen += out.len();
+        Ok(out)
+    }
+
+    /// Checks that a pass saw every row of the first pass.
+    fn check_complete(&self, cursor: &RankCursor) -> Result<()> {
+        if cursor.seen == self.len() {
+            Ok(())
+        } else {
+            Err(KilnError::Data {
+                location: "training input".into(),
+                message: format!(
+                    "the first pass over the input read {} rows, a later one {}",
+                    self.len(),
+                    cursor.seen
+                ),
+                fix: Some(
+                    "the input changed while it was read; rerun when no one writes to it".into(),
+                ),
+            })
+        }
+    }
+}
+
+/// Where each canonical row goes: the training set or the test set, and
+/// its position there (canonical order within each set).
+#[derive(Debug)]
+pub struct Split {
+    test: Option<Vec<bool>>,
+    position: Vec<u32>,
+    sizes: [usize; 2],
+}
+
+impl Split {
+    /// Every row trains.
+    pub fn none(n: usize) -> Self {
+        Split {
+            test: None,
+            position: (0..n as u32).collect(),
+            sizes: [n, 0],
+        }
+    }
+
+    /// Each row, in canonical order, is a test row with probability `fraction`.
+    pub fn random(n: usize, fraction: f64, seed: u64) -> Self {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        let test: Vec<bool> = (0..n).map(|_| rng.random::<f64>() < fraction).collect();
+        let mut sizes = [0usize; 2];
+        let position = test
+            .iter()
+            .map(|t| {
+                let s = &mut sizes[usize::from(*t)];
+                *s += 1;
+                (*s - 1) as u32
+            })
+            .collect();
+        Split {
+            test: Some(test),
+            position,
+            sizes,
+        }
+    }
+
+    /// Rows in the training set and in the test set.
+    pub fn sizes(&self) -> [usize; 2] {
+        self.sizes
+    }
+
+    /// The set (0 = train, 1 = test) and position of canonical rank `r`.
+    #[inline]
+    fn place(&self, r: u32) -> (usize, usize) {
+        let set = self.test.as_ref().map_or(0, |t| usize::from(t[r as usize]));
+        (set, self.position[r as usize] as usize)
+    }
+}
+
+/// Pass 2: every `stride`-th training row in canonical order, the sample
+/// the bin boundaries come from.
+#[derive(Debug)]
+pub struct BinSample {
+    columns: Vec<Vec<f64>>,
+    stride: usize,
+    cursor: RankCursor,
+}
+
+impl BinSample {
+    pub fn new(split: &Split, n_features: usize) -> Self {
+        BinSample {
+            columns: vec![Vec::new(); n_features],
+            stride: (split.sizes[0] / BIN_SAMPLE_ROWS).max(1),
+            cursor: RankCursor::default(),
+        }
+    }
+
+    pub fn add(
+        &mut self,
+        order: &CanonicalOrder,
+        split: &Split,
+        labels: &[u32],
+        columns: &[Vec<f64>],
+    ) -> Result<()> {
+        let ranks = order.ranks(labels, columns, &mut self.cursor)?;
+        for (i, (rank, _)) in ranks.iter().enumerate() {
+            let (set, pos) = split.place(*rank);
+            if set == 0 && pos % self.stride == 0 {
+                for (s, c) in self.columns.iter_mut().zip(columns) {
+                    s.push(c[i]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The boundaries for each distinct `max_bins` (sorted, deduplicated).
+    /// Sample order does not matter: [`FeatureBins::fit`] sorts.
+    pub fn fit(self, max_bins: &[usize]) -> Result<Vec<(usize, Vec<FeatureBins>)>> {
+        let mut wanted = max_bins.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+            .into_iter()
+            .map(|m| {
+                check_max_bins(m)?;
+                Ok((
+                    m,
+                    self.columns
+                        .par_iter()
+                        .map(|c| FeatureBins::fit(c, m))
+                        .collect(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Checks the pass saw every row.
+    pub fn check_complete(&self, order: &CanonicalOrder) -> Result<()> {
+        order.check_complete(&self.cursor)
+    }
+}
+
+/// Pass 3: every row's label and codes, written at its canonical position
+/// in the training or the test set.
+#[derive(Debug)]
+pub struct Encoder {
+    sets: [TrainingSet; 2],
+    cursor: RankCursor,
+}
+
+impl Encoder {
+    pub fn new(bins: Vec<(usize, Vec<FeatureBins>)>, split: &Split, names: &[String]) -> Self {
+        let make = |rows: usize| TrainingSet {
+            labels: vec![0; rows],
+            feature_names: names.to_vec(),
+            binnings: bins
+                .iter()
+                .map(|(max_bins, b)| Binned {
+                    max_bins: *max_bins,
+                    n_rows: rows,
+                    codes: vec![vec![0u8; rows]; b.len()],
+                    bins: b.clone(),
+                })
+                .collect(),
+            checksum: 0,
+        };
+        Encoder {
+            sets: [make(split.sizes[0]), make(split.sizes[1])],
+            cursor: RankCursor::default(),
+        }
+    }
+
+    /// Encodes with the boundaries of an existing set (test rows).
+    pub fn like(like: &TrainingSet, split: &Split) -> Self {
+        let bins = like
+            .binnings
+            .iter()
+            .map(|b| (b.max_bins, b.bins.clone()))
+            .collect();
+        Encoder::new(bins, split, &like.feature_names)
+    }
+
+    pub fn add(
+        &mut self,
+        order: &CanonicalOrder,
+        split: &Split,
+        labels: &[u32],
+        columns: &[Vec<f64>],
+    ) -> Result<()> {
+        let ranks = order.ranks(labels, columns, &mut self.cursor)?;
+        let places: Vec<(usize, usize)> = ranks.iter().map(|(r, _)| split.place(*r)).collect();
+        for (i, ((set, pos), (_, h))) in places.iter().zip(&ranks).enumerate() {
+            let s = &mut self.sets[*set];
+            s.labels[*pos] = labels[i];
+            s.checksum = s.checksum.wrapping_add(*h);
+        }
+        // One rayon job per (set, binning, feature) column: disjoint writes.
+        let mut targets: Vec<(usize, &FeatureBins, &mut Vec<u8>, usize)> = Vec::new();
+        for (set, s) in self.sets.iter_mut().enumerate() {
+            for b in &mut s.binnings {
+                for (f, (bins, codes)) in b.bins.iter().zip(&mut b.codes).enumerate() {
+                    targets.push((set, bins, codes, f));
+                }
+            }
+        }
+        targets.into_par_iter().for_each(|(set, bins, codes, f)| {
+            let column = &columns[f];
+            for (i, (s, pos)) in places.iter().enumerate() {
+                if *s == set {
+                    codes[*pos] = bins.bin(column[i]);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The training and test sets; fails when the pass missed rows.
+    pub fn finish_checked(self, order: &CanonicalOrder) -> Result<(TrainingSet, TrainingSet)> {
+        order.check_complete(&self.cursor)?;
+        let [train, test] = self.sets;
+        Ok((train, test))
+    }
+}
+
+/// Bytes the loaded sets take: codes per binning and a `u32` label per row.
+pub fn set_bytes(rows: usize, features: usize, binnings: usize) -> u64 {
+    rows as u64 * (features as u64 * binnings as u64 + 4)
+}
+
+/// Bytes the loading passes need on top of the sets: sorted hashes, the
+/// bucket index, positions and the test mask.
+pub fn loading_bytes(rows: usize) -> u64 {
+    rows as u64 * (8 + 8 + 4 + 1)
 }
 
 #[cfg(test)]
@@ -228,5 +780,186 @@ mod tests {
         }
         let few = FeatureBins::fit(&[1.0, 2.0, 2.0, 3.0], 32);
         assert_eq!((few.bin(1.0), few.bin(2.0), few.bin(3.0)), (1, 2, 3));
+        for code in 0..=few.n_bins() as u8 - 1 {
+            let x = few.representative(code);
+            assert_eq!(
+                few.bin(x),
+                code,
+                "the representative of bin {code} is in it"
+            );
+        }
+    }
+
+    /// Rows with missing values, duplicates and two classes.
+    fn rows(n: usize) -> Dataset {
+        let mut x = 0x9e37_79b9_u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut columns = vec![Vec::new(); 3];
+        let mut labels = Vec::new();
+        for i in 0..n {
+            let dup = i % 10 == 9;
+            for (f, c) in columns.iter_mut().enumerate() {
+                let v = if dup {
+                    c[i - 1]
+                } else if next() < 0.1 {
+                    f64::NAN
+                } else {
+                    (next() * 1000.0).round() / (f + 1) as f64
+                };
+                c.push(v);
+            }
+            labels.push(if dup {
+                labels[i - 1]
+            } else {
+                u32::from(next() < 0.4)
+            });
+        }
+        Dataset {
+            columns,
+            labels,
+            feature_names: vec!["a".into(), "b".into(), "c".into()],
+        }
+    }
+
+    fn permuted(d: &Dataset, seed: u64) -> Dataset {
+        use rand::seq::SliceRandom;
+        let mut idx: Vec<usize> = (0..d.n_rows()).collect();
+        idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        Dataset {
+            columns: d
+                .columns
+                .iter()
+                .map(|c| idx.iter().map(|&i| c[i]).collect())
+                .collect(),
+            labels: idx.iter().map(|&i| d.labels[i]).collect(),
+            feature_names: d.feature_names.clone(),
+        }
+    }
+
+    /// Streams `d` in chunks of `chunk` rows through the three passes.
+    fn streamed(
+        d: &Dataset,
+        chunk: usize,
+        split: impl Fn(usize) -> Split,
+    ) -> (TrainingSet, TrainingSet) {
+        let chunks: Vec<(Vec<u32>, Vec<Vec<f64>>)> = (0..d.n_rows())
+            .step_by(chunk)
+            .map(|s| {
+                let e = (s + chunk).min(d.n_rows());
+                (
+                    d.labels[s..e].to_vec(),
+                    d.columns.iter().map(|c| c[s..e].to_vec()).collect(),
+                )
+            })
+            .collect();
+        let mut hashes = RowHashes::default();
+        for (l, c) in &chunks {
+            hashes.add(l, c);
+        }
+        let order = hashes.finish();
+        let split = split(order.len());
+        let mut sample = BinSample::new(&split, d.n_features());
+        for (l, c) in chunks.iter().rev() {
+            sample.add(&order, &split, l, c).expect("sample pass");
+        }
+        sample.check_complete(&order).expect("complete");
+        let mut encoder = Encoder::new(
+            sample.fit(&[8, 32]).expect("bins"),
+            &split,
+            &d.feature_names,
+        );
+        for (l, c) in &chunks {
+            encoder.add(&order, &split, l, c).expect("encode pass");
+        }
+        encoder.finish_checked(&order).expect("complete")
+    }
+
+    #[test]
+    fn streamed_binning_is_the_canonical_binning_whatever_the_order() -> Result<()> {
+        let d = rows(5000);
+        let (a, _) = streamed(&d, 333, Split::none);
+        let (b, _) = streamed(&permuted(&d, 7), 1024, Split::none);
+        assert_eq!(a.labels, b.labels);
+        for (x, y) in a.binnings.iter().zip(&b.binnings) {
+            assert_eq!(x.codes, y.codes);
+            assert_eq!(x.bins, y.bins);
+        }
+        assert_eq!(a.fingerprint(), d.fingerprint());
+        // The same codes the f64 path gives on the canonicalized rows.
+        let mut canonical = d.clone();
+        canonical.canonicalize();
+        let old = Binned::new(&canonical, 32)?;
+        assert_eq!(a.binned(32)?.codes, old.codes);
+        assert_eq!(a.binned(32)?.bins, old.bins);
+        assert_eq!(a.labels, canonical.labels);
+        let from = TrainingSet::from_dataset(&d, &[32])?;
+        assert_eq!(from.binned(32)?.codes, old.codes);
+        Ok(())
+    }
+
+    #[test]
+    fn a_random_split_takes_rows_in_canonical_order() -> Result<()> {
+        let d = rows(3000);
+        let (train, test) = streamed(&permuted(&d, 3), 500, |n| Split::random(n, 0.25, 9));
+        let (train2, test2) = streamed(&d, 64, |n| Split::random(n, 0.25, 9));
+        assert_eq!(train.labels, train2.labels);
+        assert_eq!(test.binned(8)?.codes, test2.binned(8)?.codes);
+        assert_eq!(train.n_rows() + test.n_rows(), 3000);
+        assert!((600..900).contains(&test.n_rows()), "{}", test.n_rows());
+        // The test rows are encoded with the training boundaries.
+        let mut canonical = d.clone();
+        canonical.canonicalize();
+        let split = Split::random(3000, 0.25, 9);
+        let keep: Vec<usize> = (0..3000)
+            .filter(|r| split.place(*r as u32).0 == 0)
+            .collect();
+        let train_rows = Dataset {
+            columns: canonical
+                .columns
+                .iter()
+                .map(|c| keep.iter().map(|&i| c[i]).collect())
+                .collect(),
+            labels: keep.iter().map(|&i| canonical.labels[i]).collect(),
+            feature_names: canonical.feature_names.clone(),
+        };
+        assert_eq!(train.binned(32)?.bins, Binned::new(&train_rows, 32)?.bins);
+        Ok(())
+    }
+
+    #[test]
+    fn a_changed_input_between_passes_is_an_error() {
+        let d = rows(100);
+        let order = RowHashes::of(&d.labels, &d.columns).finish();
+        let split = Split::none(order.len());
+        let mut sample = BinSample::new(&split, 3);
+        let mut other = d.clone();
+        other.columns[0][5] = 12345.5;
+        let err = sample
+            .add(&order, &split, &other.labels, &other.columns)
+            .expect_err("changed")
+            .to_string();
+        assert!(err.contains("the input changed while it was read"), "{err}");
+        let mut sample = BinSample::new(&split, 3);
+        sample
+            .add(
+                &order,
+                &split,
+                &d.labels[..50],
+                &d.columns
+                    .iter()
+                    .map(|c| c[..50].to_vec())
+                    .collect::<Vec<_>>(),
+            )
+            .expect("half");
+        let err = sample
+            .check_complete(&order)
+            .expect_err("short")
+            .to_string();
+        assert!(err.contains("read 100 rows, a later one 50"), "{err}");
     }
 }

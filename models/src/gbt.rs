@@ -6,7 +6,7 @@
 //! gain (LightGBM / XGBoost) rather than Spark's variance reduction on
 //! pseudo-residuals; `minInfoGain` applies to that gain.
 
-use crate::data::{Binned, Dataset};
+use crate::data::TrainingSet;
 use crate::tree::{FeatureSubset, GrowParams, Objective, Tree, grow};
 use kiln_engine::{KilnError, Result};
 use rand::SeedableRng;
@@ -91,16 +91,17 @@ impl GbtParams {
         Ok(())
     }
 
-    pub fn fit(&self, data: &Dataset) -> Result<GbtModel> {
+    /// Fits on `rows` of `data` (row indices into the set, ascending).
+    pub fn fit(&self, data: &TrainingSet, fit_rows: &[u32]) -> Result<GbtModel> {
         self.validate()?;
-        let k = data.validate(false)?;
-        let binned = Binned::new(data, self.max_bins)?;
+        let k = data.class_count(fit_rows)?;
+        let binned = data.binned(self.max_bins)?;
         let n = data.n_rows();
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let mut all: Vec<u32> = (0..n as u32).collect();
+        let mut all: Vec<u32> = fit_rows.to_vec();
         let (train, valid): (Vec<u32>, Vec<u32>) = if self.validation_fraction > 0.0 {
             all.shuffle(&mut rng);
-            let cut = ((n as f64) * self.validation_fraction) as usize;
+            let cut = ((all.len() as f64) * self.validation_fraction) as usize;
             let (v, t) = all.split_at(cut);
             let (mut t, mut v) = (t.to_vec(), v.to_vec());
             t.sort_unstable();
@@ -176,7 +177,7 @@ impl GbtParams {
                     step: self.step_size,
                 };
                 let tree = grow(
-                    &binned,
+                    binned,
                     rows.clone(),
                     &obj,
                     &grow_params,
@@ -190,15 +191,16 @@ impl GbtParams {
                 );
                 round.push(tree);
             }
-            // The leaves updated the rows they were grown on; score the rest.
-            if rows.len() < n {
+            // The leaves updated the rows they were grown on; score the rest
+            // (from codes: a tree routes a bin's representative like its values).
+            if rows.len() < fit_rows.len() {
                 in_bag.iter_mut().for_each(|b| *b = false);
                 for &r in &rows {
                     in_bag[r as usize] = true;
                 }
-                for r in (0..n).filter(|r| !in_bag[*r]) {
+                for r in fit_rows.iter().map(|r| *r as usize).filter(|r| !in_bag[*r]) {
                     for (c, t) in round.iter().enumerate() {
-                        let v = t.leaf(&|f| data.columns[f][r])[0];
+                        let v = t.leaf(&|f| binned.value(f, r))[0];
                         scores[r * outputs + c] += v;
                     }
                 }
@@ -357,12 +359,47 @@ impl crate::model::Estimator for GbtParams {
         GbtParams::validate(self)
     }
 
-    fn fit(&self, data: &Dataset) -> Result<GbtModel> {
-        GbtParams::fit(self, data)
+    fn max_bins(&self) -> usize {
+        self.max_bins
+    }
+
+    fn fit(&self, data: &TrainingSet, rows: &[u32]) -> Result<GbtModel> {
+        GbtParams::fit(self, data, rows)
+    }
+
+    /// Without early stopping, the first `m` rounds of a fit are the fit
+    /// with `maxIter` m.
+    fn ensemble_size(&self) -> Option<usize> {
+        (self.validation_fraction == 0.0).then_some(self.max_iter)
+    }
+
+    fn with_ensemble_size(&self, size: usize) -> Self {
+        GbtParams {
+            max_iter: size,
+            ..self.clone()
+        }
+    }
+
+    fn fit_cost(&self) -> f64 {
+        (self.max_iter * (self.max_depth + 1)) as f64
+    }
+
+    /// Per row of the set: gradient and hessian (16 B), scores (8 B per
+    /// output), the in-bag mask, the training and bagged row lists and a
+    /// node's gathered gradients (at most half the rows: 8 B).
+    fn working_bytes(&self, set_rows: usize, classes: usize) -> u64 {
+        let outputs = if classes <= 2 { 1 } else { classes } as u64;
+        set_rows as u64 * (16 + 8 * outputs + 1 + 4 + 4 + 4 + 8)
     }
 }
 
 impl crate::model::Classifier for GbtModel {
+    fn truncated(&self, size: usize) -> Self {
+        let mut m = self.clone();
+        m.trees.truncate(size);
+        m
+    }
+
     fn predict_proba(&self, row: &dyn Fn(usize) -> f64) -> Vec<f64> {
         GbtModel::predict_proba(self, row)
     }

@@ -2,7 +2,10 @@
 //!
 //! Tree learners and everything around them:
 //!
-//! * [`data`] bins features into compact codes (quantiles, ≤ 256 bins, bin 0 = missing);
+//! * [`data`] bins features into compact codes (quantiles, ≤ 256 bins, bin 0 =
+//!   missing) in streamed passes, in a canonical row order, and
+//!   [`frame`] streams a DataFrame through those passes;
+//! * [`memory`] plans a training task's peak memory before it allocates it;
 //! * [`tree`] grows histogram trees (rayon, sibling subtraction, learned
 //!   default direction for missing values) for both learners;
 //! * [`gbt::GbtParams`] → [`gbt::GbtModel`] and [`rf::RfParams`] → [`rf::RfModel`]:
@@ -10,7 +13,8 @@
 //!   joined by [`model::Estimator`] / [`model::Classifier`] and listed once in
 //!   [`model::ModelParams`];
 //! * [`tuning`] expands grids and runs `CrossValidator` / `TrainValidationSplit`
-//!   over several competing estimators;
+//!   over several competing estimators (folds as row lists over one binned
+//!   copy, ensembles scored by prefix, largest fits first);
 //! * [`metrics`] computes Spark's classification metrics, named by [`metrics::Metric`];
 //! * [`selection`] tunes competing estimators, evaluates them on the test set
 //!   and chooses the winner;
@@ -20,6 +24,7 @@
 pub mod data;
 pub mod frame;
 pub mod gbt;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod predict_udf;

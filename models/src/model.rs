@@ -1,6 +1,6 @@
 //! Estimator specs, fitted models and the versioned model artifact.
 
-use crate::data::Dataset;
+use crate::data::{Binned, Dataset, TrainingSet};
 use crate::gbt::GbtParams;
 use crate::rf::RfParams;
 use kiln_engine::{KilnError, Result};
@@ -18,7 +18,24 @@ pub trait Estimator:
     /// Checks ranges and combinations serde cannot.
     fn validate(&self) -> Result<()>;
 
-    fn fit(&self, data: &Dataset) -> Result<Self::Model>;
+    /// The binning the estimator trains on (`maxBins`).
+    fn max_bins(&self) -> usize;
+
+    /// Fits on `rows` (ascending indices) of the binned set.
+    fn fit(&self, data: &TrainingSet, rows: &[u32]) -> Result<Self::Model>;
+
+    /// The ensemble size when a fit's first `m` members are exactly the fit
+    /// with size `m` (so a grid over sizes fits once); `None` otherwise.
+    fn ensemble_size(&self) -> Option<usize>;
+
+    /// The same params with another ensemble size.
+    fn with_ensemble_size(&self, size: usize) -> Self;
+
+    /// Relative cost of a fit, for scheduling the largest first.
+    fn fit_cost(&self) -> f64;
+
+    /// Bytes of working memory a fit needs beyond the training set.
+    fn working_bytes(&self, set_rows: usize, classes: usize) -> u64;
 }
 
 /// A fitted probabilistic classifier.
@@ -27,6 +44,8 @@ pub trait Classifier: Clone + PartialEq + std::fmt::Debug + Serialize + Deserial
     fn predict_proba(&self, row: &dyn Fn(usize) -> f64) -> Vec<f64>;
     fn num_classes(&self) -> usize;
     fn feature_importances(&self) -> &[f64];
+    /// The first `size` members of the ensemble.
+    fn truncated(&self, size: usize) -> Self;
 }
 
 /// Declares the estimators once: each `Classname(Params)` line becomes a
@@ -83,10 +102,41 @@ macro_rules! estimators {
                 }
             }
 
-            pub fn fit(&self, data: &Dataset) -> Result<FittedModel> {
+            /// Fits on `rows` (ascending indices) of the binned set.
+            pub fn fit(&self, data: &TrainingSet, rows: &[u32]) -> Result<FittedModel> {
                 Ok(match self {
-                    $(ModelParams::$class(p) => FittedModel::$class(p.fit(data)?)),*
+                    $(ModelParams::$class(p) => FittedModel::$class(p.fit(data, rows)?)),*
                 })
+            }
+
+            pub fn max_bins(&self) -> usize {
+                match self {
+                    $(ModelParams::$class(p) => p.max_bins()),*
+                }
+            }
+
+            pub fn ensemble_size(&self) -> Option<usize> {
+                match self {
+                    $(ModelParams::$class(p) => p.ensemble_size()),*
+                }
+            }
+
+            pub fn with_ensemble_size(&self, size: usize) -> Self {
+                match self {
+                    $(ModelParams::$class(p) => ModelParams::$class(p.with_ensemble_size(size))),*
+                }
+            }
+
+            pub fn fit_cost(&self) -> f64 {
+                match self {
+                    $(ModelParams::$class(p) => p.fit_cost()),*
+                }
+            }
+
+            pub fn working_bytes(&self, set_rows: usize, classes: usize) -> u64 {
+                match self {
+                    $(ModelParams::$class(p) => p.working_bytes(set_rows, classes)),*
+                }
             }
 
             /// The JSON Schema of every estimator's params, by classname.
@@ -115,6 +165,12 @@ macro_rules! estimators {
                     $(FittedModel::$class(m) => m.feature_importances()),*
                 }
             }
+
+            pub fn truncated(&self, size: usize) -> Self {
+                match self {
+                    $(FittedModel::$class(m) => FittedModel::$class(m.truncated(size))),*
+                }
+            }
         }
     };
 }
@@ -134,6 +190,14 @@ impl ModelParams {
     }
 }
 
+impl ModelParams {
+    /// Bins an in-memory dataset and fits on all of its rows.
+    pub fn fit_dataset(&self, data: &Dataset) -> Result<FittedModel> {
+        let set = TrainingSet::from_dataset(data, &[self.max_bins()])?;
+        self.fit(&set, &set.all_rows())
+    }
+}
+
 impl FittedModel {
     /// Probabilities for every row of a dataset (rayon).
     pub fn predict_dataset(&self, data: &Dataset) -> Vec<Vec<f64>> {
@@ -141,6 +205,15 @@ impl FittedModel {
         (0..data.n_rows())
             .into_par_iter()
             .map(|r| self.predict_proba(&|f| data.columns[f][r]))
+            .collect()
+    }
+
+    /// Probabilities for `rows` of a binned set whose boundaries the model
+    /// was trained on: the same as on the raw values (rayon).
+    pub fn predict_binned(&self, binned: &Binned, rows: &[u32]) -> Vec<Vec<f64>> {
+        use rayon::prelude::*;
+        rows.par_iter()
+            .map(|&r| self.predict_proba(&|f| binned.value(f, r as usize)))
             .collect()
     }
 }
@@ -239,16 +312,19 @@ mod tests {
         let gbt = ModelParams::GBTClassifier(GbtParams::default());
         let rf = ModelParams::RandomForestClassifier(RfParams::default());
         for p in [&gbt, &rf] {
-            let empty = p.fit(&data(vec![], vec![])).expect_err("empty").to_string();
+            let empty = p
+                .fit_dataset(&data(vec![], vec![]))
+                .expect_err("empty")
+                .to_string();
             assert!(empty.contains("the training set is empty"), "{empty}");
             let single = p
-                .fit(&data(vec![1; 10], (0..10).map(f64::from).collect()))
+                .fit_dataset(&data(vec![1; 10], (0..10).map(f64::from).collect()))
                 .expect_err("one class")
                 .to_string();
             assert!(single.contains("single class"), "{single}");
             let mut inf = separable(100);
             inf.columns[0][3] = f64::INFINITY;
-            let msg = p.fit(&inf).expect_err("inf").to_string();
+            let msg = p.fit_dataset(&inf).expect_err("inf").to_string();
             assert!(
                 msg.contains("feature 'x' is infinite (inf) in row 3"),
                 "{msg}"
@@ -273,7 +349,7 @@ mod tests {
             max_iter: 3,
             ..GbtParams::default()
         })
-        .fit(&d)?;
+        .fit_dataset(&d)?;
         let artifact = ModelArtifact {
             format_version: MODEL_FORMAT_VERSION,
             kiln_version: "test".into(),
@@ -302,7 +378,7 @@ mod tests {
     fn same_seed_gives_identical_models_and_trees_learn() -> Result<()> {
         let d = separable(1000);
         for p in fine() {
-            let (a, b) = (p.fit(&d)?, p.fit(&d)?);
+            let (a, b) = (p.fit_dataset(&d)?, p.fit_dataset(&d)?);
             assert_eq!(
                 serde_json::to_string(&a).ok(),
                 serde_json::to_string(&b).ok()
@@ -326,7 +402,7 @@ mod tests {
             .collect();
         let y: Vec<u32> = (0..n).map(|i| u32::from(i % 2 == 0)).collect();
         let d = data(y, x);
-        let model = ModelParams::GBTClassifier(GbtParams::default()).fit(&d)?;
+        let model = ModelParams::GBTClassifier(GbtParams::default()).fit_dataset(&d)?;
         let m = crate::metrics::Metrics::compute(&d.labels, &model.predict_dataset(&d));
         assert_eq!(m.accuracy, 1.0, "{m:?}");
         Ok(())
@@ -339,7 +415,7 @@ mod tests {
         let y: Vec<u32> = (0..n).map(|i| (i % 90 / 30) as u32).collect();
         let d = data(y, x);
         for p in fine() {
-            let model = p.fit(&d)?;
+            let model = p.fit_dataset(&d)?;
             assert_eq!(model.num_classes(), 3);
             let proba = model.predict_dataset(&d);
             assert!(

@@ -162,7 +162,7 @@ mod tests {
             feature_names: vec!["x".into()],
         };
         let model = ModelParams::GBTClassifier(GbtParams::default())
-            .fit(&d)
+            .fit_dataset(&d)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let artifact = ModelArtifact {
             format_version: MODEL_FORMAT_VERSION,

@@ -2,7 +2,7 @@
 //! in parallel, per-node feature subsets, gini or entropy impurity; the
 //! probability is the average of the trees' leaf class distributions.
 
-use crate::data::{Binned, Dataset};
+use crate::data::TrainingSet;
 use crate::tree::{FeatureSubset, GrowParams, Objective, Tree, grow, poisson};
 use kiln_engine::{KilnError, Result};
 use rand::{Rng, SeedableRng};
@@ -109,10 +109,11 @@ impl RfParams {
         Ok(())
     }
 
-    pub fn fit(&self, data: &Dataset) -> Result<RfModel> {
+    /// Fits on `rows` of `data` (row indices into the set, ascending).
+    pub fn fit(&self, data: &TrainingSet, rows: &[u32]) -> Result<RfModel> {
         self.validate()?;
-        let k = data.validate(false)?;
-        let binned = Binned::new(data, self.max_bins)?;
+        let k = data.class_count(rows)?;
+        let binned = data.binned(self.max_bins)?;
         let n = data.n_rows();
         let nf = data.n_features();
         let per_node = feature_subset(&self.feature_subset_strategy, nf, self.num_trees > 1)?;
@@ -128,8 +129,9 @@ impl RfParams {
                     self.seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 );
                 let mut weights = vec![0.0f64; n];
-                let mut rows = Vec::with_capacity(n);
-                for (r, w) in weights.iter_mut().enumerate() {
+                let mut bag = Vec::with_capacity(rows.len());
+                for &r in rows {
+                    let w = &mut weights[r as usize];
                     *w = if self.bootstrap {
                         poisson(&mut rng, self.subsampling_rate) as f64
                     } else if self.subsampling_rate >= 1.0
@@ -140,7 +142,7 @@ impl RfParams {
                         0.0
                     };
                     if *w > 0.0 {
-                        rows.push(r as u32);
+                        bag.push(r);
                     }
                 }
                 let obj = ClassCounts {
@@ -158,8 +160,8 @@ impl RfParams {
                 };
                 let mut importance = vec![0.0; nf];
                 let tree = grow(
-                    &binned,
-                    rows,
+                    binned,
+                    bag,
                     &obj,
                     &params,
                     &mut rng,
@@ -276,12 +278,48 @@ impl crate::model::Estimator for RfParams {
         RfParams::validate(self)
     }
 
-    fn fit(&self, data: &Dataset) -> Result<RfModel> {
-        RfParams::fit(self, data)
+    fn max_bins(&self) -> usize {
+        self.max_bins
+    }
+
+    fn fit(&self, data: &TrainingSet, rows: &[u32]) -> Result<RfModel> {
+        RfParams::fit(self, data, rows)
+    }
+
+    /// Tree `t` depends on the seed and `t` alone, so the first `m` trees
+    /// are the forest with `numTrees` m (one tree is not a forest for
+    /// `auto`, hence the bound).
+    fn ensemble_size(&self) -> Option<usize> {
+        (self.num_trees > 1).then_some(self.num_trees)
+    }
+
+    fn with_ensemble_size(&self, size: usize) -> Self {
+        RfParams {
+            num_trees: size,
+            ..self.clone()
+        }
+    }
+
+    fn fit_cost(&self) -> f64 {
+        (self.num_trees * (self.max_depth + 1)) as f64
+    }
+
+    /// Per row of the set and tree grown at a time (one per thread): the
+    /// bootstrap weights (8 B), the bag and the partitioned row lists
+    /// (8 B) and a node's gathered labels and weights (at most half: 8 B).
+    fn working_bytes(&self, set_rows: usize, _classes: usize) -> u64 {
+        let threads = rayon::current_num_threads().min(self.num_trees) as u64;
+        set_rows as u64 * 24 * threads
     }
 }
 
 impl crate::model::Classifier for RfModel {
+    fn truncated(&self, size: usize) -> Self {
+        let mut m = self.clone();
+        m.trees.truncate(size);
+        m
+    }
+
     fn predict_proba(&self, row: &dyn Fn(usize) -> f64) -> Vec<f64> {
         RfModel::predict_proba(self, row)
     }

@@ -3,7 +3,7 @@
 //! the winner is chosen by one [`Metric`] with the rule of
 //! [`Metric::better`] (a number beats NaN, the first of equals wins).
 
-use crate::data::Dataset;
+use crate::data::TrainingSet;
 use crate::metrics::{Metric, Metrics};
 use crate::model::{FittedModel, ModelParams};
 use crate::report::comparison_table;
@@ -61,12 +61,13 @@ impl CandidateResult {
     }
 }
 
-/// Tunes one estimator's grid, fits the best params on `train` and
-/// evaluates the model on `test`.
+/// Tunes one estimator's grid, fits the best params on every row of
+/// `train` and evaluates the model on `test` (encoded with `train`'s bin
+/// boundaries, so prediction from codes equals prediction from values).
 pub fn evaluate_estimator(
     spec: &EstimatorSpec,
-    train: &Dataset,
-    test: &Dataset,
+    train: &TrainingSet,
+    test: &TrainingSet,
     tuning: &Tuning,
     metric: Metric,
     seed: u64,
@@ -82,10 +83,10 @@ pub fn evaluate_estimator(
             .ok_or_else(|| KilnError::config(format!("{}: no candidates", spec.classname)))?,
     };
     let fit_started = Instant::now();
-    let model = params.fit(train)?;
+    let model = params.fit(train, &train.all_rows())?;
     let fit_seconds = fit_started.elapsed().as_secs_f64();
     let predict_started = Instant::now();
-    let predicted = model.predict_dataset(test);
+    let predicted = model.predict_binned(test.binned(params.max_bins())?, &test.all_rows());
     let predict_seconds = predict_started.elapsed().as_secs_f64();
     Ok(CandidateResult {
         cv_metric: tuned.as_ref().map_or(f64::NAN, |t| t.best_score),
@@ -160,6 +161,8 @@ mod tests {
     use super::*;
     use crate::tuning::CrossValidation;
 
+    use crate::data::Dataset;
+
     fn data(n: usize, noise_every: usize) -> Dataset {
         let x: Vec<f64> = (0..n).map(|i| (i % 100) as f64).collect();
         let y = (0..n)
@@ -174,7 +177,8 @@ mod tests {
 
     #[test]
     fn selection_tunes_fits_and_picks_the_better_model() -> Result<()> {
-        let (train, test) = (data(2000, 7), data(600, 7));
+        let train = TrainingSet::from_dataset(&data(2000, 7), &[32])?;
+        let test = TrainingSet::encode_like(&data(600, 7), &train)?;
         let spec = |json: serde_json::Value| -> Result<EstimatorSpec> {
             serde_json::from_value(json).map_err(|e| KilnError::config(e.to_string()))
         };

@@ -1,15 +1,17 @@
 //! Parameter grids, `CrossValidator` (stratified k-fold) and
 //! `TrainValidationSplit`, with several competing estimators in one run.
-//! Fold × grid fits run in parallel.
+//!
+//! Folds are row-index lists over the one binned training set. Candidates
+//! that differ only in ensemble size (`numTrees`, `maxIter`) share one fit
+//! and are scored by prefix. Fits run largest first, `parallelism` at a time.
 
-use crate::data::Dataset;
+use crate::data::TrainingSet;
 use crate::metrics::{Metric, Metrics};
 use crate::model::ModelParams;
 use kiln_engine::{KilnError, Result};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -146,29 +148,63 @@ pub enum Tuning {
 }
 
 impl Tuning {
-    /// Tunes `candidates` on `data` by `metric`; `None` for a single
-    /// candidate (nothing to compare).
+    /// Tunes `candidates` on every row of `data` by `metric`; `None` for a
+    /// single candidate (nothing to compare).
     pub fn run(
         &self,
         candidates: &[ModelParams],
-        data: &Dataset,
+        data: &TrainingSet,
         metric: Metric,
         seed: u64,
     ) -> Result<Option<TuningResult>> {
         if candidates.len() == 1 {
             return Ok(None);
         }
-        Ok(Some(match self {
-            Tuning::CrossValidation(cv) => cross_validate(candidates, data, cv, metric, seed)?,
-            Tuning::TrainValidationSplit(tv) => train_validation_split(
-                candidates,
-                data,
-                tv.train_ratio,
-                metric,
-                seed,
-                tv.parallelism,
-            )?,
-        }))
+        let folds = self.folds(&data.labels, seed)?;
+        let means = evaluate(candidates, data, &folds, metric, self.parallelism())?;
+        pick(candidates, means, metric).map(Some)
+    }
+
+    /// Fits at a time.
+    pub fn parallelism(&self) -> usize {
+        match self {
+            Tuning::CrossValidation(cv) => cv.parallelism,
+            Tuning::TrainValidationSplit(tv) => tv.parallelism,
+        }
+        .max(1)
+    }
+
+    /// The fold of every row and the folds that validate.
+    fn folds(&self, labels: &[u32], seed: u64) -> Result<Folds> {
+        match self {
+            Tuning::CrossValidation(cv) => {
+                if cv.num_folds < 2 {
+                    return Err(KilnError::config_fix(
+                        format!("cross_validation.num_folds is {}", cv.num_folds),
+                        "use at least 2 folds",
+                    ));
+                }
+                Ok(Folds {
+                    of_row: stratified_folds(labels, cv.num_folds, seed),
+                    validating: (0..cv.num_folds).collect(),
+                })
+            }
+            Tuning::TrainValidationSplit(tv) => {
+                let ratio = tv.train_ratio;
+                if !(ratio > 0.0 && ratio < 1.0) {
+                    return Err(KilnError::config_fix(
+                        format!("train_validation_split.train_ratio is {ratio}"),
+                        "use a ratio between 0 and 1 (exclusive), e.g. 0.75",
+                    ));
+                }
+                // Fold 0 of 1/(1 - ratio) stratified buckets validates.
+                let buckets = ((1.0 / (1.0 - ratio)).round() as usize).max(2);
+                Ok(Folds {
+                    of_row: stratified_folds(labels, buckets, seed),
+                    validating: vec![0],
+                })
+            }
+        }
     }
 }
 
@@ -205,116 +241,167 @@ pub fn stratified_folds(labels: &[u32], k: usize, seed: u64) -> Vec<usize> {
     fold
 }
 
-/// Rows of `data` selected by `keep`.
-pub fn subset(data: &Dataset, keep: &[bool]) -> Dataset {
-    Dataset {
-        columns: data
-            .columns
-            .iter()
-            .map(|c| {
-                c.iter()
-                    .zip(keep)
-                    .filter(|(_, k)| **k)
-                    .map(|(v, _)| *v)
-                    .collect()
-            })
-            .collect(),
-        labels: data
-            .labels
-            .iter()
-            .zip(keep)
-            .filter(|(_, k)| **k)
-            .map(|(v, _)| *v)
-            .collect(),
-        feature_names: data.feature_names.clone(),
+/// Every row's fold, and the folds that are held out in turn.
+struct Folds {
+    of_row: Vec<usize>,
+    validating: Vec<usize>,
+}
+
+impl Folds {
+    /// Training and validation rows when fold `f` is held out.
+    fn rows(&self, f: usize) -> (Vec<u32>, Vec<u32>) {
+        let (mut train, mut valid) = (Vec::new(), Vec::new());
+        for (r, fold) in self.of_row.iter().enumerate() {
+            if *fold == f {
+                valid.push(r as u32);
+            } else {
+                train.push(r as u32);
+            }
+        }
+        (train, valid)
     }
 }
 
-fn score(params: &ModelParams, train: &Dataset, valid: &Dataset, metric: Metric) -> Result<f64> {
-    let model = params.fit(train)?;
-    Ok(Metrics::compute(&valid.labels, &model.predict_dataset(valid)).get(metric))
+/// Candidates that differ only in ensemble size: one fit of the largest
+/// serves them all by prefix.
+struct Group {
+    params: ModelParams,
+    /// (candidate index, its ensemble size; `None` when fitted as is).
+    members: Vec<(usize, Option<usize>)>,
 }
 
-/// k-fold cross-validation of every candidate; returns the best by `metric`.
-pub fn cross_validate(
+fn groups(candidates: &[ModelParams]) -> Vec<Group> {
+    let mut groups: Vec<(Option<ModelParams>, Group)> = Vec::new();
+    for (i, c) in candidates.iter().enumerate() {
+        let Some(size) = c.ensemble_size() else {
+            groups.push((
+                None,
+                Group {
+                    params: c.clone(),
+                    members: vec![(i, None)],
+                },
+            ));
+            continue;
+        };
+        let key = c.with_ensemble_size(0);
+        match groups.iter_mut().find(|(k, _)| k.as_ref() == Some(&key)) {
+            Some((_, g)) => {
+                if g.params.ensemble_size() < Some(size) {
+                    g.params = c.clone();
+                }
+                g.members.push((i, Some(size)));
+            }
+            None => groups.push((
+                Some(key),
+                Group {
+                    params: c.clone(),
+                    members: vec![(i, Some(size))],
+                },
+            )),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+/// Mean validation `metric` of every candidate over the validating folds:
+/// one fit per (group, fold), the largest fits first, `parallelism` at a
+/// time, all over the one binned copy of `data`.
+fn evaluate(
     candidates: &[ModelParams],
-    data: &Dataset,
-    cv: &CrossValidation,
+    data: &TrainingSet,
+    folds: &Folds,
     metric: Metric,
-    seed: u64,
-) -> Result<TuningResult> {
-    if cv.num_folds < 2 {
-        return Err(KilnError::config_fix(
-            format!("cross_validation.num_folds is {}", cv.num_folds),
-            "use at least 2 folds",
-        ));
-    }
-    let folds = stratified_folds(&data.labels, cv.num_folds, seed);
-    let splits: Vec<(Dataset, Dataset)> = (0..cv.num_folds)
-        .map(|f| {
-            let train: Vec<bool> = folds.iter().map(|x| *x != f).collect();
-            let valid: Vec<bool> = train.iter().map(|t| !t).collect();
-            (subset(data, &train), subset(data, &valid))
-        })
-        .collect();
-    let jobs: Vec<(usize, usize)> = (0..candidates.len())
-        .flat_map(|c| (0..cv.num_folds).map(move |f| (c, f)))
-        .collect();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cv.parallelism.max(1))
-        .build()
-        .map_err(|e| KilnError::internal("starting the tuning thread pool", e))?;
-    let results: Vec<Result<f64>> = pool.install(|| {
-        jobs.par_iter()
-            .map(|(c, f)| score(&candidates[*c], &splits[*f].0, &splits[*f].1, metric))
-            .collect()
-    });
-    let mut sums = vec![0.0; candidates.len()];
-    for ((c, _), r) in jobs.iter().zip(results) {
-        sums[*c] += r?;
-    }
-    pick(
-        candidates,
-        sums.iter().map(|s| s / cv.num_folds as f64).collect(),
-        metric,
-    )
-}
-
-/// One train/validation split (`train_ratio` of the rows train).
-pub fn train_validation_split(
-    candidates: &[ModelParams],
-    data: &Dataset,
-    train_ratio: f64,
-    metric: Metric,
-    seed: u64,
     parallelism: usize,
-) -> Result<TuningResult> {
-    if !(train_ratio > 0.0 && train_ratio < 1.0) {
-        return Err(KilnError::config_fix(
-            format!("train_validation_split.train_ratio is {train_ratio}"),
-            "use a ratio between 0 and 1 (exclusive), e.g. 0.75",
-        ));
+) -> Result<Vec<f64>> {
+    let groups = groups(candidates);
+    let mut jobs: Vec<(usize, usize)> = (0..groups.len())
+        .flat_map(|g| folds.validating.iter().map(move |f| (g, *f)))
+        .collect();
+    jobs.sort_by(|a, b| {
+        groups[b.0]
+            .params
+            .fit_cost()
+            .total_cmp(&groups[a.0].params.fit_cost())
+    });
+    let fit_and_score = |&(g, f): &(usize, usize)| -> Result<Vec<(usize, f64)>> {
+        let group = &groups[g];
+        let (train, valid) = folds.rows(f);
+        let model = group.params.fit(data, &train)?;
+        let binned = data.binned(group.params.max_bins())?;
+        let labels: Vec<u32> = valid.iter().map(|r| data.labels[*r as usize]).collect();
+        group
+            .members
+            .iter()
+            .map(|(c, size)| {
+                let model = match size {
+                    Some(s) if Some(*s) != group.params.ensemble_size() => model.truncated(*s),
+                    _ => model.clone(),
+                };
+                let predicted = model.predict_binned(binned, &valid);
+                Ok((*c, Metrics::compute(&labels, &predicted).get(metric)))
+            })
+            .collect()
+    };
+    let results = largest_first(&jobs, parallelism, fit_and_score)?;
+    // Sum in fold order, so the means do not depend on the schedule.
+    let mut by_fold = vec![vec![f64::NAN; folds.validating.len()]; candidates.len()];
+    for ((_, f), scores) in jobs.iter().zip(results) {
+        let slot = folds.validating.iter().position(|v| v == f).unwrap_or(0);
+        for (c, score) in scores {
+            by_fold[c][slot] = score;
+        }
     }
-    let buckets = ((1.0 / (1.0 - train_ratio)).round() as usize).max(2);
-    let folds = stratified_folds(&data.labels, buckets, seed);
-    let train_mask: Vec<bool> = folds.iter().map(|f| *f != 0).collect();
-    let valid_mask: Vec<bool> = train_mask.iter().map(|t| !t).collect();
-    let (train, valid) = (subset(data, &train_mask), subset(data, &valid_mask));
+    Ok(by_fold
+        .iter()
+        .map(|s| s.iter().sum::<f64>() / s.len() as f64)
+        .collect())
+}
+
+/// Runs `jobs` in order on `parallelism` workers that each take the next
+/// job when done (jobs sorted largest first keep every worker busy to the
+/// end); results in job order.
+fn largest_first<J: Sync, T: Send>(
+    jobs: &[J],
+    parallelism: usize,
+    run: impl Fn(&J) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(parallelism.max(1))
         .build()
         .map_err(|e| KilnError::internal("starting the tuning thread pool", e))?;
-    let results: Vec<Result<f64>> = pool.install(|| {
-        candidates
-            .par_iter()
-            .map(|c| score(c, &train, &valid, metric))
-            .collect()
+    let next = AtomicUsize::new(0);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    pool.install(|| {
+        rayon::scope(|s| {
+            for _ in 0..parallelism.max(1) {
+                let sender = sender.clone();
+                let (next, run) = (&next, &run);
+                s.spawn(move |_| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(job) = jobs.get(i) else { break };
+                        let result = run(job);
+                        let failed = result.is_err();
+                        if sender.send((i, result)).is_err() || failed {
+                            // Stop handing out jobs after a failure.
+                            next.store(jobs.len(), Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                });
+            }
+        })
     });
-    pick(
-        candidates,
-        results.into_iter().collect::<Result<_>>()?,
-        metric,
-    )
+    drop(sender);
+    let mut results: Vec<Option<T>> = (0..jobs.len()).map(|_| None).collect();
+    for (i, result) in receiver {
+        results[i] = Some(result?);
+    }
+    results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| KilnError::internal("tuning", "a tuning job did not report")))
+        .collect()
 }
 
 fn pick(candidates: &[ModelParams], means: Vec<f64>, metric: Metric) -> Result<TuningResult> {

@@ -9,16 +9,17 @@ use datafusion::prelude::DataFrame;
 use kiln_engine::artifacts::ArtifactRepo;
 use kiln_engine::io::FileFormat;
 use kiln_engine::{KilnError, Result};
-use kiln_models::data::Dataset;
-use kiln_models::frame::{FeatureSource, collect_dataset};
+use kiln_models::frame::{FeatureSource, TestRows, load_training};
+use kiln_models::memory::MemoryPlan;
 use kiln_models::metrics::Metric;
-use kiln_models::model::{MODEL_FORMAT_VERSION, ModelArtifact, PipelineRef};
+use kiln_models::model::{MODEL_FORMAT_VERSION, ModelArtifact, ModelParams, PipelineRef};
 use kiln_models::report::roc_svg;
 use kiln_models::selection::{Selection, evaluate_estimator};
-use kiln_models::tuning::{CrossValidation, EstimatorSpec, TrainValidationSplit, Tuning, subset};
+use kiln_models::tuning::{CrossValidation, EstimatorSpec, TrainValidationSplit, Tuning};
 use kiln_transformers::FittedStage;
 use serde::Deserialize;
 use std::ops::Not;
+use std::sync::Arc;
 
 fn test_fraction() -> f64 {
     0.2
@@ -65,6 +66,11 @@ pub struct Init {
     /// artifact so prediction can apply it).
     #[serde(default)]
     path_pipeline_model: Option<String>,
+    /// Memory the task may use (`4GiB`, `512MiB`, `8GB`); by default the
+    /// memory available when it starts. The plan is checked after the
+    /// first pass over the rows, before they are binned.
+    #[serde(default)]
+    memory_limit: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -83,6 +89,7 @@ pub struct Output {
 pub struct ModelTraining {
     init: Init,
     output: Output,
+    memory_limit: Option<u64>,
 }
 
 impl ModelTraining {
@@ -123,7 +130,50 @@ impl ModelTraining {
             e.candidates(init.seed)
                 .map_err(|err| err.context(at("estimators")))?;
         }
-        Ok(ModelTraining { init, output })
+        let memory_limit = init
+            .memory_limit
+            .as_deref()
+            .map(|text| {
+                text.parse::<bytesize::ByteSize>()
+                    .map(|b| b.as_u64())
+                    .map_err(|e| {
+                        KilnError::config_fix(
+                            format!("{}: memory_limit '{text}': {e}", at("memory_limit")),
+                            "write a size such as 4GiB, 512MiB or 8GB",
+                        )
+                    })
+            })
+            .transpose()?;
+        Ok(ModelTraining {
+            init,
+            output,
+            memory_limit,
+        })
+    }
+
+    /// Every candidate of every estimator.
+    fn candidates(&self) -> Result<Vec<ModelParams>> {
+        let mut all = Vec::new();
+        for e in &self.init.estimators {
+            all.extend(e.candidates(self.init.seed)?);
+        }
+        Ok(all)
+    }
+
+    /// The limit the memory plan must fit in, and what set it.
+    fn memory_limit(&self) -> (u64, &'static str) {
+        if let Some(limit) = self.memory_limit {
+            return (limit, "memory_limit");
+        }
+        let mut system = sysinfo::System::new();
+        system.refresh_memory();
+        let available = system.available_memory();
+        match system.cgroup_limits() {
+            Some(cgroup) if cgroup.free_memory < available => {
+                (cgroup.free_memory, "the memory free in this container")
+            }
+            _ => (available, "the memory available on this machine"),
+        }
     }
 
     async fn feature_source(
@@ -216,33 +266,26 @@ impl ModelTraining {
         Ok(written)
     }
 
-    async fn split(
-        &self,
-        ctx: &TaskContext,
-        df: DataFrame,
-    ) -> Result<(DataFrame, Option<DataFrame>)> {
+    async fn split(&self, ctx: &TaskContext, df: DataFrame) -> Result<(DataFrame, TestRows)> {
         if let Some(test) = &self.init.test_input {
-            return Ok((df, Some(ctx.input(test, self.init.format).await?)));
+            let test = ctx.input(test, self.init.format).await?;
+            return Ok((df, TestRows::Frame(test)));
         }
         if let Some(cond) = &self.init.test_condition {
             let e = df.parse_sql_expr(cond).map_err(|e| {
                 KilnError::config(format!("task '{}': test_condition: {e}", ctx.task_name))
             })?;
             let test = df.clone().filter(e.clone())?;
-            return Ok((df.filter(e.not())?, Some(test)));
+            return Ok((df.filter(e.not())?, TestRows::Frame(test)));
         }
-        Ok((df, None))
+        Ok((
+            df,
+            TestRows::Random {
+                fraction: self.init.test_fraction,
+                seed: self.init.seed,
+            },
+        ))
     }
-}
-
-fn random_split(d: &Dataset, fraction: f64, seed: u64) -> (Dataset, Dataset) {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
-    let test: Vec<bool> = (0..d.n_rows())
-        .map(|_| rng.random::<f64>() < fraction)
-        .collect();
-    let train: Vec<bool> = test.iter().map(|t| !t).collect();
-    (subset(d, &train), subset(d, &test))
 }
 
 impl Task for ModelTraining {
@@ -263,16 +306,40 @@ impl Task for ModelTraining {
 
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
         Box::pin(async move {
-            ctx.progress.stage("collecting the training data");
+            let loading_started = std::time::Instant::now();
             let df = ctx.input(&self.init.input, self.init.format).await?;
             let (source, pipeline_ref) = self.feature_source(ctx).await?;
-            let (train_df, test_df) = self.split(ctx, df).await?;
+            let (train_df, test_rows) = self.split(ctx, df).await?;
             let label = &self.init.label_col;
-            let all = collect_dataset(train_df, label, &source).await?;
-            let (train, test) = match test_df {
-                Some(t) => (all, collect_dataset(t, label, &source).await?),
-                None => random_split(&all, self.init.test_fraction, self.init.seed),
+            let metric = self.init.metric;
+            let tuning = self.tuning();
+            let all_candidates = self.candidates()?;
+            let max_bins: Vec<usize> = all_candidates.iter().map(ModelParams::max_bins).collect();
+            let tuned = self
+                .init
+                .estimators
+                .iter()
+                .any(|e| e.candidates(self.init.seed).is_ok_and(|c| c.len() > 1));
+            let concurrent_fits = if tuned { tuning.parallelism() } else { 1 };
+            let (limit, limit_source) = self.memory_limit();
+            let mut plan: Option<MemoryPlan> = None;
+            let admit = |sizes| {
+                let mut distinct = max_bins.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                let p = MemoryPlan::new(sizes, distinct.len(), &all_candidates, concurrent_fits);
+                ctx.progress.stage(p.describe());
+                tracing::info!(task = %ctx.task_name, "{}", p.describe());
+                p.check(limit, limit_source)?;
+                plan = Some(p);
+                Ok(())
             };
+            let stage = |s: &str| ctx.progress.stage(s);
+            let (train, test) = load_training(
+                train_df, test_rows, label, &source, &max_bins, admit, &stage,
+            )
+            .await?;
+            let loading_seconds = loading_started.elapsed().as_secs_f64();
             train.validate(false)?;
             ctx.progress
                 .add_rows((train.n_rows() + test.n_rows()) as u64);
@@ -282,8 +349,7 @@ impl Task for ModelTraining {
                     "the test set is empty; raise test_fraction or check test_condition",
                 ));
             }
-            let metric = self.init.metric;
-            let tuning = self.tuning();
+            let (train, test) = (Arc::new(train), Arc::new(test));
             let mut candidates = Vec::new();
             for spec in &self.init.estimators {
                 ctx.progress.stage(format!(
@@ -345,11 +411,14 @@ impl Task for ModelTraining {
                 files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
             let version = repo.publish(&refs).await?;
             let mut summary = vec![format!(
-                "train {} rows, test {} rows, {} features",
+                "train {} rows, test {} rows, {} features; read and binned in {loading_seconds:.1}s",
                 train.n_rows(),
                 test.n_rows(),
                 train.n_features()
             )];
+            if let Some(plan) = plan {
+                summary.push(plan.describe());
+            }
             summary.extend(table.lines().map(str::to_string));
             summary.push(format!(
                 "winner by {metric}: {} -> {}",
