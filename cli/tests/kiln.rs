@@ -233,6 +233,39 @@ fn schema_mismatches_are_all_reported_and_runtime_errors_exit_1() -> TestResult 
     assert_eq!(walk(&dir.join("out")), before, "previous output changed");
     assert_no_staging(&dir);
 
+    // Training plans its memory after the first pass: a limit set low is
+    // refused before anything is binned, with what to change; a bad size
+    // is a configuration error at its line; a sufficient one trains.
+    let train = |limit: &str| {
+        format!(
+            "name: t\nstorage:\n  root: {}\nprocessing_tasks:\n  - name: train\n    classname: ModelTraining\n    initialization_parameters:\n      input: out/\n      label_col: label_indoor\n      feature_cols: [rsrp, rsrq, sinr]\n      memory_limit: {limit}\n      estimators:\n        - classname: GBTClassifier\n          params: {{ maxIter: 2 }}\n    transformation_parameters:\n      path_model_repository: models/m/\n",
+            dir.display()
+        )
+    };
+    let o = submit(&dir, "low.yaml", &train("1KiB"), "local[2]")?;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for n in [
+        "training needs about",
+        "memory_limit is 1.0 KiB",
+        "memory plan: binned sets",
+        "fix: raise memory_limit",
+    ] {
+        assert!(err.contains(n), "'{n}' not in:\n{err}");
+    }
+    assert!(!dir.join("models/m").exists(), "a refused training wrote a model");
+    let o = submit(&dir, "typo.yaml", &train("4 gigs"), "local[2]")?;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("typo.yaml:11:7") && err.contains("memory_limit '4 gigs'"),
+        "{err}"
+    );
+    let o = submit(&dir, "enough.yaml", &train("1GiB"), "local[2]")?;
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("memory plan: binned sets"), "{err}");
+
     // An unreachable scheduler: exit 1, names the address and the fix.
     let o = submit(
         &dir,

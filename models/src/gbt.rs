@@ -135,6 +135,7 @@ impl GbtParams {
             min_gain: self.min_info_gain,
             subset,
             parallel: true,
+            integer_stats: false,
         };
         let mut trees: Vec<Vec<Tree>> = Vec::new();
         let mut importance = vec![0.0; nf];

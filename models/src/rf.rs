@@ -157,6 +157,7 @@ impl RfParams {
                     min_gain: self.min_info_gain,
                     subset,
                     parallel: false,
+                    integer_stats: true,
                 };
                 let mut importance = vec![0.0; nf];
                 let tree = grow(
@@ -330,5 +331,80 @@ impl crate::model::Classifier for RfModel {
 
     fn feature_importances(&self) -> &[f64] {
         &self.feature_importances
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Binned, Dataset};
+
+    #[test]
+    fn sampled_histograms_grow_the_same_trees_as_subtraction() -> Result<()> {
+        // Ten features, three informative, with missing values.
+        let n = 3000;
+        let mut x = 0x2545_f491_u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let columns: Vec<Vec<f64>> = (0..10)
+            .map(|_| {
+                (0..n)
+                    .map(|_| if next() < 0.05 { f64::NAN } else { next() })
+                    .collect()
+            })
+            .collect();
+        let labels: Vec<u32> = (0..n)
+            .map(|r| {
+                let s = columns[0][r].max(0.0) + columns[3][r].max(0.0) - columns[7][r].max(0.0);
+                u32::from(s > 0.5) + u32::from(s > 1.2)
+            })
+            .collect();
+        let data = Dataset {
+            columns,
+            labels,
+            feature_names: (0..10).map(|f| format!("f{f}")).collect(),
+        };
+        let binned = Binned::new(&data, 32)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let weights: Vec<f64> = (0..n).map(|_| f64::from(poisson(&mut rng, 1.0))).collect();
+        let rows: Vec<u32> = (0..n as u32).filter(|r| weights[*r as usize] > 0.0).collect();
+        for impurity in [Impurity::Gini, Impurity::Entropy] {
+            let obj = ClassCounts {
+                labels: &data.labels,
+                weights: &weights,
+                k: 3,
+                impurity,
+            };
+            let grown = |integer_stats: bool| {
+                let params = GrowParams {
+                    max_depth: 6,
+                    min_instances: 2.0,
+                    min_gain: 0.0,
+                    subset: FeatureSubset::Count(3),
+                    parallel: false,
+                    integer_stats,
+                };
+                let mut importance = vec![0.0; 10];
+                let mut leaves = Vec::new();
+                let tree = grow(
+                    &binned,
+                    rows.clone(),
+                    &obj,
+                    &params,
+                    &mut ChaCha8Rng::seed_from_u64(11),
+                    &mut importance,
+                    &mut |v, r| leaves.push((v.to_vec(), r.len())),
+                );
+                (tree, importance, leaves)
+            };
+            let (sampled, subtracted) = (grown(true), grown(false));
+            assert!(sampled.0.depth() >= 3, "a real tree: {:?}", sampled.0);
+            assert_eq!(sampled, subtracted, "{impurity:?}");
+        }
+        Ok(())
     }
 }

@@ -119,6 +119,11 @@ pub(crate) struct GrowParams {
     pub subset: FeatureSubset,
     /// Build histograms with rayon (off inside already-parallel forests).
     pub parallel: bool,
+    /// The statistics are sums of integers (class counts with bootstrap
+    /// weights), exact in any order: a node with a feature subset then
+    /// builds the histograms of its sampled features alone instead of all
+    /// of them for sibling subtraction, with identical results.
+    pub integer_stats: bool,
 }
 
 struct Split {
@@ -138,6 +143,26 @@ struct Pending {
 /// Grows one tree on `rows`; adds split gains to `importance` and calls
 /// `on_leaf(value, rows)` for every leaf with the rows that reach it.
 pub(crate) fn grow(
+    binned: &Binned,
+    rows: Vec<u32>,
+    obj: &dyn Objective,
+    p: &GrowParams,
+    rng: &mut ChaCha8Rng,
+    importance: &mut [f64],
+    on_leaf: &mut dyn FnMut(&[f64], &[u32]),
+) -> Tree {
+    let nf = binned.bins.len();
+    match p.subset {
+        FeatureSubset::Count(k) if p.integer_stats && k < nf => {
+            grow_sampled(binned, rows, obj, p, rng, importance, on_leaf)
+        }
+        _ => grow_subtracting(binned, rows, obj, p, rng, importance, on_leaf),
+    }
+}
+
+/// Every node builds all features' histograms; the larger child's come
+/// from the parent's minus the smaller child's.
+fn grow_subtracting(
     binned: &Binned,
     rows: Vec<u32>,
     obj: &dyn Objective,
@@ -198,7 +223,12 @@ pub(crate) fn grow(
             w,
         );
         let split = if cur.depth < p.max_depth && obj.count(&parent) >= 2.0 * p.min_instances {
-            best_split(binned, &cur.hist, &offsets, &parent, obj, p, rng)
+            let features = sampled_features(p.subset, binned.bins.len(), rng);
+            let hists = features.into_iter().map(|f| {
+                let len = binned.bins[f].n_bins() * w;
+                (f, &cur.hist[offsets[f]..offsets[f] + len])
+            });
+            best_split(hists, &parent, obj, p)
         } else {
             None
         };
@@ -209,15 +239,7 @@ pub(crate) fn grow(
             continue;
         };
         importance[split.feature] += split.gain;
-        let codes = &binned.codes[split.feature];
-        let (left_rows, right_rows): (Vec<u32>, Vec<u32>) = cur.rows.iter().partition(|&&r| {
-            let c = codes[r as usize] as usize;
-            if c == 0 {
-                split.default_left
-            } else {
-                c <= split.bin
-            }
-        });
+        let (left_rows, right_rows) = partition(binned, &split, &cur.rows);
         let (small, small_is_left) = if left_rows.len() <= right_rows.len() {
             (&left_rows, true)
         } else {
@@ -233,15 +255,7 @@ pub(crate) fn grow(
         } else {
             (large_hist, small_hist)
         };
-        let l = nodes.len();
-        nodes.push(Node::leaf(Vec::new()));
-        nodes.push(Node::leaf(Vec::new()));
-        let n = &mut nodes[cur.node];
-        n.feature = split.feature as u32;
-        n.threshold = binned.bins[split.feature].upper(split.bin);
-        n.default_left = split.default_left;
-        n.left = l as u32;
-        n.right = l as u32 + 1;
+        let l = add_children(&mut nodes, cur.node, binned, &split);
         // Depth-first: right pushed first so the left child is grown first.
         queue.push(Pending {
             node: l + 1,
@@ -269,17 +283,98 @@ fn node_stats(hist: &[f64], offset: usize, n_bins: usize, w: usize) -> Vec<f64> 
     s
 }
 
-fn best_split(
+/// Each node builds the histograms of its sampled features alone (no
+/// subtraction, so no histogram of the unsampled ones is ever built).
+fn grow_sampled(
     binned: &Binned,
-    hist: &[f64],
-    offsets: &[usize],
-    parent: &[f64],
+    rows: Vec<u32>,
     obj: &dyn Objective,
     p: &GrowParams,
     rng: &mut ChaCha8Rng,
-) -> Option<Split> {
-    let nf = binned.bins.len();
-    let features: Vec<usize> = match p.subset {
+    importance: &mut [f64],
+    on_leaf: &mut dyn FnMut(&[f64], &[u32]),
+) -> Tree {
+    let w = obj.width();
+    let hist_of = |f: usize, rows: &[u32], gathered: &[[f64; 2]]| {
+        let mut h = vec![0.0; binned.bins[f].n_bins() * w];
+        obj.accumulate(&binned.codes[f], rows, gathered, &mut h);
+        h
+    };
+    let mut nodes = vec![Node::leaf(Vec::new())];
+    let mut queue = vec![(0usize, rows, 0usize)];
+    while let Some((node, rows, depth)) = queue.pop() {
+        let gathered = obj.gather(&rows);
+        // The node's statistics: the sum over the bins of any one feature.
+        let first = hist_of(0, &rows, &gathered);
+        let parent = node_stats(&first, 0, binned.bins[0].n_bins(), w);
+        let split = if depth < p.max_depth && obj.count(&parent) >= 2.0 * p.min_instances {
+            let features = sampled_features(p.subset, binned.bins.len(), rng);
+            let hists: Vec<(usize, Vec<f64>)> = features
+                .into_iter()
+                .map(|f| {
+                    let h = if f == 0 {
+                        first.clone()
+                    } else {
+                        hist_of(f, &rows, &gathered)
+                    };
+                    (f, h)
+                })
+                .collect();
+            best_split(
+                hists.iter().map(|(f, h)| (*f, h.as_slice())),
+                &parent,
+                obj,
+                p,
+            )
+        } else {
+            None
+        };
+        let Some(split) = split else {
+            let value = obj.leaf_value(&parent);
+            on_leaf(&value, &rows);
+            nodes[node].value = value;
+            continue;
+        };
+        importance[split.feature] += split.gain;
+        let (left_rows, right_rows) = partition(binned, &split, &rows);
+        let l = add_children(&mut nodes, node, binned, &split);
+        // Depth-first, left child first (the order of the rng draws).
+        queue.push((l + 1, right_rows, depth + 1));
+        queue.push((l, left_rows, depth + 1));
+    }
+    Tree { nodes }
+}
+
+/// The rows of a node that go left and right.
+fn partition(binned: &Binned, split: &Split, rows: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    let codes = &binned.codes[split.feature];
+    rows.iter().partition(|&&r| {
+        let c = codes[r as usize] as usize;
+        if c == 0 {
+            split.default_left
+        } else {
+            c <= split.bin
+        }
+    })
+}
+
+/// Turns leaf `node` into a split with two new leaves; returns the left one.
+fn add_children(nodes: &mut Vec<Node>, node: usize, binned: &Binned, split: &Split) -> usize {
+    let l = nodes.len();
+    nodes.push(Node::leaf(Vec::new()));
+    nodes.push(Node::leaf(Vec::new()));
+    let n = &mut nodes[node];
+    n.feature = split.feature as u32;
+    n.threshold = binned.bins[split.feature].upper(split.bin);
+    n.default_left = split.default_left;
+    n.left = l as u32;
+    n.right = l as u32 + 1;
+    l
+}
+
+/// The features a node considers (ascending).
+fn sampled_features(subset: FeatureSubset, nf: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    match subset {
         FeatureSubset::All => (0..nf).collect(),
         FeatureSubset::Count(k) if k >= nf => (0..nf).collect(),
         FeatureSubset::Count(k) => {
@@ -287,15 +382,23 @@ fn best_split(
             f.sort_unstable();
             f
         }
-    };
+    }
+}
+
+/// The best split among `(feature, histogram)` pairs, in their order.
+fn best_split<'h>(
+    hists: impl Iterator<Item = (usize, &'h [f64])>,
+    parent: &[f64],
+    obj: &dyn Objective,
+    p: &GrowParams,
+) -> Option<Split> {
     let w = obj.width();
     let mut best: Option<Split> = None;
     let mut left = vec![0.0; w];
     let mut left_m = vec![0.0; w];
     let mut right = vec![0.0; w];
-    for f in features {
-        let nb = binned.bins[f].n_bins();
-        let h = &hist[offsets[f]..offsets[f] + nb * w];
+    for (f, h) in hists {
+        let nb = h.len() / w;
         let missing = &h[0..w];
         left.iter_mut().for_each(|x| *x = 0.0);
         for b in 1..nb - 1 {

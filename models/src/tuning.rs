@@ -436,6 +436,59 @@ mod tests {
     }
 
     #[test]
+    fn one_fit_scored_by_prefix_equals_separate_fits() -> Result<()> {
+        use crate::data::Dataset;
+        let n = 1200;
+        let x: Vec<f64> = (0..n).map(|i| ((i * 37) % 101) as f64).collect();
+        let z: Vec<f64> = (0..n).map(|i| ((i * 53) % 89) as f64).collect();
+        let labels = (0..n)
+            .map(|i| u32::from((x[i] + z[i] > 95.0) ^ (i % 13 == 0)))
+            .collect();
+        let data = Dataset {
+            columns: vec![x, z],
+            labels,
+            feature_names: vec!["x".into(), "z".into()],
+        };
+        let set = TrainingSet::from_dataset(&data, &[32])?;
+        let spec = |json: serde_json::Value| -> Result<Vec<ModelParams>> {
+            serde_json::from_value::<EstimatorSpec>(json)
+                .map_err(|e| KilnError::config(e.to_string()))?
+                .candidates(3)
+        };
+        for candidates in [
+            spec(serde_json::json!({"classname": "RandomForestClassifier",
+                "params": {"featureSubsetStrategy": "1"},
+                "grid": {"numTrees": [2, 6, 4], "maxDepth": [2, 3]}}))?,
+            spec(serde_json::json!({"classname": "GBTClassifier",
+                "grid": {"maxIter": [3, 6], "stepSize": [0.1, 0.3]}}))?,
+        ] {
+            let tuning = Tuning::CrossValidation(CrossValidation {
+                num_folds: 3,
+                parallelism: 2,
+            });
+            let tuned = tuning
+                .run(&candidates, &set, Metric::AreaUnderRoc, 7)?
+                .ok_or_else(|| KilnError::config("no tuning"))?;
+            // Two groups each: one fit per depth (forest) or step size (GBT).
+            assert_eq!(groups(&candidates).len(), 2);
+            let folds = stratified_folds(&set.labels, 3, 7);
+            for (c, (_, score)) in candidates.iter().zip(&tuned.scores) {
+                let mut sum = 0.0;
+                for f in 0..3 {
+                    let train: Vec<u32> = (0..n as u32).filter(|r| folds[*r as usize] != f).collect();
+                    let valid: Vec<u32> = (0..n as u32).filter(|r| folds[*r as usize] == f).collect();
+                    let model = c.fit(&set, &train)?;
+                    let predicted = model.predict_binned(set.binned(32)?, &valid);
+                    let labels: Vec<u32> = valid.iter().map(|r| set.labels[*r as usize]).collect();
+                    sum += Metrics::compute(&labels, &predicted).get(Metric::AreaUnderRoc);
+                }
+                assert_eq!(sum / 3.0, *score, "{}", c.to_json());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
     fn folds_are_stratified() {
         let labels: Vec<u32> = (0..1000).map(|i| u32::from(i % 4 == 0)).collect();
         let folds = stratified_folds(&labels, 5, 3);
