@@ -253,7 +253,10 @@ fn schema_mismatches_are_all_reported_and_runtime_errors_exit_1() -> TestResult 
     ] {
         assert!(err.contains(n), "'{n}' not in:\n{err}");
     }
-    assert!(!dir.join("models/m").exists(), "a refused training wrote a model");
+    assert!(
+        !dir.join("models/m").exists(),
+        "a refused training wrote a model"
+    );
     let o = submit(&dir, "typo.yaml", &train("4 gigs"), "local[2]")?;
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");

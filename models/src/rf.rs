@@ -371,7 +371,9 @@ mod tests {
         let binned = Binned::new(&data, 32)?;
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let weights: Vec<f64> = (0..n).map(|_| f64::from(poisson(&mut rng, 1.0))).collect();
-        let rows: Vec<u32> = (0..n as u32).filter(|r| weights[*r as usize] > 0.0).collect();
+        let rows: Vec<u32> = (0..n as u32)
+            .filter(|r| weights[*r as usize] > 0.0)
+            .collect();
         for impurity in [Impurity::Gini, Impurity::Entropy] {
             let obj = ClassCounts {
                 labels: &data.labels,

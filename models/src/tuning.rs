@@ -475,8 +475,10 @@ mod tests {
             for (c, (_, score)) in candidates.iter().zip(&tuned.scores) {
                 let mut sum = 0.0;
                 for f in 0..3 {
-                    let train: Vec<u32> = (0..n as u32).filter(|r| folds[*r as usize] != f).collect();
-                    let valid: Vec<u32> = (0..n as u32).filter(|r| folds[*r as usize] == f).collect();
+                    let train: Vec<u32> =
+                        (0..n as u32).filter(|r| folds[*r as usize] != f).collect();
+                    let valid: Vec<u32> =
+                        (0..n as u32).filter(|r| folds[*r as usize] == f).collect();
                     let model = c.fit(&set, &train)?;
                     let predicted = model.predict_binned(set.binned(32)?, &valid);
                     let labels: Vec<u32> = valid.iter().map(|r| set.labels[*r as usize]).collect();
