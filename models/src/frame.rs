@@ -12,6 +12,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{cast, ident};
 use futures::StreamExt;
 use kiln_engine::{KilnError, Result};
+use rayon::prelude::*;
 
 /// Class indices above this are refused (they would size per-class arrays).
 const MAX_CLASSES: u32 = 1 << 16;
@@ -218,7 +219,7 @@ impl<'a> Reader<'a> {
     fn features(&self, batch: &RecordBatch, first_row: usize) -> Result<Vec<Vec<f64>>> {
         let names = self.source.names();
         let n = batch.num_rows();
-        let mut columns: Vec<Vec<f64>> = match self.source {
+        let columns: Vec<Vec<f64>> = match self.source {
             FeatureSource::Columns(_) => (0..names.len())
                 .map(|f| {
                     let a = batch.column(f + 1).as_primitive::<Float64Type>();
@@ -231,17 +232,19 @@ impl<'a> Reader<'a> {
                 vector_columns(batch.column(1), column, names.len(), first_row)?
             }
         };
-        for (c, name) in columns.iter_mut().zip(names) {
-            if let Some(i) = c.iter().position(|v| v.is_infinite()) {
-                return Err(infinite_feature(
-                    "training input",
-                    name,
-                    c[i],
-                    first_row + i,
-                ));
-            }
+        let infinite = columns.par_iter().zip(names).find_map_first(|(c, name)| {
+            let i = c.iter().position(|v| v.is_infinite())?;
+            Some(infinite_feature(
+                "training input",
+                name,
+                c[i],
+                first_row + i,
+            ))
+        });
+        match infinite {
+            Some(err) => Err(err),
+            None => Ok(columns),
         }
-        Ok(columns)
     }
 }
 
@@ -266,31 +269,34 @@ fn vector_columns(
         .map_err(|e| KilnError::data(column, e.to_string()))?;
     let values = values.as_primitive::<Float64Type>();
     let offsets = list.value_offsets();
-    let mut columns = vec![Vec::with_capacity(list.len()); n_features];
     for i in 0..list.len() {
-        if list.is_null(i) {
-            columns.iter_mut().for_each(|c| c.push(f64::NAN));
-            continue;
-        }
-        let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-        if end - start != n_features {
+        let len = (offsets[i + 1] - offsets[i]) as usize;
+        if !list.is_null(i) && len != n_features {
             return Err(KilnError::data(
                 "training input",
                 format!(
-                    "'{column}' has {} values in row {}, expected {n_features}",
-                    end - start,
+                    "'{column}' has {len} values in row {}, expected {n_features}",
                     first_row + i
                 ),
             ));
         }
-        for (f, c) in columns.iter_mut().enumerate() {
-            let j = start + f;
-            c.push(if values.is_null(j) {
-                f64::NAN
-            } else {
-                values.value(j)
-            });
-        }
     }
+    // One rayon job per feature: a strided gather from the flat values.
+    let (raw, has_nulls) = (values.values(), values.null_count() > 0);
+    let columns = (0..n_features)
+        .into_par_iter()
+        .map(|f| {
+            (0..list.len())
+                .map(|i| {
+                    let j = offsets[i] as usize + f;
+                    if list.is_null(i) || (has_nulls && values.is_null(j)) {
+                        f64::NAN
+                    } else {
+                        raw[j]
+                    }
+                })
+                .collect()
+        })
+        .collect();
     Ok(columns)
 }
