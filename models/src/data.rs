@@ -408,19 +408,10 @@ impl RowHashes {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.hashes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty()
-    }
-
     /// Sorts the hashes into the canonical order.
     pub fn finish(self) -> CanonicalOrder {
         let mut sorted = self.hashes;
         sorted.par_sort_unstable();
-        let checksum = sorted.iter().fold(0u64, |s, h| s.wrapping_add(*h));
         // A bucket index on the top bits: one or two probes per lookup.
         let bits = sorted
             .len()
@@ -440,7 +431,6 @@ impl RowHashes {
             sorted,
             starts,
             shift,
-            checksum,
             classes: self.classes,
         }
     }
@@ -456,7 +446,6 @@ pub struct CanonicalOrder {
     sorted: Vec<u64>,
     starts: Vec<u32>,
     shift: u32,
-    checksum: u64,
     classes: usize,
 }
 
@@ -474,11 +463,6 @@ impl CanonicalOrder {
 
     pub fn is_empty(&self) -> bool {
         self.sorted.is_empty()
-    }
-
-    /// The wrapping sum of all row hashes.
-    pub fn checksum(&self) -> u64 {
-        self.checksum
     }
 
     /// One more than the largest label.
@@ -760,6 +744,18 @@ pub fn loading_bytes(rows: usize) -> u64 {
     rows as u64 * (8 + 8 + 4 + 1)
 }
 
+/// A seeded xorshift source of uniform values in [0, 1) for test data.
+#[cfg(test)]
+pub(crate) fn uniform(seed: u64) -> impl FnMut() -> f64 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -792,13 +788,7 @@ mod tests {
 
     /// Rows with missing values, duplicates and two classes.
     fn rows(n: usize) -> Dataset {
-        let mut x = 0x9e37_79b9_u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = uniform(0x9e37_79b9);
         let mut columns = vec![Vec::new(); 3];
         let mut labels = Vec::new();
         for i in 0..n {

@@ -343,13 +343,7 @@ mod tests {
     fn sampled_histograms_grow_the_same_trees_as_subtraction() -> Result<()> {
         // Ten features, three informative, with missing values.
         let n = 3000;
-        let mut x = 0x2545_f491_u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = crate::data::uniform(0x2545_f491);
         let columns: Vec<Vec<f64>> = (0..10)
             .map(|_| {
                 (0..n)

@@ -151,13 +151,13 @@ impl ModelTraining {
         })
     }
 
-    /// Every candidate of every estimator.
-    fn candidates(&self) -> Result<Vec<ModelParams>> {
-        let mut all = Vec::new();
-        for e in &self.init.estimators {
-            all.extend(e.candidates(self.init.seed)?);
-        }
-        Ok(all)
+    /// Every estimator's candidates.
+    fn candidates(&self) -> Result<Vec<Vec<ModelParams>>> {
+        self.init
+            .estimators
+            .iter()
+            .map(|e| e.candidates(self.init.seed))
+            .collect()
     }
 
     /// The limit the memory plan must fit in, and what set it.
@@ -313,13 +313,10 @@ impl Task for ModelTraining {
             let label = &self.init.label_col;
             let metric = self.init.metric;
             let tuning = self.tuning();
-            let all_candidates = self.candidates()?;
+            let per_estimator = self.candidates()?;
+            let tuned = per_estimator.iter().any(|c| c.len() > 1);
+            let all_candidates: Vec<ModelParams> = per_estimator.into_iter().flatten().collect();
             let max_bins: Vec<usize> = all_candidates.iter().map(ModelParams::max_bins).collect();
-            let tuned = self
-                .init
-                .estimators
-                .iter()
-                .any(|e| e.candidates(self.init.seed).is_ok_and(|c| c.len() > 1));
             let concurrent_fits = if tuned { tuning.parallelism() } else { 1 };
             let (limit, limit_source) = self.memory_limit();
             let mut plan: Option<MemoryPlan> = None;
