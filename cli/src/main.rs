@@ -1,7 +1,10 @@
 //! The `kiln` command line.
 
 use clap::{Args, Parser, Subcommand};
-use kiln_engine::cluster::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
+use kiln_engine::cluster::{
+    DEFAULT_HEARTBEAT_SECONDS, ExecutorOptions, Recovery, SchedulerOptions, TaskScheduling,
+    run_executor, run_scheduler,
+};
 use kiln_engine::io::{FileFormat, ParquetWriteOptions, read_table};
 use kiln_engine::schema::ReferenceSchema;
 use kiln_engine::storage::parse_location;
@@ -106,43 +109,124 @@ enum Command {
         format: FormatArg,
     },
     /// Run a Ballista scheduler with kiln's functions.
-    #[command(after_help = "Example:\n  kiln scheduler --bind-host 0.0.0.0 --bind-port 50050")]
-    Scheduler {
-        #[arg(long, default_value = "127.0.0.1")]
-        bind_host: String,
-        /// 0 picks a free port (printed on stdout).
-        #[arg(long, default_value_t = 50050)]
-        bind_port: u16,
-        /// Host name executors and clients use to reach this scheduler.
-        #[arg(long)]
-        external_host: Option<String>,
-    },
+    #[command(
+        after_help = "Example:\n  kiln scheduler --bind-host 0.0.0.0 --bind-port 50050\n\nHTTP /healthz and /readyz (ready once an executor is registered) are served on the same port.\nEvery flag can also be set through the environment variable shown."
+    )]
+    Scheduler(SchedulerArgs),
     /// Run a Ballista executor with kiln's functions.
     #[command(
-        after_help = "Example:\n  kiln executor --scheduler-host 127.0.0.1 --scheduler-port 50050 --bind-port 50051 --grpc-port 50052 --vcores 2"
+        after_help = "Example:\n  kiln executor --scheduler-host 127.0.0.1 --scheduler-port 50050 --bind-port 50051 --grpc-port 50052 --vcores 2 --health-port 50053\n\nEvery flag can also be set through the environment variable shown."
     )]
-    Executor {
-        #[arg(long, default_value = "127.0.0.1")]
-        scheduler_host: String,
-        #[arg(long, default_value_t = 50050)]
-        scheduler_port: u16,
-        #[arg(long, default_value = "127.0.0.1")]
-        bind_host: String,
-        /// Arrow Flight port (shuffle data).
-        #[arg(long, default_value_t = 50051)]
-        bind_port: u16,
-        /// gRPC port (task control).
-        #[arg(long, default_value_t = 50052)]
-        grpc_port: u16,
-        #[arg(long)]
-        external_host: Option<String>,
-        /// Concurrent tasks; 0 uses every core.
-        #[arg(long, default_value_t = 0)]
-        vcores: usize,
-        /// Directory for shuffle files.
-        #[arg(long)]
-        work_dir: Option<String>,
-    },
+    Executor(ExecutorArgs),
+}
+
+#[derive(Args)]
+struct SchedulerArgs {
+    #[arg(long, env = "KILN_BIND_HOST", default_value = "127.0.0.1")]
+    bind_host: String,
+    /// 0 picks a free port (printed on stdout).
+    #[arg(long, env = "KILN_BIND_PORT", default_value_t = 50050)]
+    bind_port: u16,
+    /// Host name executors and clients use to reach this scheduler.
+    #[arg(long, env = "KILN_EXTERNAL_HOST")]
+    external_host: Option<String>,
+    #[command(flatten)]
+    recovery: RecoveryArgs,
+    /// pull: executors ask for tasks (default; survives lost executors);
+    /// push: the scheduler assigns them. Executors must use the same.
+    #[arg(long, env = "KILN_TASK_SCHEDULING", value_enum, default_value = "pull")]
+    task_scheduling: TaskSchedulingArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TaskSchedulingArg {
+    Pull,
+    Push,
+}
+
+impl From<TaskSchedulingArg> for TaskScheduling {
+    fn from(t: TaskSchedulingArg) -> Self {
+        match t {
+            TaskSchedulingArg::Pull => TaskScheduling::Pull,
+            TaskSchedulingArg::Push => TaskScheduling::Push,
+        }
+    }
+}
+
+/// How lost executors are detected and their work re-run (kiln's defaults;
+/// Ballista's own are 4, 4, 180 s, 15 s, 180 s).
+#[derive(Args)]
+struct RecoveryArgs {
+    /// Attempts of one task before its job fails.
+    #[arg(long, env = "KILN_TASK_MAX_FAILURES", default_value_t = Recovery::default().task_max_failures)]
+    task_max_failures: usize,
+    /// Re-runs of one stage after lost shuffle outputs before its job fails.
+    /// A stage that joins N tables may need N re-runs for one lost executor.
+    #[arg(long, env = "KILN_STAGE_MAX_FAILURES", default_value_t = Recovery::default().stage_max_failures)]
+    stage_max_failures: usize,
+    /// Seconds without a heartbeat before an executor is declared dead and
+    /// its tasks re-run elsewhere (also bounds how long a hung executor stalls a job).
+    #[arg(long, env = "KILN_EXECUTOR_TIMEOUT_SECONDS", default_value_t = Recovery::default().executor_timeout_seconds)]
+    executor_timeout_seconds: u64,
+    /// How often to look for dead executors, in seconds.
+    #[arg(long, env = "KILN_EXPIRE_DEAD_EXECUTOR_INTERVAL_SECONDS", default_value_t = Recovery::default().expire_dead_executor_interval_seconds)]
+    expire_dead_executor_interval_seconds: u64,
+    /// Seconds running jobs wait for an executor to (re)register after the
+    /// last one is lost, before they fail.
+    #[arg(long, env = "KILN_NO_EXECUTORS_GRACE_PERIOD_SECONDS", default_value_t = Recovery::default().no_executors_grace_period_seconds)]
+    no_executors_grace_period_seconds: u64,
+    /// Resubmit jobs that got no task scheduled after this many ms (0: never).
+    #[arg(long, env = "KILN_JOB_RESUBMIT_INTERVAL_MS", default_value_t = Recovery::default().job_resubmit_interval_ms)]
+    job_resubmit_interval_ms: u64,
+}
+
+impl From<RecoveryArgs> for Recovery {
+    fn from(a: RecoveryArgs) -> Self {
+        Recovery {
+            task_max_failures: a.task_max_failures,
+            stage_max_failures: a.stage_max_failures,
+            executor_timeout_seconds: a.executor_timeout_seconds,
+            expire_dead_executor_interval_seconds: a.expire_dead_executor_interval_seconds,
+            no_executors_grace_period_seconds: a.no_executors_grace_period_seconds,
+            job_resubmit_interval_ms: a.job_resubmit_interval_ms,
+        }
+    }
+}
+
+#[derive(Args)]
+struct ExecutorArgs {
+    #[arg(long, env = "KILN_SCHEDULER_HOST", default_value = "127.0.0.1")]
+    scheduler_host: String,
+    #[arg(long, env = "KILN_SCHEDULER_PORT", default_value_t = 50050)]
+    scheduler_port: u16,
+    #[arg(long, env = "KILN_BIND_HOST", default_value = "127.0.0.1")]
+    bind_host: String,
+    /// Arrow Flight port (shuffle data).
+    #[arg(long, env = "KILN_BIND_PORT", default_value_t = 50051)]
+    bind_port: u16,
+    /// gRPC port (task control).
+    #[arg(long, env = "KILN_GRPC_PORT", default_value_t = 50052)]
+    grpc_port: u16,
+    /// Host name the scheduler and other executors use to reach this one.
+    #[arg(long, env = "KILN_EXTERNAL_HOST")]
+    external_host: Option<String>,
+    /// Concurrent tasks; 0 uses every core.
+    #[arg(long, env = "KILN_VCORES", default_value_t = 0)]
+    vcores: usize,
+    /// Directory for shuffle files.
+    #[arg(long, env = "KILN_WORK_DIR")]
+    work_dir: Option<String>,
+    /// Seconds between heartbeats; keep it well below the scheduler's
+    /// --executor-timeout-seconds.
+    #[arg(long, env = "KILN_HEARTBEAT_INTERVAL_SECONDS", default_value_t = DEFAULT_HEARTBEAT_SECONDS)]
+    heartbeat_interval_seconds: u64,
+    /// Serve HTTP /healthz (process alive) and /readyz (last heartbeat
+    /// reached the scheduler) on this port, for Kubernetes probes.
+    #[arg(long, env = "KILN_HEALTH_PORT")]
+    health_port: Option<u16>,
+    /// Must match the scheduler's --task-scheduling.
+    #[arg(long, env = "KILN_TASK_SCHEDULING", value_enum, default_value = "pull")]
+    task_scheduling: TaskSchedulingArg,
 }
 
 #[derive(Subcommand)]
@@ -470,41 +554,33 @@ async fn dispatch(cli: Cli) -> Result<()> {
             };
             generate(&rules, source, seed, &out, format.into()).await
         }
-        Command::Scheduler {
-            bind_host,
-            bind_port,
-            external_host,
-        } => {
+        Command::Scheduler(args) => {
             run_scheduler(
                 SchedulerOptions {
-                    bind_host,
-                    bind_port,
-                    external_host,
+                    bind_host: args.bind_host,
+                    bind_port: args.bind_port,
+                    external_host: args.external_host,
+                    recovery: args.recovery.into(),
+                    scheduling: args.task_scheduling.into(),
                 },
                 kiln_pipelines::extensions(),
             )
             .await
         }
-        Command::Executor {
-            scheduler_host,
-            scheduler_port,
-            bind_host,
-            bind_port,
-            grpc_port,
-            external_host,
-            vcores,
-            work_dir,
-        } => {
+        Command::Executor(args) => {
             run_executor(
                 ExecutorOptions {
-                    scheduler_host,
-                    scheduler_port,
-                    bind_host,
-                    bind_port,
-                    grpc_port,
-                    external_host,
-                    vcores,
-                    work_dir,
+                    scheduler_host: args.scheduler_host,
+                    scheduler_port: args.scheduler_port,
+                    bind_host: args.bind_host,
+                    bind_port: args.bind_port,
+                    grpc_port: args.grpc_port,
+                    external_host: args.external_host,
+                    vcores: args.vcores,
+                    work_dir: args.work_dir,
+                    heartbeat_interval_seconds: args.heartbeat_interval_seconds,
+                    health_port: args.health_port,
+                    scheduling: args.task_scheduling.into(),
                 },
                 kiln_pipelines::extensions(),
             )
@@ -516,7 +592,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Scheduler { .. } | Command::Executor { .. } => "info",
+        Command::Scheduler(_) | Command::Executor(_) => "info",
         _ => "warn",
     };
     init_logging(default_log);

@@ -1,10 +1,20 @@
 //! Ballista scheduler and executor processes that carry kiln's functions.
+//!
+//! kiln's defaults differ from Ballista's where Ballista's would let a job
+//! hang or fail after losing one executor (see [`Recovery`]): executors
+//! heartbeat every 5 s instead of 60 s, the scheduler declares an executor
+//! dead after 30 s of silence instead of 180 s, and a stage may be re-run
+//! 16 times instead of 4, because a stage that reads the outputs of several
+//! map stages finds a lost executor's outputs missing one map stage at a
+//! time.
 
 use crate::error::{KilnError, Result};
 use crate::session::{KilnExtensions, lake_runtime};
 use crate::storage::LakeObjectStoreRegistry;
+use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::extension::SessionConfigExt;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_executor::health::{ExecutorHealth, spawn_health_server};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
@@ -20,7 +30,101 @@ pub struct SchedulerOptions {
     /// 0 picks a free port; the bound address is printed on stdout.
     pub bind_port: u16,
     pub external_host: Option<String>,
+    pub recovery: Recovery,
+    pub scheduling: TaskScheduling,
 }
+
+/// How tasks reach executors; the scheduler and its executors must agree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TaskScheduling {
+    /// Executors ask for work when they have a free slot (Spark's model).
+    /// kiln's default: after an executor is lost, Ballista 55's push mode
+    /// can leak the surviving executors' slots (a cancelled task's status
+    /// is ignored, so its vcore is never refunded) and the job hangs.
+    #[default]
+    Pull,
+    /// The scheduler assigns tasks to executor slots it tracks.
+    Push,
+}
+
+impl From<TaskScheduling> for TaskSchedulingPolicy {
+    fn from(t: TaskScheduling) -> Self {
+        match t {
+            TaskScheduling::Pull => TaskSchedulingPolicy::PullStaged,
+            TaskScheduling::Push => TaskSchedulingPolicy::PushStaged,
+        }
+    }
+}
+
+/// How the scheduler notices lost executors and re-runs their work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Attempts of one task before its job fails.
+    pub task_max_failures: usize,
+    /// Re-runs of one stage (after lost shuffle outputs) before its job fails.
+    pub stage_max_failures: usize,
+    /// Seconds without a heartbeat after which an executor is dead and its
+    /// tasks and shuffle outputs are scheduled again elsewhere. Must exceed
+    /// the executors' heartbeat interval.
+    pub executor_timeout_seconds: u64,
+    /// How often the scheduler looks for dead executors.
+    pub expire_dead_executor_interval_seconds: u64,
+    /// Seconds a job waits for an executor to (re)register after the
+    /// cluster has lost its last one, before it fails.
+    pub no_executors_grace_period_seconds: u64,
+    /// Resubmit jobs that have no task scheduled after this many ms (0: never).
+    pub job_resubmit_interval_ms: u64,
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Recovery {
+            task_max_failures: 4,
+            stage_max_failures: 16,
+            executor_timeout_seconds: 30,
+            expire_dead_executor_interval_seconds: 5,
+            no_executors_grace_period_seconds: 120,
+            job_resubmit_interval_ms: 0,
+        }
+    }
+}
+
+impl Recovery {
+    /// Rejects settings that could never work, naming the flag to change.
+    pub fn validate(&self, heartbeat_interval_seconds: Option<u64>) -> Result<()> {
+        let positive = [
+            ("--task-max-failures", self.task_max_failures as u64),
+            ("--stage-max-failures", self.stage_max_failures as u64),
+            ("--executor-timeout-seconds", self.executor_timeout_seconds),
+            (
+                "--expire-dead-executor-interval-seconds",
+                self.expire_dead_executor_interval_seconds,
+            ),
+        ];
+        for (flag, value) in positive {
+            if value == 0 {
+                return Err(KilnError::config_fix(
+                    format!("{flag} must be at least 1"),
+                    format!("pass {flag} 1 or more"),
+                ));
+            }
+        }
+        let heartbeat = heartbeat_interval_seconds.unwrap_or(DEFAULT_HEARTBEAT_SECONDS);
+        if self.executor_timeout_seconds <= heartbeat {
+            return Err(KilnError::config_fix(
+                format!(
+                    "--executor-timeout-seconds {} is not longer than the executors' heartbeat interval ({heartbeat} s): live executors would be declared dead",
+                    self.executor_timeout_seconds
+                ),
+                format!("use --executor-timeout-seconds {} or more", heartbeat * 3),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// kiln's executor heartbeat interval (Ballista's is 60 s).
+pub const DEFAULT_HEARTBEAT_SECONDS: u64 = 5;
 
 /// Executor options.
 #[derive(Debug, Clone)]
@@ -33,6 +137,12 @@ pub struct ExecutorOptions {
     pub external_host: Option<String>,
     pub vcores: usize,
     pub work_dir: Option<String>,
+    /// Seconds between heartbeats to the scheduler.
+    pub heartbeat_interval_seconds: u64,
+    /// Serve `/healthz` (alive) and `/readyz` (last heartbeat succeeded)
+    /// over HTTP on this port.
+    pub health_port: Option<u16>,
+    pub scheduling: TaskScheduling,
 }
 
 fn cluster_err(what: &str, e: impl std::fmt::Display) -> KilnError {
@@ -44,6 +154,7 @@ fn cluster_err(what: &str, e: impl std::fmt::Display) -> KilnError {
 
 /// Runs a Ballista scheduler until the process ends.
 pub async fn run_scheduler(options: SchedulerOptions, extensions: KilnExtensions) -> Result<()> {
+    options.recovery.validate(None)?;
     let listener = tokio::net::TcpListener::bind((options.bind_host.as_str(), options.bind_port))
         .await
         .map_err(|e| {
@@ -64,6 +175,7 @@ pub async fn run_scheduler(options: SchedulerOptions, extensions: KilnExtensions
             .with_runtime_env(lake_runtime(stores)?);
         Ok(ext.install(builder).build())
     });
+    let recovery = &options.recovery;
     let mut config = SchedulerConfig {
         bind_host: options.bind_host.clone(),
         bind_port: addr.port(),
@@ -71,6 +183,14 @@ pub async fn run_scheduler(options: SchedulerOptions, extensions: KilnExtensions
             .external_host
             .clone()
             .unwrap_or_else(|| addr.ip().to_string()),
+        task_max_failures: recovery.task_max_failures,
+        stage_max_failures: recovery.stage_max_failures,
+        executor_timeout_seconds: recovery.executor_timeout_seconds,
+        expire_dead_executor_interval_seconds: recovery.expire_dead_executor_interval_seconds,
+        no_executors_grace_period_seconds: recovery.no_executors_grace_period_seconds,
+        job_resubmit_interval_ms: (recovery.job_resubmit_interval_ms > 0)
+            .then_some(recovery.job_resubmit_interval_ms),
+        scheduling_policy: options.scheduling.into(),
         ..SchedulerConfig::default()
     };
     config.override_session_builder = Some(session_builder);
@@ -89,6 +209,13 @@ pub async fn run_scheduler(options: SchedulerOptions, extensions: KilnExtensions
 
 /// Runs a Ballista executor until the process ends.
 pub async fn run_executor(options: ExecutorOptions, extensions: KilnExtensions) -> Result<()> {
+    if options.heartbeat_interval_seconds == 0 {
+        return Err(KilnError::config_fix(
+            "--heartbeat-interval-seconds must be at least 1",
+            format!("use the default, {DEFAULT_HEARTBEAT_SECONDS}"),
+        ));
+    }
+    let health = ExecutorHealth::new();
     let mut config = ExecutorProcessConfig {
         bind_host: options.bind_host.clone(),
         port: options.bind_port,
@@ -98,6 +225,9 @@ pub async fn run_executor(options: ExecutorOptions, extensions: KilnExtensions) 
         external_host: options.external_host.clone(),
         vcores: options.vcores,
         work_dir: options.work_dir.clone(),
+        executor_heartbeat_interval_seconds: options.heartbeat_interval_seconds,
+        task_scheduling_policy: options.scheduling.into(),
+        health: health.clone(),
         ..ExecutorProcessConfig::default()
     };
     config.override_function_registry = Some(Arc::new(extensions.ballista_registry()));
@@ -113,7 +243,30 @@ pub async fn run_executor(options: ExecutorOptions, extensions: KilnExtensions) 
         options.scheduler_host,
         options.scheduler_port
     );
+    // Held until the executor stops; dropping it stops the health server.
+    let _stop_health = match options.health_port {
+        Some(port) => {
+            let addr = std::net::SocketAddr::new(bind_ip(&options.bind_host)?, port);
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            spawn_health_server(addr, health, stopped);
+            println!("kiln executor health on http://{addr}/healthz and /readyz");
+            Some(stop)
+        }
+        None => None,
+    };
     start_executor_process(Arc::new(config))
         .await
         .map_err(|e| cluster_err("executor stopped", e))
+}
+
+fn bind_ip(host: &str) -> Result<std::net::IpAddr> {
+    match host {
+        "localhost" => Ok(std::net::Ipv4Addr::LOCALHOST.into()),
+        _ => host.parse().map_err(|e| {
+            KilnError::config_fix(
+                format!("--bind-host '{host}' is not an IP address: {e}"),
+                "use an address such as 0.0.0.0 or 127.0.0.1",
+            )
+        }),
+    }
 }

@@ -171,11 +171,21 @@ impl KilnError {
         let text = err.to_string();
         let transport = [
             "transport error",
+            "tcp connect error",
             "Connection refused",
             "GrpcConnectionError",
             "TonicError",
+            // A scheduler or executor that died mid-stream (HTTP/2 body).
+            "h2 protocol error",
+            "broken pipe",
+            "connection reset",
+            // tonic's text for Code::Unavailable.
+            "The service is currently unavailable",
+            // The scheduler gave up on a job whose executors all died.
+            "executors were lost",
         ];
-        if transport.iter().any(|t| text.contains(t)) {
+        let lower = text.to_lowercase();
+        if transport.iter().any(|t| lower.contains(&t.to_lowercase())) {
             KilnError::Cluster {
                 message: format!("{context}: {text}"),
                 fix: Some(CLUSTER_FIX.into()),
@@ -298,5 +308,25 @@ mod tests {
         let b = ballista_core::error::BallistaError::General("plan failed".into());
         let e = KilnError::execution("running", DataFusionError::External(Box::new(b)));
         assert!(matches!(e, KilnError::Execution { .. }), "{e:?}");
+    }
+
+    /// Texts Ballista produced when a scheduler or executor was killed
+    /// mid-job (issue 16's loopback tests).
+    #[test]
+    fn lost_scheduler_and_executor_texts_are_cluster_errors() {
+        for text in [
+            "code: 'Unknown error', message: \"h2 protocol error: error reading a body from connection\", source: hyper::Error(Body, Error { kind: Io(Custom { kind: BrokenPipe, error: \"stream closed because of a broken pipe\" }) })",
+            "Stage 8 has failed 4 times, most recent failure reason: \"Error connecting to Ballista scheduler or executor at http://127.0.0.1:51061: tonic::transport::Error(Transport, ConnectError(ConnectError(\\\"tcp connect error\\\"",
+            "Job 038H5 failed: all executors were lost and no executor re-registered within 180s",
+        ] {
+            let e = KilnError::execution("running", DataFusionError::Execution(text.into()));
+            assert!(matches!(e, KilnError::Cluster { .. }), "{text}: {e:?}");
+            assert!(e.is_retryable());
+        }
+        let e = KilnError::execution(
+            "running",
+            DataFusionError::Execution("Divide by zero error".into()),
+        );
+        assert!(!e.is_retryable());
     }
 }

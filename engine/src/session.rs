@@ -103,7 +103,14 @@ impl KilnSession {
             }
             Master::Ballista { host, port } => {
                 check_reachable(host, *port).await?;
-                let config = SessionConfig::new_with_ballista().with_information_schema(true);
+                // Ballista's adaptive planner cannot re-run the stages of
+                // a lost executor (apache/datafusion-ballista#1986): a job
+                // hangs, then fails. The static planner recovers; it stays
+                // the default until upstream fixes that (`--conf
+                // ballista.planner.adaptive.enabled=true` opts back in).
+                let config = SessionConfig::new_with_ballista()
+                    .with_information_schema(true)
+                    .with_ballista_adaptive_query_planner(false);
                 let builder = SessionStateBuilder::new()
                     .with_default_features()
                     .with_config(config)
@@ -134,6 +141,42 @@ impl KilnSession {
 
     pub fn stores(&self) -> &LakeObjectStoreRegistry {
         &self.stores
+    }
+
+    /// After a cluster error: waits until the scheduler accepts
+    /// connections again, polling with exponential backoff (0.5 s doubling
+    /// to 8 s) for at most `patience`. Returns how long it waited; a local
+    /// session returns at once. A scheduler that stays away is an error.
+    pub async fn wait_for_scheduler(&self, patience: Duration) -> Result<Duration> {
+        let Master::Ballista { host, port } = &self.master else {
+            return Ok(Duration::ZERO);
+        };
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match check_reachable(host, *port).await {
+                Ok(()) => return Ok(started.elapsed()),
+                Err(e) if started.elapsed() + pause > patience => {
+                    return Err(KilnError::Cluster {
+                        message: format!(
+                            "{e}; it did not come back within {:.0} s",
+                            patience.as_secs_f64()
+                        ),
+                        fix: Some(format!(
+                            "restart the scheduler on {host}:{port}, then continue with `kiln submit --resume RUN_ID`"
+                        )),
+                    });
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "scheduler df://{host}:{port} unreachable; trying again in {:.1} s",
+                        pause.as_secs_f64()
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(8));
+                }
+            }
+        }
     }
 }
 

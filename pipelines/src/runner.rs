@@ -412,6 +412,9 @@ impl RunLoop<'_> {
     }
 }
 
+/// How long a retry waits for an unreachable scheduler to come back.
+const SCHEDULER_PATIENCE: Duration = Duration::from_secs(300);
+
 /// Runs one task with its retry policy; returns the last result and the
 /// number of attempts.
 async fn run_with_retries(
@@ -437,6 +440,13 @@ async fn run_with_retries(
         };
         match result {
             Err(e) if e.is_retryable() && attempt <= cfg.retries => {
+                if matches!(e, KilnError::Cluster { .. }) {
+                    // A restarting scheduler: retrying before it is back
+                    // would spend the attempt for nothing.
+                    if let Err(gone) = ctx.session.wait_for_scheduler(SCHEDULER_PATIENCE).await {
+                        return (Err(gone), attempt);
+                    }
+                }
                 observers
                     .emit(RunEvent::TaskRetrying {
                         task: cfg.name.clone(),
