@@ -1166,3 +1166,398 @@ fn s3_lake_matches_local_files() -> TestResult {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// Fault tolerance on the cluster: real processes killed, stopped and
+// restarted mid-job (kiln's default recovery settings throughout).
+
+/// One `kiln executor` process of a [`FaultCluster`].
+struct Executor {
+    child: Child,
+    work: PathBuf,
+}
+
+/// A scheduler and executors (1 vcore each) whose processes a test kills,
+/// stops and restarts; everything left is killed on drop.
+struct FaultCluster {
+    dir: PathBuf,
+    scheduler: Child,
+    port: u16,
+    executors: Vec<Executor>,
+    started: usize,
+}
+
+impl Drop for FaultCluster {
+    fn drop(&mut self) {
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+        for e in &mut self.executors {
+            signal(&e.child, "CONT");
+            let _ = e.child.kill();
+            let _ = e.child.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status();
+}
+
+impl FaultCluster {
+    fn start(dir: &Path, executors: usize) -> Result<FaultCluster, Box<dyn std::error::Error>> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_port()?;
+        let mut cluster = FaultCluster {
+            dir: dir.to_path_buf(),
+            scheduler: Self::spawn_scheduler(dir, port)?,
+            port,
+            executors: Vec::new(),
+            started: 0,
+        };
+        for _ in 0..executors {
+            cluster.add_executor()?;
+        }
+        cluster.wait_ready(executors)?;
+        Ok(cluster)
+    }
+
+    fn spawn_scheduler(dir: &Path, port: u16) -> Result<Child, std::io::Error> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("scheduler.log"))?;
+        kiln()
+            .args(["scheduler", "--bind-port", &port.to_string()])
+            .env("KILN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+    }
+
+    fn add_executor(&mut self) -> TestResult {
+        self.started += 1;
+        let work = self.dir.join(format!("executor{}", self.started));
+        std::fs::create_dir_all(&work)?;
+        let child = kiln()
+            .args(["executor", "--scheduler-port", &self.port.to_string()])
+            .args(["--bind-port", &free_port()?.to_string()])
+            .args(["--grpc-port", &free_port()?.to_string()])
+            .args(["--vcores", "1", "--work-dir"])
+            .arg(&work)
+            .env("KILN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.executors.push(Executor { child, work });
+        Ok(())
+    }
+
+    /// Waits until the scheduler's /readyz counts `n` executors.
+    fn wait_ready(&self, n: usize) -> TestResult {
+        let started = Instant::now();
+        loop {
+            let body = http_get(self.port, "/readyz").unwrap_or_default();
+            if body.contains(&format!("{n} executors registered")) {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(format!("cluster not ready: {body}").into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn restart_scheduler(&mut self) -> TestResult {
+        self.scheduler = Self::spawn_scheduler(&self.dir, self.port)?;
+        Ok(())
+    }
+
+    fn master(&self) -> String {
+        format!("df://127.0.0.1:{}", self.port)
+    }
+
+    fn scheduler_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("scheduler.log")).unwrap_or_default()
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback; the response text.
+fn http_get(port: u16, path: &str) -> Result<String, std::io::Error> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// What a fault scenario does to the cluster once the job runs.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// SIGKILL one executor.
+    KillExecutor,
+    /// SIGKILL every executor, then start two fresh ones.
+    KillAllExecutors,
+    /// SIGKILL the scheduler, then start it again on the same port.
+    KillScheduler,
+    /// SIGSTOP one executor (a hung process that keeps its sockets).
+    StopExecutor,
+}
+
+/// The file names and sizes under `dir` (empty when it does not exist).
+fn listing(dir: &Path) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = walk(dir)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            (p.display().to_string(), size)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs the 7-table extraction on a fresh cluster, applies `fault` while
+/// its first stages run, and checks the job completes with the same rows
+/// as `local[2]`, that a reader never saw partial output, and that the
+/// fault really hit the job. Returns the wall time.
+fn fault_scenario(
+    dir: &Path,
+    config: &str,
+    fault: Fault,
+    reference: (u64, u64),
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let mut cluster = FaultCluster::start(dir, 2)?;
+    let lake = dir.join("lake");
+    let out = lake.join("extraction/inference");
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(
+        &path,
+        config.replace("LAKE_ROOT", &format!("file://{}", lake.display())),
+    )?;
+    let started = Instant::now();
+    let mut client = kiln()
+        .args(["submit", "--master", &cluster.master()])
+        .args(["--only", "extract_inference"])
+        .arg(&path)
+        .env("KILN_HOME", dir.join("home"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("client.log"))?)
+        .spawn()?;
+
+    // A reader polling the output: it must only ever see nothing or the
+    // final files.
+    let stop_reader = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (out, stop) = (out.clone(), stop_reader.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = listing(&out);
+                if !now.is_empty() && seen.last() != Some(&now) {
+                    seen.push(now);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        })
+    };
+
+    // The fault lands once the first executor holds shuffle output of the job.
+    let victim_work = cluster.executors[0].work.clone();
+    while walk(&victim_work).iter().all(|p| !p.is_file()) {
+        if client.try_wait()?.is_some() {
+            return Err(format!("{fault:?}: the job ended before the fault").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match fault {
+        Fault::KillExecutor => cluster.executors[0].child.kill()?,
+        Fault::StopExecutor => signal(&cluster.executors[0].child, "STOP"),
+        Fault::KillAllExecutors => {
+            for e in &mut cluster.executors {
+                e.child.kill()?;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            cluster.add_executor()?;
+            cluster.add_executor()?;
+        }
+        Fault::KillScheduler => {
+            cluster.scheduler.kill()?;
+            cluster.scheduler.wait()?;
+            std::thread::sleep(Duration::from_secs(3));
+            cluster.restart_scheduler()?;
+        }
+    }
+    assert!(
+        client.try_wait()?.is_none(),
+        "{fault:?}: the job ended before the fault landed"
+    );
+
+    // Bounded: a hang is a failure, not a stuck test.
+    let status = loop {
+        if let Some(status) = client.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(240) {
+            let _ = client.kill();
+            break client.wait()?;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    stop_reader.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = reader.join().map_err(|_| "reader panicked")?;
+    let log = std::fs::read_to_string(dir.join("client.log"))?;
+    assert!(
+        status.success(),
+        "{fault:?}: the job failed after {seconds:.0} s:\n{log}\nscheduler:\n{}",
+        cluster.scheduler_log()
+    );
+    assert_eq!(
+        checksum(&out)?,
+        reference,
+        "{fault:?}: output differs from local[2]"
+    );
+    let last = listing(&out);
+    assert!(
+        seen.iter().all(|s| *s == last),
+        "{fault:?}: a reader saw partial output: {seen:?}"
+    );
+    assert_no_staging(&lake);
+    // The fault hit the job: the scheduler gave up on an executor, or the
+    // client retried after losing the scheduler.
+    let evidence = match fault {
+        Fault::KillScheduler => log.contains("attempt 1 of task extract_inference failed"),
+        _ => cluster.scheduler_log().contains("heartbeat timed out"),
+    };
+    assert!(
+        evidence,
+        "{fault:?}: no sign of recovery:\n{log}\nscheduler:\n{}",
+        cluster.scheduler_log()
+    );
+    Ok(seconds)
+}
+
+#[test]
+fn cluster_survives_lost_executors_and_a_restarted_scheduler() -> TestResult {
+    let dir = tempdir("faults");
+    // The demo's 7-table inference extraction over 300k generated rows.
+    let demo = std::fs::read_to_string(workspace().join("configs/indoor_outdoor.yaml"))?;
+    let raw = dir.join("raw-lake");
+    let generate = demo.replace("rows: 200000", "rows: 300000").replace(
+        "${KILN_LAKE:-file://./lake}",
+        &format!("file://{}", raw.display()),
+    );
+    let path = dir.join("generate.yaml");
+    std::fs::write(&path, generate)?;
+    let o = kiln()
+        .args([
+            "submit",
+            "--master",
+            "local[2]",
+            "--only",
+            "generate_inference",
+        ])
+        .arg(&path)
+        .env("KILN_HOME", dir.join("home"))
+        .output()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config = demo
+        .replace("${KILN_LAKE:-file://./lake}", "LAKE_ROOT")
+        .replace(
+            "path: raw/inference/",
+            &format!("path: file://{}/raw/inference/", raw.display()),
+        )
+        .replace(
+            "  - name: extract_inference\n",
+            "  - name: extract_inference\n    retries: 2\n    retry_delay: 1\n",
+        );
+    assert!(config.contains("retries: 2") && config.contains(&raw.display().to_string()));
+
+    // The reference: local[2], and the same job on an undisturbed cluster.
+    let local = dir.join("local");
+    std::fs::write(
+        dir.join("local.yaml"),
+        config.replace("LAKE_ROOT", &format!("file://{}", local.display())),
+    )?;
+    let o = kiln()
+        .args([
+            "submit",
+            "--master",
+            "local[2]",
+            "--only",
+            "extract_inference",
+        ])
+        .arg(dir.join("local.yaml"))
+        .env("KILN_HOME", dir.join("home"))
+        .output()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reference = checksum(&local.join("extraction/inference"))?;
+    assert_eq!(reference.0, 300_000);
+
+    let undisturbed = {
+        let cluster = FaultCluster::start(&dir.join("undisturbed"), 2)?;
+        let lake = dir.join("undisturbed/lake");
+        let path = dir.join("undisturbed/pipeline.yaml");
+        std::fs::write(
+            &path,
+            config.replace("LAKE_ROOT", &format!("file://{}", lake.display())),
+        )?;
+        let started = Instant::now();
+        let o = kiln()
+            .args(["submit", "--master", &cluster.master()])
+            .args(["--only", "extract_inference"])
+            .arg(&path)
+            .env("KILN_HOME", dir.join("home"))
+            .output()?;
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(checksum(&lake.join("extraction/inference"))?, reference);
+        started.elapsed().as_secs_f64()
+    };
+
+    // The four faults, each on its own cluster, concurrently (most of each
+    // scenario is the scheduler waiting out the executor timeout).
+    let faults = [
+        Fault::KillExecutor,
+        Fault::KillAllExecutors,
+        Fault::KillScheduler,
+        Fault::StopExecutor,
+    ];
+    let results: Vec<(Fault, Result<f64, String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = faults
+            .iter()
+            .map(|&fault| {
+                let (dir, config) = (dir.join(format!("{fault:?}")), &config);
+                scope.spawn(move || {
+                    fault_scenario(&dir, config, fault, reference).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        faults
+            .iter()
+            .zip(handles)
+            .map(|(&f, h)| (f, h.join().unwrap_or_else(|_| Err("panicked".into()))))
+            .collect()
+    });
+    eprintln!("undisturbed cluster run: {undisturbed:.1} s");
+    for (fault, result) in &results {
+        match result {
+            Ok(s) => eprintln!(
+                "{fault:?}: {s:.1} s ({:+.1} s against undisturbed)",
+                s - undisturbed
+            ),
+            Err(e) => eprintln!("{fault:?}: FAILED: {e}"),
+        }
+    }
+    let failed: Vec<String> = results
+        .into_iter()
+        .filter_map(|(f, r)| r.err().map(|e| format!("{f:?}: {e}")))
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+    Ok(())
+}
