@@ -118,6 +118,77 @@ enum Command {
         after_help = "Example:\n  kiln executor --scheduler-host 127.0.0.1 --scheduler-port 50050 --bind-port 50051 --grpc-port 50052 --vcores 2 --health-port 50053\n\nEvery flag can also be set through the environment variable shown."
     )]
     Executor(ExecutorArgs),
+    /// Print Kubernetes objects that run pipelines on the cluster.
+    #[command(
+        after_help = "Examples:\n  kiln deploy cronjobs --image myregistry.azurecr.io/kiln:0.1.0 configs/ | kubectl apply -f -\n  kiln deploy job --image myregistry.azurecr.io/kiln:0.1.0 configs/indoor_outdoor.yaml | kubectl create -f -\n\nJobs are immutable: delete job indoor-outdoor-submit before submitting it again."
+    )]
+    Deploy {
+        #[command(subcommand)]
+        what: DeployCommand,
+    },
+    /// Exit 0 when a health endpoint answers 200 (a container HEALTHCHECK).
+    #[command(after_help = "Example:\n  kiln healthcheck --url http://127.0.0.1:50053/readyz")]
+    Healthcheck {
+        /// http://HOST:PORT/PATH of a scheduler's or executor's probe.
+        #[arg(
+            long,
+            env = "KILN_HEALTH_URL",
+            default_value = "http://127.0.0.1:50050/healthz"
+        )]
+        url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeployCommand {
+    /// The pipelines ConfigMap and a CronJob for every config with a `schedule`.
+    Cronjobs {
+        /// Config files or directories of them.
+        #[arg(required = true)]
+        configs: Vec<String>,
+        #[command(flatten)]
+        pod: PodArgs,
+    },
+    /// The pipelines ConfigMap and a Job that submits one config once.
+    Job {
+        config: String,
+        #[command(flatten)]
+        pod: PodArgs,
+    },
+}
+
+#[derive(Args)]
+struct PodArgs {
+    /// The kiln image the pods run.
+    #[arg(long)]
+    image: String,
+    /// The --master of `kiln submit` inside the cluster.
+    #[arg(long, default_value = "df://kiln-scheduler:50050")]
+    master: String,
+    #[arg(long, default_value = "kiln")]
+    namespace: String,
+    /// Service account of the pods (bound to the lake by workload identity).
+    #[arg(long, default_value = "kiln")]
+    service_account: String,
+    /// A Secret with the lake's credentials, for clusters without workload identity.
+    #[arg(long)]
+    lake_secret: Option<String>,
+    /// The lake URI the runs use (kiln.storage.root), e.g. abfss://lake@ACCOUNT.dfs.core.windows.net/.
+    #[arg(long)]
+    lake: Option<String>,
+}
+
+impl From<PodArgs> for kiln_pipelines::deploy::PodOptions {
+    fn from(a: PodArgs) -> Self {
+        kiln_pipelines::deploy::PodOptions {
+            image: a.image,
+            master: a.master,
+            namespace: a.namespace,
+            service_account: a.service_account,
+            lake_secret: a.lake_secret,
+            lake: a.lake,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -501,8 +572,61 @@ fn runs(show: Option<RunsCommand>, pipeline: Option<&str>, format: OutputFormatA
     Ok(())
 }
 
+/// GET `url` (plain HTTP on the pod's own network); Ok on status 200.
+fn healthcheck(url: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    let bad = |why: String| KilnError::Cluster {
+        message: format!("health check {url}: {why}"),
+        fix: None,
+    };
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        KilnError::config_fix(
+            format!("--url {url} is not an http:// URL"),
+            "use http://HOST:PORT/PATH",
+        )
+    })?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("no address".into()))?;
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| bad(e.to_string()))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| bad(e.to_string()))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n")
+        .map_err(|e| bad(e.to_string()))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| bad(e.to_string()))?;
+    let status = response.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(bad(format!("answered '{status}'")))
+    }
+}
+
 async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Healthcheck { url } => healthcheck(&url),
+        Command::Deploy { what } => {
+            let yaml = match what {
+                DeployCommand::Cronjobs { configs, pod } => {
+                    let scheduled = kiln_pipelines::schedule::load_scheduled(&configs)?;
+                    kiln_pipelines::deploy::cron_jobs(&scheduled, &pod.into())?
+                }
+                DeployCommand::Job { config, pod } => {
+                    kiln_pipelines::deploy::job(std::path::Path::new(&config), &pod.into())?
+                }
+            };
+            print!("{yaml}");
+            Ok(())
+        }
         Command::Submit(args) => submit(args).await,
         Command::Validate { config } => validate(&config),
         Command::Schema => {

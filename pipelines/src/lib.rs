@@ -6,14 +6,16 @@
 //! an [`observer::RunEvent`], to its observers: the lake's event log and
 //! report ([`events`]), the terminal ([`terminal`]), the run history
 //! ([`history`]), checkpoints ([`checkpoint`]) and hooks ([`notify`]).
-//! [`schedule`] starts runs from cron expressions.
+//! [`schedule`] starts runs from cron expressions; [`deploy`] turns the
+//! same schedules into Kubernetes CronJobs.
 //!
 //! Modules depend one way: `config` and `progress` → `task` → `observer` →
-//! the observers → `runner` → `schedule`.
+//! the observers → `runner` → `schedule` → `deploy`.
 
 pub mod checkpoint;
 pub mod config;
 pub mod dag;
+pub mod deploy;
 pub mod events;
 pub mod history;
 pub mod notify;

@@ -61,6 +61,11 @@ fn field(text: &str, min: u32, max: u32, what: &str, expr: &str) -> Result<(Vec<
 }
 
 impl Cron {
+    /// Whether the expression has a seconds field (6 fields).
+    pub fn has_seconds(&self) -> bool {
+        self.has_seconds
+    }
+
     pub fn parse(expr: &str, time_zone: &str) -> Result<Self> {
         let tz: Tz = time_zone.parse().map_err(|_| {
             KilnError::config_fix(
@@ -211,6 +216,9 @@ mod tests {
 pub struct Scheduled {
     pub config_path: std::path::PathBuf,
     pub name: String,
+    /// The `schedule` as written, and its time zone.
+    pub expression: String,
+    pub time_zone: String,
     pub cron: Cron,
     pub policy: ConcurrencyPolicy,
     pub catchup: bool,
@@ -246,6 +254,8 @@ pub fn load_scheduled(paths: &[String]) -> Result<Vec<Scheduled>> {
             out.push(Scheduled {
                 cron: Cron::parse(expr, &tz)
                     .map_err(|e| e.context(format!("{}: schedule", f.display())))?,
+                expression: expr.clone(),
+                time_zone: tz,
                 config_path: f,
                 name: loaded.config.name.clone(),
                 policy: loaded.config.concurrency_policy,
