@@ -40,7 +40,8 @@ pub enum TaskScheduling {
     /// Executors ask for work when they have a free slot (Spark's model).
     /// kiln's default: after an executor is lost, Ballista 55's push mode
     /// can leak the surviving executors' slots (a cancelled task's status
-    /// is ignored, so its vcore is never refunded) and the job hangs.
+    /// is ignored, so its vcore is never refunded) and the job hangs; the
+    /// same leak as apache/datafusion-ballista#2418.
     #[default]
     Pull,
     /// The scheduler assigns tasks to executor slots it tracks.
@@ -91,7 +92,7 @@ impl Default for Recovery {
 
 impl Recovery {
     /// Rejects settings that could never work, naming the flag to change.
-    pub fn validate(&self, heartbeat_interval_seconds: Option<u64>) -> Result<()> {
+    pub fn validate(&self) -> Result<()> {
         let positive = [
             ("--task-max-failures", self.task_max_failures as u64),
             ("--stage-max-failures", self.stage_max_failures as u64),
@@ -109,17 +110,19 @@ impl Recovery {
                 ));
             }
         }
-        let heartbeat = heartbeat_interval_seconds.unwrap_or(DEFAULT_HEARTBEAT_SECONDS);
-        if self.executor_timeout_seconds <= heartbeat {
-            return Err(KilnError::config_fix(
-                format!(
-                    "--executor-timeout-seconds {} is not longer than the executors' heartbeat interval ({heartbeat} s): live executors would be declared dead",
-                    self.executor_timeout_seconds
-                ),
-                format!("use --executor-timeout-seconds {} or more", heartbeat * 3),
-            ));
-        }
         Ok(())
+    }
+
+    /// A warning when executors with kiln's default heartbeat would be
+    /// declared dead while alive (the scheduler cannot know the executors'
+    /// actual interval).
+    pub fn heartbeat_warning(&self) -> Option<String> {
+        (self.executor_timeout_seconds < 2 * DEFAULT_HEARTBEAT_SECONDS).then(|| {
+            format!(
+                "--executor-timeout-seconds {} leaves room for less than two heartbeats at the executors' default interval ({DEFAULT_HEARTBEAT_SECONDS} s): start executors with a shorter --heartbeat-interval-seconds",
+                self.executor_timeout_seconds
+            )
+        })
     }
 }
 
@@ -154,7 +157,10 @@ fn cluster_err(what: &str, e: impl std::fmt::Display) -> KilnError {
 
 /// Runs a Ballista scheduler until the process ends.
 pub async fn run_scheduler(options: SchedulerOptions, extensions: KilnExtensions) -> Result<()> {
-    options.recovery.validate(None)?;
+    options.recovery.validate()?;
+    if let Some(warning) = options.recovery.heartbeat_warning() {
+        tracing::warn!("{warning}");
+    }
     let listener = tokio::net::TcpListener::bind((options.bind_host.as_str(), options.bind_port))
         .await
         .map_err(|e| {
@@ -268,5 +274,42 @@ fn bind_ip(host: &str) -> Result<std::net::IpAddr> {
                 "use an address such as 0.0.0.0 or 127.0.0.1",
             )
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_settings_that_cannot_work_name_the_flag() {
+        assert!(Recovery::default().validate().is_ok());
+        assert!(Recovery::default().heartbeat_warning().is_none());
+        let short = Recovery {
+            executor_timeout_seconds: 5,
+            ..Recovery::default()
+        };
+        assert!(short.validate().is_ok());
+        let warning = short.heartbeat_warning();
+        assert!(
+            warning
+                .as_deref()
+                .is_some_and(|w| w.contains("--heartbeat-interval-seconds")),
+            "{warning:?}"
+        );
+        let none = Recovery {
+            stage_max_failures: 0,
+            ..Recovery::default()
+        };
+        let err = none.validate().err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("--stage-max-failures")),
+            "{err:?}"
+        );
+        assert_eq!(
+            TaskSchedulingPolicy::from(TaskScheduling::default()).to_string(),
+            "pull-staged"
+        );
     }
 }

@@ -136,6 +136,8 @@ fn job_spec(config_file: &str, pipeline: &str, options: &PodOptions) -> Value {
         "volumeMounts": [
             { "name": "pipelines", "mountPath": CONFIG_DIR, "readOnly": true },
             { "name": "home", "mountPath": "/var/lib/kiln" },
+            // The root file system is read-only; DataFusion spills here.
+            { "name": "tmp", "mountPath": "/tmp" },
         ],
     });
     if let Some(secret) = &options.lake_secret {
@@ -169,6 +171,7 @@ fn job_spec(config_file: &str, pipeline: &str, options: &PodOptions) -> Value {
                 "volumes": [
                     { "name": "pipelines", "configMap": { "name": "kiln-pipelines" } },
                     { "name": "home", "emptyDir": { "sizeLimit": "1Gi" } },
+                    { "name": "tmp", "emptyDir": { "sizeLimit": "20Gi" } },
                 ],
             },
         },

@@ -43,9 +43,8 @@ impl TaskContext {
             });
         }
         let url = self.lake.resolve(location)?;
-        read_table(&self.session, &url, format)
-            .await
-            .map_err(|e| e.context(format!("task '{}'", self.task_name)))
+        // The runner prefixes the task's name to its errors.
+        read_table(&self.session, &url, format).await
     }
 }
 

@@ -134,9 +134,7 @@ async fn validate(
         .await
         .map_err(|e| KilnError::io(&url, e))?;
     let reference = ReferenceSchema::from_json(&String::from_utf8_lossy(&bytes), url.as_str())?;
-    reference
-        .validate(df.schema().as_arrow(), what)
-        .map_err(|e| e.context(format!("task '{}'", ctx.task_name)))
+    reference.validate(df.schema().as_arrow(), what)
 }
 
 /// Reads one table (file, directory or glob).
