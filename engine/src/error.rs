@@ -47,6 +47,15 @@ pub enum KilnError {
         source: Box<datafusion::error::DataFusionError>,
     },
 
+    /// The work needed more memory (or disk) than it was given. Not
+    /// retryable as is: the fix names the setting to raise.
+    #[error("out of memory while {context}: {message}{}", fix_suffix(.fix))]
+    Resources {
+        context: String,
+        message: String,
+        fix: Option<String>,
+    },
+
     /// A task exceeded its time limit. Retryable.
     #[error("timed out after {seconds:.1}s: {what}")]
     Timeout { what: String, seconds: f64 },
@@ -139,9 +148,11 @@ impl KilnError {
             Io,
             Data(String),
             Cluster(String),
+            Resources(String),
             Untyped,
         }
         let kind = match err.find_root() {
+            D::ResourcesExhausted(message) => Kind::Resources(message.clone()),
             D::ObjectStore(_) | D::IoError(_) => Kind::Io,
             D::ParquetError(e) => Kind::Data(format!("invalid Parquet: {e}")),
             D::ArrowError(e, _) if is_data_arrow_error(e) => Kind::Data(e.to_string()),
@@ -159,6 +170,15 @@ impl KilnError {
             Kind::Cluster(message) => KilnError::Cluster {
                 message: format!("{context}: {message}"),
                 fix: Some(CLUSTER_FIX.into()),
+            },
+            Kind::Resources(message) => KilnError::Resources {
+                context: if context.is_empty() {
+                    "running the query".into()
+                } else {
+                    context
+                },
+                message,
+                fix: Some(MEMORY_FIX.into()),
             },
             Kind::Untyped => KilnError::from_untyped(context, err),
         }
@@ -238,10 +258,21 @@ impl KilnError {
                 },
                 source,
             },
+            KilnError::Resources {
+                context,
+                message,
+                fix,
+            } => KilnError::Resources {
+                context: format!("{what}: {context}"),
+                message,
+                fix,
+            },
             other => other,
         }
     }
 }
+
+const MEMORY_FIX: &str = "raise the query memory limit (`--conf datafusion.runtime.memory_limit=4G`; sorts and joins spill to `--conf datafusion.runtime.temp_directory=DIR` within it), or give the task fewer rows or partitions";
 
 const CLUSTER_FIX: &str = "check that the scheduler and executors are running";
 
@@ -308,6 +339,28 @@ mod tests {
         let b = ballista_core::error::BallistaError::General("plan failed".into());
         let e = KilnError::execution("running", DataFusionError::External(Box::new(b)));
         assert!(matches!(e, KilnError::Execution { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn exhausted_memory_names_the_setting_to_raise() {
+        let e = KilnError::execution(
+            "computing the output",
+            DataFusionError::ResourcesExhausted(
+                "Not enough memory to continue external sort".into(),
+            ),
+        );
+        assert!(matches!(e, KilnError::Resources { .. }), "{e:?}");
+        assert!(!e.is_retryable());
+        assert_eq!(e.exit_code(), 1);
+        let text = e.context("task 'features'").to_string();
+        assert!(
+            text.contains("task 'features': computing the output"),
+            "{text}"
+        );
+        assert!(
+            text.contains("external sort") && text.contains("datafusion.runtime.memory_limit"),
+            "{text}"
+        );
     }
 
     /// Texts Ballista produced when a scheduler or executor was killed
