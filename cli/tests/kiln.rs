@@ -1321,6 +1321,28 @@ fn listing(dir: &Path) -> Vec<(String, u64)> {
     files
 }
 
+/// `kiln submit --only extract_inference` of `config` (its `LAKE_ROOT` set
+/// to `dir/lake`) on `master`, with its own run history; and that lake.
+fn extraction(
+    dir: &Path,
+    config: &str,
+    master: &str,
+) -> Result<(Command, PathBuf), std::io::Error> {
+    std::fs::create_dir_all(dir)?;
+    let lake = dir.join("lake");
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(
+        &path,
+        config.replace("LAKE_ROOT", &format!("file://{}", lake.display())),
+    )?;
+    let mut command = kiln();
+    command
+        .args(["submit", "--master", master, "--only", "extract_inference"])
+        .arg(&path)
+        .env("KILN_HOME", dir.join("home"));
+    Ok((command, lake))
+}
+
 /// Runs the 7-table extraction on a fresh cluster, applies `fault` while
 /// its first stages run, and checks the job completes with the same rows
 /// as `local[2]`, that a reader never saw partial output, and that the
@@ -1332,19 +1354,10 @@ fn fault_scenario(
     reference: (u64, u64),
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let mut cluster = FaultCluster::start(dir, 2)?;
-    let lake = dir.join("lake");
+    let (mut command, lake) = extraction(dir, config, &cluster.master())?;
     let out = lake.join("extraction/inference");
-    let path = dir.join("pipeline.yaml");
-    std::fs::write(
-        &path,
-        config.replace("LAKE_ROOT", &format!("file://{}", lake.display())),
-    )?;
     let started = Instant::now();
-    let mut client = kiln()
-        .args(["submit", "--master", &cluster.master()])
-        .args(["--only", "extract_inference"])
-        .arg(&path)
-        .env("KILN_HOME", dir.join("home"))
+    let mut client = command
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("client.log"))?)
         .spawn()?;
@@ -1480,41 +1493,17 @@ fn cluster_survives_lost_executors_and_a_restarted_scheduler() -> TestResult {
     assert!(config.contains("retries: 2") && config.contains(&raw.display().to_string()));
 
     // The reference: local[2], and the same job on an undisturbed cluster.
-    let local = dir.join("local");
-    std::fs::write(
-        dir.join("local.yaml"),
-        config.replace("LAKE_ROOT", &format!("file://{}", local.display())),
-    )?;
-    let o = kiln()
-        .args([
-            "submit",
-            "--master",
-            "local[2]",
-            "--only",
-            "extract_inference",
-        ])
-        .arg(dir.join("local.yaml"))
-        .env("KILN_HOME", dir.join("home"))
-        .output()?;
+    let (mut command, local) = extraction(&dir.join("local"), &config, "local[2]")?;
+    let o = command.output()?;
     assert!(o.status.success(), "{}", stderr(&o));
     let reference = checksum(&local.join("extraction/inference"))?;
     assert_eq!(reference.0, 300_000);
 
     let undisturbed = {
         let cluster = FaultCluster::start(&dir.join("undisturbed"), 2)?;
-        let lake = dir.join("undisturbed/lake");
-        let path = dir.join("undisturbed/pipeline.yaml");
-        std::fs::write(
-            &path,
-            config.replace("LAKE_ROOT", &format!("file://{}", lake.display())),
-        )?;
+        let (mut command, lake) = extraction(&dir.join("undisturbed"), &config, &cluster.master())?;
         let started = Instant::now();
-        let o = kiln()
-            .args(["submit", "--master", &cluster.master()])
-            .args(["--only", "extract_inference"])
-            .arg(&path)
-            .env("KILN_HOME", dir.join("home"))
-            .output()?;
+        let o = command.output()?;
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(checksum(&lake.join("extraction/inference"))?, reference);
         started.elapsed().as_secs_f64()
