@@ -236,6 +236,13 @@ impl KilnError {
 
     /// Prefixes the location or context with `what`.
     pub fn context(self, what: impl fmt::Display) -> Self {
+        let prefixed = |context: String| {
+            if context.is_empty() {
+                what.to_string()
+            } else {
+                format!("{what}: {context}")
+            }
+        };
         match self {
             KilnError::Config { message, fix } => KilnError::Config {
                 message: format!("{what}: {message}"),
@@ -251,11 +258,7 @@ impl KilnError {
                 fix,
             },
             KilnError::Execution { context, source } => KilnError::Execution {
-                context: if context.is_empty() {
-                    what.to_string()
-                } else {
-                    format!("{what}: {context}")
-                },
+                context: prefixed(context),
                 source,
             },
             KilnError::Resources {
@@ -263,7 +266,7 @@ impl KilnError {
                 message,
                 fix,
             } => KilnError::Resources {
-                context: format!("{what}: {context}"),
+                context: prefixed(context),
                 message,
                 fix,
             },
