@@ -281,7 +281,8 @@ struct ExecutorArgs {
     /// Host name the scheduler and other executors use to reach this one.
     #[arg(long, env = "KILN_EXTERNAL_HOST")]
     external_host: Option<String>,
-    /// Concurrent tasks; 0 uses every core.
+    /// Concurrent tasks, and the threads kiln's training tasks use in this
+    /// process; 0 uses every core.
     #[arg(long, env = "KILN_VCORES", default_value_t = 0)]
     vcores: usize,
     /// Directory for shuffle files.
@@ -692,6 +693,13 @@ async fn dispatch(cli: Cli) -> Result<()> {
             .await
         }
         Command::Executor(args) => {
+            if args.vcores > 0 {
+                // Tree growing (rayon) keeps to the executor's share of cores.
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(args.vcores)
+                    .build_global()
+                    .map_err(|e| KilnError::internal("sizing the training thread pool", e))?;
+            }
             run_executor(
                 ExecutorOptions {
                     scheduler_host: args.scheduler_host,

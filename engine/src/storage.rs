@@ -202,6 +202,46 @@ pub fn object_path(url: &Url) -> Result<object_store::path::Path> {
         .map_err(|e| KilnError::config(format!("invalid path {url}: {e}")))
 }
 
+impl LakeObjectStoreRegistry {
+    /// Reads a whole object; `None` when it does not exist.
+    pub async fn read_object(&self, url: &Url) -> Result<Option<Vec<u8>>> {
+        use object_store::ObjectStoreExt;
+        let store = self.store_for(url)?;
+        let path = object_path(url)?;
+        match store.get(&path).await {
+            Ok(r) => Ok(Some(
+                r.bytes().await.map_err(|e| KilnError::io(url, e))?.into(),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(KilnError::io(url, e)),
+        }
+    }
+
+    /// Writes a whole object in one put: readers see no object or all of it.
+    pub async fn write_object(&self, url: &Url, bytes: Vec<u8>) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        let store = self.store_for(url)?;
+        let path = object_path(url)?;
+        store
+            .put(&path, bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| KilnError::io(url, e))
+    }
+
+    /// Whether an object exists.
+    pub async fn object_exists(&self, url: &Url) -> Result<bool> {
+        use object_store::ObjectStoreExt;
+        let store = self.store_for(url)?;
+        let path = object_path(url)?;
+        match store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(KilnError::io(url, e)),
+        }
+    }
+}
+
 /// The local file-system path of a `file://` URL, if it is one.
 pub fn local_path(url: &Url) -> Option<std::path::PathBuf> {
     (url.scheme() == "file")

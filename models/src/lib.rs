@@ -19,11 +19,17 @@
 //! * [`selection`] tunes competing estimators, evaluates them on the test set
 //!   and chooses the winner;
 //! * [`model::ModelArtifact`] is the versioned, deployable artifact;
+//! * [`jobs`] are the unit of tuning work ([`jobs::FitJob`]) and where it
+//!   runs ([`jobs::FitRunner`]: this process, or [`distributed`]: Ballista
+//!   executors, with the same outcome);
 //! * [`predict_udf`] is the `kiln_predict` UDF that runs on executors.
 
 pub mod data;
+pub mod distributed;
+pub mod distribution;
 pub mod frame;
 pub mod gbt;
+pub mod jobs;
 pub mod memory;
 pub mod metrics;
 pub mod model;
@@ -36,5 +42,7 @@ pub mod tuning;
 
 /// The functions this crate needs on every kiln process.
 pub fn extensions() -> kiln_engine::KilnExtensions {
-    kiln_engine::KilnExtensions::default().with_udf(predict_udf::predict_udf())
+    kiln_engine::KilnExtensions::default()
+        .with_udf(predict_udf::predict_udf())
+        .with_udf(distributed::fit_udf::fit_udf())
 }

@@ -4,10 +4,11 @@
 //! [`Metric::better`] (a number beats NaN, the first of equals wins).
 
 use crate::data::TrainingSet;
+use crate::jobs::{FitJob, FitOutcome, FitRows, FitRunner};
 use crate::metrics::{Metric, Metrics};
 use crate::model::{FittedModel, ModelParams};
 use crate::report::comparison_table;
-use crate::tuning::{EstimatorSpec, Tuning, TuningResult};
+use crate::tuning::{EstimatorSpec, Tuning, TuningPlan, TuningResult};
 use kiln_engine::{KilnError, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -26,7 +27,7 @@ pub struct CandidateResult {
     /// The final fit alone (no tuning, no scoring).
     pub fit_seconds: f64,
     pub predict_seconds: f64,
-    /// Tuning, final fit and test scoring.
+    /// Tuning (of every estimator, run together), final fit and test scoring.
     pub total_seconds: f64,
 }
 
@@ -61,42 +62,123 @@ impl CandidateResult {
     }
 }
 
-/// Tunes one estimator's grid, fits the best params on every row of
-/// `train` and evaluates the model on `test` (encoded with `train`'s bin
-/// boundaries, so prediction from codes equals prediction from values).
-pub fn evaluate_estimator(
-    spec: &EstimatorSpec,
+/// Tunes every estimator's grid, fits each one's best params on every row
+/// of `train` and evaluates those models on `test` (encoded with `train`'s
+/// bin boundaries, so prediction from codes equals prediction from values).
+///
+/// The fits run in two batches through `runner`: every estimator's tuning
+/// jobs together (the largest first), then the final fits. `on_stage`
+/// hears what is running.
+pub fn evaluate_estimators(
+    specs: &[EstimatorSpec],
     train: &TrainingSet,
     test: &TrainingSet,
     tuning: &Tuning,
     metric: Metric,
     seed: u64,
-) -> Result<CandidateResult> {
+    runner: &dyn FitRunner,
+    on_stage: &dyn Fn(String),
+) -> Result<Vec<CandidateResult>> {
     let started = Instant::now();
-    let candidates = spec.candidates(seed)?;
-    let tuned = tuning.run(&candidates, train, metric, seed)?;
-    let params = match &tuned {
-        Some(t) => t.best.clone(),
-        None => candidates
-            .first()
-            .cloned()
-            .ok_or_else(|| KilnError::config(format!("{}: no candidates", spec.classname)))?,
-    };
-    let fit_started = Instant::now();
-    let model = params.fit(train, &train.all_rows())?;
-    let fit_seconds = fit_started.elapsed().as_secs_f64();
-    let predict_started = Instant::now();
-    let predicted = model.predict_binned(test.binned(params.max_bins())?, &test.all_rows());
-    let predict_seconds = predict_started.elapsed().as_secs_f64();
-    Ok(CandidateResult {
-        cv_metric: tuned.as_ref().map_or(f64::NAN, |t| t.best_score),
-        test_metrics: Metrics::compute(&test.labels, &predicted),
-        params,
-        tuning: tuned,
-        model,
-        fit_seconds,
-        predict_seconds,
-        total_seconds: started.elapsed().as_secs_f64(),
+    let candidates: Vec<Vec<ModelParams>> = specs
+        .iter()
+        .map(|s| s.candidates(seed))
+        .collect::<Result<_>>()?;
+    let plans: Vec<Option<TuningPlan>> = candidates
+        .iter()
+        .map(|c| tuning.plan(c, metric, seed))
+        .collect::<Result<_>>()?;
+    let jobs: Vec<FitJob> = plans
+        .iter()
+        .flatten()
+        .flat_map(|p| p.jobs().iter().cloned())
+        .collect();
+    let mut outcomes = if jobs.is_empty() {
+        Vec::new()
+    } else {
+        on_stage(format!(
+            "tuning: {} fits on {} rows, {}",
+            jobs.len(),
+            train.n_rows(),
+            runner.describe()
+        ));
+        runner.run_all(train, &jobs)?
+    }
+    .into_iter();
+    let tuned: Vec<Option<TuningResult>> = plans
+        .into_iter()
+        .map(|plan| match plan {
+            None => Ok(None),
+            Some(plan) => {
+                let mine: Vec<FitOutcome> = outcomes.by_ref().take(plan.jobs().len()).collect();
+                plan.finish(&mine).map(Some)
+            }
+        })
+        .collect::<Result<_>>()?;
+    let tuning_seconds = started.elapsed().as_secs_f64();
+    let chosen: Vec<ModelParams> = specs
+        .iter()
+        .zip(&candidates)
+        .zip(&tuned)
+        .map(|((spec, c), t)| match t {
+            Some(t) => Ok(t.best.clone()),
+            None => c
+                .first()
+                .cloned()
+                .ok_or_else(|| KilnError::config(format!("{}: no candidates", spec.classname))),
+        })
+        .collect::<Result<_>>()?;
+    let finals: Vec<FitJob> = chosen
+        .iter()
+        .map(|params| FitJob {
+            params: params.clone(),
+            rows: FitRows::All,
+            score_sizes: Vec::new(),
+            metric,
+            keep_model: true,
+        })
+        .collect();
+    on_stage(format!(
+        "final fit of {} estimator(s) on {} rows",
+        finals.len(),
+        train.n_rows()
+    ));
+    let fitted = runner.run_all(train, &finals)?;
+    chosen
+        .into_iter()
+        .zip(tuned)
+        .zip(fitted)
+        .map(|((params, tuned), outcome)| {
+            let model = outcome.model.ok_or_else(|| {
+                KilnError::internal("a final fit", "the fit job returned no model")
+            })?;
+            let predict_started = Instant::now();
+            let predicted = model.predict_binned(test.binned(params.max_bins())?, &test.all_rows());
+            let predict_seconds = predict_started.elapsed().as_secs_f64();
+            Ok(CandidateResult {
+                cv_metric: tuned.as_ref().map_or(f64::NAN, |t| t.best_score),
+                test_metrics: Metrics::compute(&test.labels, &predicted),
+                params,
+                tuning: tuned,
+                model,
+                fit_seconds: outcome.seconds,
+                predict_seconds,
+                total_seconds: tuning_seconds + outcome.seconds + predict_seconds,
+            })
+        })
+        .collect()
+}
+
+/// How many tuning fits `specs` make (0 when nothing is tuned).
+pub fn tuning_fits(
+    specs: &[EstimatorSpec],
+    tuning: &Tuning,
+    metric: Metric,
+    seed: u64,
+) -> Result<usize> {
+    specs.iter().try_fold(0, |n, spec| {
+        let plan = tuning.plan(&spec.candidates(seed)?, metric, seed)?;
+        Ok(n + plan.map_or(0, |p| p.jobs().len()))
     })
 }
 
@@ -192,8 +274,21 @@ mod tests {
             num_folds: 2,
             parallelism: 1,
         });
-        let a = evaluate_estimator(&stump, &train, &test, &tuning, Metric::Accuracy, 1)?;
-        let b = evaluate_estimator(&forest, &train, &test, &tuning, Metric::Accuracy, 1)?;
+        let runner = crate::jobs::LocalFits { parallelism: 2 };
+        let mut results = evaluate_estimators(
+            &[stump, forest],
+            &train,
+            &test,
+            &tuning,
+            Metric::Accuracy,
+            1,
+            &runner,
+            &|_| {},
+        )?;
+        let b = results
+            .pop()
+            .ok_or_else(|| KilnError::config("no forest"))?;
+        let a = results.pop().ok_or_else(|| KilnError::config("no stump"))?;
         assert!(a.cv_metric.is_nan(), "one candidate is not tuned");
         assert_eq!(b.tuning.as_ref().map(|t| t.scores.len()), Some(2));
         let expected = if b.test_metrics.accuracy > a.test_metrics.accuracy {

@@ -1,12 +1,15 @@
 //! Parameter grids, `CrossValidator` (stratified k-fold) and
 //! `TrainValidationSplit`, with several competing estimators in one run.
 //!
-//! Folds are row-index lists over the one binned training set. Candidates
-//! that differ only in ensemble size (`numTrees`, `maxIter`) share one fit
-//! and are scored by prefix. Fits run largest first, `parallelism` at a time.
+//! A tuning is a [`TuningPlan`]: fit jobs ([`crate::jobs::FitJob`]) over
+//! the one binned training set, folds as row lists. Candidates that differ
+//! only in ensemble size (`numTrees`, `maxIter`) share one fit and are
+//! scored by prefix. A [`FitRunner`] runs the jobs, in this process or on
+//! Ballista executors, with the same outcome.
 
 use crate::data::TrainingSet;
-use crate::metrics::{Metric, Metrics};
+use crate::jobs::{FitJob, FitOutcome, FitRows, FitRunner};
+use crate::metrics::Metric;
 use crate::model::ModelParams;
 use kiln_engine::{KilnError, Result};
 use rand::SeedableRng;
@@ -148,21 +151,63 @@ pub enum Tuning {
 }
 
 impl Tuning {
-    /// Tunes `candidates` on every row of `data` by `metric`; `None` for a
-    /// single candidate (nothing to compare).
+    /// Tunes `candidates` on every row of `data` by `metric`, running the
+    /// fits with `runner`; `None` for a single candidate (nothing to compare).
     pub fn run(
         &self,
         candidates: &[ModelParams],
         data: &TrainingSet,
         metric: Metric,
         seed: u64,
+        runner: &dyn FitRunner,
     ) -> Result<Option<TuningResult>> {
-        if candidates.len() == 1 {
+        let Some(plan) = self.plan(candidates, metric, seed)? else {
+            return Ok(None);
+        };
+        let outcomes = runner.run_all(data, plan.jobs())?;
+        plan.finish(&outcomes).map(Some)
+    }
+
+    /// The fit jobs that tune `candidates`: one per (group, validating
+    /// fold), where a group is the candidates that differ only in ensemble
+    /// size; `None` for a single candidate.
+    pub fn plan(
+        &self,
+        candidates: &[ModelParams],
+        metric: Metric,
+        seed: u64,
+    ) -> Result<Option<TuningPlan>> {
+        if candidates.len() <= 1 {
             return Ok(None);
         }
-        let folds = self.folds(&data.labels, seed)?;
-        let means = evaluate(candidates, data, &folds, metric, self.parallelism())?;
-        pick(candidates, means, metric).map(Some)
+        let (k, validating) = self.folds()?;
+        let groups = groups(candidates);
+        let mut jobs = Vec::new();
+        let mut slots = Vec::new();
+        for group in &groups {
+            for (slot, held_out) in validating.iter().enumerate() {
+                jobs.push(FitJob {
+                    params: group.params.clone(),
+                    rows: FitRows::Fold {
+                        k,
+                        seed,
+                        held_out: *held_out,
+                    },
+                    score_sizes: group.members.iter().map(|(_, size)| *size).collect(),
+                    metric,
+                    keep_model: false,
+                });
+                slots.push(slot);
+            }
+        }
+        Ok(Some(TuningPlan {
+            candidates: candidates.to_vec(),
+            members: groups.into_iter().map(|g| g.members).collect(),
+            jobs,
+            slots,
+            folds: validating.len(),
+            metric,
+        }))
     }
 
     /// Fits at a time.
@@ -174,8 +219,8 @@ impl Tuning {
         .max(1)
     }
 
-    /// The fold of every row and the folds that validate.
-    fn folds(&self, labels: &[u32], seed: u64) -> Result<Folds> {
+    /// The number of stratified folds and the folds that validate.
+    fn folds(&self) -> Result<(usize, Vec<usize>)> {
         match self {
             Tuning::CrossValidation(cv) => {
                 if cv.num_folds < 2 {
@@ -184,10 +229,7 @@ impl Tuning {
                         "use at least 2 folds",
                     ));
                 }
-                Ok(Folds {
-                    of_row: stratified_folds(labels, cv.num_folds, seed),
-                    validating: (0..cv.num_folds).collect(),
-                })
+                Ok((cv.num_folds, (0..cv.num_folds).collect()))
             }
             Tuning::TrainValidationSplit(tv) => {
                 let ratio = tv.train_ratio;
@@ -199,12 +241,62 @@ impl Tuning {
                 }
                 // Fold 0 of 1/(1 - ratio) stratified buckets validates.
                 let buckets = ((1.0 / (1.0 - ratio)).round() as usize).max(2);
-                Ok(Folds {
-                    of_row: stratified_folds(labels, buckets, seed),
-                    validating: vec![0],
-                })
+                Ok((buckets, vec![0]))
             }
         }
+    }
+}
+
+/// The fit jobs of one tuning and how their scores map back to candidates.
+#[derive(Debug, Clone)]
+pub struct TuningPlan {
+    candidates: Vec<ModelParams>,
+    /// Per group: (candidate index, ensemble size scored).
+    members: Vec<Vec<(usize, Option<usize>)>>,
+    /// Group-major: `folds` jobs per group.
+    jobs: Vec<FitJob>,
+    /// Each job's validating-fold slot.
+    slots: Vec<usize>,
+    folds: usize,
+    metric: Metric,
+}
+
+impl TuningPlan {
+    pub fn jobs(&self) -> &[FitJob] {
+        &self.jobs
+    }
+
+    /// Mean score of every candidate (summed in fold order, so the means
+    /// do not depend on where or in which order the jobs ran) and the best.
+    pub fn finish(self, outcomes: &[FitOutcome]) -> Result<TuningResult> {
+        if outcomes.len() != self.jobs.len() {
+            return Err(KilnError::internal(
+                "tuning",
+                format!("{} fit jobs, {} outcomes", self.jobs.len(), outcomes.len()),
+            ));
+        }
+        let mut by_fold = vec![vec![f64::NAN; self.folds]; self.candidates.len()];
+        for (j, outcome) in outcomes.iter().enumerate() {
+            let members = &self.members[j / self.folds];
+            if outcome.scores.len() != members.len() {
+                return Err(KilnError::internal(
+                    "tuning",
+                    format!(
+                        "a fit job returned {} scores for {} candidates",
+                        outcome.scores.len(),
+                        members.len()
+                    ),
+                ));
+            }
+            for ((c, _), score) in members.iter().zip(&outcome.scores) {
+                by_fold[*c][self.slots[j]] = *score;
+            }
+        }
+        let means = by_fold
+            .iter()
+            .map(|s| s.iter().sum::<f64>() / s.len() as f64)
+            .collect();
+        pick(&self.candidates, means, self.metric)
     }
 }
 
@@ -239,27 +331,6 @@ pub fn stratified_folds(labels: &[u32], k: usize, seed: u64) -> Vec<usize> {
         }
     }
     fold
-}
-
-/// Every row's fold, and the folds that are held out in turn.
-struct Folds {
-    of_row: Vec<usize>,
-    validating: Vec<usize>,
-}
-
-impl Folds {
-    /// Training and validation rows when fold `f` is held out.
-    fn rows(&self, f: usize) -> (Vec<u32>, Vec<u32>) {
-        let (mut train, mut valid) = (Vec::new(), Vec::new());
-        for (r, fold) in self.of_row.iter().enumerate() {
-            if *fold == f {
-                valid.push(r as u32);
-            } else {
-                train.push(r as u32);
-            }
-        }
-        (train, valid)
-    }
 }
 
 /// Candidates that differ only in ensemble size: one fit of the largest
@@ -303,107 +374,6 @@ fn groups(candidates: &[ModelParams]) -> Vec<Group> {
     groups.into_iter().map(|(_, g)| g).collect()
 }
 
-/// Mean validation `metric` of every candidate over the validating folds:
-/// one fit per (group, fold), the largest fits first, `parallelism` at a
-/// time, all over the one binned copy of `data`.
-fn evaluate(
-    candidates: &[ModelParams],
-    data: &TrainingSet,
-    folds: &Folds,
-    metric: Metric,
-    parallelism: usize,
-) -> Result<Vec<f64>> {
-    let groups = groups(candidates);
-    let mut jobs: Vec<(usize, usize)> = (0..groups.len())
-        .flat_map(|g| folds.validating.iter().map(move |f| (g, *f)))
-        .collect();
-    jobs.sort_by(|a, b| {
-        groups[b.0]
-            .params
-            .fit_cost()
-            .total_cmp(&groups[a.0].params.fit_cost())
-    });
-    let fit_and_score = |&(g, f): &(usize, usize)| -> Result<Vec<(usize, f64)>> {
-        let group = &groups[g];
-        let (train, valid) = folds.rows(f);
-        let model = group.params.fit(data, &train)?;
-        let binned = data.binned(group.params.max_bins())?;
-        let labels: Vec<u32> = valid.iter().map(|r| data.labels[*r as usize]).collect();
-        group
-            .members
-            .iter()
-            .map(|(c, size)| {
-                let model = match size {
-                    Some(s) if Some(*s) != group.params.ensemble_size() => model.truncated(*s),
-                    _ => model.clone(),
-                };
-                let predicted = model.predict_binned(binned, &valid);
-                Ok((*c, Metrics::compute(&labels, &predicted).get(metric)))
-            })
-            .collect()
-    };
-    let results = largest_first(&jobs, parallelism, fit_and_score)?;
-    // Sum in fold order, so the means do not depend on the schedule.
-    let mut by_fold = vec![vec![f64::NAN; folds.validating.len()]; candidates.len()];
-    for ((_, f), scores) in jobs.iter().zip(results) {
-        let slot = folds.validating.iter().position(|v| v == f).unwrap_or(0);
-        for (c, score) in scores {
-            by_fold[c][slot] = score;
-        }
-    }
-    Ok(by_fold
-        .iter()
-        .map(|s| s.iter().sum::<f64>() / s.len() as f64)
-        .collect())
-}
-
-/// Runs `jobs` in order on `parallelism` workers that each take the next
-/// job when done (jobs sorted largest first keep every worker busy to the
-/// end); results in job order.
-fn largest_first<J: Sync, T: Send>(
-    jobs: &[J],
-    parallelism: usize,
-    run: impl Fn(&J) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(parallelism.max(1))
-        .build()
-        .map_err(|e| KilnError::internal("starting the tuning thread pool", e))?;
-    let next = AtomicUsize::new(0);
-    let (sender, receiver) = std::sync::mpsc::channel();
-    pool.install(|| {
-        rayon::scope(|s| {
-            for _ in 0..parallelism.max(1) {
-                let sender = sender.clone();
-                let (next, run) = (&next, &run);
-                s.spawn(move |_| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(job) = jobs.get(i) else { break };
-                        let result = run(job);
-                        let failed = result.is_err();
-                        if sender.send((i, result)).is_err() || failed {
-                            // Stop handing out jobs after a failure.
-                            next.store(jobs.len(), Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                });
-            }
-        })
-    });
-    drop(sender);
-    let mut results: Vec<Option<T>> = (0..jobs.len()).map(|_| None).collect();
-    for (i, result) in receiver {
-        results[i] = Some(result?);
-    }
-    results
-        .into_iter()
-        .map(|r| r.ok_or_else(|| KilnError::internal("tuning", "a tuning job did not report")))
-        .collect()
-}
-
 fn pick(candidates: &[ModelParams], means: Vec<f64>, metric: Metric) -> Result<TuningResult> {
     let best = metric
         .best(&means)
@@ -418,6 +388,7 @@ fn pick(candidates: &[ModelParams], means: Vec<f64>, metric: Metric) -> Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
 
     #[test]
     fn grids_expand_to_the_cartesian_product() -> Result<()> {
@@ -467,7 +438,13 @@ mod tests {
                 parallelism: 2,
             });
             let tuned = tuning
-                .run(&candidates, &set, Metric::AreaUnderRoc, 7)?
+                .run(
+                    &candidates,
+                    &set,
+                    Metric::AreaUnderRoc,
+                    7,
+                    &crate::jobs::LocalFits { parallelism: 2 },
+                )?
                 .ok_or_else(|| KilnError::config("no tuning"))?;
             // Two groups each: one fit per depth (forest) or step size (GBT).
             assert_eq!(groups(&candidates).len(), 2);

@@ -9,12 +9,15 @@ use datafusion::prelude::DataFrame;
 use kiln_engine::artifacts::ArtifactRepo;
 use kiln_engine::io::FileFormat;
 use kiln_engine::{KilnError, Result};
+use kiln_models::distributed::ClusterFits;
+use kiln_models::distribution::{Distribution, Mode};
 use kiln_models::frame::{FeatureSource, TestRows, load_training};
+use kiln_models::jobs::{FitRunner, LocalFits};
 use kiln_models::memory::MemoryPlan;
 use kiln_models::metrics::Metric;
 use kiln_models::model::{MODEL_FORMAT_VERSION, ModelArtifact, ModelParams, PipelineRef};
 use kiln_models::report::roc_svg;
-use kiln_models::selection::{Selection, evaluate_estimator};
+use kiln_models::selection::{Selection, evaluate_estimators, tuning_fits};
 use kiln_models::tuning::{CrossValidation, EstimatorSpec, TrainValidationSplit, Tuning};
 use kiln_transformers::FittedStage;
 use serde::Deserialize;
@@ -71,6 +74,18 @@ pub struct Init {
     /// first pass over the rows, before they are binned.
     #[serde(default)]
     memory_limit: Option<String>,
+    /// Where the fits run: `auto` (fan-out tuning on a Ballista master when
+    /// there is more than one fit), `local` or `tuning`.
+    #[serde(default)]
+    distribution: Distribution,
+    /// Lake directory where the driver caches the binned training set for
+    /// the executors (distributed modes), keyed by its checksum.
+    #[serde(default = "training_cache")]
+    training_cache: String,
+}
+
+fn training_cache() -> String {
+    "_kiln/cache/training/".into()
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -347,24 +362,48 @@ impl Task for ModelTraining {
                 ));
             }
             let (train, test) = (Arc::new(train), Arc::new(test));
-            let mut candidates = Vec::new();
-            for spec in &self.init.estimators {
-                ctx.progress.stage(format!(
-                    "{}: tuning on {} rows",
-                    spec.classname,
-                    train.n_rows()
-                ));
-                let (spec, train, test, tuning) =
-                    (spec.clone(), train.clone(), test.clone(), tuning.clone());
-                let seed = self.init.seed;
-                candidates.push(
-                    tokio::task::spawn_blocking(move || {
-                        evaluate_estimator(&spec, &train, &test, &tuning, metric, seed)
-                    })
-                    .await
-                    .map_err(|e| KilnError::internal("training", e))??,
+            let seed = self.init.seed;
+            let fits = tuning_fits(&self.init.estimators, &tuning, metric, seed)?;
+            let on_cluster = !ctx.session.master().is_local();
+            let placement = self.init.distribution.place(on_cluster, fits);
+            tracing::info!(task = %ctx.task_name, mode = ?placement.mode, "{}", placement.reason);
+            let runner: Arc<dyn FitRunner> = match placement.mode {
+                Mode::Local => Arc::new(LocalFits {
+                    parallelism: concurrent_fits,
+                }),
+                Mode::Tuning => {
+                    ctx.progress
+                        .stage("writing the binned training set for the executors");
+                    let dir = ctx.lake.resolve(&format!(
+                        "{}/",
+                        self.init.training_cache.trim_end_matches('/')
+                    ))?;
+                    Arc::new(ClusterFits::prepare(&ctx.session, &train, &dir).await?)
+                }
+            };
+            let candidates = {
+                let (specs, train, test, tuning, progress) = (
+                    self.init.estimators.clone(),
+                    train.clone(),
+                    test.clone(),
+                    tuning.clone(),
+                    ctx.progress.clone(),
                 );
-            }
+                tokio::task::spawn_blocking(move || {
+                    evaluate_estimators(
+                        &specs,
+                        &train,
+                        &test,
+                        &tuning,
+                        metric,
+                        seed,
+                        runner.as_ref(),
+                        &|stage| progress.stage(stage),
+                    )
+                })
+                .await
+                .map_err(|e| KilnError::internal("training", e))??
+            };
             let selection = Selection::choose(metric, candidates)?;
             let winner = selection.winner();
             let artifact = ModelArtifact {
@@ -381,7 +420,8 @@ impl Task for ModelTraining {
                 model: winner.model.clone(),
             };
             let table = selection.table();
-            let report = selection.report(train.n_rows(), test.n_rows(), &train.feature_names);
+            let mut report = selection.report(train.n_rows(), test.n_rows(), &train.feature_names);
+            report["distribution"] = serde_json::json!(placement);
             let report = serde_json::to_vec_pretty(&report)
                 .map_err(|e| KilnError::internal("serializing the training report", e))?;
             let mut files: Vec<(String, Vec<u8>)> = vec![
@@ -416,6 +456,13 @@ impl Task for ModelTraining {
             if let Some(plan) = plan {
                 summary.push(plan.describe());
             }
+            summary.push(format!(
+                "distribution: {} ({})",
+                serde_json::json!(placement.mode)
+                    .as_str()
+                    .unwrap_or_default(),
+                placement.reason
+            ));
             summary.extend(table.lines().map(str::to_string));
             summary.push(format!(
                 "winner by {metric}: {} -> {}",

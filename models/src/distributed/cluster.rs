@@ -1,0 +1,172 @@
+//! [`ClusterFits`]: fit jobs as Ballista tasks. The driver writes the
+//! binned training set to the lake once (a cache keyed by its checksum and
+//! binnings); the job is a union of one-row `VALUES` (one partition, so
+//! one task, per fit job, the largest first) projected through
+//! [`kiln_fit`](super::fit_udf). Ballista places the tasks on executors and
+//! retries those of a lost executor; every executor reads the set once.
+
+use super::fit_udf::{FitTask, WireOutcome, fit_udf};
+use super::set_file::{encode, file_name};
+use crate::data::TrainingSet;
+use crate::jobs::{FitJob, FitOutcome, FitRunner, largest_first_order};
+use arrow::array::{Array, AsArray, Int64Array};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, Union, col, lit};
+use datafusion::prelude::{DataFrame, SessionContext};
+use kiln_engine::{KilnError, KilnSession, Result};
+use std::sync::Arc;
+use url::Url;
+
+/// Runs fit jobs on the executors of a Ballista cluster.
+pub struct ClusterFits {
+    ctx: SessionContext,
+    set_url: Url,
+    checksum: u64,
+    handle: tokio::runtime::Handle,
+}
+
+impl ClusterFits {
+    /// Writes `set` under `cache_dir` (unless a file of the same set is
+    /// there) and returns a runner for jobs against it.
+    pub async fn prepare(
+        session: &KilnSession,
+        set: &TrainingSet,
+        cache_dir: &Url,
+    ) -> Result<Self> {
+        let set_url = cache_dir
+            .join(&file_name(set, None))
+            .map_err(|e| KilnError::config(format!("cache directory {cache_dir}: {e}")))?;
+        if !session.stores().object_exists(&set_url).await? {
+            let bytes = encode(set, 0..set.n_rows())?;
+            session.stores().write_object(&set_url, bytes).await?;
+        }
+        Ok(ClusterFits {
+            ctx: task_context(session.context()),
+            set_url,
+            checksum: set.checksum,
+            handle: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// Where the executors read the set.
+    pub fn set_url(&self) -> &Url {
+        &self.set_url
+    }
+
+    async fn run_async(&self, jobs: &[FitJob]) -> Result<Vec<FitOutcome>> {
+        let rows = largest_first_order(jobs)
+            .into_iter()
+            .map(|i| {
+                let task = FitTask {
+                    set_url: self.set_url.to_string(),
+                    checksum: format!("{:016x}", self.checksum),
+                    job: jobs[i].clone(),
+                };
+                let json = serde_json::to_string(&task)
+                    .map_err(|e| KilnError::internal("serializing a fit task", e))?;
+                Ok((i as i64, json))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let batches = one_task_per_row(&self.ctx, rows, "kiln_fit", fit_udf()).await?;
+        let mut outcomes: Vec<Option<FitOutcome>> = (0..jobs.len()).map(|_| None).collect();
+        for (i, json) in batches {
+            let wire: WireOutcome = serde_json::from_str(&json)
+                .map_err(|e| KilnError::internal("reading a fit outcome", e))?;
+            if let Some(slot) = outcomes.get_mut(i as usize) {
+                *slot = Some(wire.into());
+            }
+        }
+        outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                o.ok_or_else(|| {
+                    KilnError::internal(
+                        "distributed tuning",
+                        format!("fit job {i} returned nothing"),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+impl FitRunner for ClusterFits {
+    fn run_all(&self, _data: &TrainingSet, jobs: &[FitJob]) -> Result<Vec<FitOutcome>> {
+        // Called from a blocking thread (the training task's), not a
+        // runtime thread: blocking on the runtime is allowed here.
+        self.handle.block_on(self.run_async(jobs))
+    }
+
+    fn describe(&self) -> String {
+        "as Ballista tasks on the cluster's executors".into()
+    }
+}
+
+/// A context for kiln's own task plans: without round-robin repartitioning,
+/// so each one-row partition stays one task.
+pub fn task_context(ctx: &SessionContext) -> SessionContext {
+    let mut state = ctx.state();
+    state
+        .config_mut()
+        .options_mut()
+        .optimizer
+        .enable_round_robin_repartition = false;
+    SessionContext::new_with_state(state)
+}
+
+/// Runs `udf(text)` over `rows` of (id, text), one partition (so one
+/// Ballista task) per row, in the given order; returns (id, result).
+pub async fn one_task_per_row(
+    ctx: &SessionContext,
+    rows: Vec<(i64, String)>,
+    what: &str,
+    udf: datafusion::logical_expr::ScalarUDF,
+) -> Result<Vec<(i64, String)>> {
+    let inputs = rows
+        .into_iter()
+        .map(|(id, text)| {
+            LogicalPlanBuilder::values(vec![vec![lit(id), lit(text)]])
+                .and_then(|b| b.build())
+                .map(Arc::new)
+        })
+        .collect::<datafusion::common::Result<Vec<_>>>()?;
+    let input = match inputs.len() {
+        0 => return Ok(Vec::new()),
+        1 => Arc::unwrap_or_clone(
+            inputs
+                .into_iter()
+                .next()
+                .ok_or_else(|| KilnError::internal(what, "no input"))?,
+        ),
+        _ => LogicalPlan::Union(Union::try_new(inputs)?),
+    };
+    let plan = LogicalPlanBuilder::from(input)
+        .project(vec![
+            col("column1").alias("id"),
+            udf.call(vec![col("column2")]).alias("result"),
+        ])?
+        .build()?;
+    let batches = DataFrame::new(ctx.state(), plan)
+        .collect()
+        .await
+        .map_err(|e| KilnError::from(e).context(what))?;
+    let mut out = Vec::new();
+    for batch in batches {
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| KilnError::internal(what, "id is not Int64"))?;
+        let results = batch
+            .column(1)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| KilnError::internal(what, "result is not Utf8"))?;
+        for r in 0..batch.num_rows() {
+            if results.is_null(r) {
+                return Err(KilnError::internal(what, "a task returned null"));
+            }
+            out.push((ids.value(r), results.value(r).to_string()));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,17 @@
+//! Training on a Ballista cluster.
+//!
+//! * [`set_file`]: a binned training set (or a range of its rows) as one
+//!   Arrow IPC file in the lake, exact to the bit;
+//! * [`loaded`]: the sets an executor process has read, kept for the tasks
+//!   that follow;
+//! * [`fit_udf`]: `kiln_fit`, one tuning or final fit per row, run where
+//!   Ballista places it;
+//! * [`cluster::ClusterFits`]: the driver's side, a [`crate::jobs::FitRunner`]
+//!   whose jobs are Ballista tasks.
+
+pub mod cluster;
+pub mod fit_udf;
+pub mod loaded;
+pub mod set_file;
+
+pub use cluster::ClusterFits;

@@ -1,0 +1,222 @@
+//! A binned training set (or a range of its rows) as one Arrow IPC file:
+//! a `label` column (UInt32) and one UInt8 column per (binning, feature),
+//! with names, boundaries and the checksum in the schema metadata. Codes
+//! and boundaries round-trip exactly, so a set read back on an executor
+//! trains the same model as the set it was written from.
+
+use crate::data::{Binned, FeatureBins, TrainingSet};
+use arrow::array::{Array, ArrayRef, AsArray, UInt8Array, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema, UInt8Type, UInt32Type};
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
+use arrow::record_batch::RecordBatch;
+use kiln_engine::{KilnError, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+const FORMAT: u32 = 1;
+const METADATA_KEY: &str = "kiln.training_set";
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: u32,
+    feature_names: Vec<String>,
+    /// Hex, so no JSON number loses bits.
+    checksum: String,
+    /// Rows of the whole set, and the first row of this file.
+    set_rows: usize,
+    first_row: usize,
+    /// (maxBins, per-feature boundaries), ascending.
+    binnings: Vec<(usize, Vec<FeatureBins>)>,
+}
+
+/// The part of a set a file holds.
+#[derive(Debug, Clone)]
+pub struct SetPart {
+    pub set: TrainingSet,
+    /// Rows of the whole set, and this part's first row in it.
+    pub set_rows: usize,
+    pub first_row: usize,
+}
+
+/// Rows `rows` of `set` as an Arrow IPC file.
+pub fn encode(set: &TrainingSet, rows: Range<usize>) -> Result<Vec<u8>> {
+    let header = Header {
+        format: FORMAT,
+        feature_names: set.feature_names.clone(),
+        checksum: format!("{:016x}", set.checksum),
+        set_rows: set.n_rows(),
+        first_row: rows.start,
+        binnings: set
+            .binnings
+            .iter()
+            .map(|b| (b.max_bins, b.bins.clone()))
+            .collect(),
+    };
+    let metadata = serde_json::to_string(&header)
+        .map_err(|e| KilnError::internal("writing a training set header", e))?;
+    let mut fields = vec![Field::new("label", DataType::UInt32, false)];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(
+        set.labels[rows.clone()].to_vec(),
+    ))];
+    for b in &set.binnings {
+        for (f, codes) in b.codes.iter().enumerate() {
+            fields.push(Field::new(
+                format!("b{}_{f}", b.max_bins),
+                DataType::UInt8,
+                false,
+            ));
+            columns.push(Arc::new(UInt8Array::from(codes[rows.clone()].to_vec())));
+        }
+    }
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        HashMap::from([(METADATA_KEY.to_string(), metadata)]),
+    ));
+    let failed = |e: arrow::error::ArrowError| KilnError::internal("writing a training set", e);
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(failed)?;
+    let mut writer = FileWriter::try_new(Vec::new(), &schema).map_err(failed)?;
+    writer.write(&batch).map_err(failed)?;
+    writer.into_inner().map_err(failed)
+}
+
+/// Reads a file written by [`encode`]; `location` names it in errors.
+pub fn decode(bytes: Vec<u8>, location: &str) -> Result<SetPart> {
+    let bad = |m: String| {
+        KilnError::data(
+            location,
+            format!("{m}; delete the file so the driver writes it again"),
+        )
+    };
+    let reader = FileReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| bad(format!("not a training set file: {e}")))?;
+    let schema = reader.schema();
+    let header: Header = schema
+        .metadata()
+        .get(METADATA_KEY)
+        .ok_or_else(|| bad("no training set header".into()))
+        .and_then(|h| serde_json::from_str(h).map_err(|e| bad(format!("header: {e}"))))?;
+    if header.format != FORMAT {
+        return Err(bad(format!(
+            "format {} (this kiln reads {FORMAT})",
+            header.format
+        )));
+    }
+    let checksum =
+        u64::from_str_radix(&header.checksum, 16).map_err(|e| bad(format!("checksum: {e}")))?;
+    let nf = header.feature_names.len();
+    let mut labels = Vec::new();
+    let mut codes: Vec<Vec<Vec<u8>>> = vec![vec![Vec::new(); nf]; header.binnings.len()];
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(format!("reading: {e}")))?;
+        if batch.num_columns() != 1 + nf * header.binnings.len() {
+            return Err(bad(format!("{} columns", batch.num_columns())));
+        }
+        let label = batch
+            .column(0)
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| bad("label is not UInt32".into()))?;
+        labels.extend_from_slice(label.values());
+        for (i, binning) in codes.iter_mut().enumerate() {
+            for (f, feature) in binning.iter_mut().enumerate() {
+                let column = batch
+                    .column(1 + i * nf + f)
+                    .as_primitive_opt::<UInt8Type>()
+                    .ok_or_else(|| bad(format!("column {} is not UInt8", 1 + i * nf + f)))?;
+                if column.null_count() > 0 {
+                    return Err(bad(format!("column {} has nulls", 1 + i * nf + f)));
+                }
+                feature.extend_from_slice(column.values());
+            }
+        }
+    }
+    let n_rows = labels.len();
+    let binnings = header
+        .binnings
+        .into_iter()
+        .zip(codes)
+        .map(|((max_bins, bins), codes)| Binned {
+            max_bins,
+            n_rows,
+            codes,
+            bins,
+        })
+        .collect();
+    Ok(SetPart {
+        set: TrainingSet {
+            labels,
+            feature_names: header.feature_names,
+            binnings,
+            checksum,
+        },
+        set_rows: header.set_rows,
+        first_row: header.first_row,
+    })
+}
+
+/// The file name of a set (or of its rows `range`) in the lake's cache:
+/// its fingerprint and binnings, so a changed set never reads a stale file.
+pub fn file_name(set: &TrainingSet, range: Option<Range<usize>>) -> String {
+    let bins: Vec<String> = set
+        .binnings
+        .iter()
+        .map(|b| b.max_bins.to_string())
+        .collect();
+    let base = format!(
+        "{:016x}-{}x{}-bins{}",
+        set.checksum,
+        set.n_rows(),
+        set.n_features(),
+        bins.join("_")
+    );
+    match range {
+        None => format!("{base}.arrow"),
+        Some(r) => format!("{base}-rows{}-{}.arrow", r.start, r.end),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Dataset;
+
+    #[test]
+    fn a_set_round_trips_exactly() -> Result<()> {
+        let n = 500;
+        let data = Dataset {
+            columns: vec![
+                (0..n).map(|i| (i as f64 * 0.37).sin()).collect(),
+                (0..n)
+                    .map(|i| {
+                        if i % 7 == 0 {
+                            f64::NAN
+                        } else {
+                            (i % 13) as f64
+                        }
+                    })
+                    .collect(),
+            ],
+            labels: (0..n).map(|i| (i % 3 == 0) as u32).collect(),
+            feature_names: vec!["a".into(), "b".into()],
+        };
+        let set = TrainingSet::from_dataset(&data, &[16, 64])?;
+        let part = decode(encode(&set, 0..n)?, "test")?;
+        assert_eq!(part.set.labels, set.labels);
+        assert_eq!(part.set.checksum, set.checksum);
+        assert_eq!(part.set.feature_names, set.feature_names);
+        for (a, b) in part.set.binnings.iter().zip(&set.binnings) {
+            assert_eq!(
+                (a.max_bins, &a.codes, &a.bins),
+                (b.max_bins, &b.codes, &b.bins)
+            );
+        }
+        let tail = decode(encode(&set, 100..n)?, "test")?;
+        assert_eq!((tail.first_row, tail.set_rows), (100, n));
+        assert_eq!(tail.set.labels[..], set.labels[100..]);
+        let err = decode(b"junk".to_vec(), "lake/x.arrow").expect_err("junk");
+        assert!(err.to_string().contains("lake/x.arrow"), "{err}");
+        Ok(())
+    }
+}
