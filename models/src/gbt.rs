@@ -249,7 +249,7 @@ impl GbtParams {
     }
 }
 
-fn sigmoid(x: f64) -> f64 {
+pub(crate) fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
@@ -260,12 +260,12 @@ fn softmax_at(s: &[f64], c: usize) -> f64 {
 }
 
 /// Newton boosting objective: per-bin (gradient, hessian, count).
-struct Newton<'a> {
+pub(crate) struct Newton<'a> {
     /// Gradient and hessian per row.
-    grad_hess: &'a [[f64; 2]],
-    lambda: f64,
-    min_hessian: f64,
-    step: f64,
+    pub grad_hess: &'a [[f64; 2]],
+    pub lambda: f64,
+    pub min_hessian: f64,
+    pub step: f64,
 }
 
 impl Objective for Newton<'_> {

@@ -45,4 +45,5 @@ pub fn extensions() -> kiln_engine::KilnExtensions {
     kiln_engine::KilnExtensions::default()
         .with_udf(predict_udf::predict_udf())
         .with_udf(distributed::fit_udf::fit_udf())
+        .with_udf(distributed::histogram_udf::histogram_udf())
 }

@@ -30,7 +30,7 @@ pub struct Node {
 }
 
 impl Node {
-    fn leaf(value: Vec<f64>) -> Self {
+    pub(crate) fn leaf(value: Vec<f64>) -> Self {
         Node {
             feature: 0,
             threshold: 0.0,
@@ -55,11 +55,17 @@ impl Tree {
     /// The leaf value for one row of raw features.
     #[inline]
     pub fn leaf<'a>(&'a self, row: &dyn Fn(usize) -> f64) -> &'a [f64] {
+        &self.nodes[self.leaf_index(row)].value
+    }
+
+    /// The index of the leaf one row of raw features reaches.
+    #[inline]
+    pub fn leaf_index(&self, row: &dyn Fn(usize) -> f64) -> usize {
         let mut i = 0usize;
         loop {
             let n = &self.nodes[i];
             if n.is_leaf() {
-                return &n.value;
+                return i;
             }
             let x = row(n.feature as usize);
             let left = if x.is_nan() {
@@ -126,11 +132,11 @@ pub(crate) struct GrowParams {
     pub integer_stats: bool,
 }
 
-struct Split {
-    feature: usize,
-    bin: usize,
-    default_left: bool,
-    gain: f64,
+pub(crate) struct Split {
+    pub feature: usize,
+    pub bin: usize,
+    pub default_left: bool,
+    pub gain: f64,
 }
 
 struct Pending {
@@ -373,7 +379,11 @@ fn add_children(nodes: &mut Vec<Node>, node: usize, binned: &Binned, split: &Spl
 }
 
 /// The features a node considers (ascending).
-fn sampled_features(subset: FeatureSubset, nf: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+pub(crate) fn sampled_features(
+    subset: FeatureSubset,
+    nf: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<usize> {
     match subset {
         FeatureSubset::All => (0..nf).collect(),
         FeatureSubset::Count(k) if k >= nf => (0..nf).collect(),
@@ -386,7 +396,7 @@ fn sampled_features(subset: FeatureSubset, nf: usize, rng: &mut ChaCha8Rng) -> V
 }
 
 /// The best split among `(feature, histogram)` pairs, in their order.
-fn best_split<'h>(
+pub(crate) fn best_split<'h>(
     hists: impl Iterator<Item = (usize, &'h [f64])>,
     parent: &[f64],
     obj: &dyn Objective,

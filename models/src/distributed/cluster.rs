@@ -5,7 +5,9 @@
 //! [`kiln_fit`](super::fit_udf). Ballista places the tasks on executors and
 //! retries those of a lost executor; every executor reads the set once.
 
+use super::data_parallel::{LevelBackend, LevelRequest, row_ranges, sum_histograms};
 use super::fit_udf::{FitTask, WireOutcome, fit_udf};
+use super::histogram_udf::{HistogramTask, histogram_udf};
 use super::set_file::{encode, file_name};
 use crate::data::TrainingSet;
 use crate::jobs::{FitJob, FitOutcome, FitRunner, largest_first_order};
@@ -69,7 +71,7 @@ impl ClusterFits {
         let batches = one_task_per_row(&self.ctx, rows, "kiln_fit", fit_udf()).await?;
         let mut outcomes: Vec<Option<FitOutcome>> = (0..jobs.len()).map(|_| None).collect();
         for (i, json) in batches {
-            let wire: WireOutcome = serde_json::from_str(&json)
+            let wire: WireOutcome = serde_json::from_slice(&json)
                 .map_err(|e| KilnError::internal("reading a fit outcome", e))?;
             if let Some(slot) = outcomes.get_mut(i as usize) {
                 *slot = Some(wire.into());
@@ -114,14 +116,15 @@ pub fn task_context(ctx: &SessionContext) -> SessionContext {
     SessionContext::new_with_state(state)
 }
 
-/// Runs `udf(text)` over `rows` of (id, text), one partition (so one
-/// Ballista task) per row, in the given order; returns (id, result).
+/// Runs `udf(text)` (returning Binary) over `rows` of (id, text), one
+/// partition (so one Ballista task) per row, in the given order; returns
+/// (id, result).
 pub async fn one_task_per_row(
     ctx: &SessionContext,
     rows: Vec<(i64, String)>,
     what: &str,
     udf: datafusion::logical_expr::ScalarUDF,
-) -> Result<Vec<(i64, String)>> {
+) -> Result<Vec<(i64, Vec<u8>)>> {
     let inputs = rows
         .into_iter()
         .map(|(id, text)| {
@@ -159,14 +162,106 @@ pub async fn one_task_per_row(
             .ok_or_else(|| KilnError::internal(what, "id is not Int64"))?;
         let results = batch
             .column(1)
-            .as_string_opt::<i32>()
-            .ok_or_else(|| KilnError::internal(what, "result is not Utf8"))?;
+            .as_binary_opt::<i32>()
+            .ok_or_else(|| KilnError::internal(what, "result is not Binary"))?;
         for r in 0..batch.num_rows() {
             if results.is_null(r) {
                 return Err(KilnError::internal(what, "a task returned null"));
             }
-            out.push((ids.value(r), results.value(r).to_string()));
+            out.push((ids.value(r), results.value(r).to_vec()));
         }
     }
     Ok(out)
+}
+
+/// The partitions of a data-parallel fit as files in the lake, computed by
+/// Ballista tasks (one per partition and tree level).
+pub struct ClusterPartitions {
+    ctx: SessionContext,
+    part_urls: Vec<Url>,
+    checksum: u64,
+    handle: tokio::runtime::Handle,
+}
+
+impl ClusterPartitions {
+    /// Writes `set` under `cache_dir` as `partitions` row ranges (unless
+    /// the files are there).
+    pub async fn prepare(
+        session: &KilnSession,
+        set: &TrainingSet,
+        cache_dir: &Url,
+        partitions: usize,
+    ) -> Result<Self> {
+        let mut part_urls = Vec::new();
+        for range in row_ranges(set.n_rows(), partitions) {
+            let url = cache_dir
+                .join(&file_name(set, Some(range.clone())))
+                .map_err(|e| KilnError::config(format!("cache directory {cache_dir}: {e}")))?;
+            if !session.stores().object_exists(&url).await? {
+                session
+                    .stores()
+                    .write_object(&url, encode(set, range)?)
+                    .await?;
+            }
+            part_urls.push(url);
+        }
+        Ok(ClusterPartitions {
+            ctx: task_context(session.context()),
+            part_urls,
+            checksum: set.checksum,
+            handle: tokio::runtime::Handle::current(),
+        })
+    }
+
+    async fn level(&self, req: &LevelRequest) -> Result<Vec<i64>> {
+        let rows = self
+            .part_urls
+            .iter()
+            .enumerate()
+            .map(|(p, url)| {
+                let task = HistogramTask {
+                    part_url: url.to_string(),
+                    checksum: format!("{:016x}", self.checksum),
+                    request: req.clone(),
+                };
+                serde_json::to_string(&task)
+                    .map(|json| (p as i64, json))
+                    .map_err(|e| KilnError::internal("serializing a histogram task", e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let replies = one_task_per_row(
+            &self.ctx,
+            rows,
+            "a data-parallel tree level",
+            histogram_udf(),
+        )
+        .await?;
+        if replies.len() != self.part_urls.len() {
+            return Err(KilnError::internal(
+                "a data-parallel tree level",
+                format!(
+                    "{} partitions, {} replies",
+                    self.part_urls.len(),
+                    replies.len()
+                ),
+            ));
+        }
+        sum_histograms(replies.into_iter().map(|(_, bytes)| {
+            bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect()
+        }))
+    }
+}
+
+impl LevelBackend for ClusterPartitions {
+    fn histograms(&self, req: &LevelRequest) -> Result<Vec<i64>> {
+        // Called from the training task's blocking thread.
+        self.handle.block_on(self.level(req))
+    }
+
+    fn partitions(&self) -> usize {
+        self.part_urls.len()
+    }
 }

@@ -1,13 +1,14 @@
 //! `kiln_fit(task)`: runs one fit job ([`crate::jobs::FitJob`]) on the
 //! executor that evaluates it, against the training set the task names
-//! (read from the lake once per process), and returns its outcome as JSON.
+//! (read from the lake once per process), and returns its outcome as JSON
+//! bytes.
 //!
 //! Volatile, so no optimizer folds it into a constant on the client.
 
 use super::loaded::{load, off_runtime};
 use crate::jobs::{FitJob, FitOutcome};
 use crate::model::FittedModel;
-use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder};
 use arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::{
@@ -88,14 +89,14 @@ impl ScalarUDFImpl for Fit {
         &self.signature
     }
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+        Ok(DataType::Binary)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let tasks = args.args[0].to_array(args.number_rows)?;
         let tasks = tasks
             .as_string_opt::<i32>()
             .ok_or_else(|| DataFusionError::Execution("kiln_fit takes a Utf8 task".into()))?;
-        let mut out = StringBuilder::new();
+        let mut out = BinaryBuilder::new();
         for i in 0..tasks.len() {
             if tasks.is_null(i) {
                 out.append_null();
@@ -105,7 +106,7 @@ impl ScalarUDFImpl for Fit {
                 .map_err(|e| DataFusionError::Execution(format!("kiln_fit task: {e}")))?;
             let outcome = off_runtime(|| task.run())
                 .map_err(|e| DataFusionError::Execution(e.to_string()))?;
-            let json = serde_json::to_string(&WireOutcome::from(outcome))
+            let json = serde_json::to_vec(&WireOutcome::from(outcome))
                 .map_err(|e| DataFusionError::Execution(format!("kiln_fit outcome: {e}")))?;
             out.append_value(json);
         }

@@ -1,6 +1,8 @@
-//! The training sets an executor process has read from the lake, kept for
-//! the tasks that follow (one set at a time: reading a new set's file
-//! drops the files of any other set).
+//! The training sets (or partitions of one) an executor process has read
+//! from the lake, kept for the tasks that follow: one set at a time
+//! (reading a new set's file drops the files of any other set), within
+//! `KILN_TRAINING_CACHE_MEMORY` bytes when set (`2GiB`; the least recently
+//! used files go first and are read again when a task needs them).
 
 use super::set_file::{SetPart, decode};
 use kiln_engine::storage::LakeObjectStoreRegistry;
@@ -11,21 +13,57 @@ use std::sync::{Arc, LazyLock, Mutex};
 use url::Url;
 
 static STORES: LazyLock<LakeObjectStoreRegistry> = LazyLock::new(LakeObjectStoreRegistry::new);
-static LOADED: LazyLock<Mutex<HashMap<String, Arc<SetPart>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static LOADED: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(Cache::default()));
 
-/// How many set files this process holds (for tests).
-pub fn loaded_files() -> usize {
-    LOADED.lock().map(|m| m.len()).unwrap_or(0)
+/// The environment variable that caps the bytes of cached set files.
+pub const CACHE_MEMORY_ENV: &str = "KILN_TRAINING_CACHE_MEMORY";
+
+#[derive(Default)]
+struct Cache {
+    files: HashMap<String, Cached>,
+    tick: u64,
+    /// Files read from the lake so far (for tests and reports).
+    reads: u64,
+}
+
+struct Cached {
+    part: Arc<SetPart>,
+    bytes: u64,
+    used: u64,
+}
+
+fn budget() -> Result<u64> {
+    match std::env::var(CACHE_MEMORY_ENV) {
+        Err(_) => Ok(u64::MAX),
+        Ok(text) => text
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|e| {
+                KilnError::config_fix(
+                    format!("{CACHE_MEMORY_ENV}={text}: {e}"),
+                    "give a size such as 2GiB or 512MiB",
+                )
+            }),
+    }
+}
+
+/// How many set files this process has read from the lake (for tests).
+pub fn files_read() -> u64 {
+    LOADED.lock().map(|m| m.reads).unwrap_or(0)
 }
 
 /// The set file at `url`, read once per process; `checksum` must match.
 pub fn load(url: &str, checksum: u64) -> Result<Arc<SetPart>> {
-    let mut loaded = LOADED
+    let budget = budget()?;
+    let mut cache = LOADED
         .lock()
         .map_err(|_| KilnError::internal("the training set cache", "poisoned"))?;
-    if let Some(part) = loaded.get(url) {
-        return Ok(Arc::clone(part));
+    cache.tick += 1;
+    let tick = cache.tick;
+    if let Some(hit) = cache.files.get_mut(url) {
+        hit.used = tick;
+        return Ok(Arc::clone(&hit.part));
     }
     let parsed = Url::parse(url).map_err(|e| KilnError::internal("a training set URL", e))?;
     let bytes = block_on(STORES.read_object(&parsed))??.ok_or_else(|| {
@@ -44,8 +82,32 @@ pub fn load(url: &str, checksum: u64) -> Result<Arc<SetPart>> {
             ),
         ));
     }
-    loaded.retain(|_, p| p.set.checksum == checksum);
-    loaded.insert(url.to_string(), Arc::clone(&part));
+    cache.reads += 1;
+    cache.files.retain(|_, c| c.part.set.checksum == checksum);
+    let size = crate::data::set_bytes(
+        part.set.n_rows(),
+        part.set.n_features(),
+        part.set.binnings.len(),
+    );
+    while cache.files.values().map(|c| c.bytes).sum::<u64>() + size > budget {
+        let Some(oldest) = cache
+            .files
+            .iter()
+            .min_by_key(|(_, c)| c.used)
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        cache.files.remove(&oldest);
+    }
+    cache.files.insert(
+        url.to_string(),
+        Cached {
+            part: Arc::clone(&part),
+            bytes: size,
+            used: tick,
+        },
+    );
     Ok(part)
 }
 

@@ -7,11 +7,18 @@
 //! * [`fit_udf`]: `kiln_fit`, one tuning or final fit per row, run where
 //!   Ballista places it;
 //! * [`cluster::ClusterFits`]: the driver's side, a [`crate::jobs::FitRunner`]
-//!   whose jobs are Ballista tasks.
+//!   whose jobs are Ballista tasks;
+//! * [`data_parallel`]: boosting over partitions of the rows with integer
+//!   histograms (bit-identical whatever the partitioning), in this process
+//!   or through [`histogram_udf`] (`kiln_histograms`) on executors
+//!   ([`cluster::ClusterPartitions`]).
 
 pub mod cluster;
+pub mod data_parallel;
 pub mod fit_udf;
+pub mod histogram_udf;
 pub mod loaded;
 pub mod set_file;
 
-pub use cluster::ClusterFits;
+pub use cluster::{ClusterFits, ClusterPartitions};
+pub use data_parallel::DataParallelFits;

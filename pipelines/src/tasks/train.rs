@@ -9,8 +9,11 @@ use datafusion::prelude::DataFrame;
 use kiln_engine::artifacts::ArtifactRepo;
 use kiln_engine::io::FileFormat;
 use kiln_engine::{KilnError, Result};
-use kiln_models::distributed::ClusterFits;
-use kiln_models::distribution::{Distribution, Mode};
+use kiln_models::distributed::data_parallel::{
+    InProcess, SetSummary, check_params, data_parallel_only_gbt,
+};
+use kiln_models::distributed::{ClusterFits, ClusterPartitions, DataParallelFits};
+use kiln_models::distribution::{Distribution, Mode, Work};
 use kiln_models::frame::{FeatureSource, TestRows, load_training};
 use kiln_models::jobs::{FitRunner, LocalFits};
 use kiln_models::memory::MemoryPlan;
@@ -74,10 +77,15 @@ pub struct Init {
     /// first pass over the rows, before they are binned.
     #[serde(default)]
     memory_limit: Option<String>,
-    /// Where the fits run: `auto` (fan-out tuning on a Ballista master when
-    /// there is more than one fit), `local` or `tuning`.
+    /// Where the fits run: `auto` (on a Ballista master: fan-out tuning
+    /// when there are fits to tune, data-parallel for a large untuned
+    /// binary GBT), `local`, `tuning` or `data_parallel`.
     #[serde(default)]
     distribution: Distribution,
+    /// Row partitions of a data-parallel fit (default: the session's
+    /// target partitions). The model does not depend on it.
+    #[serde(default)]
+    data_parallel_partitions: Option<usize>,
     /// Lake directory where the driver caches the binned training set for
     /// the executors (distributed modes), keyed by its checksum.
     #[serde(default = "training_cache")]
@@ -159,6 +167,30 @@ impl ModelTraining {
                     })
             })
             .transpose()?;
+        if init.distribution == Distribution::DataParallel {
+            for spec in &init.estimators {
+                if spec.classname != "GBTClassifier" {
+                    return Err(KilnError::config_fix(
+                        format!(
+                            "{}: distribution: data_parallel fits GBTClassifier, not {}",
+                            at("distribution"),
+                            spec.classname
+                        ),
+                        "train it with distribution: tuning or local, or drop it from estimators",
+                    ));
+                }
+                if spec.grid.values().any(|v| v.len() > 1) {
+                    return Err(KilnError::config_fix(
+                        format!(
+                            "{}: distribution: data_parallel fits final models, but {} has a grid",
+                            at("distribution"),
+                            spec.classname
+                        ),
+                        "drop the grid (tune on a sample with distribution: tuning first), or use distribution: tuning",
+                    ));
+                }
+            }
+        }
         Ok(ModelTraining {
             init,
             output,
@@ -365,8 +397,23 @@ impl Task for ModelTraining {
             let seed = self.init.seed;
             let fits = tuning_fits(&self.init.estimators, &tuning, metric, seed)?;
             let on_cluster = !ctx.session.master().is_local();
-            let placement = self.init.distribution.place(on_cluster, fits);
+            let binary = train.validate(false)? == 2;
+            let work = Work {
+                fits,
+                binary_gbt_only: binary
+                    && all_candidates
+                        .iter()
+                        .all(|c| matches!(c, ModelParams::GBTClassifier(_))),
+                cells: (train.n_rows() * train.n_features()) as u64,
+            };
+            let placement = self.init.distribution.place(on_cluster, work);
             tracing::info!(task = %ctx.task_name, mode = ?placement.mode, "{}", placement.reason);
+            let cache_dir = || {
+                ctx.lake.resolve(&format!(
+                    "{}/",
+                    self.init.training_cache.trim_end_matches('/')
+                ))
+            };
             let runner: Arc<dyn FitRunner> = match placement.mode {
                 Mode::Local => Arc::new(LocalFits {
                     parallelism: concurrent_fits,
@@ -374,11 +421,47 @@ impl Task for ModelTraining {
                 Mode::Tuning => {
                     ctx.progress
                         .stage("writing the binned training set for the executors");
-                    let dir = ctx.lake.resolve(&format!(
-                        "{}/",
-                        self.init.training_cache.trim_end_matches('/')
-                    ))?;
-                    Arc::new(ClusterFits::prepare(&ctx.session, &train, &dir).await?)
+                    Arc::new(ClusterFits::prepare(&ctx.session, &train, &cache_dir()?).await?)
+                }
+                Mode::DataParallel => {
+                    let summary = SetSummary::of(&train)?;
+                    for c in &all_candidates {
+                        match c {
+                            ModelParams::GBTClassifier(p) => check_params(p, summary.classes)?,
+                            other => return Err(data_parallel_only_gbt(other.classname())),
+                        }
+                    }
+                    let partitions = self
+                        .init
+                        .data_parallel_partitions
+                        .unwrap_or_else(|| {
+                            ctx.session.context().copied_config().target_partitions()
+                        })
+                        .max(1);
+                    if on_cluster {
+                        ctx.progress.stage(format!(
+                            "writing {partitions} partitions of the binned training set for the executors"
+                        ));
+                        Arc::new(DataParallelFits {
+                            summary,
+                            backend: Box::new(
+                                ClusterPartitions::prepare(
+                                    &ctx.session,
+                                    &train,
+                                    &cache_dir()?,
+                                    partitions,
+                                )
+                                .await?,
+                            ),
+                            location: "on the cluster's executors",
+                        })
+                    } else {
+                        Arc::new(DataParallelFits {
+                            summary,
+                            backend: Box::new(InProcess::new(&train, partitions)),
+                            location: "in this process",
+                        })
+                    }
                 }
             };
             let candidates = {
