@@ -1185,6 +1185,8 @@ struct FaultCluster {
     port: u16,
     executors: Vec<Executor>,
     started: usize,
+    /// Environment of the executors started from now on.
+    executor_env: Vec<(String, String)>,
 }
 
 impl Drop for FaultCluster {
@@ -1215,6 +1217,7 @@ impl FaultCluster {
             port,
             executors: Vec::new(),
             started: 0,
+            executor_env: Vec::new(),
         };
         for _ in 0..executors {
             cluster.add_executor()?;
@@ -1246,6 +1249,7 @@ impl FaultCluster {
             .args(["--grpc-port", &free_port()?.to_string()])
             .args(["--vcores", "1", "--work-dir"])
             .arg(&work)
+            .envs(self.executor_env.iter().map(|(k, v)| (k, v)))
             .env("KILN_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -1548,5 +1552,123 @@ fn cluster_survives_lost_executors_and_a_restarted_scheduler() -> TestResult {
         .filter_map(|(f, r)| r.err().map(|e| format!("{f:?}: {e}")))
         .collect();
     assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+    Ok(())
+}
+
+/// `ModelTraining` on generated rows with `distribution: MODE`: a grid
+/// tuned with 3-fold CV (GBT and forest), or one GBT fitted data-parallel
+/// over 3 partitions.
+fn training_config(lake: &Path, raw: &Path, mode: &str) -> String {
+    let estimators = if mode == "data_parallel" {
+        "      data_parallel_partitions: 3\n      estimators:\n        - classname: GBTClassifier\n          params: { maxIter: 8, maxDepth: 4, subsamplingRate: 0.8, minInstancesPerNode: 5 }\n"
+    } else {
+        "      cross_validation: { num_folds: 3, parallelism: 2 }\n      estimators:\n        - classname: GBTClassifier\n          params: { maxIter: 6 }\n          grid: { maxDepth: [2, 4], stepSize: [0.1, 0.3] }\n        - classname: RandomForestClassifier\n          params: { numTrees: 6 }\n          grid: { maxDepth: [3, 6], numTrees: [3, 6] }\n"
+    };
+    format!(
+        "name: train_{mode}\nstorage:\n  root: file://{}\nprocessing_tasks:\n  - name: train\n    classname: ModelTraining\n    initialization_parameters:\n      input: file://{}/\n      label_col: label_indoor\n      feature_cols: [rsrp, rsrq, rssi, sinr, gps_accuracy, gps_speed, wifi_rssi, light_lux]\n      test_fraction: 0.25\n      seed: 3\n      distribution: {mode}\n{estimators}    transformation_parameters:\n      path_model_repository: models/m/\n",
+        lake.display(),
+        raw.display()
+    )
+}
+
+/// Trains `mode` into a fresh lake under `dir` on `master`; the model
+/// artifact's bytes and the report's distribution mode.
+fn train_model(
+    dir: &Path,
+    raw: &Path,
+    mode: &str,
+    master: &str,
+) -> Result<(Vec<u8>, String), Box<dyn std::error::Error>> {
+    let lake = dir.join("lake");
+    let _ = std::fs::remove_dir_all(&lake);
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{mode}.yaml"));
+    std::fs::write(&path, training_config(&lake, raw, mode))?;
+    let o = kiln()
+        .args(["submit", "--master", master])
+        .arg(&path)
+        .env("KILN_HOME", dir.join("home"))
+        .output()?;
+    if !o.status.success() {
+        return Err(format!("{mode} on {master}: {}", stderr(&o)).into());
+    }
+    let model = std::fs::read(lake.join("models/m/v1/model.json"))?;
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lake.join("models/m/v1/report.json"))?)?;
+    let used = report["distribution"]["mode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok((model, used))
+}
+
+#[test]
+fn distributed_training_matches_local_on_1_2_and_3_executors_and_survives_a_killed_executor()
+-> TestResult {
+    let dir = tempdir("distributed-training");
+    generate(&dir, 20_000, 5, "raw")?;
+    let raw = dir.join("raw");
+    let modes = ["tuning", "data_parallel"];
+    let mut reference = Vec::new();
+    for mode in modes {
+        let (model, used) = train_model(&dir.join("local"), &raw, mode, "local[2]")?;
+        let expected = if mode == "tuning" {
+            "local"
+        } else {
+            "data_parallel"
+        };
+        assert_eq!(used, expected, "{mode} on local[2]");
+        reference.push(model);
+    }
+    let mut cluster = FaultCluster::start(&dir.join("cluster"), 1)?;
+    // Executors keep at most about one partition's codes: tasks that land
+    // on an executor without their partition read it again and recompute
+    // its scores from the trees.
+    cluster.executor_env = vec![("KILN_TRAINING_CACHE_MEMORY".into(), "250KB".into())];
+    for executors in 1..=3 {
+        if executors > 1 {
+            cluster.add_executor()?;
+            cluster.wait_ready(executors)?;
+        }
+        for (mode, expected) in modes.iter().zip(&reference) {
+            let run = dir.join(format!("{mode}-{executors}"));
+            let (model, used) = train_model(&run, &raw, mode, &cluster.master())?;
+            assert_eq!(used, *mode, "{mode} on {executors} executor(s)");
+            assert!(
+                model == *expected,
+                "{mode} on {executors} executor(s): the model differs from local[2]"
+            );
+        }
+    }
+    // SIGKILL one executor while both modes train: Ballista runs its tasks
+    // again elsewhere, and the models are the same.
+    let started = Instant::now();
+    let runs: Vec<_> = modes
+        .iter()
+        .map(|mode| {
+            let (run, raw, master) = (
+                dir.join(format!("{mode}-fault")),
+                raw.clone(),
+                cluster.master(),
+            );
+            let mode = mode.to_string();
+            std::thread::spawn(move || {
+                train_model(&run, &raw, &mode, &master).map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&cluster.executors[1].child, "KILL");
+    for ((mode, expected), run) in modes.iter().zip(&reference).zip(runs) {
+        let (model, _) = run.join().map_err(|_| "panicked")??;
+        assert!(
+            model == *expected,
+            "{mode} after a killed executor: the model differs"
+        );
+    }
+    eprintln!(
+        "both modes with an executor killed after 1.5 s: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -116,6 +116,9 @@ pub fn task_context(ctx: &SessionContext) -> SessionContext {
     SessionContext::new_with_state(state)
 }
 
+/// Submissions of one task job before its cluster error is final.
+const JOB_ATTEMPTS: usize = 4;
+
 /// Runs `udf(text)` (returning Binary) over `rows` of (id, text), one
 /// partition (so one Ballista task) per row, in the given order; returns
 /// (id, result).
@@ -149,10 +152,27 @@ pub async fn one_task_per_row(
             udf.call(vec![col("column2")]).alias("result"),
         ])?
         .build()?;
-    let batches = DataFrame::new(ctx.state(), plan)
-        .collect()
-        .await
-        .map_err(|e| KilnError::from(e).context(what))?;
+    // Ballista re-runs the tasks of an executor lost while they run; one
+    // lost after its task finished fails the client's fetch of the result,
+    // and only a new job recovers. The tasks are deterministic, so the
+    // job is submitted again (a lost executor takes no new tasks).
+    let mut attempt = 1;
+    let batches = loop {
+        match DataFrame::new(ctx.state(), plan.clone()).collect().await {
+            Ok(batches) => break batches,
+            Err(e) => {
+                let err = KilnError::from(e).context(what);
+                if !matches!(err, KilnError::Cluster { .. }) || attempt >= JOB_ATTEMPTS {
+                    return Err(err);
+                }
+                tracing::warn!(
+                    "{what}: attempt {attempt} of {JOB_ATTEMPTS} failed, submitting again: {err}"
+                );
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    };
     let mut out = Vec::new();
     for batch in batches {
         let ids = batch
