@@ -51,6 +51,9 @@ pub struct FitOutcome {
     pub model: Option<FittedModel>,
     /// Wall time of the fit and scoring where the job ran.
     pub seconds: f64,
+    /// How the runner fitted it (data-parallel round trips), for reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 impl FitJob {
@@ -106,6 +109,7 @@ impl FitJob {
             scores,
             model: self.keep_model.then_some(model),
             seconds: started.elapsed().as_secs_f64(),
+            details: None,
         })
     }
 }

@@ -29,6 +29,8 @@ pub struct CandidateResult {
     pub predict_seconds: f64,
     /// Tuning (of every estimator, run together), final fit and test scoring.
     pub total_seconds: f64,
+    /// How the final fit ran (data-parallel round trips), when the runner says.
+    pub fit_details: Option<serde_json::Value>,
 }
 
 impl CandidateResult {
@@ -53,11 +55,33 @@ impl CandidateResult {
             "params": self.params.to_json(),
             "cv_metric": self.cv_metric,
             "fit_seconds": self.fit_seconds,
+            "fit_details": self.fit_details,
             "tuning_and_fit_seconds": self.total_seconds,
             "predict_rows_per_second": self.test_metrics.rows as f64 / self.predict_seconds.max(1e-9),
             "grid": self.tuning.as_ref().map(|t| t.scores.iter().map(|(params, metric)| GridPoint { params, metric: *metric }).collect::<Vec<_>>()),
             "test_metrics": self.test_metrics,
             "feature_importances": importances,
+        })
+    }
+}
+
+/// What model selection compares and how.
+#[derive(Debug, Clone, Copy)]
+pub struct SelectionPlan<'a> {
+    pub estimators: &'a [EstimatorSpec],
+    pub tuning: &'a Tuning,
+    pub metric: Metric,
+    pub seed: u64,
+}
+
+impl SelectionPlan<'_> {
+    /// How many tuning fits it makes (0 when nothing is tuned).
+    pub fn tuning_fits(&self) -> Result<usize> {
+        self.estimators.iter().try_fold(0, |n, spec| {
+            let plan = self
+                .tuning
+                .plan(&spec.candidates(self.seed)?, self.metric, self.seed)?;
+            Ok(n + plan.map_or(0, |p| p.jobs().len()))
         })
     }
 }
@@ -70,15 +94,18 @@ impl CandidateResult {
 /// jobs together (the largest first), then the final fits. `on_stage`
 /// hears what is running.
 pub fn evaluate_estimators(
-    specs: &[EstimatorSpec],
+    plan: &SelectionPlan<'_>,
     train: &TrainingSet,
     test: &TrainingSet,
-    tuning: &Tuning,
-    metric: Metric,
-    seed: u64,
     runner: &dyn FitRunner,
     on_stage: &dyn Fn(String),
 ) -> Result<Vec<CandidateResult>> {
+    let SelectionPlan {
+        estimators: specs,
+        tuning,
+        metric,
+        seed,
+    } = *plan;
     let started = Instant::now();
     let candidates: Vec<Vec<ModelParams>> = specs
         .iter()
@@ -164,22 +191,10 @@ pub fn evaluate_estimators(
                 fit_seconds: outcome.seconds,
                 predict_seconds,
                 total_seconds: tuning_seconds + outcome.seconds + predict_seconds,
+                fit_details: outcome.details,
             })
         })
         .collect()
-}
-
-/// How many tuning fits `specs` make (0 when nothing is tuned).
-pub fn tuning_fits(
-    specs: &[EstimatorSpec],
-    tuning: &Tuning,
-    metric: Metric,
-    seed: u64,
-) -> Result<usize> {
-    specs.iter().try_fold(0, |n, spec| {
-        let plan = tuning.plan(&spec.candidates(seed)?, metric, seed)?;
-        Ok(n + plan.map_or(0, |p| p.jobs().len()))
-    })
 }
 
 /// Competing candidates and the one chosen.
@@ -275,16 +290,15 @@ mod tests {
             parallelism: 1,
         });
         let runner = crate::jobs::LocalFits { parallelism: 2 };
-        let mut results = evaluate_estimators(
-            &[stump, forest],
-            &train,
-            &test,
-            &tuning,
-            Metric::Accuracy,
-            1,
-            &runner,
-            &|_| {},
-        )?;
+        let estimators = [stump, forest];
+        let plan = SelectionPlan {
+            estimators: &estimators,
+            tuning: &tuning,
+            metric: Metric::Accuracy,
+            seed: 1,
+        };
+        assert_eq!(plan.tuning_fits()?, 4);
+        let mut results = evaluate_estimators(&plan, &train, &test, &runner, &|_| {})?;
         let b = results
             .pop()
             .ok_or_else(|| KilnError::config("no forest"))?;

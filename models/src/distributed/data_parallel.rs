@@ -319,6 +319,17 @@ struct Open {
     derive_from: Option<(std::rc::Rc<Vec<i64>>, u32)>,
 }
 
+/// How a data-parallel fit went, for the run report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LevelStats {
+    pub partitions: usize,
+    /// Round trips to the partitions (one per tree level with nodes to split).
+    pub levels: usize,
+    /// Wall time of those round trips, and per trip.
+    pub levels_seconds: f64,
+    pub seconds_per_level: f64,
+}
+
 /// Fits `params` on every row of the partitioned set; `fit` identifies
 /// this fit to the partitions.
 pub fn fit_gbt(
@@ -326,7 +337,7 @@ pub fn fit_gbt(
     summary: &SetSummary,
     backend: &dyn LevelBackend,
     fit: u64,
-) -> Result<GbtModel> {
+) -> Result<(GbtModel, LevelStats)> {
     check_params(params, summary.classes)?;
     let bins = summary
         .binnings
@@ -363,6 +374,7 @@ pub fn fit_gbt(
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let mut importance = vec![0.0; nf];
     let mut trees: Vec<Tree> = Vec::new();
+    let (mut levels, mut levels_seconds) = (0usize, 0.0f64);
     let to_stats = |ints: &[i64]| -> Vec<f64> {
         vec![
             ints[0] as f64 / GRADIENT_SCALE,
@@ -394,6 +406,7 @@ pub fn fit_gbt(
                 .collect::<std::collections::BTreeSet<u32>>()
                 .into_iter()
                 .collect();
+            let level_started = std::time::Instant::now();
             let merged = backend.histograms(&LevelRequest {
                 fit,
                 max_bins: params.max_bins,
@@ -403,6 +416,8 @@ pub fn fit_gbt(
                 build: build.clone(),
                 subsample,
             })?;
+            levels += 1;
+            levels_seconds += level_started.elapsed().as_secs_f64();
             let block = nf * width;
             if merged.len() != build.len() * block {
                 return Err(KilnError::internal(
@@ -506,12 +521,19 @@ pub fn fit_gbt(
     if total > 0.0 {
         importance.iter_mut().for_each(|x| *x /= total);
     }
-    Ok(GbtModel {
+    let model = GbtModel {
         num_classes: 2,
         init: vec![init],
         trees: trees.into_iter().map(|t| vec![t]).collect(),
         feature_importances: importance,
-    })
+    };
+    let stats = LevelStats {
+        partitions: backend.partitions(),
+        levels,
+        levels_seconds,
+        seconds_per_level: levels_seconds / levels.max(1) as f64,
+    };
+    Ok((model, stats))
 }
 
 /// A [`FitRunner`] for final fits of binary GBTs, each fitted
@@ -541,11 +563,12 @@ impl FitRunner for DataParallelFits {
                 // Any id unique in this process: results do not depend on it.
                 let fit = (std::process::id() as u64) << 32
                     | FITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let model = fit_gbt(params, &self.summary, self.backend.as_ref(), fit)?;
+                let (model, stats) = fit_gbt(params, &self.summary, self.backend.as_ref(), fit)?;
                 Ok(FitOutcome {
                     scores: Vec::new(),
                     model: job.keep_model.then_some(FittedModel::GBTClassifier(model)),
                     seconds: started.elapsed().as_secs_f64(),
+                    details: serde_json::to_value(stats).ok(),
                 })
             })
             .collect()
@@ -624,9 +647,13 @@ mod tests {
                 ..GbtParams::default()
             },
         ] {
-            let one = fit_gbt(&params, &summary, &InProcess::new(&set, 1), 1)?;
+            let (one, stats) = fit_gbt(&params, &summary, &InProcess::new(&set, 1), 1)?;
+            assert!(
+                stats.levels >= params.max_iter
+                    && stats.levels <= params.max_iter * params.max_depth
+            );
             for partitions in [2, 3, 7] {
-                let many = fit_gbt(&params, &summary, &InProcess::new(&set, partitions), 2)?;
+                let (many, _) = fit_gbt(&params, &summary, &InProcess::new(&set, partitions), 2)?;
                 assert_eq!(
                     serde_json::to_string(&one).ok(),
                     serde_json::to_string(&many).ok(),

@@ -50,6 +50,7 @@ impl From<WireOutcome> for FitOutcome {
             scores: w.score_bits.into_iter().map(f64::from_bits).collect(),
             model: w.model,
             seconds: w.seconds,
+            details: None,
         }
     }
 }

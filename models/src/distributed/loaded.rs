@@ -72,6 +72,22 @@ pub fn load(url: &str, checksum: u64) -> Result<Arc<SetPart>> {
             "the cached training set is gone (deleted while the job ran?); run the task again",
         )
     })?;
+    // Room for the file and its decoded copy before decoding.
+    cache.files.retain(|_, c| c.part.set.checksum == checksum);
+    let incoming = bytes.len() as u64;
+    while !cache.files.is_empty()
+        && cache.files.values().map(|c| c.bytes).sum::<u64>() + 2 * incoming > budget
+    {
+        let Some(oldest) = cache
+            .files
+            .iter()
+            .min_by_key(|(_, c)| c.used)
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        cache.files.remove(&oldest);
+    }
     let part = Arc::new(decode(bytes, url)?);
     if part.set.checksum != checksum {
         return Err(KilnError::data(
@@ -83,23 +99,11 @@ pub fn load(url: &str, checksum: u64) -> Result<Arc<SetPart>> {
         ));
     }
     cache.reads += 1;
-    cache.files.retain(|_, c| c.part.set.checksum == checksum);
     let size = crate::data::set_bytes(
         part.set.n_rows(),
         part.set.n_features(),
         part.set.binnings.len(),
     );
-    while cache.files.values().map(|c| c.bytes).sum::<u64>() + size > budget {
-        let Some(oldest) = cache
-            .files
-            .iter()
-            .min_by_key(|(_, c)| c.used)
-            .map(|(k, _)| k.clone())
-        else {
-            break;
-        };
-        cache.files.remove(&oldest);
-    }
     cache.files.insert(
         url.to_string(),
         Cached {

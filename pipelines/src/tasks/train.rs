@@ -20,7 +20,7 @@ use kiln_models::memory::MemoryPlan;
 use kiln_models::metrics::Metric;
 use kiln_models::model::{MODEL_FORMAT_VERSION, ModelArtifact, ModelParams, PipelineRef};
 use kiln_models::report::roc_svg;
-use kiln_models::selection::{Selection, evaluate_estimators, tuning_fits};
+use kiln_models::selection::{Selection, SelectionPlan, evaluate_estimators};
 use kiln_models::tuning::{CrossValidation, EstimatorSpec, TrainValidationSplit, Tuning};
 use kiln_transformers::FittedStage;
 use serde::Deserialize;
@@ -395,7 +395,13 @@ impl Task for ModelTraining {
             }
             let (train, test) = (Arc::new(train), Arc::new(test));
             let seed = self.init.seed;
-            let fits = tuning_fits(&self.init.estimators, &tuning, metric, seed)?;
+            let fits = SelectionPlan {
+                estimators: &self.init.estimators,
+                tuning: &tuning,
+                metric,
+                seed,
+            }
+            .tuning_fits()?;
             let on_cluster = !ctx.session.master().is_local();
             let binary = train.validate(false)? == 2;
             let work = Work {
@@ -473,16 +479,15 @@ impl Task for ModelTraining {
                     ctx.progress.clone(),
                 );
                 tokio::task::spawn_blocking(move || {
-                    evaluate_estimators(
-                        &specs,
-                        &train,
-                        &test,
-                        &tuning,
+                    let plan = SelectionPlan {
+                        estimators: &specs,
+                        tuning: &tuning,
                         metric,
                         seed,
-                        runner.as_ref(),
-                        &|stage| progress.stage(stage),
-                    )
+                    };
+                    evaluate_estimators(&plan, &train, &test, runner.as_ref(), &|stage| {
+                        progress.stage(stage)
+                    })
                 })
                 .await
                 .map_err(|e| KilnError::internal("training", e))??

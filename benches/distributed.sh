@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Distributed training benchmark (issue 18): a kiln scheduler and executors
+# (1 vcore each) on loopback, the training task against 1 and 2 executors,
+# every figure from this one run, every model compared byte for byte.
+#
+#   bash benches/distributed.sh grid LAKE        # thesis grid (1,350 fits), fan-out tuning
+#   bash benches/distributed.sh dp LAKE          # one GBT (20 x depth 5, maxBins 255), data-parallel
+#   bash benches/distributed.sh cap LAKE BYTES   # data-parallel with each executor's data capped
+#   bash benches/distributed.sh fault MODE LAKE SECONDS   # SIGKILL an executor SECONDS in (grid|dp)
+#   bash benches/distributed.sh overhead LAKE    # per-level round trip and the break-even size
+#
+# LAKE holds the demo's feature table at some size (benches/scale.sh makes
+# them: /tmp/kiln-scale/544511, .../8000000). Needs a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KILN=${KILN:-target/release/kiln}
+OUT=${KILN_BENCH_DIR:-/tmp/kiln-distributed}
+PORT=${KILN_BENCH_PORT:-52050}
+[ -x "$KILN" ] || cargo build --release -p kiln-cli
+mkdir -p "$OUT"
+pids=()
+stop_cluster() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  pids=()
+  sleep 1
+}
+trap stop_cluster EXIT
+
+# start_cluster N [executor command prefix...]
+start_cluster() {
+  local n=$1; shift
+  KILN_LOG=warn "$KILN" scheduler --bind-port "$PORT" > "$OUT/scheduler.log" 2>&1 &
+  pids+=($!)
+  sleep 1
+  for i in $(seq 1 "$n"); do
+    mkdir -p "$OUT/work$i"
+    KILN_LOG=warn "$@" "$KILN" executor --scheduler-port "$PORT" \
+      --bind-port $((PORT + 10 * i + 1)) --grpc-port $((PORT + 10 * i + 2)) \
+      --vcores 1 --work-dir "$OUT/work$i" > "$OUT/executor$i.log" 2>&1 &
+    pids+=($!)
+  done
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$PORT/readyz" 2>/dev/null | grep -q "$n executors registered" && return 0
+    sleep 0.2
+  done
+  echo "cluster of $n executors did not start" >&2
+  exit 1
+}
+
+# train CONFIG LAKE MASTER NAME: prints "seconds md5 mode"
+train() {
+  local config=$1 lake=$2 master=$3 name=$4 log="$OUT/$4.log"
+  rm -rf "$lake/models/thesis_grid" "$lake/models/bench_gbt"
+  local started=$(date +%s.%N)
+  KILN_LAKE="file://$lake" KILN_HOME="$OUT/home" "$KILN" submit --master "$master" "$config" > "$log" 2>&1 \
+    || { echo "$name failed: see $log" >&2; exit 1; }
+  local ended=$(date +%s.%N)
+  local model=$(ls -d "$lake"/models/*/v1 | head -1)
+  local mode=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['distribution']['mode'])" "$model/report.json")
+  echo "$(echo "$ended - $started" | bc) $(md5sum < "$model/model.json" | cut -c1-12) $mode"
+}
+
+compare() { # name1 result1 name2 result2
+  read -r s1 h1 m1 <<< "$2"; read -r s2 h2 m2 <<< "$4"
+  printf '%-28s %8.1f s  %s  %s\n' "$1" "$s1" "$h1" "$m1"
+  printf '%-28s %8.1f s  %s  %s\n' "$3" "$s2" "$h2" "$m2"
+  printf 'speedup %s / %s: %.2f; models %s\n' "$1" "$3" "$(echo "$s1 / $s2" | bc -l)" \
+    "$([ "$h1" = "$h2" ] && echo identical || echo DIFFERENT)"
+}
+
+mode=$1; shift
+case "$mode" in
+  grid)
+    lake=$1
+    start_cluster 1; one=$(train configs/bench/thesis_grid.yaml "$lake" "df://127.0.0.1:$PORT" grid-1); stop_cluster
+    start_cluster 2; two=$(train configs/bench/thesis_grid.yaml "$lake" "df://127.0.0.1:$PORT" grid-2); stop_cluster
+    compare "thesis grid, 1 executor" "$one" "thesis grid, 2 executors" "$two"
+    ;;
+  dp)
+    lake=$1
+    local_run=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" 'local[2]' dp-local)
+    start_cluster 1; one=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" dp-1); stop_cluster
+    start_cluster 2; two=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" dp-2); stop_cluster
+    float=$(KILN_DISTRIBUTION=local train configs/bench/train_gbt.yaml "$lake" 'local[2]' float-local)
+    compare "data-parallel, 1 executor" "$one" "data-parallel, 2 executors" "$two"
+    compare "data-parallel, local[2]" "$local_run" "float GBT, local[2]" "$float"
+    for name in dp-local float-local; do
+      grep -E "^ +GBTClassifier" "$OUT/$name.log" | tail -1 | sed "s/^/$name test metrics: /"
+    done
+    ;;
+  cap)
+    lake=$1 cap=$2
+    # Each executor's heap and mappings capped (RLIMIT_DATA), its set cache below the cap.
+    start_cluster 2 env KILN_TRAINING_CACHE_MEMORY="$cap" prlimit --data="$cap"
+    capped=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" dp-capped)
+    stop_cluster
+    free=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" 'local[2]' dp-uncapped)
+    compare "data-parallel, capped executors" "$capped" "data-parallel, local, no cap" "$free"
+    if KILN_TRAIN_MEMORY_LIMIT="$cap" KILN_DISTRIBUTION=local train configs/bench/train_gbt.yaml "$lake" 'local[2]' local-capped > /dev/null 2>&1; then
+      echo "one process trained under $cap as well"
+    else
+      echo "one process refuses under $cap: $(grep -m1 -E 'needs about' "$OUT/local-capped.log" || tail -1 "$OUT/local-capped.log")"
+    fi
+    ;;
+  fault)
+    which=$1 lake=$2 after=$3
+    config=configs/bench/thesis_grid.yaml; export KILN_DISTRIBUTION=tuning
+    [ "$which" = dp ] && { config=configs/bench/train_gbt.yaml; export KILN_DISTRIBUTION=data_parallel; }
+    start_cluster 2; clean=$(train "$config" "$lake" "df://127.0.0.1:$PORT" "fault-$which-clean"); stop_cluster
+    start_cluster 2
+    victim=${pids[2]}
+    (sleep "$after"; kill -9 "$victim") &
+    hit=$(train "$config" "$lake" "df://127.0.0.1:$PORT" "fault-$which-killed"); stop_cluster
+    compare "$which, undisturbed" "$clean" "$which, executor killed at ${after}s" "$hit"
+    ;;
+  overhead)
+    lake=$1
+    start_cluster 2
+    for rows_cap in "${@:2}"; do :; done
+    dp=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" overhead-dp)
+    lo=$(KILN_DISTRIBUTION=local train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" overhead-local)
+    stop_cluster
+    compare "data-parallel, 2 executors" "$dp" "local (driver), 2 threads" "$lo"
+    grep -E "fit_seconds" -m1 "$lake"/models/bench_gbt/v1/report.json || true
+    ;;
+  *)
+    sed -n 2,13p "$0"; exit 2 ;;
+esac
