@@ -5,9 +5,12 @@
 #
 #   bash benches/distributed.sh grid LAKE        # thesis grid (1,350 fits), fan-out tuning
 #   bash benches/distributed.sh dp LAKE          # one GBT (20 x depth 5, maxBins 255), data-parallel
-#   bash benches/distributed.sh cap LAKE BYTES   # data-parallel with each executor's data capped
-#   bash benches/distributed.sh fault MODE LAKE SECONDS   # SIGKILL an executor SECONDS in (grid|dp)
-#   bash benches/distributed.sh overhead LAKE    # per-level round trip and the break-even size
+#   bash benches/distributed.sh cap LAKE BYTES [CACHE]  # data-parallel, each executor's data
+#                                                # capped (prlimit --data), its set cache CACHE
+#   bash benches/distributed.sh fault MODE LAKE SECONDS   # SIGKILL an executor SECONDS in:
+#                                                # MODE tuning (the demo's grid) or dp
+#   bash benches/distributed.sh breakeven LAKE...  # data-parallel on 2 executors against
+#                                                # one process, per lake size
 #
 # LAKE holds the demo's feature table at some size (benches/scale.sh makes
 # them: /tmp/kiln-scale/544511, .../8000000). Needs a release build.
@@ -47,23 +50,32 @@ start_cluster() {
   exit 1
 }
 
-# train CONFIG LAKE MASTER NAME: prints "seconds md5 mode"
+# train CONFIG LAKE MASTER NAME: prints "seconds md5 mode seconds_per_level levels"
 train() {
   local config=$1 lake=$2 master=$3 name=$4 log="$OUT/$4.log"
-  rm -rf "$lake/models/thesis_grid" "$lake/models/bench_gbt"
-  local started=$(date +%s.%N)
-  KILN_LAKE="file://$lake" KILN_HOME="$OUT/home" "$KILN" submit --master "$master" "$config" > "$log" 2>&1 \
+  local repo
+  repo=$(awk '/path_model_repository:/ { print $2 }' "$config" | tail -1)
+  rm -rf "${lake:?}/$repo"
+  local started ended
+  started=$(date +%s.%N)
+  KILN_LAKE="file://$lake" KILN_HOME="$OUT/home" "$KILN" submit --master "$master" --only train "$config" > "$log" 2>&1 \
     || { echo "$name failed: see $log" >&2; exit 1; }
-  local ended=$(date +%s.%N)
-  local model=$(ls -d "$lake"/models/*/v1 | head -1)
-  local mode=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['distribution']['mode'])" "$model/report.json")
-  echo "$(echo "$ended - $started" | bc) $(md5sum < "$model/model.json" | cut -c1-12) $mode"
+  ended=$(date +%s.%N)
+  python3 - "$lake/$repo" "$(echo "$ended - $started" | bc)" <<'PY'
+import hashlib, json, sys
+repo, seconds = sys.argv[1:]
+report = json.load(open(f"{repo}/v1/report.json"))
+digest = hashlib.md5(open(f"{repo}/v1/model.json", "rb").read()).hexdigest()[:12]
+details = report["models"][0].get("fit_details") or {}
+print(seconds, digest, report["distribution"]["mode"],
+      details.get("seconds_per_level", "-"), details.get("levels", "-"))
+PY
 }
 
 compare() { # name1 result1 name2 result2
-  read -r s1 h1 m1 <<< "$2"; read -r s2 h2 m2 <<< "$4"
-  printf '%-28s %8.1f s  %s  %s\n' "$1" "$s1" "$h1" "$m1"
-  printf '%-28s %8.1f s  %s  %s\n' "$3" "$s2" "$h2" "$m2"
+  read -r s1 h1 m1 l1 n1 <<< "$2"; read -r s2 h2 m2 l2 n2 <<< "$4"
+  printf '%-36s %8.1f s  model %s  mode %-13s  s/level %s  levels %s\n' "$1" "$s1" "$h1" "$m1" "$l1" "$n1"
+  printf '%-36s %8.1f s  model %s  mode %-13s  s/level %s  levels %s\n' "$3" "$s2" "$h2" "$m2" "$l2" "$n2"
   printf 'speedup %s / %s: %.2f; models %s\n' "$1" "$3" "$(echo "$s1 / $s2" | bc -l)" \
     "$([ "$h1" = "$h2" ] && echo identical || echo DIFFERENT)"
 }
@@ -89,9 +101,9 @@ case "$mode" in
     done
     ;;
   cap)
-    lake=$1 cap=$2
+    lake=$1 cap=$2 cache=${3:-$2}
     # Each executor's heap and mappings capped (RLIMIT_DATA), its set cache below the cap.
-    start_cluster 2 env KILN_TRAINING_CACHE_MEMORY="$cap" prlimit --data="$cap"
+    start_cluster 2 env KILN_TRAINING_CACHE_MEMORY="$cache" prlimit --data="$cap"
     capped=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" dp-capped)
     stop_cluster
     free=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" 'local[2]' dp-uncapped)
@@ -104,7 +116,7 @@ case "$mode" in
     ;;
   fault)
     which=$1 lake=$2 after=$3
-    config=configs/bench/thesis_grid.yaml; export KILN_DISTRIBUTION=tuning
+    config=configs/indoor_outdoor.yaml; export KILN_DISTRIBUTION=tuning
     [ "$which" = dp ] && { config=configs/bench/train_gbt.yaml; export KILN_DISTRIBUTION=data_parallel; }
     start_cluster 2; clean=$(train "$config" "$lake" "df://127.0.0.1:$PORT" "fault-$which-clean"); stop_cluster
     start_cluster 2
@@ -113,15 +125,16 @@ case "$mode" in
     hit=$(train "$config" "$lake" "df://127.0.0.1:$PORT" "fault-$which-killed"); stop_cluster
     compare "$which, undisturbed" "$clean" "$which, executor killed at ${after}s" "$hit"
     ;;
-  overhead)
-    lake=$1
-    start_cluster 2
-    for rows_cap in "${@:2}"; do :; done
-    dp=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" overhead-dp)
-    lo=$(KILN_DISTRIBUTION=local train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" overhead-local)
-    stop_cluster
-    compare "data-parallel, 2 executors" "$dp" "local (driver), 2 threads" "$lo"
-    grep -E "fit_seconds" -m1 "$lake"/models/bench_gbt/v1/report.json || true
+  breakeven)
+    for lake in "$@"; do
+      start_cluster 2
+      dp=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" "breakeven-dp")
+      stop_cluster
+      lo=$(KILN_DISTRIBUTION=local train configs/bench/train_gbt.yaml "$lake" 'local[2]' "breakeven-local")
+      rows=$(grep -m1 -oE 'train [0-9]+ rows' "$OUT/breakeven-local.log" | grep -oE '[0-9]+')
+      echo "== $rows training rows ($lake)"
+      compare "data-parallel, 2 executors" "$dp" "one process, 2 threads" "$lo"
+    done
     ;;
   *)
     sed -n 2,13p "$0"; exit 2 ;;

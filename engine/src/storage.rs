@@ -4,8 +4,8 @@
 
 use crate::error::{KilnError, Result};
 use datafusion::execution::object_store::ObjectStoreRegistry;
-use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
+use object_store::{ObjectStore, ObjectStoreExt};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -205,7 +205,6 @@ pub fn object_path(url: &Url) -> Result<object_store::path::Path> {
 impl LakeObjectStoreRegistry {
     /// Reads a whole object; `None` when it does not exist.
     pub async fn read_object(&self, url: &Url) -> Result<Option<Vec<u8>>> {
-        use object_store::ObjectStoreExt;
         let store = self.store_for(url)?;
         let path = object_path(url)?;
         match store.get(&path).await {
@@ -219,7 +218,6 @@ impl LakeObjectStoreRegistry {
 
     /// Writes a whole object in one put: readers see no object or all of it.
     pub async fn write_object(&self, url: &Url, bytes: Vec<u8>) -> Result<()> {
-        use object_store::ObjectStoreExt;
         let store = self.store_for(url)?;
         let path = object_path(url)?;
         store
@@ -229,9 +227,18 @@ impl LakeObjectStoreRegistry {
             .map_err(|e| KilnError::io(url, e))
     }
 
+    /// Deletes an object; one that does not exist is not an error.
+    pub async fn delete_object(&self, url: &Url) -> Result<()> {
+        let store = self.store_for(url)?;
+        let path = object_path(url)?;
+        match store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(KilnError::io(url, e)),
+        }
+    }
+
     /// Whether an object exists.
     pub async fn object_exists(&self, url: &Url) -> Result<bool> {
-        use object_store::ObjectStoreExt;
         let store = self.store_for(url)?;
         let path = object_path(url)?;
         match store.head(&path).await {

@@ -24,6 +24,7 @@ pub struct ClusterFits {
     set_url: Url,
     checksum: u64,
     handle: tokio::runtime::Handle,
+    written: Vec<Url>,
 }
 
 impl ClusterFits {
@@ -37,16 +38,24 @@ impl ClusterFits {
         let set_url = cache_dir
             .join(&file_name(set, None))
             .map_err(|e| KilnError::config(format!("cache directory {cache_dir}: {e}")))?;
+        let mut written = Vec::new();
         if !session.stores().object_exists(&set_url).await? {
             let bytes = encode(set, 0..set.n_rows())?;
             session.stores().write_object(&set_url, bytes).await?;
+            written.push(set_url.clone());
         }
         Ok(ClusterFits {
             ctx: task_context(session.context()),
             set_url,
             checksum: set.checksum,
             handle: tokio::runtime::Handle::current(),
+            written,
         })
+    }
+
+    /// The cache files this runner wrote (the task deletes them when done).
+    pub fn written(&self) -> &[Url] {
+        &self.written
     }
 
     /// Where the executors read the set.
@@ -201,6 +210,7 @@ pub struct ClusterPartitions {
     part_urls: Vec<Url>,
     checksum: u64,
     handle: tokio::runtime::Handle,
+    written: Vec<Url>,
 }
 
 impl ClusterPartitions {
@@ -212,7 +222,7 @@ impl ClusterPartitions {
         cache_dir: &Url,
         partitions: usize,
     ) -> Result<Self> {
-        let mut part_urls = Vec::new();
+        let (mut part_urls, mut written) = (Vec::new(), Vec::new());
         for range in row_ranges(set.n_rows(), partitions) {
             let url = cache_dir
                 .join(&file_name(set, Some(range.clone())))
@@ -222,6 +232,7 @@ impl ClusterPartitions {
                     .stores()
                     .write_object(&url, encode(set, range)?)
                     .await?;
+                written.push(url.clone());
             }
             part_urls.push(url);
         }
@@ -230,7 +241,13 @@ impl ClusterPartitions {
             part_urls,
             checksum: set.checksum,
             handle: tokio::runtime::Handle::current(),
+            written,
         })
+    }
+
+    /// The cache files this backend wrote (the task deletes them when done).
+    pub fn written(&self) -> &[Url] {
+        &self.written
     }
 
     async fn level(&self, req: &LevelRequest) -> Result<Vec<i64>> {

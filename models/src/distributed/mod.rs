@@ -4,8 +4,9 @@
 //!   Arrow IPC file in the lake, exact to the bit;
 //! * [`loaded`]: the sets an executor process has read, kept for the tasks
 //!   that follow;
-//! * [`fit_udf`]: `kiln_fit`, one tuning or final fit per row, run where
-//!   Ballista places it;
+//! * [`task_udf`]: the one UDF shape of kiln's executor work (a JSON task
+//!   in, bytes out); [`fit_udf`]: `kiln_fit`, one tuning or final fit per
+//!   row, run where Ballista places it;
 //! * [`cluster::ClusterFits`]: the driver's side, a [`crate::jobs::FitRunner`]
 //!   whose jobs are Ballista tasks;
 //! * [`data_parallel`]: boosting over partitions of the rows with integer
@@ -19,6 +20,7 @@ pub mod fit_udf;
 pub mod histogram_udf;
 pub mod loaded;
 pub mod set_file;
+pub mod task_udf;
 
 pub use cluster::{ClusterFits, ClusterPartitions};
 pub use data_parallel::DataParallelFits;

@@ -420,6 +420,8 @@ impl Task for ModelTraining {
                     self.init.training_cache.trim_end_matches('/')
                 ))
             };
+            // Cache files written for the executors, deleted when the fits end.
+            let mut cache_files = Vec::new();
             let runner: Arc<dyn FitRunner> = match placement.mode {
                 Mode::Local => Arc::new(LocalFits {
                     parallelism: concurrent_fits,
@@ -427,7 +429,9 @@ impl Task for ModelTraining {
                 Mode::Tuning => {
                     ctx.progress
                         .stage("writing the binned training set for the executors");
-                    Arc::new(ClusterFits::prepare(&ctx.session, &train, &cache_dir()?).await?)
+                    let fits = ClusterFits::prepare(&ctx.session, &train, &cache_dir()?).await?;
+                    cache_files.extend_from_slice(fits.written());
+                    Arc::new(fits)
                 }
                 Mode::DataParallel => {
                     let summary = SetSummary::of(&train)?;
@@ -448,17 +452,17 @@ impl Task for ModelTraining {
                         ctx.progress.stage(format!(
                             "writing {partitions} partitions of the binned training set for the executors"
                         ));
+                        let parts = ClusterPartitions::prepare(
+                            &ctx.session,
+                            &train,
+                            &cache_dir()?,
+                            partitions,
+                        )
+                        .await?;
+                        cache_files.extend_from_slice(parts.written());
                         Arc::new(DataParallelFits {
                             summary,
-                            backend: Box::new(
-                                ClusterPartitions::prepare(
-                                    &ctx.session,
-                                    &train,
-                                    &cache_dir()?,
-                                    partitions,
-                                )
-                                .await?,
-                            ),
+                            backend: Box::new(parts),
                             location: "on the cluster's executors",
                         })
                     } else {
@@ -490,8 +494,13 @@ impl Task for ModelTraining {
                     })
                 })
                 .await
-                .map_err(|e| KilnError::internal("training", e))??
             };
+            for url in &cache_files {
+                if let Err(e) = ctx.session.stores().delete_object(url).await {
+                    tracing::warn!(task = %ctx.task_name, "could not delete the training cache file {url}: {e}");
+                }
+            }
+            let candidates = candidates.map_err(|e| KilnError::internal("training", e))??;
             let selection = Selection::choose(metric, candidates)?;
             let winner = selection.winner();
             let artifact = ModelArtifact {
