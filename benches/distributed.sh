@@ -50,7 +50,7 @@ start_cluster() {
   exit 1
 }
 
-# train CONFIG LAKE MASTER NAME: prints "seconds md5 mode seconds_per_level levels"
+# train CONFIG LAKE MASTER NAME: prints "seconds md5 mode seconds_per_level levels fit_seconds"
 train() {
   local config=$1 lake=$2 master=$3 name=$4 log="$OUT/$4.log"
   local repo
@@ -66,18 +66,21 @@ import hashlib, json, sys
 repo, seconds = sys.argv[1:]
 report = json.load(open(f"{repo}/v1/report.json"))
 digest = hashlib.md5(open(f"{repo}/v1/model.json", "rb").read()).hexdigest()[:12]
-details = report["models"][0].get("fit_details") or {}
+model = report["models"][0]
+details = model.get("fit_details") or {}
+per_level = details.get("seconds_per_level")
 print(seconds, digest, report["distribution"]["mode"],
-      details.get("seconds_per_level", "-"), details.get("levels", "-"))
+      "-" if per_level is None else f"{per_level:.3f}", details.get("levels", "-"),
+      f"{model['tuning_and_fit_seconds']:.1f}")
 PY
 }
 
 compare() { # name1 result1 name2 result2
-  read -r s1 h1 m1 l1 n1 <<< "$2"; read -r s2 h2 m2 l2 n2 <<< "$4"
-  printf '%-36s %8.1f s  model %s  mode %-13s  s/level %s  levels %s\n' "$1" "$s1" "$h1" "$m1" "$l1" "$n1"
-  printf '%-36s %8.1f s  model %s  mode %-13s  s/level %s  levels %s\n' "$3" "$s2" "$h2" "$m2" "$l2" "$n2"
-  printf 'speedup %s / %s: %.2f; models %s\n' "$1" "$3" "$(echo "$s1 / $s2" | bc -l)" \
-    "$([ "$h1" = "$h2" ] && echo identical || echo DIFFERENT)"
+  read -r s1 h1 m1 l1 n1 f1 <<< "$2"; read -r s2 h2 m2 l2 n2 f2 <<< "$4"
+  printf '%-36s task %7.1f s  tuning+fit %7.1f s  model %s  mode %-13s  s/level %s  levels %s\n' "$1" "$s1" "$f1" "$h1" "$m1" "$l1" "$n1"
+  printf '%-36s task %7.1f s  tuning+fit %7.1f s  model %s  mode %-13s  s/level %s  levels %s\n' "$3" "$s2" "$f2" "$h2" "$m2" "$l2" "$n2"
+  printf 'ratio %s / %s: task %.2f, tuning+fit %.2f; models %s\n' "$1" "$3" "$(echo "$s1 / $s2" | bc -l)" \
+    "$(echo "$f1 / $f2" | bc -l)" "$([ "$h1" = "$h2" ] && echo identical || echo DIFFERENT)"
 }
 
 mode=$1; shift

@@ -20,11 +20,37 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn tempdir(name: &str) -> PathBuf {
+/// A fresh directory under the system's temp dir (lakes of up to 2 GB),
+/// removed when the test ends unless it panicked or `KILN_KEEP_TEST_DIRS`
+/// is set (to read its logs and lakes).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && std::env::var_os("KILN_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn tempdir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("kiln-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    TempDir(dir)
 }
 
 fn stderr(o: &Output) -> String {
@@ -1593,6 +1619,11 @@ fn train_model(
         return Err(format!("{mode} on {master}: {}", stderr(&o)).into());
     }
     let model = std::fs::read(lake.join("models/m/v1/model.json"))?;
+    let cache = listing(&lake.join("_kiln/cache/training"));
+    assert!(
+        cache.is_empty(),
+        "{mode}: training cache left behind: {cache:?}"
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(lake.join("models/m/v1/report.json"))?)?;
     let used = report["distribution"]["mode"]
