@@ -91,6 +91,28 @@ impl GbtParams {
         Ok(())
     }
 
+    /// How trees grow for `nf` features: the depth, instance and gain limits
+    /// and the features each node considers.
+    pub(crate) fn grow_params(
+        &self,
+        nf: usize,
+        parallel: bool,
+        integer_stats: bool,
+    ) -> Result<GrowParams> {
+        let subset = match crate::rf::feature_subset(&self.feature_subset_strategy, nf, false)? {
+            s if s >= nf => FeatureSubset::All,
+            s => FeatureSubset::Count(s),
+        };
+        Ok(GrowParams {
+            max_depth: self.max_depth,
+            min_instances: self.min_instances_per_node as f64,
+            min_gain: self.min_info_gain,
+            subset,
+            parallel,
+            integer_stats,
+        })
+    }
+
     /// Fits on `rows` of `data` (row indices into the set, ascending).
     pub fn fit(&self, data: &TrainingSet, fit_rows: &[u32]) -> Result<GbtModel> {
         self.validate()?;
@@ -125,18 +147,7 @@ impl GbtParams {
         };
         let mut scores: Vec<f64> = (0..n).flat_map(|_| init.iter().copied()).collect();
         let nf = data.n_features();
-        let subset = match crate::rf::feature_subset(&self.feature_subset_strategy, nf, false)? {
-            s if s >= nf => FeatureSubset::All,
-            s => FeatureSubset::Count(s),
-        };
-        let grow_params = GrowParams {
-            max_depth: self.max_depth,
-            min_instances: self.min_instances_per_node as f64,
-            min_gain: self.min_info_gain,
-            subset,
-            parallel: true,
-            integer_stats: false,
-        };
+        let grow_params = self.grow_params(nf, true, false)?;
         let mut trees: Vec<Vec<Tree>> = Vec::new();
         let mut importance = vec![0.0; nf];
         let (mut best_loss, mut best_iter, mut since_best) = (f64::INFINITY, 0usize, 0usize);

@@ -23,7 +23,7 @@ use crate::data::{FeatureBins, TrainingSet};
 use crate::gbt::{GbtModel, GbtParams, Newton, sigmoid};
 use crate::jobs::{FitJob, FitOutcome, FitRows, FitRunner};
 use crate::model::{FittedModel, ModelParams};
-use crate::tree::{FeatureSubset, GrowParams, Node, Objective, Tree, best_split, sampled_features};
+use crate::tree::{Node, Objective, Tree, best_split, sampled_features};
 use kiln_engine::{KilnError, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -349,18 +349,8 @@ pub fn fit_gbt(
     let width = widest(bins) * STATS;
     let p = (summary.positives as f64 / summary.rows as f64).clamp(1e-12, 1.0 - 1e-12);
     let init = (p / (1.0 - p)).ln();
-    let subset = match crate::rf::feature_subset(&params.feature_subset_strategy, nf, false)? {
-        s if s >= nf => FeatureSubset::All,
-        s => FeatureSubset::Count(s),
-    };
-    let grow = GrowParams {
-        max_depth: params.max_depth,
-        min_instances: params.min_instances_per_node as f64,
-        min_gain: params.min_info_gain,
-        subset,
-        parallel: false,
-        integer_stats: true,
-    };
+    // Integer statistics: exact in any order (the partitions' sums).
+    let grow = params.grow_params(nf, false, true)?;
     let newton = Newton {
         grad_hess: &[],
         lambda: params.reg_lambda,

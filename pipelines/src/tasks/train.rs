@@ -384,7 +384,7 @@ impl Task for ModelTraining {
             )
             .await?;
             let loading_seconds = loading_started.elapsed().as_secs_f64();
-            train.validate(false)?;
+            let classes = train.validate(false)?;
             ctx.progress
                 .add_rows((train.n_rows() + test.n_rows()) as u64);
             if test.n_rows() == 0 {
@@ -403,7 +403,7 @@ impl Task for ModelTraining {
             }
             .tuning_fits()?;
             let on_cluster = !ctx.session.master().is_local();
-            let binary = train.validate(false)? == 2;
+            let binary = classes == 2;
             let work = Work {
                 fits,
                 binary_gbt_only: binary
