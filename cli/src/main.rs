@@ -15,6 +15,8 @@ use kiln_pipelines::terminal::LogFormat;
 use kiln_synth::{Rules, Source};
 use std::process::ExitCode;
 
+mod serve;
+
 /// mimalloc, as DataFusion's own CLI uses: the engine allocates and frees
 /// many short-lived buffers across threads, where it beats the system
 /// allocator (measured on the generator's Parquet write).
@@ -126,6 +128,34 @@ enum Command {
         #[command(subcommand)]
         what: DeployCommand,
     },
+    /// Run the job service: REST API, persistent job queue, workers.
+    #[command(
+        after_help = "Examples:\n  kiln serve\n  kiln serve --bind 0.0.0.0:8080 --db postgres://kiln@db:5432/kiln --lake s3://lake/platform/ \\\n    --auth oidc --oidc-issuer https://keycloak.example.org/realms/synth --oidc-audience kiln\n\nPrints `listening on http://HOST:PORT` on stderr once it accepts requests.\nThe API is described at /api/v1/openapi.json."
+    )]
+    Serve(Box<serve::ServeArgs>),
+    /// Submit, list, follow and cancel jobs of a `kiln serve` server.
+    #[command(
+        after_help = "Examples:\n  kiln jobs submit generate --rules configs/generators/indoor_outdoor.yaml --rows 100000 --seed 1 --wait\n  kiln jobs submit pipeline --config configs/indoor_outdoor.yaml\n  kiln jobs logs --follow JOB_ID\n\nThe token comes from KILN_TOKEN, the server from --server or KILN_SERVER."
+    )]
+    Jobs {
+        #[command(flatten)]
+        server: serve::ServerArgs,
+        #[command(subcommand)]
+        command: serve::JobsCommand,
+    },
+    /// Upload, list, download and delete datasets of a `kiln serve` server.
+    #[command(
+        after_help = "Examples:\n  kiln datasets upload lake/raw/training.csv --name training\n  kiln datasets download DATASET_ID --out training.parquet"
+    )]
+    Datasets {
+        #[command(flatten)]
+        server: serve::ServerArgs,
+        #[command(subcommand)]
+        command: serve::DatasetsCommand,
+    },
+    /// Print the OpenAPI document of `kiln serve`.
+    #[command(after_help = "Example:\n  kiln openapi > service/openapi.json")]
+    Openapi,
     /// Exit 0 when a health endpoint answers 200 (a container HEALTHCHECK).
     #[command(after_help = "Example:\n  kiln healthcheck --url http://127.0.0.1:50053/readyz")]
     Healthcheck {
@@ -615,6 +645,13 @@ fn healthcheck(url: &str) -> Result<()> {
 async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Healthcheck { url } => healthcheck(&url),
+        Command::Serve(args) => serve::serve(*args).await,
+        Command::Jobs { server, command } => serve::jobs(server, command).await,
+        Command::Datasets { server, command } => serve::datasets(server, command).await,
+        Command::Openapi => {
+            print!("{}", kiln_service::api::openapi_document());
+            Ok(())
+        }
         Command::Deploy { what } => {
             let yaml = match what {
                 DeployCommand::Cronjobs { configs, pod } => {
@@ -724,7 +761,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Scheduler(_) | Command::Executor(_) => "info",
+        Command::Scheduler(_) | Command::Executor(_) | Command::Serve(_) => "info",
         _ => "warn",
     };
     init_logging(default_log);

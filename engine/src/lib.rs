@@ -15,7 +15,8 @@
 //! * [`error::KilnError`] classifies every failure by whose fault it is;
 //! * [`hash`] is the stable hash behind fingerprints, checksums and the
 //!   canonical training order;
-//! * [`suggest`] finds the name a typo meant.
+//! * [`suggest`] finds the name a typo meant;
+//! * [`nesting`] refuses absurdly nested YAML/JSON before a parser sees it.
 
 pub mod artifacts;
 pub mod cluster;
@@ -24,6 +25,7 @@ pub mod hash;
 pub mod hive;
 pub mod io;
 pub mod master;
+pub mod nesting;
 pub mod schema;
 pub mod session;
 pub mod storage;

@@ -141,6 +141,7 @@ impl LoadedConfig {
     }
 
     pub fn from_text(raw: &str, file: &str) -> Result<Self> {
+        kiln_engine::nesting::check_depth(raw, file, kiln_engine::nesting::MAX_DEPTH)?;
         reject_literal_credentials(raw, file)?;
         let text = interpolate_env(raw, file)?;
         let config: PipelineConfig =

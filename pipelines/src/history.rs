@@ -28,13 +28,17 @@ pub struct RunRow {
     pub end_ms: Option<i64>,
 }
 
-/// Where the history database lives.
-pub fn default_path() -> PathBuf {
-    let home = std::env::var_os("KILN_HOME")
+/// kiln's own directory: `$KILN_HOME`, else `~/.kiln`.
+pub fn kiln_home() -> PathBuf {
+    std::env::var_os("KILN_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kiln")))
-        .unwrap_or_else(|| PathBuf::from(".kiln"));
-    home.join("history.sqlite")
+        .unwrap_or_else(|| PathBuf::from(".kiln"))
+}
+
+/// Where the history database lives.
+pub fn default_path() -> PathBuf {
+    kiln_home().join("history.sqlite")
 }
 
 /// Columns added after the first release, created on open when missing.

@@ -287,6 +287,7 @@ impl Rules {
     /// Parses without validating (enhance-mode rules are validated against
     /// their input's columns by `Generator::enhance`).
     pub fn parse(text: &str, file: &str) -> Result<Self> {
+        kiln_engine::nesting::check_depth(text, file, kiln_engine::nesting::MAX_DEPTH)?;
         // Enums are written as single-key maps (`normal: {mean: 0, std: 1}`).
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let rules: Rules = serde_yaml_ng::with::singleton_map_recursive::deserialize(de).map_err(

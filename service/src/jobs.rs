@@ -1,0 +1,355 @@
+//! Job types: what a client may submit, how its parameters are checked at
+//! submission (so a bad job is a 422, not a failed run), and how it runs.
+//! A job runs the same code as the pipeline task or CLI command of the same
+//! name. A new method (reproduction, fusion, evaluation) plugs in as one
+//! more [`JobType`] variant with its parameter struct.
+
+use crate::datasets::DatasetLake;
+use crate::problem::{ApiError, ApiResult};
+use crate::store::{Column, DatasetRecord, JobRecord, Progress, now_ms};
+use kiln_engine::io::{FileFormat, ParquetWriteOptions};
+use kiln_engine::{KilnError, Master};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use utoipa::ToSchema;
+
+/// The kinds of job the service runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobType {
+    /// Rows from a rule file (`kiln generate`).
+    Generate,
+    /// A kiln pipeline (`kiln submit`).
+    Pipeline,
+}
+
+impl JobType {
+    pub const ALL: [JobType; 2] = [JobType::Generate, JobType::Pipeline];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobType::Generate => "generate",
+            JobType::Pipeline => "pipeline",
+        }
+    }
+
+    /// Parses a submitted `type`, with the nearest known name on a typo.
+    pub fn parse(text: &str) -> ApiResult<Self> {
+        if let Some(t) = Self::ALL.into_iter().find(|t| t.as_str() == text) {
+            return Ok(t);
+        }
+        let names: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
+        let hint = kiln_engine::suggest::closest(text, &names)
+            .map(|n| format!("did you mean '{n}'? "))
+            .unwrap_or_default();
+        Err(ApiError::invalid("type", format!("unknown job type '{text}'")).fix(format!(
+            "{hint}known types: {}; the synthesis types (reproduce-train, reproduce-generate, \
+             fuse, evaluate) arrive with the synthesis methods",
+            names.join(", ")
+        )))
+    }
+}
+
+/// Output format of generated data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Parquet,
+    Csv,
+}
+
+impl From<OutputFormat> for FileFormat {
+    fn from(f: OutputFormat) -> Self {
+        match f {
+            OutputFormat::Parquet => FileFormat::Parquet,
+            OutputFormat::Csv => FileFormat::Csv,
+        }
+    }
+}
+
+/// Parameters of a `generate` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "rules": "entities:\n  count: 10\ncolumns:\n  - name: x\n    normal: {mean: 0, std: 1}\n",
+    "rows": 1000,
+    "seed": 42
+}))]
+pub struct GenerateParams {
+    /// The rule file's text (YAML), as `kiln generate` reads it.
+    pub rules: String,
+    /// Rows to generate.
+    pub rows: u64,
+    #[serde(default)]
+    pub seed: u64,
+    /// Name of the output dataset (default: `generated-<job id>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub format: OutputFormat,
+}
+
+/// Parameters of a `pipeline` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "config": "name: demo\nstorage: {root: lake/}\nprocessing_tasks: []\n",
+    "conf": {"kiln.storage.root": "s3://lake/team-a/"}
+}))]
+pub struct PipelineParams {
+    /// The pipeline config's text (YAML), as `kiln submit` reads it.
+    pub config: String,
+    /// `--conf key=value` settings. Without `kiln.storage.root` the run's
+    /// relative paths resolve under the job's own directory in the lake.
+    #[serde(default)]
+    pub conf: BTreeMap<String, String>,
+}
+
+/// A job's parameters, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobSpec {
+    Generate(GenerateParams),
+    Pipeline(PipelineParams),
+}
+
+/// Limits applied at submission.
+#[derive(Debug, Clone)]
+pub struct JobLimits {
+    /// Most rows a `generate` job may ask for.
+    pub max_generated_rows: u64,
+    /// Longest text parameter (rules, config), in bytes.
+    pub max_text_bytes: usize,
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        JobLimits {
+            max_generated_rows: 100_000_000,
+            max_text_bytes: 1 << 20,
+        }
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(params: &serde_json::Value) -> ApiResult<T> {
+    serde_json::from_value(params.clone()).map_err(|e| {
+        ApiError::invalid("params", format!("invalid params: {e}"))
+            .fix("see the job type's parameter schema in /api/v1/openapi.json")
+    })
+}
+
+fn check_text(field: &str, text: &str, limits: &JobLimits) -> ApiResult<()> {
+    if text.len() > limits.max_text_bytes {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "{field} is {} bytes, more than the limit of {}",
+                text.len(),
+                limits.max_text_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl JobSpec {
+    /// Parses and checks a submission's parameters: everything that can be
+    /// known before the job runs (rules and configs are parsed and
+    /// validated here).
+    pub fn check(
+        job_type: JobType,
+        params: &serde_json::Value,
+        limits: &JobLimits,
+    ) -> ApiResult<Self> {
+        match job_type {
+            JobType::Generate => {
+                let p: GenerateParams = typed(params)?;
+                check_text("params.rules", &p.rules, limits)?;
+                if p.rows == 0 || p.rows > limits.max_generated_rows {
+                    return Err(ApiError::invalid(
+                        "params.rows",
+                        format!(
+                            "params.rows is {}; it must be between 1 and {}",
+                            p.rows, limits.max_generated_rows
+                        ),
+                    ));
+                }
+                if let Some(name) = &p.name {
+                    crate::datasets::check_name(name).map_err(|e| e.field("params.name"))?;
+                }
+                kiln_synth::Rules::from_yaml(&p.rules, "params.rules")
+                    .map_err(|e| ApiError::from_kiln("params.rules", e))?;
+                Ok(JobSpec::Generate(p))
+            }
+            JobType::Pipeline => {
+                let p: PipelineParams = typed(params)?;
+                check_text("params.config", &p.config, limits)?;
+                let loaded = kiln_pipelines::LoadedConfig::from_text(&p.config, "params.config")
+                    .map_err(|e| ApiError::from_kiln("params.config", e))?;
+                kiln_pipelines::validate::validate(&loaded)
+                    .map_err(|e| ApiError::from_kiln("params.config", e))?;
+                Ok(JobSpec::Pipeline(p))
+            }
+        }
+    }
+}
+
+/// What a running job can see: the lake, the master, its progress.
+pub struct JobContext {
+    pub datasets: DatasetLake,
+    pub master: Master,
+}
+
+/// Shared progress of a running job, read by the heartbeat.
+#[derive(Clone, Default)]
+pub struct ProgressCell(Arc<Mutex<Progress>>);
+
+impl ProgressCell {
+    pub fn set(&self, stage: &str, rows: Option<u64>) {
+        if let Ok(mut p) = self.0.lock() {
+            p.stage = stage.to_string();
+            p.rows = rows;
+        }
+    }
+    pub fn get(&self) -> Progress {
+        self.0.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+/// The id of a job's `index`-th output dataset: fixed by the job, so a
+/// rerun writes over the same files and records the same row.
+pub fn output_id(job_id: &str, index: usize) -> String {
+    format!("{job_id}-{index}")
+}
+
+/// Runs one attempt of a job. Outputs are committed atomically; their
+/// records are returned for the store to insert with the job's final state.
+pub async fn run(
+    job: &JobRecord,
+    ctx: &JobContext,
+    progress: &ProgressCell,
+) -> Result<(Vec<DatasetRecord>, serde_json::Value), KilnError> {
+    let job_type = JobType::parse(&job.job_type)
+        .map_err(|e| KilnError::config(format!("job {}: {}", job.id, e.detail)))?;
+    let spec = JobSpec::check(job_type, &job.params, &JobLimits::default())
+        .map_err(|e| KilnError::config(format!("job {}: {}", job.id, e.detail)))?;
+    match spec {
+        JobSpec::Generate(p) => generate(job, ctx, progress, p).await,
+        JobSpec::Pipeline(p) => pipeline(job, ctx, progress, p).await,
+    }
+}
+
+async fn generate(
+    job: &JobRecord,
+    ctx: &JobContext,
+    progress: &ProgressCell,
+    p: GenerateParams,
+) -> Result<(Vec<DatasetRecord>, serde_json::Value), KilnError> {
+    let rules = kiln_synth::Rules::from_yaml(&p.rules, "params.rules")?;
+    let rows = usize::try_from(p.rows)
+        .map_err(|_| KilnError::config(format!("params.rows {} is too large", p.rows)))?;
+    let id = output_id(&job.id, 0);
+    let target = ctx
+        .datasets
+        .dataset_dir(&id)
+        .map_err(|e| KilnError::internal("resolving the output", std::io::Error::other(e.detail)))?;
+    progress.set("generating", None);
+    let generator = Arc::new(kiln_synth::Generator::new(rules, p.seed, rows)?);
+    let schema = generator.schema();
+    let format: FileFormat = p.format.into();
+    let summary = kiln_synth::write_generated(
+        ctx.datasets.session(),
+        generator,
+        &target,
+        format,
+        &ParquetWriteOptions::default(),
+    )
+    .await?;
+    progress.set("committed", Some(summary.rows));
+    let bytes = directory_bytes(ctx, &target).await?;
+    let record = DatasetRecord {
+        id,
+        name: p.name.unwrap_or_else(|| format!("generated-{}", job.id)),
+        owner: job.owner.clone(),
+        format,
+        uri: target.to_string(),
+        rows: summary.rows as i64,
+        bytes,
+        schema: schema
+            .fields()
+            .iter()
+            .map(|f| Column {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect(),
+        shared: false,
+        source_job: Some(job.id.clone()),
+        created_ms: now_ms(),
+    };
+    let detail = serde_json::json!({"rows": summary.rows, "files": summary.files});
+    Ok((vec![record], detail))
+}
+
+async fn directory_bytes(ctx: &JobContext, dir: &url::Url) -> Result<i64, KilnError> {
+    use futures::StreamExt;
+    let store = ctx.datasets.session().stores().store_for(dir)?;
+    let prefix = kiln_engine::storage::object_path(dir)?;
+    let mut listing = store.list(Some(&prefix));
+    let mut total = 0i64;
+    while let Some(meta) = listing.next().await {
+        total += meta.map_err(|e| KilnError::io(dir, e))?.size as i64;
+    }
+    Ok(total)
+}
+
+async fn pipeline(
+    job: &JobRecord,
+    ctx: &JobContext,
+    progress: &ProgressCell,
+    p: PipelineParams,
+) -> Result<(Vec<DatasetRecord>, serde_json::Value), KilnError> {
+    let loaded = kiln_pipelines::LoadedConfig::from_text(&p.config, "params.config")?;
+    let mut conf: Vec<(String, String)> = p.conf.into_iter().collect();
+    if !conf.iter().any(|(k, _)| k == "kiln.storage.root") {
+        let root = ctx
+            .datasets
+            .lake()
+            .resolve(&format!("_kiln/service/jobs/{}/", job.id))?;
+        conf.push(("kiln.storage.root".into(), root.to_string()));
+    }
+    progress.set("running pipeline", None);
+    let options = kiln_pipelines::runner::RunOptions {
+        master: ctx.master.clone(),
+        // One run id per job: a rerun after a lost worker resumes nothing
+        // and overwrites the same run's outputs atomically.
+        name: Some(format!("job-{}", job.id)),
+        conf,
+        only: None,
+        from: None,
+        resume: None,
+        time_limit: None,
+        log_format: kiln_pipelines::terminal::LogFormat::Json,
+        live_progress: false,
+    };
+    let report =
+        kiln_pipelines::runner::run(&loaded, &options, &kiln_pipelines::extensions()).await?;
+    let tasks: Vec<serde_json::Value> = report
+        .tasks
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "task": t.task,
+                "state": t.state.as_str(),
+                "seconds": t.seconds,
+                "outputs": t.outcome.as_ref().map(|o| o.outputs.clone()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok((
+        Vec::new(),
+        serde_json::json!({"run_id": report.run_id, "tasks": tasks}),
+    ))
+}

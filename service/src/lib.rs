@@ -1,0 +1,169 @@
+//! # kiln-service
+//!
+//! `kiln serve`: the job service of kiln's data-synthesis platform, in one
+//! process on top of the engine the pipelines use.
+//!
+//! * [`api`]: the REST API under `/api/v1` (axum), its OpenAPI 3.1 document
+//!   generated from the handlers (utoipa), problem responses ([`problem`]);
+//! * [`auth`]: OIDC bearer tokens (discovery, cached JWKS, key rotation) and
+//!   the roles viewer / user / admin;
+//! * [`store`]: datasets, jobs, job events and the audit log, and the job
+//!   queue with leases, over [`db`] (SQLite embedded, PostgreSQL shared);
+//! * [`datasets`]: uploads streamed to the lake and committed atomically,
+//!   samples and downloads;
+//! * [`jobs`]: the job types and their parameters; [`worker`]: the workers
+//!   that lease, run, heartbeat, retry, time out and cancel jobs;
+//! * [`client`]: the HTTP client behind `kiln jobs` and `kiln datasets`.
+//!
+//! Nothing below this crate knows HTTP: jobs call the same functions as
+//! `kiln generate` and `kiln submit`.
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod datasets;
+pub mod db;
+pub mod jobs;
+pub mod problem;
+pub mod store;
+pub mod worker;
+
+use auth::{Auth, OidcSettings, OidcVerifier};
+use kiln_engine::storage::Lake;
+use kiln_engine::{KilnError, KilnSession, Master, Result};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Everything `kiln serve` is told.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub bind: SocketAddr,
+    /// The lake root (datasets, job outputs).
+    pub lake: String,
+    /// `sqlite:PATH` or `postgres://…`.
+    pub db: String,
+    pub master: Master,
+    /// `None`: no authentication (loopback only).
+    pub oidc: Option<OidcSettings>,
+    pub workers: worker::WorkerSettings,
+    pub limits: api::ApiLimits,
+}
+
+/// A bound, ready server: [`Server::run`] serves until shutdown.
+pub struct Server {
+    address: SocketAddr,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    workers: Arc<worker::Workers>,
+}
+
+impl Server {
+    /// Opens the database and the lake, discovers the OIDC issuer, binds
+    /// the address. Nothing is served and no job runs yet.
+    pub async fn bind(options: ServeOptions) -> Result<Self> {
+        if options.oidc.is_none() && !options.bind.ip().is_loopback() {
+            return Err(KilnError::config_fix(
+                format!(
+                    "refusing to listen on {} without authentication",
+                    options.bind
+                ),
+                "bind to 127.0.0.1, or pass --auth oidc --oidc-issuer URL --oidc-audience AUD",
+            ));
+        }
+        let db = db::open(&options.db)
+            .await
+            .map_err(|e| KilnError::config(format!("--db {}: {e}", options.db)))?;
+        let store = store::Store::new(db);
+        let lake = Lake::new(&options.lake)?;
+        let session =
+            Arc::new(KilnSession::connect(&options.master, &kiln_pipelines::extensions()).await?);
+        let datasets = datasets::DatasetLake::new(Arc::clone(&session), lake);
+        let auth = match options.oidc {
+            None => Auth::None,
+            Some(settings) => {
+                let issuer = settings.issuer.clone();
+                let verifier = OidcVerifier::discover(settings).await.map_err(|e| {
+                    KilnError::config_fix(
+                        format!("cannot use OIDC issuer {issuer}: {e}"),
+                        "check --oidc-issuer and that the issuer is reachable",
+                    )
+                })?;
+                Auth::Oidc(Arc::new(verifier))
+            }
+        };
+        let context = Arc::new(jobs::JobContext {
+            datasets: datasets.clone(),
+            master: options.master.clone(),
+        });
+        let workers = Arc::new(worker::Workers::new(
+            store.clone(),
+            context,
+            options.workers.clone(),
+        ));
+        let state = api::AppState {
+            store,
+            datasets,
+            auth,
+            limits: Arc::new(options.limits.clone()),
+            wake: workers.waker(),
+        };
+        let listener = tokio::net::TcpListener::bind(options.bind)
+            .await
+            .map_err(|e| KilnError::config(format!("cannot listen on {}: {e}", options.bind)))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| KilnError::io(options.bind, e))?;
+        Ok(Server {
+            address,
+            listener,
+            router: api::router(state),
+            workers,
+        })
+    }
+
+    /// The address it listens on (the real port when bound to port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Starts the workers and serves until `shutdown` completes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+        self.workers.start();
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| KilnError::io(self.address, e));
+        self.workers.stop();
+        served
+    }
+}
+
+/// Runs the service until the process is told to stop (Ctrl-C or SIGTERM).
+/// Prints `listening on http://HOST:PORT` on stderr once it accepts
+/// requests.
+pub async fn serve(options: ServeOptions) -> Result<()> {
+    let server = Server::bind(options).await?;
+    eprintln!("listening on http://{}", server.address());
+    server.run(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
