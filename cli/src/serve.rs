@@ -36,7 +36,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KILN_OIDC_AUDIENCE", required_if_eq("auth", "oidc"))]
     oidc_audience: Option<String>,
     /// Dotted path of the roles claim.
-    #[arg(long, env = "KILN_OIDC_ROLES_CLAIM", default_value = "realm_access.roles")]
+    #[arg(
+        long,
+        env = "KILN_OIDC_ROLES_CLAIM",
+        default_value = "realm_access.roles"
+    )]
     oidc_roles_claim: String,
     /// Least seconds between JWKS re-fetches caused by unknown key ids.
     #[arg(long, default_value_t = 10.0)]
@@ -67,12 +71,12 @@ enum AuthArg {
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let home = kiln_pipelines::history::kiln_home();
-    let lake = args.lake.unwrap_or_else(|| {
-        format!("{}/", home.join("lake").to_string_lossy())
-    });
-    let db = args.db.unwrap_or_else(|| {
-        format!("sqlite:{}", home.join("service.sqlite").to_string_lossy())
-    });
+    let lake = args
+        .lake
+        .unwrap_or_else(|| format!("{}/", home.join("lake").to_string_lossy()));
+    let db = args
+        .db
+        .unwrap_or_else(|| format!("sqlite:{}", home.join("service.sqlite").to_string_lossy()));
     let master: Master = args.master.parse()?;
     let oidc = match args.auth {
         AuthArg::None => None,
@@ -120,7 +124,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 #[derive(Args)]
 pub struct ServerArgs {
     /// The server, http://HOST:PORT.
-    #[arg(long, env = "KILN_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "KILN_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     server: String,
 }
 
@@ -220,7 +229,10 @@ fn print_json(v: &Value) {
 
 fn read_text(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| {
-        KilnError::config_fix(format!("cannot read {}: {e}", path.display()), "check the path")
+        KilnError::config_fix(
+            format!("cannot read {}: {e}", path.display()),
+            "check the path",
+        )
     })
 }
 
@@ -263,7 +275,10 @@ pub async fn jobs(server: ServerArgs, command: JobsCommand) -> Result<()> {
                 let mut m = serde_json::Map::new();
                 for kv in &conf {
                     let (k, v) = kv.split_once('=').ok_or_else(|| {
-                        KilnError::config_fix(format!("invalid --conf '{kv}'"), "write --conf key=value")
+                        KilnError::config_fix(
+                            format!("invalid --conf '{kv}'"),
+                            "write --conf key=value",
+                        )
                     })?;
                     m.insert(k.trim().into(), v.trim().into());
                 }
@@ -271,7 +286,10 @@ pub async fn jobs(server: ServerArgs, command: JobsCommand) -> Result<()> {
             }
             if let Some(extra) = params {
                 let extra: Value = serde_json::from_str(&extra).map_err(|e| {
-                    KilnError::config_fix(format!("--params is not JSON: {e}"), "pass a JSON object")
+                    KilnError::config_fix(
+                        format!("--params is not JSON: {e}"),
+                        "pass a JSON object",
+                    )
                 })?;
                 let Value::Object(extra) = extra else {
                     return Err(KilnError::config("--params must be a JSON object"));
@@ -295,7 +313,10 @@ pub async fn jobs(server: ServerArgs, command: JobsCommand) -> Result<()> {
                             return Err(KilnError::Execution {
                                 context: format!("job {id}"),
                                 source: Box::new(datafusion::error::DataFusionError::Execution(
-                                    format!("ended {state}: {}", job["error"].as_str().unwrap_or("")),
+                                    format!(
+                                        "ended {state}: {}",
+                                        job["error"].as_str().unwrap_or("")
+                                    ),
                                 )),
                             });
                         }
@@ -314,7 +335,10 @@ pub async fn jobs(server: ServerArgs, command: JobsCommand) -> Result<()> {
                 print_json(&jobs);
                 return Ok(());
             }
-            println!("{:<34} {:<10} {:<10} {:<12} error", "id", "type", "state", "owner");
+            println!(
+                "{:<34} {:<10} {:<10} {:<12} error",
+                "id", "type", "state", "owner"
+            );
             for j in jobs["jobs"].as_array().into_iter().flatten() {
                 println!(
                     "{:<34} {:<10} {:<10} {:<12} {}",
@@ -322,7 +346,12 @@ pub async fn jobs(server: ServerArgs, command: JobsCommand) -> Result<()> {
                     j["type"].as_str().unwrap_or_default(),
                     j["state"].as_str().unwrap_or_default(),
                     j["owner"].as_str().unwrap_or_default(),
-                    j["error"].as_str().unwrap_or_default().lines().next().unwrap_or_default()
+                    j["error"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
                 );
             }
             Ok(())
@@ -332,7 +361,11 @@ pub async fn jobs(server: ServerArgs, command: JobsCommand) -> Result<()> {
             Ok(())
         }
         JobsCommand::Cancel { id } => {
-            print_json(&client.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await?);
+            print_json(
+                &client
+                    .post(&format!("/api/v1/jobs/{id}/cancel"), &json!({}))
+                    .await?,
+            );
             Ok(())
         }
         JobsCommand::Logs { id, follow } => {
@@ -359,7 +392,12 @@ pub async fn jobs(server: ServerArgs, command: JobsCommand) -> Result<()> {
                         .get(&format!("/api/v1/jobs/{id}/events?after={after}"))
                         .await?;
                     for e in rest["events"].as_array().into_iter().flatten() {
-                        println!("{} {:<10} {}", e["at_ms"], e["kind"].as_str().unwrap_or_default(), e["data"]);
+                        println!(
+                            "{} {:<10} {}",
+                            e["at_ms"],
+                            e["kind"].as_str().unwrap_or_default(),
+                            e["data"]
+                        );
                     }
                     return Ok(());
                 }
@@ -381,7 +419,10 @@ pub async fn datasets(server: ServerArgs, command: DatasetsCommand) -> Result<()
                 print_json(&list);
                 return Ok(());
             }
-            println!("{:<36} {:<24} {:<8} {:>12} {:<12} shared", "id", "name", "format", "rows", "owner");
+            println!(
+                "{:<36} {:<24} {:<8} {:>12} {:<12} shared",
+                "id", "name", "format", "rows", "owner"
+            );
             for d in list["datasets"].as_array().into_iter().flatten() {
                 println!(
                     "{:<36} {:<24} {:<8} {:>12} {:<12} {}",

@@ -87,7 +87,9 @@ mod tests {
         let err = check_depth(&flow, "deep.yaml", MAX_DEPTH).expect_err("deep flow");
         assert!(err.to_string().contains("deep.yaml:1"), "{err}");
         assert!(started.elapsed().as_secs() < 5);
-        let block: String = (0..200).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        let block: String = (0..200)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
         let err = check_depth(&block, "block.yaml", MAX_DEPTH).expect_err("deep block");
         assert!(err.to_string().contains("block.yaml:65"), "{err}");
         let items = format!("{}x\n", "- ".repeat(100));

@@ -9,8 +9,7 @@ use crate::datasets::{DatasetLake, check_name, upload_format};
 use crate::jobs::{JobLimits, JobSpec, JobType};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::store::{
-    Column, DatasetRecord, JobEvent, JobOutput, JobRecord, JobState, Progress, Scope, Store,
-    now_ms,
+    Column, DatasetRecord, JobEvent, JobOutput, JobRecord, JobState, Progress, Scope, Store, now_ms,
 };
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, Path, Query, State};
@@ -72,7 +71,10 @@ impl FromRequestParts<AppState> for Principal {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
-            .map(|v| v.to_str().map_err(|_| ApiError::unauthorized("the Authorization header is not text")))
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))
+            })
             .transpose()?;
         state.auth.authenticate(header).await
     }
@@ -99,13 +101,12 @@ impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for Ap
         let limit = state.limits.max_body_bytes;
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
-            .map_err(|_| {
-                ApiError::too_large(format!("the body is larger than {limit} bytes"))
-            })?;
+            .map_err(|_| ApiError::too_large(format!("the body is larger than {limit} bytes")))?;
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
-        kiln_engine::nesting::check_depth(text, "body", kiln_engine::nesting::MAX_DEPTH)
-            .map_err(|e| ApiError::bad_request(e.to_string().replace("configuration error: ", "")))?;
+        kiln_engine::nesting::check_depth(text, "body", kiln_engine::nesting::MAX_DEPTH).map_err(
+            |e| ApiError::bad_request(e.to_string().replace("configuration error: ", "")),
+        )?;
         serde_json::from_str(text).map(ApiJson).map_err(|e| {
             let status = if e.is_data() {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -359,7 +360,10 @@ fn page(limit: Option<i64>, offset: Option<i64>) -> ApiResult<(i64, i64)> {
     let limit = limit.unwrap_or(100);
     let offset = offset.unwrap_or(0);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "limit must be between 1 and 1000"));
+        return Err(ApiError::invalid(
+            "limit",
+            "limit must be between 1 and 1000",
+        ));
     }
     if offset < 0 {
         return Err(ApiError::invalid("offset", "offset must not be negative"));
@@ -394,8 +398,18 @@ async fn visible_job(state: &AppState, who: &Principal, id: &str) -> ApiResult<J
     }
 }
 
-async fn audit(state: &AppState, who: &Principal, action: &str, target: &str, detail: serde_json::Value) {
-    if let Err(e) = state.store.audit(&who.subject, action, target, &detail).await {
+async fn audit(
+    state: &AppState,
+    who: &Principal,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) {
+    if let Err(e) = state
+        .store
+        .audit(&who.subject, action, target, &detail)
+        .await
+    {
         tracing::error!("writing the audit log ({action} {target}): {e}");
     }
 }
@@ -485,11 +499,9 @@ pub async fn upload_dataset(
     let mut name: Option<String> = None;
     let mut staged: Option<(url::Url, u64, kiln_engine::io::FileFormat, Option<String>)> = None;
     let result: ApiResult<()> = async {
-        while let Some(field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| ApiError::bad_request(format!("malformed multipart body: {}", e.body_text())))?
-        {
+        while let Some(field) = multipart.next_field().await.map_err(|e| {
+            ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
+        })? {
             match field.name().unwrap_or_default() {
                 "name" => {
                     let text = field
@@ -513,9 +525,11 @@ pub async fn upload_dataset(
                     staged = Some((url, size, format, file_name));
                 }
                 other => {
-                    return Err(ApiError::bad_request(format!("unknown form field '{other}'"))
-                        .field(other.to_string())
-                        .fix("send only the fields name and file"));
+                    return Err(
+                        ApiError::bad_request(format!("unknown form field '{other}'"))
+                            .field(other.to_string())
+                            .fix("send only the fields name and file"),
+                    );
                 }
             }
         }
@@ -571,7 +585,14 @@ pub async fn upload_dataset(
         created_ms: now_ms(),
     };
     state.store.insert_dataset(&record).await?;
-    audit(&state, &who, "dataset.upload", &id, serde_json::json!({"name": record.name, "bytes": size, "rows": rows})).await;
+    audit(
+        &state,
+        &who,
+        "dataset.upload",
+        &id,
+        serde_json::json!({"name": record.name, "bytes": size, "rows": rows}),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
@@ -656,7 +677,10 @@ pub async fn dataset_content(
     Ok((
         [
             (header::CONTENT_TYPE, media.to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file}\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
         ],
         Body::from_stream(stream),
     )
@@ -682,7 +706,14 @@ pub async fn delete_dataset(
     // listed dataset without its files.
     state.store.delete_dataset(&id).await?;
     state.datasets.delete(&d).await?;
-    audit(&state, &who, "dataset.delete", &id, serde_json::json!({"name": d.name})).await;
+    audit(
+        &state,
+        &who,
+        "dataset.delete",
+        &id,
+        serde_json::json!({"name": d.name}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -718,11 +749,20 @@ pub async fn unshare_dataset(
     set_shared(state, who, id, false).await
 }
 
-async fn set_shared(state: AppState, who: Principal, id: String, shared: bool) -> ApiResult<Json<Shared>> {
+async fn set_shared(
+    state: AppState,
+    who: Principal,
+    id: String,
+    shared: bool,
+) -> ApiResult<Json<Shared>> {
     who.require(Role::User)?;
     owned_dataset(&state, &who, &id).await?;
     state.store.set_shared(&id, shared).await?;
-    let action = if shared { "dataset.share" } else { "dataset.unshare" };
+    let action = if shared {
+        "dataset.share"
+    } else {
+        "dataset.unshare"
+    };
     audit(&state, &who, action, &id, serde_json::json!({})).await;
     Ok(Json(Shared { shared }))
 }
@@ -816,8 +856,18 @@ pub async fn submit_job(
         finished_ms: None,
     };
     state.store.insert_job(&record).await?;
-    state.store.add_event(&id, "queued", &serde_json::json!({"type": record.job_type})).await?;
-    audit(&state, &who, "job.submit", &id, serde_json::json!({"type": record.job_type})).await;
+    state
+        .store
+        .add_event(&id, "queued", &serde_json::json!({"type": record.job_type}))
+        .await?;
+    audit(
+        &state,
+        &who,
+        "job.submit",
+        &id,
+        serde_json::json!({"type": record.job_type}),
+    )
+    .await;
     state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
@@ -906,11 +956,10 @@ pub async fn cancel_job(
     who.require(Role::User)?;
     let j = visible_job(&state, &who, &id).await?;
     if j.state.is_final() {
-        return Err(ApiError::conflict(format!(
-            "job '{id}' already ended ({})",
-            j.state.as_str()
-        ))
-        .fix("delete it with DELETE /api/v1/jobs/{id}"));
+        return Err(
+            ApiError::conflict(format!("job '{id}' already ended ({})", j.state.as_str()))
+                .fix("delete it with DELETE /api/v1/jobs/{id}"),
+        );
     }
     let state_now = state.store.request_cancel(&id).await?.unwrap_or(j.state);
     audit(&state, &who, "job.cancel", &id, serde_json::json!({})).await;
@@ -947,7 +996,9 @@ pub async fn delete_job(
             .map(IntoResponse::into_response);
     }
     if !state.store.delete_job(&id).await? {
-        return Err(ApiError::conflict(format!("job '{id}' changed state; try again")));
+        return Err(ApiError::conflict(format!(
+            "job '{id}' changed state; try again"
+        )));
     }
     audit(&state, &who, "job.delete", &id, serde_json::json!({})).await;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -1045,7 +1096,10 @@ pub async fn job_event_stream(
         (status = 200, description = "audit entries, newest first", body = Vec<serde_json::Value>),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json")))]
-pub async fn audit_log(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Vec<serde_json::Value>>> {
+pub async fn audit_log(
+    State(state): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
     who.require(Role::Admin)?;
     Ok(Json(state.store.audit_log(1000).await?))
 }
@@ -1130,7 +1184,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/datasets",
             get(list_datasets).post(upload_dataset).layer(upload_limit),
         )
-        .route("/api/v1/datasets/{id}", get(get_dataset).delete(delete_dataset))
+        .route(
+            "/api/v1/datasets/{id}",
+            get(get_dataset).delete(delete_dataset),
+        )
         .route("/api/v1/datasets/{id}/schema", get(get_schema))
         .route("/api/v1/datasets/{id}/sample", get(sample_dataset))
         .route("/api/v1/datasets/{id}/content", get(dataset_content))
@@ -1150,6 +1207,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(body_limit)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .with_state(state)
 }

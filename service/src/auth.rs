@@ -71,11 +71,10 @@ impl Principal {
         if self.has(role) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!(
-                "this needs the '{}' role",
-                role.as_str()
-            ))
-            .fix("ask an administrator of the identity provider for the role"))
+            Err(
+                ApiError::forbidden(format!("this needs the '{}' role", role.as_str()))
+                    .fix("ask an administrator of the identity provider for the role"),
+            )
         }
     }
 }
@@ -121,14 +120,16 @@ impl Auth {
         match self {
             Auth::None => Ok(Principal::local()),
             Auth::Oidc(verifier) => {
-                let header = authorization
-                    .ok_or_else(|| ApiError::unauthorized("no bearer token"))?;
+                let header =
+                    authorization.ok_or_else(|| ApiError::unauthorized("no bearer token"))?;
                 let token = header
                     .strip_prefix("Bearer ")
                     .or_else(|| header.strip_prefix("bearer "))
                     .map(str::trim)
                     .filter(|t| !t.is_empty())
-                    .ok_or_else(|| ApiError::unauthorized("the Authorization header is not a bearer token"))?;
+                    .ok_or_else(|| {
+                        ApiError::unauthorized("the Authorization header is not a bearer token")
+                    })?;
                 verifier.verify(token).await
             }
         }
@@ -219,8 +220,9 @@ impl OidcVerifier {
     /// The caller a token proves, or 401 with the reason class (never the
     /// token's content).
     pub async fn verify(&self, token: &str) -> ApiResult<Principal> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| ApiError::unauthorized("the token is malformed or its algorithm is not supported"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            ApiError::unauthorized("the token is malformed or its algorithm is not supported")
+        })?;
         if !self.settings.algorithms.contains(&header.alg) {
             return Err(ApiError::unauthorized(format!(
                 "tokens signed with {:?} are not accepted",
@@ -270,7 +272,11 @@ impl OidcVerifier {
         }
         let roles = node
             .as_array()
-            .map(|a| a.iter().filter_map(|r| r.as_str().and_then(Role::parse)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.as_str().and_then(Role::parse))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Principal { subject, roles })
     }

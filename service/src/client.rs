@@ -37,9 +37,10 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let response = request.send().await.map_err(|e| {
-            KilnError::io(&self.base, e)
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| KilnError::io(&self.base, e))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -72,7 +73,10 @@ impl Client {
     /// Uploads a local CSV or Parquet file.
     pub async fn upload(&self, path: &std::path::Path, name: Option<&str>) -> Result<Value> {
         let file = tokio::fs::File::open(path).await.map_err(|e| {
-            KilnError::config_fix(format!("cannot read {}: {e}", path.display()), "check the path")
+            KilnError::config_fix(
+                format!("cannot read {}: {e}", path.display()),
+                "check the path",
+            )
         })?;
         let size = file
             .metadata()
@@ -84,12 +88,16 @@ impl Client {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "upload".into());
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-        let part = reqwest::multipart::Part::stream_with_length(body, size).file_name(file_name.clone());
+        let part =
+            reqwest::multipart::Part::stream_with_length(body, size).file_name(file_name.clone());
         let form = reqwest::multipart::Form::new()
             .text("name", name.map_or(file_name, str::to_string))
             .part("file", part);
-        self.json(self.request(reqwest::Method::POST, "/api/v1/datasets").multipart(form))
-            .await
+        self.json(
+            self.request(reqwest::Method::POST, "/api/v1/datasets")
+                .multipart(form),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Result<Value> {

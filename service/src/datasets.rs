@@ -49,8 +49,10 @@ pub fn upload_format(file_name: Option<&str>, content_type: Option<&str>) -> Api
 /// Checks a dataset name: printable, at most 200 characters, no path.
 pub fn check_name(name: &str) -> ApiResult<()> {
     let bad = |why: &str| {
-        Err(ApiError::invalid("name", format!("invalid dataset name: {why}"))
-            .fix("use letters, digits, spaces, '-', '_' and '.', at most 200 characters"))
+        Err(
+            ApiError::invalid("name", format!("invalid dataset name: {why}"))
+                .fix("use letters, digits, spaces, '-', '_' and '.', at most 200 characters"),
+        )
     };
     if name.trim().is_empty() {
         return bad("it is empty");
@@ -188,6 +190,62 @@ impl DatasetLake {
     /// Reads the table at `url`: its columns and row count. A ragged CSV
     /// or a corrupt Parquet file is a 422 naming the problem.
     pub async fn inspect(&self, url: &Url, format: FileFormat) -> ApiResult<(Vec<Column>, i64)> {
+        if format == FileFormat::Parquet {
+            self.check_parquet_footer(url).await?;
+        }
+        // A reader that panics on a malformed file is a bad file, not a
+        // dead request.
+        let this = self.clone();
+        let target = url.clone();
+        tokio::spawn(async move { this.read_shape(&target, format).await })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!("reading an upload panicked: {e}");
+                Err(
+                    ApiError::invalid("file", "the file is corrupt: its reader failed")
+                        .fix("check that the file is a complete CSV or Parquet file"),
+                )
+            })
+    }
+
+    /// The Parquet footer: magic bytes at both ends and a metadata length
+    /// that fits the file. parquet 59's metadata decoder underflows
+    /// (panics in debug builds) on a length larger than the file.
+    async fn check_parquet_footer(&self, url: &Url) -> ApiResult<()> {
+        let store = self.store(url)?;
+        let path = object_path(url).map_err(|e| ApiError::internal("reading", e))?;
+        let size = store
+            .head(&path)
+            .await
+            .map_err(|e| ApiError::internal("reading an upload", e))?
+            .size;
+        let corrupt =
+            |why: &str| {
+                Err(ApiError::invalid("file", format!("the Parquet file is corrupt: {why}"))
+                .fix("upload a complete Parquet file (written by Arrow, Spark, pandas, DuckDB, …)"))
+            };
+        if size < 12 {
+            return corrupt("it is shorter than a Parquet header and footer");
+        }
+        let head = store
+            .get_range(&path, 0..4)
+            .await
+            .map_err(|e| ApiError::internal("reading an upload", e))?;
+        let tail = store
+            .get_range(&path, size - 8..size)
+            .await
+            .map_err(|e| ApiError::internal("reading an upload", e))?;
+        if head.as_ref() != b"PAR1" || &tail[4..] != b"PAR1" {
+            return corrupt("the PAR1 magic bytes are missing");
+        }
+        let metadata = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+        if metadata + 12 > size {
+            return corrupt("its footer claims more metadata than the file holds");
+        }
+        Ok(())
+    }
+
+    async fn read_shape(&self, url: &Url, format: FileFormat) -> ApiResult<(Vec<Column>, i64)> {
         let df = read_table(&self.session, url, format)
             .await
             .map_err(|e| ApiError::from_kiln("file", e))?;
@@ -201,10 +259,9 @@ impl DatasetLake {
                 nullable: f.is_nullable(),
             })
             .collect();
-        let rows = df
-            .count()
-            .await
-            .map_err(|e| ApiError::from_kiln("file", KilnError::execution("reading the upload", e)))?;
+        let rows = df.count().await.map_err(|e| {
+            ApiError::from_kiln("file", KilnError::execution("reading the upload", e))
+        })?;
         Ok((columns, rows as i64))
     }
 
@@ -340,15 +397,13 @@ impl DatasetLake {
                 .get(&path)
                 .await
                 .map_err(|e| ApiError::internal("reading a dataset", e))?;
-            return Ok(got.into_stream().map(|r| r.map_err(std::io::Error::other)).boxed());
+            return Ok(got
+                .into_stream()
+                .map(|r| r.map_err(std::io::Error::other))
+                .boxed());
         }
         let batches = self.ordered_batches(dataset).await?;
-        let schema = self
-            .frame(dataset)
-            .await?
-            .schema()
-            .as_arrow()
-            .clone();
+        let schema = self.frame(dataset).await?.schema().as_arrow().clone();
         Ok(parquet_stream(Arc::new(schema), batches).boxed())
     }
 }

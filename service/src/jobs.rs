@@ -43,11 +43,13 @@ impl JobType {
         let hint = kiln_engine::suggest::closest(text, &names)
             .map(|n| format!("did you mean '{n}'? "))
             .unwrap_or_default();
-        Err(ApiError::invalid("type", format!("unknown job type '{text}'")).fix(format!(
-            "{hint}known types: {}; the synthesis types (reproduce-train, reproduce-generate, \
+        Err(
+            ApiError::invalid("type", format!("unknown job type '{text}'")).fix(format!(
+                "{hint}known types: {}; the synthesis types (reproduce-train, reproduce-generate, \
              fuse, evaluate) arrive with the synthesis methods",
-            names.join(", ")
-        )))
+                names.join(", ")
+            )),
+        )
     }
 }
 
@@ -250,10 +252,9 @@ async fn generate(
     let rows = usize::try_from(p.rows)
         .map_err(|_| KilnError::config(format!("params.rows {} is too large", p.rows)))?;
     let id = output_id(&job.id, 0);
-    let target = ctx
-        .datasets
-        .dataset_dir(&id)
-        .map_err(|e| KilnError::internal("resolving the output", std::io::Error::other(e.detail)))?;
+    let target = ctx.datasets.dataset_dir(&id).map_err(|e| {
+        KilnError::internal("resolving the output", std::io::Error::other(e.detail))
+    })?;
     progress.set("generating", None);
     let generator = Arc::new(kiln_synth::Generator::new(rules, p.seed, rows)?);
     let schema = generator.schema();

@@ -127,7 +127,10 @@ impl Server {
     }
 
     /// Starts the workers and serves until `shutdown` completes.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
         self.workers.start();
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)

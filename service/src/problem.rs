@@ -170,7 +170,8 @@ impl ApiError {
             KilnError::Execution { context, source } => {
                 // DataFusion's parse errors (a ragged CSV row, a corrupt
                 // Parquet footer) are about the data.
-                let mut err = Self::invalid(field, format!("{context}: {}", source.strip_backtrace()));
+                let mut err =
+                    Self::invalid(field, format!("{context}: {}", source.strip_backtrace()));
                 err.kind = "invalid-data";
                 err
             }

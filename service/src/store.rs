@@ -461,11 +461,19 @@ impl Store {
     /// Ends an attempt. Outputs are recorded in the same transaction,
     /// guarded by the lease: `false` when the lease was lost and nothing
     /// changed.
-    pub async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<bool, DbError> {
+    pub async fn finish(
+        &self,
+        lease: &Lease,
+        outcome: Outcome,
+        progress: &Progress,
+    ) -> Result<bool, DbError> {
         let now = now_ms();
         let id: Value = lease.job.id.clone().into();
         let worker: Value = lease.worker.clone().into();
-        let mut statements = Vec::new();
+        let mut statements = vec![Statement::guard(
+            "UPDATE jobs SET progress = $3 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            vec![id.clone(), worker.clone(), to_json(progress)?.into()],
+        )];
         match outcome {
             Outcome::Succeeded { outputs } => {
                 let refs: Vec<JobOutput> = outputs
@@ -493,20 +501,12 @@ impl Store {
                  WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
                 vec![id, worker, not_before_ms.into(), error.into()],
             )),
-            Outcome::Failed { error } => statements.push(Self::end(
-                id,
-                worker,
-                JobState::Failed,
-                Some(error),
-                now,
-            )),
-            Outcome::TimedOut { error } => statements.push(Self::end(
-                id,
-                worker,
-                JobState::TimedOut,
-                Some(error),
-                now,
-            )),
+            Outcome::Failed { error } => {
+                statements.push(Self::end(id, worker, JobState::Failed, Some(error), now))
+            }
+            Outcome::TimedOut { error } => {
+                statements.push(Self::end(id, worker, JobState::TimedOut, Some(error), now))
+            }
             Outcome::Cancelled => {
                 statements.push(Self::end(id, worker, JobState::Cancelled, None, now))
             }

@@ -188,7 +188,7 @@ impl Workers {
             | Outcome::RetryAt { error, .. } => serde_json::json!({"error": error}),
             _ => serde_json::json!({}),
         };
-        match self.store.finish(&lease, outcome).await {
+        match self.store.finish(&lease, outcome, &progress.get()).await {
             Ok(true) => self.event(&job.id, kind, detail).await,
             Ok(false) => tracing::warn!(job = job.id, "lease lost before the job was recorded"),
             Err(e) => tracing::error!(job = job.id, "recording the end of the job: {e}"),

@@ -100,7 +100,10 @@ async fn problem(response: reqwest::Response, status: StatusCode, field: Option<
     let body: Value = response.json().await.expect("problem JSON");
     assert_eq!(media, "application/problem+json", "{body}");
     assert_eq!(body["status"], status.as_u16(), "{body}");
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
     if let Some(f) = field {
         assert_eq!(body["field"], f, "{body}");
     }
@@ -117,7 +120,10 @@ async fn upload(
 ) -> reqwest::Response {
     let form = reqwest::multipart::Form::new()
         .text("name", name.to_string())
-        .part("file", reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()));
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
+        );
     let mut r = client.post(server.url("/api/v1/datasets")).multipart(form);
     if let Some(t) = token {
         r = r.bearer_auth(t);
@@ -141,14 +147,25 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-async fn wait_for_job(client: &reqwest::Client, server: &TestServer, id: &str, token: Option<&str>) -> Value {
+async fn wait_for_job(
+    client: &reqwest::Client,
+    server: &TestServer,
+    id: &str,
+    token: Option<&str>,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let mut r = client.get(server.url(&format!("/api/v1/jobs/{id}")));
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
-        let job: Value = r.send().await.expect("get job").json().await.expect("job JSON");
+        let job: Value = r
+            .send()
+            .await
+            .expect("get job")
+            .json()
+            .await
+            .expect("job JSON");
         let state = job["state"].as_str().unwrap_or_default().to_string();
         if !matches!(state.as_str(), "queued" | "running") {
             return job;
@@ -164,13 +181,29 @@ async fn datasets_upload_sample_download_share_delete_and_bad_input() {
     let client = http();
 
     // Service endpoints.
-    let r = client.get(server.url("/health")).send().await.expect("health");
+    let r = client
+        .get(server.url("/health"))
+        .send()
+        .await
+        .expect("health");
     assert_eq!(r.status(), 200);
-    let r = client.get(server.url("/ready")).send().await.expect("ready");
+    let r = client
+        .get(server.url("/ready"))
+        .send()
+        .await
+        .expect("ready");
     assert_eq!(r.status(), 200);
-    let r = client.get(server.url("/api/v1/nope")).send().await.expect("404");
+    let r = client
+        .get(server.url("/api/v1/nope"))
+        .send()
+        .await
+        .expect("404");
     problem(r, StatusCode::NOT_FOUND, None).await;
-    let r = client.patch(server.url("/api/v1/jobs")).send().await.expect("405");
+    let r = client
+        .patch(server.url("/api/v1/jobs"))
+        .send()
+        .await
+        .expect("405");
     problem(r, StatusCode::METHOD_NOT_ALLOWED, None).await;
     let metrics: Value = client
         .get(server.url("/api/v1/metrics"))
@@ -180,13 +213,25 @@ async fn datasets_upload_sample_download_share_delete_and_bad_input() {
         .json()
         .await
         .expect("metrics JSON");
-    assert!(metrics["metrics"].as_array().is_some_and(|m| m.iter().any(|m| m["name"] == "areaUnderROC")));
+    assert!(
+        metrics["metrics"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["name"] == "areaUnderROC"))
+    );
 
     // A CSV: schema inferred, rows counted, content returned byte for byte.
     let csv: String = std::iter::once("id,city,speed\n".to_string())
         .chain((0..100).map(|i| format!("{i},c{},{}.5\n", i % 7, i * 3)))
         .collect();
-    let r = upload(&client, &server, "trips.csv", csv.clone().into_bytes(), "trips", None).await;
+    let r = upload(
+        &client,
+        &server,
+        "trips.csv",
+        csv.clone().into_bytes(),
+        "trips",
+        None,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let created: Value = r.json().await.expect("created JSON");
     let id = created["id"].as_str().expect("id").to_string();
@@ -208,16 +253,26 @@ async fn datasets_upload_sample_download_share_delete_and_bad_input() {
         .json()
         .await
         .expect("sample JSON");
-    assert_eq!(sample["rows"], json!([
-        {"id": 0, "city": "c0", "speed": 0.5},
-        {"id": 1, "city": "c1", "speed": 3.5},
-        {"id": 2, "city": "c2", "speed": 6.5}
-    ]));
+    assert_eq!(
+        sample["rows"],
+        json!([
+            {"id": 0, "city": "c0", "speed": 0.5},
+            {"id": 1, "city": "c1", "speed": 3.5},
+            {"id": 2, "city": "c2", "speed": 6.5}
+        ])
+    );
     let seeded = |seed: u64| {
         let client = client.clone();
         let url = server.url(&format!("/api/v1/datasets/{id}/sample?n=5&seed={seed}"));
         async move {
-            let v: Value = client.get(url).send().await.expect("sample").json().await.expect("JSON");
+            let v: Value = client
+                .get(url)
+                .send()
+                .await
+                .expect("sample")
+                .json()
+                .await
+                .expect("JSON");
             v["rows"].clone()
         }
     };
@@ -246,25 +301,69 @@ async fn datasets_upload_sample_download_share_delete_and_bad_input() {
     assert_eq!(schema["schema"][2]["type"], "Float64");
 
     // Share and unshare; list.
-    let r = client.put(server.url(&format!("/api/v1/datasets/{id}/share"))).send().await.expect("share");
+    let r = client
+        .put(server.url(&format!("/api/v1/datasets/{id}/share")))
+        .send()
+        .await
+        .expect("share");
     assert_eq!(r.json::<Value>().await.expect("JSON")["shared"], true);
-    let list: Value = client.get(server.url("/api/v1/datasets")).send().await.expect("list").json().await.expect("JSON");
+    let list: Value = client
+        .get(server.url("/api/v1/datasets"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
     assert_eq!(list["datasets"][0]["shared"], true);
-    let r = client.delete(server.url(&format!("/api/v1/datasets/{id}/share"))).send().await.expect("unshare");
+    let r = client
+        .delete(server.url(&format!("/api/v1/datasets/{id}/share")))
+        .send()
+        .await
+        .expect("unshare");
     assert_eq!(r.json::<Value>().await.expect("JSON")["shared"], false);
 
     // Bad input: each a problem, nothing stored.
     let staging = server.dir.path().join("lake/_kiln/service/staging");
     let r = upload(&client, &server, "big.csv", vec![b'a'; 5000], "big", None).await;
     problem(r, StatusCode::PAYLOAD_TOO_LARGE, Some("file")).await;
-    let r = upload(&client, &server, "ragged.csv", b"a,b\n1,2\n3,4,5\n6,7\n".to_vec(), "ragged", None).await;
+    let r = upload(
+        &client,
+        &server,
+        "ragged.csv",
+        b"a,b\n1,2\n3,4,5\n6,7\n".to_vec(),
+        "ragged",
+        None,
+    )
+    .await;
     let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("file")).await;
-    assert!(body["detail"].as_str().is_some_and(|d| d.contains("line 3") || d.contains("fields")), "{body}");
-    let r = upload(&client, &server, "broken.parquet", b"PAR1 this is not parquet PAR1".to_vec(), "broken", None).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("line 3") || d.contains("fields")),
+        "{body}"
+    );
+    let r = upload(
+        &client,
+        &server,
+        "broken.parquet",
+        b"PAR1 this is not parquet PAR1".to_vec(),
+        "broken",
+        None,
+    )
+    .await;
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("file")).await;
     let r = upload(&client, &server, "x.xlsx", b"a,b\n".to_vec(), "sheet", None).await;
     problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("file")).await;
-    let r = upload(&client, &server, "ok.csv", b"a\n1\n".to_vec(), "../../etc/passwd", None).await;
+    let r = upload(
+        &client,
+        &server,
+        "ok.csv",
+        b"a\n1\n".to_vec(),
+        "../../etc/passwd",
+        None,
+    )
+    .await;
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("name")).await;
     let r = client
         .post(server.url("/api/v1/datasets"))
@@ -275,29 +374,85 @@ async fn datasets_upload_sample_download_share_delete_and_bad_input() {
         .expect("not multipart");
     problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE, None).await;
     let form = reqwest::multipart::Form::new().text("name", "nofile");
-    let r = client.post(server.url("/api/v1/datasets")).multipart(form).send().await.expect("no file");
+    let r = client
+        .post(server.url("/api/v1/datasets"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("no file");
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("file")).await;
-    assert!(files_under(&staging).is_empty(), "staging left: {:?}", files_under(&staging));
-    let list: Value = client.get(server.url("/api/v1/datasets")).send().await.expect("list").json().await.expect("JSON");
+    assert!(
+        files_under(&staging).is_empty(),
+        "staging left: {:?}",
+        files_under(&staging)
+    );
+    let list: Value = client
+        .get(server.url("/api/v1/datasets"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
     assert_eq!(list["datasets"].as_array().map(Vec::len), Some(1), "{list}");
 
-    let r = client.get(server.url(&format!("/api/v1/datasets/{id}/sample?n=0"))).send().await.expect("n=0");
+    let r = client
+        .get(server.url(&format!("/api/v1/datasets/{id}/sample?n=0")))
+        .send()
+        .await
+        .expect("n=0");
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("n")).await;
-    let r = client.get(server.url(&format!("/api/v1/datasets/{id}/sample?n=abc"))).send().await.expect("n=abc");
+    let r = client
+        .get(server.url(&format!("/api/v1/datasets/{id}/sample?n=abc")))
+        .send()
+        .await
+        .expect("n=abc");
     problem(r, StatusCode::BAD_REQUEST, Some("query")).await;
-    let r = client.get(server.url("/api/v1/datasets?scope=everything")).send().await.expect("scope");
+    let r = client
+        .get(server.url("/api/v1/datasets?scope=everything"))
+        .send()
+        .await
+        .expect("scope");
     problem(r, StatusCode::BAD_REQUEST, Some("query")).await;
 
     // Delete: gone from the listing and the lake.
-    let r = client.delete(server.url(&format!("/api/v1/datasets/{id}"))).send().await.expect("delete");
+    let r = client
+        .delete(server.url(&format!("/api/v1/datasets/{id}")))
+        .send()
+        .await
+        .expect("delete");
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = client.get(server.url(&format!("/api/v1/datasets/{id}"))).send().await.expect("get deleted");
+    let r = client
+        .get(server.url(&format!("/api/v1/datasets/{id}")))
+        .send()
+        .await
+        .expect("get deleted");
     problem(r, StatusCode::NOT_FOUND, None).await;
     assert!(files_under(&server.dir.path().join("lake/_kiln/service/datasets")).is_empty());
-    let audit: Value = client.get(server.url("/api/v1/audit")).send().await.expect("audit").json().await.expect("JSON");
-    let actions: Vec<&str> = audit.as_array().expect("audit").iter().filter_map(|a| a["action"].as_str()).collect();
-    for action in ["dataset.upload", "dataset.share", "dataset.unshare", "dataset.delete"] {
-        assert!(actions.contains(&action), "{action} not audited: {actions:?}");
+    let audit: Value = client
+        .get(server.url("/api/v1/audit"))
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("JSON");
+    let actions: Vec<&str> = audit
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
+    for action in [
+        "dataset.upload",
+        "dataset.share",
+        "dataset.unshare",
+        "dataset.delete",
+    ] {
+        assert!(
+            actions.contains(&action),
+            "{action} not audited: {actions:?}"
+        );
     }
     server.stop().await;
 }
@@ -314,12 +469,25 @@ async fn generate_jobs_run_stream_events_cancel_time_out_and_refuse_bad_input() 
 
     let r = submit(json!({"type": "generate", "params": {"rules": RULES, "rows": 5000, "seed": 3, "name": "gen"}})).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let id = r.json::<Value>().await.expect("JSON")["id"].as_str().expect("id").to_string();
+    let id = r.json::<Value>().await.expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let job = wait_for_job(&client, &server, &id, None).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["type"], "generate");
-    let out = job["outputs"][0]["dataset_id"].as_str().expect("output").to_string();
-    let dataset: Value = client.get(server.url(&format!("/api/v1/datasets/{out}"))).send().await.expect("output").json().await.expect("JSON");
+    let out = job["outputs"][0]["dataset_id"]
+        .as_str()
+        .expect("output")
+        .to_string();
+    let dataset: Value = client
+        .get(server.url(&format!("/api/v1/datasets/{out}")))
+        .send()
+        .await
+        .expect("output")
+        .json()
+        .await
+        .expect("JSON");
     assert_eq!(dataset["rows"], 5000, "{dataset}");
     assert_eq!(dataset["source_job"], id.as_str());
     assert_eq!(dataset["name"], "gen");
@@ -331,16 +499,29 @@ async fn generate_jobs_run_stream_events_cancel_time_out_and_refuse_bad_input() 
         .bytes()
         .await
         .expect("bytes");
-    let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(parquet)
-        .expect("a Parquet file")
-        .build()
-        .expect("reader");
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(parquet)
+            .expect("a Parquet file")
+            .build()
+            .expect("reader");
     let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
     assert_eq!(rows, 5000);
 
     // The same rules and seed give the same rows as `kiln generate` would.
-    let events: Value = client.get(server.url(&format!("/api/v1/jobs/{id}/events"))).send().await.expect("events").json().await.expect("JSON");
-    let kinds: Vec<&str> = events["events"].as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
+    let events: Value = client
+        .get(server.url(&format!("/api/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .expect("events")
+        .json()
+        .await
+        .expect("JSON");
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
     assert_eq!(kinds, ["queued", "started", "result", "succeeded"]);
     let stream = client
         .get(server.url(&format!("/api/v1/jobs/{id}/events/stream")))
@@ -348,75 +529,197 @@ async fn generate_jobs_run_stream_events_cancel_time_out_and_refuse_bad_input() 
         .await
         .expect("SSE");
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
-    let text = tokio::time::timeout(Duration::from_secs(20), stream.text()).await.expect("the stream ends").expect("text");
+    let text = tokio::time::timeout(Duration::from_secs(20), stream.text())
+        .await
+        .expect("the stream ends")
+        .expect("text");
     assert!(text.contains("event: succeeded"), "{text}");
 
     // A long job cancelled stops within 5 s; one over its limit times out.
-    let r = submit(json!({"type": "generate", "params": {"rules": RULES, "rows": 90_000_000}})).await;
-    let long = r.json::<Value>().await.expect("JSON")["id"].as_str().expect("id").to_string();
+    let r =
+        submit(json!({"type": "generate", "params": {"rules": RULES, "rows": 90_000_000}})).await;
+    let long = r.json::<Value>().await.expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let started = Instant::now();
     loop {
-        let s: Value = client.get(server.url(&format!("/api/v1/jobs/{long}/status"))).send().await.expect("status").json().await.expect("JSON");
-        if s["state"] == "running" { break; }
-        assert!(started.elapsed() < Duration::from_secs(30), "never started: {s}");
+        let s: Value = client
+            .get(server.url(&format!("/api/v1/jobs/{long}/status")))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("JSON");
+        if s["state"] == "running" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never started: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let asked = Instant::now();
-    let r = client.delete(server.url(&format!("/api/v1/jobs/{long}"))).send().await.expect("cancel");
+    let r = client
+        .delete(server.url(&format!("/api/v1/jobs/{long}")))
+        .send()
+        .await
+        .expect("cancel");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let job = wait_for_job(&client, &server, &long, None).await;
     assert_eq!(job["state"], "cancelled", "{job}");
-    assert!(asked.elapsed() < Duration::from_secs(5), "cancel took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "cancel took {:?}",
+        asked.elapsed()
+    );
     assert!(job["outputs"].as_array().is_some_and(Vec::is_empty));
-    assert!(!server.dir.path().join(format!("lake/_kiln/service/datasets/{long}-0")).exists());
-    let r = client.post(server.url(&format!("/api/v1/jobs/{long}/cancel"))).send().await.expect("cancel again");
+    assert!(
+        !server
+            .dir
+            .path()
+            .join(format!("lake/_kiln/service/datasets/{long}-0"))
+            .exists()
+    );
+    let r = client
+        .post(server.url(&format!("/api/v1/jobs/{long}/cancel")))
+        .send()
+        .await
+        .expect("cancel again");
     problem(r, StatusCode::CONFLICT, None).await;
-    let r = client.delete(server.url(&format!("/api/v1/jobs/{long}"))).send().await.expect("delete");
+    let r = client
+        .delete(server.url(&format!("/api/v1/jobs/{long}")))
+        .send()
+        .await
+        .expect("delete");
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 
     let r = submit(json!({"type": "generate", "params": {"rules": RULES, "rows": 90_000_000}, "time_limit_seconds": 1})).await;
-    let slow = r.json::<Value>().await.expect("JSON")["id"].as_str().expect("id").to_string();
+    let slow = r.json::<Value>().await.expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let job = wait_for_job(&client, &server, &slow, None).await;
     assert_eq!(job["state"], "timed_out", "{job}");
-    assert!(job["error"].as_str().is_some_and(|e| e.contains("time limit")), "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("time limit")),
+        "{job}"
+    );
 
     // Bad submissions: a clear problem each, quickly, nothing queued.
-    let before: Value = client.get(server.url("/api/v1/jobs")).send().await.expect("list").json().await.expect("JSON");
+    let before: Value = client
+        .get(server.url("/api/v1/jobs"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
     let r = submit(json!({"type": "generat", "params": {}})).await;
     let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("type")).await;
-    assert!(body["fix"].as_str().is_some_and(|f| f.contains("did you mean 'generate'")), "{body}");
+    assert!(
+        body["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("did you mean 'generate'")),
+        "{body}"
+    );
     let r = submit(json!({"type": "generate", "params": {"rules": RULES, "rows": 0}})).await;
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("params.rows")).await;
-    let r = submit(json!({"type": "generate", "params": {"rules": RULES, "rows": 10, "rowz": 1}})).await;
+    let r = submit(json!({"type": "generate", "params": {"rules": RULES, "rows": 10, "rowz": 1}}))
+        .await;
     let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("params")).await;
-    assert!(body["detail"].as_str().is_some_and(|d| d.contains("rowz")), "{body}");
-    let r = submit(json!({"type": "generate", "params": {"rules": "columns: [", "rows": 10}})).await;
+    assert!(
+        body["detail"].as_str().is_some_and(|d| d.contains("rowz")),
+        "{body}"
+    );
+    let r =
+        submit(json!({"type": "generate", "params": {"rules": "columns: [", "rows": 10}})).await;
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("params.rules")).await;
     let r = submit(json!({"type": "pipeline", "params": {"config": "name: x\nprocessing_tasks: [{name: a, classname: Nope}]\n"}})).await;
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("params.config")).await;
     let r = submit(json!({"type": "generate", "params": {"rules": RULES, "rows": 10}, "time_limit_seconds": 0})).await;
-    problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("time_limit_seconds")).await;
-    let r = client.post(server.url("/api/v1/jobs")).header("content-type", "application/json").body("{\"type\": ").send().await.expect("malformed");
+    problem(
+        r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("time_limit_seconds"),
+    )
+    .await;
+    let r = client
+        .post(server.url("/api/v1/jobs"))
+        .header("content-type", "application/json")
+        .body("{\"type\": ")
+        .send()
+        .await
+        .expect("malformed");
     problem(r, StatusCode::BAD_REQUEST, None).await;
-    let r = client.post(server.url("/api/v1/jobs")).body("type=generate").send().await.expect("form");
+    let r = client
+        .post(server.url("/api/v1/jobs"))
+        .body("type=generate")
+        .send()
+        .await
+        .expect("form");
     problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("Content-Type")).await;
     let started = Instant::now();
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let r = client.post(server.url("/api/v1/jobs")).header("content-type", "application/json").body(deep).send().await.expect("deep JSON");
+    let r = client
+        .post(server.url("/api/v1/jobs"))
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .expect("deep JSON");
     problem(r, StatusCode::BAD_REQUEST, None).await;
     let deep_yaml = format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000));
     let r = submit(json!({"type": "generate", "params": {"rules": deep_yaml, "rows": 10}})).await;
     let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("params.rules")).await;
-    assert!(body["detail"].as_str().is_some_and(|d| d.contains("nests more than")), "{body}");
-    let deep_config = format!("{}x: 1\n", (0..20_000).map(|i| format!("{}k{i}:\n", " ".repeat(i % 4000))).collect::<String>());
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("nests more than")),
+        "{body}"
+    );
+    let deep_config = format!(
+        "{}x: 1\n",
+        (0..300)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect::<String>()
+    );
     let r = submit(json!({"type": "pipeline", "params": {"config": deep_config}})).await;
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("params.config")).await;
-    assert!(started.elapsed() < Duration::from_secs(10), "deep documents took {:?}", started.elapsed());
-    let r = client.post(server.url("/api/v1/jobs")).header("content-type", "application/json").body(vec![b' '; 3 << 20]).send().await.expect("huge body");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "deep documents took {:?}",
+        started.elapsed()
+    );
+    let r = client
+        .post(server.url("/api/v1/jobs"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 3 << 20])
+        .send()
+        .await
+        .expect("huge body");
     problem(r, StatusCode::PAYLOAD_TOO_LARGE, None).await;
-    let after: Value = client.get(server.url("/api/v1/jobs")).send().await.expect("list").json().await.expect("JSON");
-    assert_eq!(before["jobs"].as_array().map(Vec::len), after["jobs"].as_array().map(Vec::len));
-    let r = client.get(server.url("/api/v1/jobs/does-not-exist")).send().await.expect("404");
+    let after: Value = client
+        .get(server.url("/api/v1/jobs"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        before["jobs"].as_array().map(Vec::len),
+        after["jobs"].as_array().map(Vec::len)
+    );
+    let r = client
+        .get(server.url("/api/v1/jobs/does-not-exist"))
+        .send()
+        .await
+        .expect("404");
     problem(r, StatusCode::NOT_FOUND, None).await;
     server.stop().await;
 }
@@ -456,9 +759,15 @@ impl Issuer {
             .to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
             .expect("pem");
         let jwks = Arc::new(Mutex::new(vec![rsa_jwk(&key, "k1")]));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}/realms/test", listener.local_addr().expect("address"));
-        let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/protocol/openid-connect/certs")});
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/realms/test",
+            listener.local_addr().expect("address")
+        );
+        let discovery =
+            json!({"issuer": url, "jwks_uri": format!("{url}/protocol/openid-connect/certs")});
         let keys = Arc::clone(&jwks);
         let app = axum::Router::new()
             .route(
@@ -478,7 +787,12 @@ impl Issuer {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Issuer { url, jwks, rsa, rsa_public_pem }
+        Issuer {
+            url,
+            jwks,
+            rsa,
+            rsa_public_pem,
+        }
     }
 
     fn claims(&self, sub: &str, roles: &[&str]) -> Value {
@@ -528,39 +842,75 @@ async fn oidc_tokens_are_checked_the_way_an_attacker_would_try_them() {
     let mut attacks: Vec<(&str, Option<String>)> = vec![
         ("no token", None),
         ("expired", Some(with(&|c| c["exp"] = json!(now - 3600)))),
-        ("not yet valid", Some(with(&|c| c["nbf"] = json!(now + 3600)))),
-        ("wrong issuer", Some(with(&|c| c["iss"] = json!("http://evil.example/realms/test")))),
-        ("wrong audience", Some(with(&|c| c["aud"] = json!("someone-else")))),
-        ("no exp", Some(with(&|c| { c.as_object_mut().expect("object").remove("exp"); }))),
+        (
+            "not yet valid",
+            Some(with(&|c| c["nbf"] = json!(now + 3600))),
+        ),
+        (
+            "wrong issuer",
+            Some(with(&|c| {
+                c["iss"] = json!("http://evil.example/realms/test")
+            })),
+        ),
+        (
+            "wrong audience",
+            Some(with(&|c| c["aud"] = json!("someone-else"))),
+        ),
+        (
+            "no exp",
+            Some(with(&|c| {
+                c.as_object_mut().expect("object").remove("exp");
+            })),
+        ),
         ("garbage", Some("not.a.token".into())),
     ];
     // A valid token with its payload swapped: the signature no longer matches.
     let parts: Vec<&str> = alice.split('.').collect();
-    let admin_payload = B64.encode(serde_json::to_vec(&issuer.claims("alice", &["admin"])).expect("JSON"));
-    attacks.push(("bad signature", Some(format!("{}.{admin_payload}.{}", parts[0], parts[2]))));
+    let admin_payload =
+        B64.encode(serde_json::to_vec(&issuer.claims("alice", &["admin"])).expect("JSON"));
+    attacks.push((
+        "bad signature",
+        Some(format!("{}.{admin_payload}.{}", parts[0], parts[2])),
+    ));
     // alg none.
     let none_header = B64.encode(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
     attacks.push(("alg none", Some(format!("{none_header}.{admin_payload}."))));
     // HS256 "signed" with the RSA public key as the secret.
     let mut hs = Header::new(Algorithm::HS256);
     hs.kid = Some("k1".into());
-    let forged = jsonwebtoken::encode(&hs, &issuer.claims("alice", &["admin"]), &EncodingKey::from_secret(issuer.rsa_public_pem.as_bytes())).expect("HS256");
+    let forged = jsonwebtoken::encode(
+        &hs,
+        &issuer.claims("alice", &["admin"]),
+        &EncodingKey::from_secret(issuer.rsa_public_pem.as_bytes()),
+    )
+    .expect("HS256");
     attacks.push(("HS256 with the public key", Some(forged)));
     // A key the issuer never published.
     let (rogue, _) = ec_key("rogue");
     let mut es = Header::new(Algorithm::ES256);
     es.kid = Some("rogue".into());
-    attacks.push(("unknown kid", Some(jsonwebtoken::encode(&es, &issuer.claims("alice", &["admin"]), &rogue).expect("ES256"))));
+    attacks.push((
+        "unknown kid",
+        Some(
+            jsonwebtoken::encode(&es, &issuer.claims("alice", &["admin"]), &rogue).expect("ES256"),
+        ),
+    ));
     for (what, token) in attacks {
         let r = list(token.clone()).await;
         let body = problem(r, StatusCode::UNAUTHORIZED, None).await;
         let text = body.to_string();
         if let Some(t) = &token {
             for part in t.split('.').filter(|p| p.len() > 8) {
-                assert!(!text.contains(part), "{what}: the body repeats the token: {text}");
+                assert!(
+                    !text.contains(part),
+                    "{what}: the body repeats the token: {text}"
+                );
             }
         }
-        assert!(!text.contains("alice"), "{what}: the body leaks the subject: {text}");
+        assert!(
+            !text.contains("alice"),
+            "{what}: the body leaks the subject: {text}"
+        );
     }
 
     // Key rotation: a token signed with a newly published key is accepted
@@ -568,8 +918,14 @@ async fn oidc_tokens_are_checked_the_way_an_attacker_would_try_them() {
     let (rotated, jwk) = ec_key("e2");
     let mut es = Header::new(Algorithm::ES256);
     es.kid = Some("e2".into());
-    let token = jsonwebtoken::encode(&es, &issuer.claims("bob", &["user"]), &rotated).expect("ES256");
-    problem(list(Some(token.clone())).await, StatusCode::UNAUTHORIZED, None).await;
+    let token =
+        jsonwebtoken::encode(&es, &issuer.claims("bob", &["user"]), &rotated).expect("ES256");
+    problem(
+        list(Some(token.clone())).await,
+        StatusCode::UNAUTHORIZED,
+        None,
+    )
+    .await;
     issuer.jwks.lock().expect("keys").push(jwk);
     assert_eq!(list(Some(token)).await.status(), StatusCode::OK);
 
@@ -579,31 +935,97 @@ async fn oidc_tokens_are_checked_the_way_an_attacker_would_try_them() {
     let admin = issuer.token("ada", &["admin"]);
     let nobody = issuer.token("nora", &[]);
     problem(list(Some(nobody)).await, StatusCode::FORBIDDEN, None).await;
-    let r = client.post(server.url("/api/v1/jobs")).bearer_auth(&viewer)
-        .json(&json!({"type": "generate", "params": {"rules": RULES, "rows": 10}})).send().await.expect("submit");
+    let r = client
+        .post(server.url("/api/v1/jobs"))
+        .bearer_auth(&viewer)
+        .json(&json!({"type": "generate", "params": {"rules": RULES, "rows": 10}}))
+        .send()
+        .await
+        .expect("submit");
     problem(r, StatusCode::FORBIDDEN, None).await;
-    let r = upload(&client, &server, "a.csv", b"a\n1\n".to_vec(), "alices", Some(&alice)).await;
+    let r = upload(
+        &client,
+        &server,
+        "a.csv",
+        b"a\n1\n".to_vec(),
+        "alices",
+        Some(&alice),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let id = r.json::<Value>().await.expect("JSON")["id"].as_str().expect("id").to_string();
-    for path in [format!("/api/v1/datasets/{id}"), format!("/api/v1/datasets/{id}/content"), format!("/api/v1/datasets/{id}/sample")] {
-        let r = client.get(server.url(&path)).bearer_auth(&bob).send().await.expect("bob reads");
+    let id = r.json::<Value>().await.expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    for path in [
+        format!("/api/v1/datasets/{id}"),
+        format!("/api/v1/datasets/{id}/content"),
+        format!("/api/v1/datasets/{id}/sample"),
+    ] {
+        let r = client
+            .get(server.url(&path))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .expect("bob reads");
         let body = problem(r, StatusCode::NOT_FOUND, None).await;
         assert!(!body.to_string().contains("alices"), "{body}");
     }
-    let r = client.delete(server.url(&format!("/api/v1/datasets/{id}"))).bearer_auth(&bob).send().await.expect("bob deletes");
+    let r = client
+        .delete(server.url(&format!("/api/v1/datasets/{id}")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .expect("bob deletes");
     problem(r, StatusCode::NOT_FOUND, None).await;
-    let r = client.put(server.url(&format!("/api/v1/datasets/{id}/share"))).bearer_auth(&alice).send().await.expect("share");
+    let r = client
+        .put(server.url(&format!("/api/v1/datasets/{id}/share")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("share");
     assert_eq!(r.status(), StatusCode::OK);
-    let r = client.get(server.url(&format!("/api/v1/datasets/{id}"))).bearer_auth(&bob).send().await.expect("bob reads shared");
+    let r = client
+        .get(server.url(&format!("/api/v1/datasets/{id}")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .expect("bob reads shared");
     assert_eq!(r.status(), StatusCode::OK);
-    let r = client.delete(server.url(&format!("/api/v1/datasets/{id}"))).bearer_auth(&bob).send().await.expect("bob deletes shared");
+    let r = client
+        .delete(server.url(&format!("/api/v1/datasets/{id}")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .expect("bob deletes shared");
     problem(r, StatusCode::FORBIDDEN, None).await;
-    let r = client.get(server.url("/api/v1/datasets?scope=all")).bearer_auth(&bob).send().await.expect("bob lists all");
+    let r = client
+        .get(server.url("/api/v1/datasets?scope=all"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .expect("bob lists all");
     problem(r, StatusCode::FORBIDDEN, None).await;
-    let r = client.get(server.url("/api/v1/audit")).bearer_auth(&admin).send().await.expect("audit");
+    let r = client
+        .get(server.url("/api/v1/audit"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("audit");
     let audit: Value = r.json().await.expect("JSON");
-    assert!(audit.as_array().expect("entries").iter().any(|a| a["subject"] == "alice" && a["action"] == "dataset.share"));
-    let r = client.delete(server.url(&format!("/api/v1/datasets/{id}"))).bearer_auth(&admin).send().await.expect("admin deletes");
+    assert!(
+        audit
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|a| a["subject"] == "alice" && a["action"] == "dataset.share")
+    );
+    let r = client
+        .delete(server.url(&format!("/api/v1/datasets/{id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("admin deletes");
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     server.stop().await;
 }
@@ -618,15 +1040,25 @@ fn openapi_document_is_current() {
         "service/openapi.json is stale: run `cargo run -p kiln-cli -- openapi > service/openapi.json`"
     );
     let doc: Value = serde_json::from_str(&generated).expect("JSON");
-    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1"))
+    );
     // Every operation documents its success and at least one error, with an
     // example or a schema that has one.
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("operations") {
             let responses = op["responses"].as_object().expect("responses");
-            assert!(responses.keys().any(|s| s.starts_with('2')), "{method} {path}: no success response");
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{method} {path}: no success response"
+            );
             if path.starts_with("/api/v1/") && path != "/api/v1/openapi.json" {
-                assert!(responses.keys().any(|s| s.starts_with('4')), "{method} {path}: no error response");
+                assert!(
+                    responses.keys().any(|s| s.starts_with('4')),
+                    "{method} {path}: no error response"
+                );
             }
         }
     }
@@ -641,7 +1073,9 @@ pub async fn fresh_postgres() -> Option<String> {
             std::env::var_os("KILN_REQUIRE_POSTGRES_TESTS").is_none(),
             "KILN_REQUIRE_POSTGRES_TESTS is set but KILN_TEST_POSTGRES_URL is not"
         );
-        eprintln!("skipped the PostgreSQL backend: set KILN_TEST_POSTGRES_URL (.ci/postgres start DIR)");
+        eprintln!(
+            "skipped the PostgreSQL backend: set KILN_TEST_POSTGRES_URL (.ci/postgres start DIR)"
+        );
         return None;
     };
     let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
@@ -682,14 +1116,21 @@ async fn queue_semantics(db_url: &str) {
     let store = Store::new(kiln_service::db::open(db_url).await.expect("database"));
     // Exclusive leases under concurrent leasers.
     for i in 0..30 {
-        store.insert_job(&queued_job(&format!("j{i:02}"), &format!("u{}", i % 3), 3)).await.expect("insert");
+        store
+            .insert_job(&queued_job(&format!("j{i:02}"), &format!("u{}", i % 3), 3))
+            .await
+            .expect("insert");
     }
     let mut leasers = Vec::new();
     for w in 0..8 {
         let store = store.clone();
         leasers.push(tokio::spawn(async move {
             let mut got = Vec::new();
-            while let Some(lease) = store.lease(&format!("w{w}"), 60_000, 100).await.expect("lease") {
+            while let Some(lease) = store
+                .lease(&format!("w{w}"), 60_000, 100)
+                .await
+                .expect("lease")
+            {
                 got.push(lease.job.id);
             }
             got
@@ -704,13 +1145,30 @@ async fn queue_semantics(db_url: &str) {
     assert_eq!(all, expected, "every job leased exactly once");
 
     // An expired lease is taken over; the old worker can no longer finish.
-    store.insert_job(&queued_job("lost", "solo", 3)).await.expect("insert");
-    let first = store.lease("dead-worker", 100, 100).await.expect("lease").expect("a job");
+    store
+        .insert_job(&queued_job("lost", "solo", 3))
+        .await
+        .expect("insert");
+    let first = store
+        .lease("dead-worker", 100, 100)
+        .await
+        .expect("lease")
+        .expect("a job");
     assert_eq!(first.job.id, "lost");
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let second = store.lease("live-worker", 60_000, 100).await.expect("lease").expect("taken over");
+    let second = store
+        .lease("live-worker", 60_000, 100)
+        .await
+        .expect("lease")
+        .expect("taken over");
     assert_eq!((second.job.id.as_str(), second.job.attempts), ("lost", 2));
-    assert_eq!(store.heartbeat(&first, 60_000, &Progress::default()).await.expect("heartbeat"), None);
+    assert_eq!(
+        store
+            .heartbeat(&first, 60_000, &Progress::default())
+            .await
+            .expect("heartbeat"),
+        None
+    );
     let output = DatasetRecord {
         id: "lost-0".into(),
         name: "out".into(),
@@ -724,50 +1182,178 @@ async fn queue_semantics(db_url: &str) {
         source_job: Some("lost".into()),
         created_ms: 0,
     };
-    assert!(!store.finish(&first, Outcome::Succeeded { outputs: vec![output.clone()] }).await.expect("finish"));
-    assert!(store.finish(&second, Outcome::Succeeded { outputs: vec![output.clone()] }).await.expect("finish"));
-    assert!(!store.finish(&second, Outcome::Succeeded { outputs: vec![output] }).await.expect("finish twice"));
+    assert!(
+        !store
+            .finish(
+                &first,
+                Outcome::Succeeded {
+                    outputs: vec![output.clone()]
+                },
+                &Progress::default()
+            )
+            .await
+            .expect("finish")
+    );
+    assert!(
+        store
+            .finish(
+                &second,
+                Outcome::Succeeded {
+                    outputs: vec![output.clone()]
+                },
+                &Progress::default()
+            )
+            .await
+            .expect("finish")
+    );
+    assert!(
+        !store
+            .finish(
+                &second,
+                Outcome::Succeeded {
+                    outputs: vec![output]
+                },
+                &Progress::default()
+            )
+            .await
+            .expect("finish twice")
+    );
     let job = store.job("lost").await.expect("job").expect("exists");
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(job.outputs.len(), 1);
     assert!(store.dataset("lost-0").await.expect("dataset").is_some());
 
     // Out of attempts: failed by the sweep, not leased again.
-    store.insert_job(&queued_job("fragile", "solo", 1)).await.expect("insert");
-    store.lease("dead", 50, 100).await.expect("lease").expect("a job");
+    store
+        .insert_job(&queued_job("fragile", "solo", 1))
+        .await
+        .expect("insert");
+    store
+        .lease("dead", 50, 100)
+        .await
+        .expect("lease")
+        .expect("a job");
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(store.lease("other", 60_000, 100).await.expect("lease").is_none());
+    assert!(
+        store
+            .lease("other", 60_000, 100)
+            .await
+            .expect("lease")
+            .is_none()
+    );
     assert_eq!(store.sweep().await.expect("sweep"), 1);
     let job = store.job("fragile").await.expect("job").expect("exists");
     assert_eq!(job.state, JobState::Failed);
-    assert!(job.error.as_deref().is_some_and(|e| e.contains("lost")), "{job:?}");
+    assert!(
+        job.error.as_deref().is_some_and(|e| e.contains("lost")),
+        "{job:?}"
+    );
 
     // Cancel: queued at once, running at the next heartbeat.
-    store.insert_job(&queued_job("c1", "solo", 3)).await.expect("insert");
-    store.insert_job(&queued_job("c2", "solo", 3)).await.expect("insert");
-    assert_eq!(store.request_cancel("c2").await.expect("cancel"), Some(JobState::Cancelled));
-    let running = store.lease("w", 60_000, 100).await.expect("lease").expect("c1");
+    store
+        .insert_job(&queued_job("c1", "solo", 3))
+        .await
+        .expect("insert");
+    store
+        .insert_job(&queued_job("c2", "solo", 3))
+        .await
+        .expect("insert");
+    assert_eq!(
+        store.request_cancel("c2").await.expect("cancel"),
+        Some(JobState::Cancelled)
+    );
+    let running = store
+        .lease("w", 60_000, 100)
+        .await
+        .expect("lease")
+        .expect("c1");
     assert_eq!(running.job.id, "c1");
-    assert_eq!(store.request_cancel("c1").await.expect("cancel"), Some(JobState::Running));
-    assert_eq!(store.heartbeat(&running, 60_000, &Progress::default()).await.expect("heartbeat"), Some(true));
-    assert!(store.finish(&running, Outcome::Cancelled).await.expect("finish"));
+    assert_eq!(
+        store.request_cancel("c1").await.expect("cancel"),
+        Some(JobState::Running)
+    );
+    assert_eq!(
+        store
+            .heartbeat(&running, 60_000, &Progress::default())
+            .await
+            .expect("heartbeat"),
+        Some(true)
+    );
+    assert!(
+        store
+            .finish(&running, Outcome::Cancelled, &Progress::default())
+            .await
+            .expect("finish")
+    );
 
     // Retry with backoff: queued again, not before its time.
-    store.insert_job(&queued_job("flaky", "solo", 3)).await.expect("insert");
-    let lease = store.lease("w", 60_000, 100).await.expect("lease").expect("flaky");
+    store
+        .insert_job(&queued_job("flaky", "solo", 3))
+        .await
+        .expect("insert");
+    let lease = store
+        .lease("w", 60_000, 100)
+        .await
+        .expect("lease")
+        .expect("flaky");
     let later = kiln_service::store::now_ms() + 300;
-    assert!(store.finish(&lease, Outcome::RetryAt { not_before_ms: later, error: "io".into() }).await.expect("retry"));
-    assert!(store.lease("w", 60_000, 100).await.expect("lease").is_none(), "leased before its backoff");
+    assert!(
+        store
+            .finish(
+                &lease,
+                Outcome::RetryAt {
+                    not_before_ms: later,
+                    error: "io".into()
+                },
+                &Progress::default()
+            )
+            .await
+            .expect("retry")
+    );
+    assert!(
+        store
+            .lease("w", 60_000, 100)
+            .await
+            .expect("lease")
+            .is_none(),
+        "leased before its backoff"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(store.lease("w", 60_000, 100).await.expect("lease").expect("again").job.attempts, 2);
+    assert_eq!(
+        store
+            .lease("w", 60_000, 100)
+            .await
+            .expect("lease")
+            .expect("again")
+            .job
+            .attempts,
+        2
+    );
 
     // One user's running jobs cap their own leases, not others'.
-    store.insert_job(&queued_job("a1", "ann", 3)).await.expect("insert");
-    store.insert_job(&queued_job("a2", "ann", 3)).await.expect("insert");
-    store.insert_job(&queued_job("b1", "ben", 3)).await.expect("insert");
-    let first = store.lease("w", 60_000, 1).await.expect("lease").expect("a1");
+    store
+        .insert_job(&queued_job("a1", "ann", 3))
+        .await
+        .expect("insert");
+    store
+        .insert_job(&queued_job("a2", "ann", 3))
+        .await
+        .expect("insert");
+    store
+        .insert_job(&queued_job("b1", "ben", 3))
+        .await
+        .expect("insert");
+    let first = store
+        .lease("w", 60_000, 1)
+        .await
+        .expect("lease")
+        .expect("a1");
     assert_eq!(first.job.id, "a1");
-    let next = store.lease("w", 60_000, 1).await.expect("lease").expect("b1");
+    let next = store
+        .lease("w", 60_000, 1)
+        .await
+        .expect("lease")
+        .expect("b1");
     assert_eq!(next.job.id, "b1", "ann is at her limit");
     assert!(store.lease("w", 60_000, 1).await.expect("lease").is_none());
 }

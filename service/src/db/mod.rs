@@ -54,7 +54,9 @@ impl Row {
     pub fn int(&self, i: usize) -> Result<i64, DbError> {
         match self.0.get(i) {
             Some(Value::Int(v)) => Ok(*v),
-            other => Err(DbError::Shape(format!("column {i}: expected an integer, got {other:?}"))),
+            other => Err(DbError::Shape(format!(
+                "column {i}: expected an integer, got {other:?}"
+            ))),
         }
     }
     pub fn opt_int(&self, i: usize) -> Result<Option<i64>, DbError> {
@@ -66,7 +68,9 @@ impl Row {
     pub fn text(&self, i: usize) -> Result<String, DbError> {
         match self.0.get(i) {
             Some(Value::Text(v)) => Ok(v.clone()),
-            other => Err(DbError::Shape(format!("column {i}: expected text, got {other:?}"))),
+            other => Err(DbError::Shape(format!(
+                "column {i}: expected text, got {other:?}"
+            ))),
         }
     }
     pub fn opt_text(&self, i: usize) -> Result<Option<String>, DbError> {
@@ -140,8 +144,11 @@ pub trait Backend: Send + Sync {
         params: Vec<Value>,
     ) -> BoxFuture<'a, Result<Vec<Row>, DbError>>;
     /// Runs one write; returns the number of rows changed.
-    fn execute<'a>(&'a self, sql: &'a str, params: Vec<Value>)
-    -> BoxFuture<'a, Result<u64, DbError>>;
+    fn execute<'a>(
+        &'a self,
+        sql: &'a str,
+        params: Vec<Value>,
+    ) -> BoxFuture<'a, Result<u64, DbError>>;
     /// Runs the statements in one transaction. `Ok(false)` when a guard
     /// changed nothing and everything was rolled back.
     fn transaction(&self, statements: Vec<Statement>) -> BoxFuture<'_, Result<bool, DbError>>;

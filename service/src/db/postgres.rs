@@ -83,12 +83,18 @@ fn convert(row: &tokio_postgres::Row) -> Result<Row, DbError> {
     for (i, column) in row.columns().iter().enumerate() {
         let shape = |e: tokio_postgres::Error| DbError::Shape(format!("{}: {e}", column.name()));
         let value = match *column.type_() {
-            Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(shape)?.map(Value::Int),
+            Type::INT8 => row
+                .try_get::<_, Option<i64>>(i)
+                .map_err(shape)?
+                .map(Value::Int),
             Type::INT4 => row
                 .try_get::<_, Option<i32>>(i)
                 .map_err(shape)?
                 .map(|v| Value::Int(v.into())),
-            _ => row.try_get::<_, Option<String>>(i).map_err(shape)?.map(Value::Text),
+            _ => row
+                .try_get::<_, Option<String>>(i)
+                .map_err(shape)?
+                .map(Value::Text),
         };
         values.push(value.unwrap_or(Value::Null));
     }

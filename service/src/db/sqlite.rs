@@ -17,9 +17,8 @@ pub struct Sqlite {
 impl Sqlite {
     pub fn open(path: &Path) -> Result<Self, DbError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                DbError::Config(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| DbError::Config(format!("cannot create {}: {e}", dir.display())))?;
         }
         let connection = rusqlite::Connection::open(path)
             .map_err(|e| DbError::Config(format!("cannot open {}: {e}", path.display())))?;
@@ -108,11 +107,7 @@ fn query_rows(
     Ok(out)
 }
 
-fn execute(
-    connection: &rusqlite::Connection,
-    sql: &str,
-    params: &[Value],
-) -> Result<u64, DbError> {
+fn execute(connection: &rusqlite::Connection, sql: &str, params: &[Value]) -> Result<u64, DbError> {
     let mut statement = connection
         .prepare_cached(&placeholders(sql))
         .map_err(query_error)?;
