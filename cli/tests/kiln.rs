@@ -1703,3 +1703,247 @@ fn distributed_training_matches_local_on_1_2_and_3_executors_and_survives_a_kill
     );
     Ok(())
 }
+
+/// `kiln serve` as a child process; its stderr goes to `log` once the
+/// server said where it listens.
+struct ServeProcess {
+    child: Child,
+    base: String,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_serve(
+    dir: &Path,
+    db: &str,
+    log: &str,
+) -> Result<ServeProcess, Box<dyn std::error::Error>> {
+    let mut child = kiln()
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--master",
+            "local[2]",
+        ])
+        .args([
+            "--lease-seconds",
+            "2",
+            "--per-user-running",
+            "4",
+            "--db",
+            db,
+        ])
+        .arg("--lake")
+        .arg(format!("{}/lake/", dir.display()))
+        .env("KILN_HOME", dir.join("home"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let log_path = dir.join(log);
+    std::thread::spawn(move || {
+        let mut log = std::fs::File::create(log_path).ok();
+        let mut told = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(f) = log.as_mut() {
+                let _ = std::io::Write::write_all(f, format!("{line}\n").as_bytes());
+            }
+            if !told && let Some(address) = line.strip_prefix("listening on ") {
+                let _ = tx.send(address.to_string());
+                told = true;
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(120))
+        .map_err(|_| format!("kiln serve did not start; see {}", dir.join(log).display()))?;
+    Ok(ServeProcess { child, base })
+}
+
+/// A fresh database on the test PostgreSQL server (`.ci/postgres start`).
+fn fresh_postgres(runtime: &tokio::runtime::Runtime) -> Option<String> {
+    let Ok(base) = std::env::var("KILN_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("KILN_REQUIRE_POSTGRES_TESTS").is_none(),
+            "KILN_REQUIRE_POSTGRES_TESTS is set but KILN_TEST_POSTGRES_URL is not"
+        );
+        eprintln!(
+            "skipped the PostgreSQL backend: set KILN_TEST_POSTGRES_URL (.ci/postgres start DIR)"
+        );
+        return None;
+    };
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .expect("the test PostgreSQL server answers");
+        tokio::spawn(connection);
+        let name = format!("kiln_{}", std::process::id());
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            client.batch_execute(&sql).await.expect("create database");
+        }
+        let (prefix, _) = base.rsplit_once('/').expect("a database in the URL");
+        Some(format!("{prefix}/{name}"))
+    })
+}
+
+const SERVICE_RULES: &str = "name: t
+entity: { column: device_id, mean_rows: 50, sigma: 0.5 }
+columns:
+  - name: sample_id
+    gen: { unique_id: { start: 1 } }
+  - name: speed
+    gen: { lognormal: { mu: 2.0, sigma: 0.5, max: 500, round: 1 } }
+";
+
+/// 50 jobs queued and running, the server killed with SIGKILL and started
+/// again: every job completes once in effect (one committed output each,
+/// with all its rows, no staging left), on SQLite and on PostgreSQL.
+#[test]
+fn service_jobs_survive_a_killed_server_exactly_once_in_effect() -> TestResult {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let dir = tempdir("serve-kill");
+    let mut backends = vec![(
+        "sqlite",
+        format!("sqlite:{}/sqlite/service.sqlite", dir.display()),
+    )];
+    if let Some(url) = fresh_postgres(&runtime) {
+        backends.push(("postgres", url));
+    }
+    for (name, db) in backends {
+        let root = dir.join(name);
+        std::fs::create_dir_all(&root)?;
+        runtime.block_on(kill_scenario(&root, &db))?;
+    }
+    Ok(())
+}
+
+async fn kill_scenario(root: &Path, db: &str) -> TestResult {
+    const JOBS: usize = 50;
+    const ROWS: u64 = 100_000;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let mut server = start_serve(root, db, "serve-1.log")?;
+    let mut ids = Vec::new();
+    for seed in 0..JOBS {
+        let r = client
+            .post(format!("{}/api/v1/jobs", server.base))
+            .json(&serde_json::json!({"type": "generate", "params": {"rules": SERVICE_RULES, "rows": ROWS, "seed": seed}}))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 202, "{}", r.text().await?);
+        let v: serde_json::Value = r.json().await?;
+        ids.push(v["id"].as_str().ok_or("id")?.to_string());
+    }
+    let jobs = |base: String| {
+        let client = client.clone();
+        async move {
+            let v: serde_json::Value = client
+                .get(format!("{base}/api/v1/jobs?limit=1000"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok::<_, reqwest::Error>(v["jobs"].as_array().cloned().unwrap_or_default())
+        }
+    };
+    // Kill once some jobs are done and others are running.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let all = jobs(server.base.clone()).await?;
+        let done = all.iter().filter(|j| j["state"] == "succeeded").count();
+        let running = all.iter().filter(|j| j["state"] == "running").count();
+        if done >= 3 && running >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs did not progress");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.child.kill()?; // SIGKILL
+    server.child.wait()?;
+    server = start_serve(root, db, "serve-2.log")?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let all = loop {
+        let all = jobs(server.base.clone()).await?;
+        if all.len() == JOBS
+            && all
+                .iter()
+                .all(|j| j["state"] != "queued" && j["state"] != "running")
+        {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs did not finish after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let rerun = all
+        .iter()
+        .filter(|j| j["attempts"].as_i64() > Some(1))
+        .count();
+    eprintln!("{db}: {JOBS} jobs, {rerun} ran again after the kill");
+    assert!(rerun >= 1, "no job was interrupted by the kill");
+    let datasets: serde_json::Value = client
+        .get(format!(
+            "{}/api/v1/datasets?limit=1000&scope=all",
+            server.base
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let datasets = datasets["datasets"].as_array().cloned().unwrap_or_default();
+    assert_eq!(datasets.len(), JOBS, "one output dataset per job");
+    for job in &all {
+        assert_eq!(job["state"], "succeeded", "{job}");
+        let id = job["id"].as_str().ok_or("id")?;
+        let outputs = job["outputs"].as_array().ok_or("outputs")?;
+        assert_eq!(outputs.len(), 1, "{job}");
+        let out = outputs[0]["dataset_id"].as_str().ok_or("dataset")?;
+        assert_eq!(out, format!("{id}-0"));
+        let record = datasets
+            .iter()
+            .find(|d| d["id"] == out)
+            .ok_or("output not listed")?;
+        assert_eq!(record["rows"], ROWS);
+        // The files hold exactly the rows: no duplicate or partial file.
+        let dir = root.join(format!("lake/_kiln/service/datasets/{out}"));
+        let mut rows = 0usize;
+        for file in walk(&dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                std::fs::File::open(&file)?,
+            )?
+            .build()?;
+            for batch in reader {
+                rows += batch?.num_rows();
+            }
+        }
+        assert_eq!(rows as u64, ROWS, "{}", dir.display());
+    }
+    let mut listed: Vec<String> = ids.iter().map(|i| format!("{i}-0")).collect();
+    listed.sort();
+    let mut found: Vec<String> = datasets
+        .iter()
+        .filter_map(|d| d["id"].as_str().map(str::to_string))
+        .collect();
+    found.sort();
+    assert_eq!(listed, found);
+    assert_no_staging(&root.join("lake"));
+    Ok(())
+}
