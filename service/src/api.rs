@@ -767,6 +767,27 @@ async fn set_shared(
     Ok(Json(Shared { shared }))
 }
 
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelList {
+    pub repositories: Vec<crate::models::ModelRepository>,
+}
+
+/// The model repositories in the lake and their versions with metrics.
+#[utoipa::path(get, path = "/api/v1/models", tag = "models", security(("bearer" = [])),
+    responses(
+        (status = 200, body = ModelList),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json")))]
+pub async fn list_models(
+    State(state): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<ModelList>> {
+    who.require(Role::Viewer)?;
+    Ok(Json(ModelList {
+        repositories: crate::models::repositories(&state.datasets).await?,
+    }))
+}
+
 /// The evaluation metrics the service computes.
 #[utoipa::path(get, path = "/api/v1/metrics", tag = "metrics", security(("bearer" = [])),
     responses(
@@ -1138,7 +1159,7 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     info(title = "kiln job service", description = "Datasets, jobs and models of kiln's data-synthesis platform. Errors are RFC 9457 problem documents."),
     paths(health, ready, list_datasets, upload_dataset, get_dataset, get_schema, sample_dataset,
-        dataset_content, delete_dataset, share_dataset, unshare_dataset, list_metrics,
+        dataset_content, delete_dataset, share_dataset, unshare_dataset, list_models, list_metrics,
         submit_job, list_jobs, get_job, job_status, cancel_job, delete_job, job_events,
         job_event_stream, audit_log, openapi_json),
     components(schemas(crate::jobs::GenerateParams, crate::jobs::PipelineParams, JobType)),
@@ -1195,6 +1216,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/datasets/{id}/share",
             put(share_dataset).delete(unshare_dataset),
         )
+        .route("/api/v1/models", get(list_models))
         .route("/api/v1/metrics", get(list_metrics))
         .route("/api/v1/jobs", get(list_jobs).post(submit_job))
         .route("/api/v1/jobs/{id}", get(get_job).delete(delete_job))

@@ -11,6 +11,7 @@
 //!   queue with leases, over [`db`] (SQLite embedded, PostgreSQL shared);
 //! * [`datasets`]: uploads streamed to the lake and committed atomically,
 //!   samples and downloads;
+//! * [`models`]: the model repositories pipelines publish in the lake;
 //! * [`jobs`]: the job types and their parameters; [`worker`]: the workers
 //!   that lease, run, heartbeat, retry, time out and cancel jobs;
 //! * [`client`]: the HTTP client behind `kiln jobs` and `kiln datasets`.
@@ -24,6 +25,7 @@ pub mod client;
 pub mod datasets;
 pub mod db;
 pub mod jobs;
+pub mod models;
 pub mod problem;
 pub mod store;
 pub mod worker;

@@ -1366,3 +1366,128 @@ async fn the_queue_leases_once_takes_over_expired_leases_and_guards_outputs_on_b
         queue_semantics(&url).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_jobs_train_in_their_own_lake_and_their_models_are_listed() {
+    let server = TestServer::start(None, |_| {}).await;
+    let client = http();
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs/generators/indoor_outdoor.yaml");
+    let config = format!(
+        "name: tiny
+storage: {{root: lake/}}
+processing_tasks:
+  - name: gen
+    classname: RuleBasedGenerator
+    initialization_parameters: {{rules: {rules}, rows: 20000, seed: 1}}
+    transformation_parameters: {{path_output: raw/training/}}
+  - name: extract
+    depends_on: [gen]
+    classname: ExtractorTraining
+    initialization_parameters: {{path_raw_tables: raw/training/, format: parquet}}
+    transformation_parameters: {{mode: save, path_df_extract: extraction/training/}}
+  - name: features
+    depends_on: [extract]
+    classname: FeaturePipeline
+    initialization_parameters:
+      input: extraction/training/
+      label_cols: [label_indoor]
+      stages:
+        - classname: VectorAssembler
+          params: {{outputCol: features, handleInvalid: keep, inputCols: [gps_accuracy, rsrp, light_lux, wifi_rssi]}}
+    transformation_parameters: {{mode: fit_transform, path_pipeline_model: models/features/, path_df_features: features/training/}}
+  - name: train
+    depends_on: [features]
+    classname: ModelTraining
+    initialization_parameters:
+      input: features/training/
+      path_pipeline_model: models/features/
+      test_condition: \"sample_id % 5 = 0\"
+      label_col: label_indoor
+      features_col: features
+      seed: 42
+      estimators:
+        - classname: GBTClassifier
+          params: {{maxIter: 5, maxDepth: 3}}
+    transformation_parameters: {{path_model_repository: models/tiny/}}
+",
+        rules = rules.display()
+    );
+    let r = client
+        .post(server.url("/api/v1/jobs"))
+        .json(&json!({"type": "pipeline", "params": {"config": config}}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(
+        r.status(),
+        StatusCode::ACCEPTED,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let id = r.json::<Value>().await.expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let job = wait_for_job(&client, &server, &id, None).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let events: Value = client
+        .get(server.url(&format!("/api/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .expect("events")
+        .json()
+        .await
+        .expect("JSON");
+    let result = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "result")
+        .expect("a result event")
+        .clone();
+    let tasks: Vec<&str> = result["data"]["detail"]["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter_map(|t| t["task"].as_str())
+        .collect();
+    assert_eq!(tasks, ["gen", "extract", "features", "train"]);
+    // The run wrote into the job's own directory of the lake.
+    let job_lake = server
+        .dir
+        .path()
+        .join(format!("lake/_kiln/service/jobs/{id}"));
+    assert!(job_lake.join("models/tiny/LATEST").exists());
+
+    let models: Value = client
+        .get(server.url("/api/v1/models"))
+        .send()
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("JSON");
+    let repos = models["repositories"].as_array().expect("repositories");
+    let tiny = repos
+        .iter()
+        .find(|r| {
+            r["uri"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("models/tiny/"))
+        })
+        .expect("the trained repository");
+    assert_eq!(tiny["latest"], 1);
+    let v1 = &tiny["versions"][0];
+    assert_eq!(v1["kind"], "classifier");
+    assert_eq!(v1["classname"], "GBTClassifier");
+    let auc = v1["metrics"]["areaUnderROC"].as_f64().expect("AUC");
+    assert!(auc > 0.5 && auc <= 1.0, "{v1}");
+    assert!(
+        repos
+            .iter()
+            .any(|r| r["versions"][0]["kind"] == "feature-pipeline"),
+        "{models}"
+    );
+    server.stop().await;
+}
