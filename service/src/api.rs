@@ -1072,16 +1072,7 @@ pub async fn job_event_stream(
                 let events = store.events(&id, after).await.unwrap_or_default();
                 if !events.is_empty() {
                     let last = events.last().map_or(after, |e| e.seq);
-                    let out: Vec<Result<Event, std::convert::Infallible>> = events
-                        .iter()
-                        .map(|e| {
-                            Ok(Event::default()
-                                .event(e.kind.clone())
-                                .id(e.seq.to_string())
-                                .json_data(e)
-                                .unwrap_or_else(|_| Event::default().comment("unserializable")))
-                        })
-                        .collect();
+                    let out = sse_events(&events);
                     return Some((futures::stream::iter(out), (store, id, last, false)));
                 }
                 let ended = match store.job(&id).await {
@@ -1091,16 +1082,7 @@ pub async fn job_event_stream(
                 if ended {
                     // One more read catches the final event.
                     let events = store.events(&id, after).await.unwrap_or_default();
-                    let out: Vec<Result<Event, std::convert::Infallible>> = events
-                        .iter()
-                        .map(|e| {
-                            Ok(Event::default()
-                                .event(e.kind.clone())
-                                .id(e.seq.to_string())
-                                .json_data(e)
-                                .unwrap_or_else(|_| Event::default().comment("unserializable")))
-                        })
-                        .collect();
+                    let out = sse_events(&events);
                     return Some((futures::stream::iter(out), (store, id, after, true)));
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -1109,6 +1091,21 @@ pub async fn job_event_stream(
     )
     .flatten();
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Job events as SSE events: the kind names the event, the sequence
+/// number is its id (a client may resume with `Last-Event-ID`).
+fn sse_events(events: &[JobEvent]) -> Vec<Result<Event, std::convert::Infallible>> {
+    events
+        .iter()
+        .map(|e| {
+            Ok(Event::default()
+                .event(e.kind.clone())
+                .id(e.seq.to_string())
+                .json_data(e)
+                .unwrap_or_else(|_| Event::default().comment("unserializable")))
+        })
+        .collect()
 }
 
 /// The audit log (admins).

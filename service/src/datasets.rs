@@ -249,16 +249,7 @@ impl DatasetLake {
         let df = read_table(&self.session, url, format)
             .await
             .map_err(|e| ApiError::from_kiln("file", e))?;
-        let columns = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| Column {
-                name: f.name().clone(),
-                data_type: f.data_type().to_string(),
-                nullable: f.is_nullable(),
-            })
-            .collect();
+        let columns = Column::of_schema(df.schema().as_arrow());
         let rows = df.count().await.map_err(|e| {
             ApiError::from_kiln("file", KilnError::execution("reading the upload", e))
         })?;

@@ -277,15 +277,7 @@ async fn generate(
         uri: target.to_string(),
         rows: summary.rows as i64,
         bytes,
-        schema: schema
-            .fields()
-            .iter()
-            .map(|f| Column {
-                name: f.name().clone(),
-                data_type: f.data_type().to_string(),
-                nullable: f.is_nullable(),
-            })
-            .collect(),
+        schema: Column::of_schema(&schema),
         shared: false,
         source_job: Some(job.id.clone()),
         created_ms: now_ms(),

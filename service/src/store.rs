@@ -84,6 +84,21 @@ pub struct Column {
     pub nullable: bool,
 }
 
+impl Column {
+    /// The columns of an Arrow schema.
+    pub fn of_schema(schema: &arrow::datatypes::Schema) -> Vec<Column> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| Column {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect()
+    }
+}
+
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {

@@ -715,12 +715,63 @@ async fn generate_jobs_run_stream_events_cancel_time_out_and_refuse_bad_input() 
         before["jobs"].as_array().map(Vec::len),
         after["jobs"].as_array().map(Vec::len)
     );
+    for path in [
+        "/api/v1/jobs/does-not-exist",
+        "/api/v1/jobs/does-not-exist/status",
+        "/api/v1/jobs/does-not-exist/events",
+        "/api/v1/jobs/does-not-exist/events/stream",
+    ] {
+        let r = client.get(server.url(path)).send().await.expect("404");
+        problem(r, StatusCode::NOT_FOUND, None).await;
+    }
     let r = client
-        .get(server.url("/api/v1/jobs/does-not-exist"))
+        .get(server.url("/api/v1/jobs?state=bogus"))
         .send()
         .await
-        .expect("404");
+        .expect("bad state");
+    problem(r, StatusCode::BAD_REQUEST, Some("query")).await;
+    let r = client
+        .get(server.url("/api/v1/jobs?limit=0"))
+        .send()
+        .await
+        .expect("bad limit");
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("limit")).await;
+    let r = client
+        .post(server.url("/api/v1/jobs/does-not-exist/cancel"))
+        .send()
+        .await
+        .expect("cancel");
     problem(r, StatusCode::NOT_FOUND, None).await;
+    let r = client
+        .delete(server.url("/api/v1/jobs/does-not-exist"))
+        .send()
+        .await
+        .expect("delete");
+    problem(r, StatusCode::NOT_FOUND, None).await;
+    // Submissions beyond the per-user limit wait their turn: 429.
+    let limited = TestServer::start(None, |o| {
+        o.limits.max_open_jobs_per_user = 1;
+        o.workers.workers = 0;
+    })
+    .await;
+    let body = json!({"type": "generate", "params": {"rules": RULES, "rows": 10}});
+    let r = client
+        .post(limited.url("/api/v1/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .expect("first");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = client
+        .post(limited.url("/api/v1/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .expect("second");
+    let retry = r.headers().get("retry-after").is_some();
+    problem(r, StatusCode::TOO_MANY_REQUESTS, None).await;
+    assert!(retry, "429 without Retry-After");
+    limited.stop().await;
     server.stop().await;
 }
 
@@ -910,6 +961,53 @@ async fn oidc_tokens_are_checked_the_way_an_attacker_would_try_them() {
         assert!(
             !text.contains("alice"),
             "{what}: the body leaks the subject: {text}"
+        );
+    }
+
+    // Every endpoint but the probes and the document refuses a missing token.
+    for (method, path) in [
+        ("GET", "/api/v1/datasets"),
+        ("POST", "/api/v1/datasets"),
+        ("GET", "/api/v1/datasets/x"),
+        ("DELETE", "/api/v1/datasets/x"),
+        ("GET", "/api/v1/datasets/x/schema"),
+        ("GET", "/api/v1/datasets/x/sample"),
+        ("GET", "/api/v1/datasets/x/content"),
+        ("PUT", "/api/v1/datasets/x/share"),
+        ("DELETE", "/api/v1/datasets/x/share"),
+        ("GET", "/api/v1/models"),
+        ("GET", "/api/v1/metrics"),
+        ("GET", "/api/v1/jobs"),
+        ("POST", "/api/v1/jobs"),
+        ("GET", "/api/v1/jobs/x"),
+        ("DELETE", "/api/v1/jobs/x"),
+        ("GET", "/api/v1/jobs/x/status"),
+        ("POST", "/api/v1/jobs/x/cancel"),
+        ("GET", "/api/v1/jobs/x/events"),
+        ("GET", "/api/v1/jobs/x/events/stream"),
+        ("GET", "/api/v1/audit"),
+    ] {
+        let r = client
+            .request(method.parse().expect("method"), server.url(path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+        assert!(
+            r.headers().get("www-authenticate").is_some(),
+            "{method} {path}"
+        );
+    }
+    for path in ["/health", "/ready", "/api/v1/openapi.json"] {
+        assert_eq!(
+            client
+                .get(server.url(path))
+                .send()
+                .await
+                .expect("open")
+                .status(),
+            StatusCode::OK,
+            "{path}"
         );
     }
 
