@@ -500,12 +500,29 @@ async fn generate_jobs_run_stream_events_cancel_time_out_and_refuse_bad_input() 
         .await
         .expect("bytes");
     let reader =
-        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(parquet)
-            .expect("a Parquet file")
-            .build()
-            .expect("reader");
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            parquet.clone(),
+        )
+        .expect("a Parquet file")
+        .build()
+        .expect("reader");
     let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
     assert_eq!(rows, 5000);
+    // The download is a valid Parquet upload again.
+    let r = upload(
+        &client,
+        &server,
+        "again.parquet",
+        parquet.to_vec(),
+        "again",
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let again: Value = r.json().await.expect("JSON");
+    assert_eq!(again["rows"], 5000);
+    assert_eq!(again["format"], "parquet");
+    assert_eq!(again["schema"], dataset["schema"]);
 
     // The same rules and seed give the same rows as `kiln generate` would.
     let events: Value = client
