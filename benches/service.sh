@@ -7,6 +7,8 @@
 #
 #   benches/service.sh [sqlite|postgres|both] [SECONDS] [CONNECTIONS]
 #
+# KILN_BENCH_JOBS=0 measures an idle server (no job running).
+#
 # PostgreSQL: KILN_BENCH_POSTGRES_URL, or a throwaway cluster from
 # .ci/postgres. Goal (issue 12): >= 2,000 req/s with p99 < 25 ms.
 set -euo pipefail
@@ -22,8 +24,8 @@ if [ -z "$oha" ]; then
   oha=target/bench-tools/bin/oha
 fi
 work=$(mktemp -d /tmp/kiln-bench-service.XXXXXX)
+chmod 755 "$work" # the PostgreSQL cluster below runs as its own user
 trap 'kill $(jobs -p) 2>/dev/null || true; .ci/postgres stop "$work/pg" || true; rm -rf "$work"' EXIT
-rules='name: t\nentity: { column: device_id, mean_rows: 50, sigma: 0.5 }\ncolumns:\n  - name: sample_id\n    gen: { unique_id: { start: 1 } }\n'
 
 load() { # URL -> "req/s p50_ms p99_ms"
   "$oha" --no-tui --output-format json -z "${seconds}s" -c "$connections" "$1" 2>/dev/null | python3 -c '
@@ -60,17 +62,26 @@ if name == "sqlite":
     c.executescript(sql)
     c.commit()
 else:
-    subprocess.run(["psql", "-q", db, "-c", sql], check=True)
+    subprocess.run(["psql", "-q", db, "-f", "-"], input=sql.encode(), check=True)
 PY
-  # Long jobs: two run (the per-user limit) during the whole load.
-  for seed in 1 2 3 4 5 6 7 8; do
-    curl -sf -H 'content-type: application/json' -d "{\"type\":\"generate\",\"params\":{\"rules\":\"$rules\",\"rows\":50000000,\"seed\":$seed}}" \
-      "$base/api/v1/jobs" > "$work/job-$seed.json"
-  done
+  # Long jobs: two run (the per-user limit) during the whole load; each
+  # generates the demo's 37 columns until its 40 s time limit stops it.
+  [ "${KILN_BENCH_JOBS:-2}" = 0 ] || python3 - "$base" "$work" <<'PY'
+import json, sys, urllib.request
+base, work = sys.argv[1], sys.argv[2]
+rules = open("configs/generators/indoor_outdoor.yaml").read()
+for seed in range(1, 5):
+    body = json.dumps({"type": "generate", "time_limit_seconds": 40,
+                       "params": {"rules": rules, "rows": 100000000, "seed": seed}}).encode()
+    req = urllib.request.Request(base + "/api/v1/jobs", body, {"content-type": "application/json"})
+    with urllib.request.urlopen(req) as r, open("%s/job-%d.json" % (work, seed), "wb") as f:
+        f.write(r.read())
+PY
   local id
-  id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$work/job-1.json")
+  id=$(curl -sf "$base/api/v1/jobs?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["id"])')
   sleep 1
   local health status list
+  load "$base/health" > /dev/null # warm-up
   health=$(load "$base/health")
   status=$(load "$base/api/v1/jobs/$id/status")
   list=$(load "$base/api/v1/jobs?limit=20")

@@ -1069,7 +1069,7 @@ pub async fn job_event_stream(
                 return None;
             }
             loop {
-                let events = store.events(&id, after).await.unwrap_or_default();
+                let events = stream_events(&store, &id, after).await;
                 if !events.is_empty() {
                     let last = events.last().map_or(after, |e| e.seq);
                     let out = sse_events(&events);
@@ -1081,7 +1081,7 @@ pub async fn job_event_stream(
                 };
                 if ended {
                     // One more read catches the final event.
-                    let events = store.events(&id, after).await.unwrap_or_default();
+                    let events = stream_events(&store, &id, after).await;
                     let out = sse_events(&events);
                     return Some((futures::stream::iter(out), (store, id, after, true)));
                 }
@@ -1091,6 +1091,15 @@ pub async fn job_event_stream(
     )
     .flatten();
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Events after `after`; a database failure is logged and the stream
+/// tries again at its next poll.
+async fn stream_events(store: &Store, id: &str, after: i64) -> Vec<JobEvent> {
+    store.events(id, after).await.unwrap_or_else(|e| {
+        tracing::warn!(job = id, "reading events for a stream: {e}");
+        Vec::new()
+    })
 }
 
 /// Job events as SSE events: the kind names the event, the sequence

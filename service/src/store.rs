@@ -380,23 +380,31 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<JobRecord>, DbError> {
+        // Only the filters given, so the (owner, created_ms, id) index
+        // serves the common listing without a scan.
+        let mut params: Vec<Value> = Vec::new();
+        let mut filters = Vec::new();
+        if let Some(owner) = owner {
+            params.push(owner.into());
+            filters.push(format!("owner = ${}", params.len()));
+        }
+        if let Some(state) = state {
+            params.push(state.as_str().into());
+            filters.push(format!("state = ${}", params.len()));
+        }
+        let filter = if filters.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", filters.join(" AND "))
+        };
+        params.push(limit.into());
+        params.push(offset.into());
+        let (l, o) = (params.len() - 1, params.len());
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs \
-             WHERE ($1 = '' OR owner = $1) AND ($2 = '' OR state = $2) \
-             ORDER BY created_ms DESC, id LIMIT $3 OFFSET $4"
+            "SELECT {JOB_COLUMNS} FROM jobs {filter} \
+             ORDER BY created_ms DESC, id DESC LIMIT ${l} OFFSET ${o}"
         );
-        let rows = self
-            .db
-            .query(
-                &sql,
-                vec![
-                    owner.unwrap_or("").into(),
-                    state.map_or("", JobState::as_str).into(),
-                    limit.into(),
-                    offset.into(),
-                ],
-            )
-            .await?;
+        let rows = self.db.query(&sql, params).await?;
         rows.iter().map(job_from).collect()
     }
 

@@ -191,7 +191,8 @@ pub const SCHEMA: &[&str] = &[
         created_ms BIGINT NOT NULL,
         started_ms BIGINT,
         finished_ms BIGINT)",
-    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_ms)",
+    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_ms, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_ms, id)",
     "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, not_before_ms)",
     "CREATE TABLE IF NOT EXISTS job_events (
         job_id TEXT NOT NULL,
