@@ -70,6 +70,11 @@ enum AuthArg {
 }
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
+    // Trees and generators run on rayon's pool: at the jobs' low priority.
+    rayon::ThreadPoolBuilder::new()
+        .start_handler(|_| kiln_service::worker::lower_thread_priority())
+        .build_global()
+        .map_err(|e| KilnError::internal("starting the job thread pool", e))?;
     let home = kiln_pipelines::history::kiln_home();
     let lake = args
         .lake

@@ -133,7 +133,7 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        self.workers.start();
+        self.workers.start()?;
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await

@@ -47,6 +47,25 @@ pub struct Workers {
     wake: Arc<Notify>,
     process_id: String,
     stop: tokio_util::sync::CancellationToken,
+    /// The jobs' own runtime, whose threads run at the lowest priority.
+    runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+/// Lowers the calling thread's CPU priority (Linux: niceness 19). Job
+/// threads call it, so CPU-bound jobs (generation, training) yield to the
+/// threads that answer requests: on a small machine two running jobs
+/// would otherwise take every core from the API.
+pub fn lower_thread_priority() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if let Err(e) =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+    {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "cannot lower the priority of job threads ({e:?}); jobs compete with requests"
+            );
+        });
+    }
 }
 
 enum Interrupt {
@@ -63,6 +82,7 @@ impl Workers {
             wake: Arc::new(Notify::new()),
             process_id: uuid::Uuid::new_v4().simple().to_string(),
             stop: tokio_util::sync::CancellationToken::new(),
+            runtime: std::sync::Mutex::new(None),
         }
     }
 
@@ -71,24 +91,44 @@ impl Workers {
         Arc::clone(&self.wake)
     }
 
-    /// Starts the workers; they run until [`Workers::stop`]. A job a
-    /// stopped worker held is run again once its lease expires.
-    pub fn start(self: &Arc<Self>) {
+    /// Starts the workers on their own low-priority runtime (DataFusion
+    /// and the generator spawn their work there too); they run until
+    /// [`Workers::stop`]. A job a stopped worker held is run again once its
+    /// lease expires.
+    pub fn start(self: &Arc<Self>) -> kiln_engine::Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("kiln-job")
+            .on_thread_start(lower_thread_priority)
+            .enable_all()
+            .build()
+            .map_err(|e| kiln_engine::KilnError::internal("starting the job runtime", e))?;
         for n in 0..self.settings.workers {
             let me = Arc::clone(self);
             let stop = self.stop.clone();
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 tokio::select! {
                     _ = me.work(n) => {},
                     _ = stop.cancelled() => {},
                 }
             });
         }
+        let mut slot = self
+            .runtime
+            .lock()
+            .map_err(|_| kiln_engine::KilnError::poisoned("the job runtime"))?;
+        *slot = Some(runtime);
+        Ok(())
     }
 
-    /// Stops the workers (at shutdown).
+    /// Stops the workers (at shutdown); running jobs are abandoned to
+    /// their leases.
     pub fn stop(&self) {
         self.stop.cancel();
+        if let Ok(mut slot) = self.runtime.lock()
+            && let Some(runtime) = slot.take()
+        {
+            runtime.shutdown_background();
+        }
     }
 
     async fn work(&self, n: usize) {
@@ -215,5 +255,11 @@ impl Workers {
                 }
             }
         }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
