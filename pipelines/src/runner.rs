@@ -8,7 +8,7 @@ use crate::dag::TaskGraph;
 use crate::events::LakeLog;
 use crate::history::{History, RunHistory};
 use crate::notify::Notifier;
-use crate::observer::{Observers, RunEvent, RunInfo, RunReport, RunState};
+use crate::observer::{Observers, RunEvent, RunInfo, RunObserver, RunReport, RunState};
 use crate::task::{Task, TaskContext, TaskOutcome, TaskResult, TaskState, now_ms};
 use crate::terminal::{LogFormat, Terminal};
 use datafusion::dataframe::DataFrame;
@@ -80,6 +80,17 @@ pub async fn run(
     options: &RunOptions,
     extensions: &KilnExtensions,
 ) -> Result<RunReport> {
+    run_observed(loaded, options, extensions, Vec::new()).await
+}
+
+/// [`run`], with more observers after kiln's own (a service following its
+/// jobs' tasks).
+pub async fn run_observed(
+    loaded: &LoadedConfig,
+    options: &RunOptions,
+    extensions: &KilnExtensions,
+    extra: Vec<Arc<dyn RunObserver>>,
+) -> Result<RunReport> {
     let plan = plan(loaded)?;
     let config = &loaded.config;
     let selected = select(loaded, &plan.graph, options)?;
@@ -122,7 +133,10 @@ pub async fn run(
         Ok(history) => observers = observers.with(Arc::new(RunHistory::new(history, &run_id))),
         Err(e) => eprintln!("warning: run history unavailable: {e}"),
     }
-    let observers = observers.with(Arc::new(Notifier::new(&config.notify)));
+    let mut observers = observers.with(Arc::new(Notifier::new(&config.notify)));
+    for observer in extra {
+        observers = observers.with(observer);
+    }
 
     let info = RunInfo {
         run_id: run_id.clone(),

@@ -327,8 +327,13 @@ async fn pipeline(
         log_format: kiln_pipelines::terminal::LogFormat::Json,
         live_progress: false,
     };
-    let report =
-        kiln_pipelines::runner::run(&loaded, &options, &kiln_pipelines::extensions()).await?;
+    let report = kiln_pipelines::runner::run_observed(
+        &loaded,
+        &options,
+        &kiln_pipelines::extensions(),
+        vec![Arc::new(TaskProgress(progress.clone()))],
+    )
+    .await?;
     let tasks: Vec<serde_json::Value> = report
         .tasks
         .iter()
@@ -345,4 +350,27 @@ async fn pipeline(
         Vec::new(),
         serde_json::json!({"run_id": report.run_id, "tasks": tasks}),
     ))
+}
+
+/// A pipeline job's progress: the task that started or ended last, and
+/// the rows it wrote.
+struct TaskProgress(ProgressCell);
+
+impl kiln_pipelines::observer::RunObserver for TaskProgress {
+    fn observe<'a>(
+        &'a self,
+        event: &'a kiln_pipelines::observer::RunEvent,
+        _ts_ms: i64,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        use kiln_pipelines::observer::RunEvent;
+        match event {
+            RunEvent::TaskStarted { task } => self.0.set(&format!("task {task}"), None),
+            RunEvent::TaskFinished(result) => self.0.set(
+                &format!("task {} {}", result.task, result.state.as_str()),
+                result.outcome.as_ref().and_then(|o| o.rows_out),
+            ),
+            _ => {}
+        }
+        Box::pin(async {})
+    }
 }

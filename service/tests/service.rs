@@ -1546,6 +1546,7 @@ processing_tasks:
         .to_string();
     let job = wait_for_job(&client, &server, &id, None).await;
     assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["progress"]["stage"], "task train succeeded", "{job}");
     let events: Value = client
         .get(server.url(&format!("/api/v1/jobs/{id}/events")))
         .send()
