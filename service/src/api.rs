@@ -105,7 +105,11 @@ impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for Ap
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
         kiln_engine::nesting::check_depth(text, "body", kiln_engine::nesting::MAX_DEPTH).map_err(
-            |e| ApiError::bad_request(e.to_string().replace("configuration error: ", "")),
+            |e| ApiError {
+                status: StatusCode::BAD_REQUEST,
+                kind: "bad-request",
+                ..ApiError::from_kiln("body", e)
+            },
         )?;
         serde_json::from_str(text).map(ApiJson).map_err(|e| {
             let status = if e.is_data() {

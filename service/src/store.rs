@@ -544,21 +544,11 @@ impl Store {
         error: Option<String>,
         now: i64,
     ) -> Statement {
-        let sql = match state {
-            JobState::Failed => {
-                "UPDATE jobs SET state = 'failed', error = $3, finished_ms = $4, lease_owner = NULL \
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'"
-            }
-            JobState::TimedOut => {
-                "UPDATE jobs SET state = 'timed_out', error = $3, finished_ms = $4, lease_owner = NULL \
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'"
-            }
-            _ => {
-                "UPDATE jobs SET state = 'cancelled', error = $3, finished_ms = $4, lease_owner = NULL \
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'"
-            }
-        };
-        Statement::guard(sql, vec![id, worker, error.into(), now.into()])
+        Statement::guard(
+            "UPDATE jobs SET state = $5, error = $3, finished_ms = $4, lease_owner = NULL \
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            vec![id, worker, error.into(), now.into(), state.as_str().into()],
+        )
     }
 
     /// Asks a job to stop: a queued job is cancelled at once, a running one
