@@ -16,6 +16,7 @@ use kiln_synth::{Rules, Source};
 use std::process::ExitCode;
 
 mod serve;
+mod synth;
 
 /// mimalloc, as DataFusion's own CLI uses: the engine allocates and frees
 /// many short-lived buffers across threads, where it beats the system
@@ -110,6 +111,12 @@ enum Command {
         #[arg(long, value_enum, default_value = "parquet")]
         format: FormatArg,
     },
+    /// Judge a synthetic table against the real one: quality (SDMetrics'
+    /// scores), validity, privacy; a report with plots.
+    #[command(
+        after_help = "Examples:\n  kiln evaluate lake/raw/training/ lake/synthetic/training/ --out lake/reports/training/\n  kiln evaluate real.parquet synthetic.parquet --holdout holdout.parquet --type cell_id=categorical --type sample_id=id --out report/\n\nWrites report.json (scores in [0, 1], null where undefined), index.html and SVG plots."
+    )]
+    Evaluate(Box<synth::EvaluateArgs>),
     /// Run a Ballista scheduler with kiln's functions.
     #[command(
         after_help = "Example:\n  kiln scheduler --bind-host 0.0.0.0 --bind-port 50050\n\nHTTP /healthz and /readyz (ready once an executor is registered) are served on the same port.\nEvery flag can also be set through the environment variable shown."
@@ -648,6 +655,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::serve(*args).await,
         Command::Jobs { server, command } => serve::jobs(server, command).await,
         Command::Datasets { server, command } => serve::datasets(server, command).await,
+        Command::Evaluate(args) => synth::evaluate(*args).await,
         Command::Openapi => {
             print!("{}", kiln_service::api::openapi_document());
             Ok(())

@@ -114,6 +114,18 @@ impl KilnError {
         }
     }
 
+    pub fn data_fix(
+        location: impl fmt::Display,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        KilnError::Data {
+            location: location.to_string(),
+            message: message.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
     /// Storage trouble at `location`, keeping `source` (an error, or a
     /// message) as the cause.
     pub fn io(location: impl fmt::Display, source: impl Into<BoxError>) -> Self {

@@ -7,11 +7,17 @@
 //! engine's atomic commit ([`write_generated`], and [`write_enhanced`] to add
 //! generated columns to an existing table).
 //!
+//! Evaluation of synthetic data against the real table ([`evaluate`]):
+//! SDMetrics' quality scores, validity, privacy (distance to the closest
+//! record), with SVG plots.
+//!
 //! Output is deterministic for a seed whatever the thread count: every
 //! (entity, column) pair draws from its own RNG seeded from the seed, and
 //! chunks are whole entities generated in parallel and emitted in order.
 
 mod condition;
+pub mod evaluate;
+pub mod frame;
 mod rules;
 mod sampler;
 mod write;
@@ -42,7 +48,7 @@ use std::sync::Arc;
 /// The generator's RNG: fast, portable and seedable (xoshiro256++).
 type SynthRng = rand_xoshiro::Xoshiro256PlusPlus;
 
-fn mix(seed: u64, a: u64, b: u64) -> u64 {
+pub(crate) fn mix(seed: u64, a: u64, b: u64) -> u64 {
     let mut x =
         seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -293,3 +293,35 @@ fn partition_dir(base: &StorePath, dirs: &[String]) -> StorePath {
     dirs.iter()
         .fold(base.clone(), |path, segment| path.join(segment.as_str()))
 }
+
+/// Writes a directory of small named files (a report, its plots) at
+/// `target` with the same atomic commit as [`write_parquet`]: readers see
+/// the previous directory or the whole new one.
+pub async fn write_files(
+    session: &KilnSession,
+    target: &Url,
+    files: &[(String, Vec<u8>)],
+) -> Result<()> {
+    let store = session.stores().store_for(target)?;
+    let target_dir = object_path(target)?;
+    remove_stale_staging(&store, target, &target_dir).await;
+    let staging = staging_path(&target_dir, "tmp");
+    let mut written = Ok(());
+    for (name, bytes) in files {
+        let path = StorePath::from(format!("{}/{name}", staging.as_ref()));
+        if let Err(e) = store.put(&path, bytes.clone().into()).await {
+            written = Err(KilnError::io(format!("{target}{name}"), e));
+            break;
+        }
+    }
+    match written {
+        Ok(()) => commit(&store, target, &staging, &target_dir).await,
+        Err(e) => {
+            remove_prefix(&store, &staging).await;
+            if let Some(p) = local_path_of(target, &staging) {
+                remove_local_dir(&p);
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Evaluation of synthetic data against the real table it imitates: quality
+//! (SDMetrics' definitions, [`quality`]), validity (boundaries, categories,
+//! keys, [`validity`]), privacy (exact copies and distance to the closest
+//! real record, [`privacy`]), with SVG plots a researcher can look at
+//! ([`plots`]).
+
+pub mod plots;
+pub mod privacy;
+pub mod quality;
+pub mod validity;
+
+#[cfg(test)]
+mod tests;
+
+pub use crate::frame::{Metadata, Precision, SdType};
+pub use privacy::Privacy;
+pub use quality::Quality;
+pub use validity::Validity;
+
+use crate::frame::{self, Dictionary, Frame, Values};
+use datafusion::dataframe::DataFrame;
+use kiln_engine::{KilnError, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What to compare and how.
+#[derive(Debug, Clone)]
+pub struct EvaluationParams {
+    /// Column types that differ from the inferred ones (a numeric code that
+    /// is categorical, a key column as `id`).
+    pub types: BTreeMap<String, SdType>,
+    /// Columns left out of the evaluation.
+    pub ignore: Vec<String>,
+    /// Synthetic and real rows sampled for the distance computations.
+    pub privacy_rows: usize,
+    /// Seed of those samples and of the random baseline.
+    pub seed: u64,
+}
+
+impl Default for EvaluationParams {
+    fn default() -> Self {
+        EvaluationParams {
+            types: BTreeMap::new(),
+            ignore: Vec::new(),
+            privacy_rows: 5_000,
+            seed: 0,
+        }
+    }
+}
+
+/// Row counts of the compared tables.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rows {
+    pub real: usize,
+    pub synthetic: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<usize>,
+}
+
+/// The evaluation report (`report.json`). Scores are in [0, 1]; a score
+/// that is undefined (no values to compare) is `null`, never NaN.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub kiln_version: String,
+    pub rows: Rows,
+    /// The columns and types compared, in SDV's metadata format.
+    pub metadata: serde_json::Value,
+    pub quality: Quality,
+    pub validity: Validity,
+    pub privacy: Privacy,
+}
+
+/// A frame with its column names and types, as the metrics read it.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRef<'a> {
+    pub names: &'a [String],
+    pub types: &'a [SdType],
+    pub columns: &'a [Values],
+    pub precision: &'a [Precision],
+    pub rows: usize,
+}
+
+/// Both tables loaded with shared dictionaries.
+#[derive(Debug)]
+pub struct Loaded {
+    pub names: Vec<String>,
+    pub types: Vec<SdType>,
+    pub dictionaries: Vec<Dictionary>,
+    pub real: Frame,
+    pub synthetic: Frame,
+    pub holdout: Option<Frame>,
+    pub metadata: Metadata,
+}
+
+impl Loaded {
+    pub fn view<'a>(&'a self, frame: &'a Frame) -> FrameRef<'a> {
+        FrameRef {
+            names: &self.names,
+            types: &self.types,
+            columns: &frame.columns,
+            precision: &frame.precision,
+            rows: frame.rows,
+        }
+    }
+}
+
+/// Reads the tables: the metadata comes from the real table's schema and
+/// `params`; the synthetic (and holdout) table must hold the same columns.
+pub async fn load(
+    real: DataFrame,
+    synthetic: DataFrame,
+    holdout: Option<DataFrame>,
+    params: &EvaluationParams,
+) -> Result<Loaded> {
+    let real_schema = real.schema().as_arrow().clone();
+    for name in &params.ignore {
+        if real_schema.field_with_name(name).is_err() {
+            return Err(KilnError::config(format!(
+                "--ignore names column '{name}', which the real table does not have"
+            )));
+        }
+    }
+    let mut metadata = Metadata::infer(&real_schema, &params.types)?;
+    metadata
+        .columns
+        .retain(|(name, _)| !params.ignore.contains(name));
+    if metadata.columns.is_empty() {
+        return Err(KilnError::config("no columns are left to evaluate"));
+    }
+    metadata.check_compatible(&real_schema, synthetic.schema().as_arrow(), "synthetic")?;
+    if let Some(h) = &holdout {
+        metadata.check_compatible(&real_schema, h.schema().as_arrow(), "holdout")?;
+    }
+    let mut dictionaries = vec![Dictionary::default(); metadata.columns.len()];
+    let real = frame::load(real, &metadata, &mut dictionaries, "real").await?;
+    if real.rows == 0 {
+        return Err(KilnError::data_fix(
+            "the real table",
+            "it has no rows",
+            "evaluate against a real table with data",
+        ));
+    }
+    let synthetic = frame::load(synthetic, &metadata, &mut dictionaries, "synthetic").await?;
+    if synthetic.rows == 0 {
+        return Err(KilnError::data_fix(
+            "the synthetic table",
+            "it has no rows",
+            "generate or sample rows before evaluating them",
+        ));
+    }
+    let holdout = match holdout {
+        Some(h) => Some(frame::load(h, &metadata, &mut dictionaries, "holdout").await?),
+        None => None,
+    };
+    Ok(Loaded {
+        names: metadata.columns.iter().map(|(n, _)| n.clone()).collect(),
+        types: metadata.columns.iter().map(|(_, t)| *t).collect(),
+        dictionaries,
+        real,
+        synthetic,
+        holdout,
+        metadata,
+    })
+}
+
+/// Evaluates loaded tables (CPU work; call it off the async runtime).
+pub fn evaluate_loaded(loaded: &Loaded, params: &EvaluationParams) -> Report {
+    let real = loaded.view(&loaded.real);
+    let synthetic = loaded.view(&loaded.synthetic);
+    let holdout = loaded.holdout.as_ref().map(|h| loaded.view(h));
+    Report {
+        kiln_version: env!("CARGO_PKG_VERSION").into(),
+        rows: Rows {
+            real: real.rows,
+            synthetic: synthetic.rows,
+            holdout: holdout.map(|h| h.rows),
+        },
+        metadata: loaded.metadata.to_sdv_json(),
+        quality: quality::quality(real, synthetic),
+        validity: validity::validity(real, synthetic),
+        privacy: privacy::privacy(real, synthetic, holdout, params),
+    }
+}
+
+/// Reads and evaluates the tables.
+pub async fn evaluate(
+    real: DataFrame,
+    synthetic: DataFrame,
+    holdout: Option<DataFrame>,
+    params: &EvaluationParams,
+) -> Result<(Report, Loaded)> {
+    let loaded = load(real, synthetic, holdout, params).await?;
+    let params = params.clone();
+    tokio::task::spawn_blocking(move || {
+        let report = evaluate_loaded(&loaded, &params);
+        (report, loaded)
+    })
+    .await
+    .map_err(|e| KilnError::internal("evaluating synthetic data", e))
+}
+
+/// The report's files: `report.json`, a histogram per column and the
+/// correlation heat maps (SVG), and `index.html` showing them together.
+pub fn report_files(report: &Report, loaded: &Loaded) -> Result<Vec<(String, Vec<u8>)>> {
+    let json = serde_json::to_vec_pretty(report)
+        .map_err(|e| KilnError::internal("serializing the evaluation report", e))?;
+    let mut files = vec![("report.json".to_string(), json)];
+    files.extend(plots::plots(report, loaded));
+    Ok(files)
+}

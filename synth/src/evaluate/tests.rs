@@ -1,0 +1,298 @@
+use super::*;
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{Field, Schema};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use std::sync::Arc;
+
+fn testdata(name: &str) -> String {
+    format!("{}/../testdata/synth/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn parquet(ctx: &SessionContext, name: &str) -> DataFrame {
+    ctx.read_parquet(testdata(name), ParquetReadOptions::default())
+        .await
+        .expect("test table")
+}
+
+fn table(columns: Vec<(&str, ArrayRef)>) -> DataFrame {
+    let schema = Schema::new(
+        columns
+            .iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    );
+    let batch = RecordBatch::try_new(
+        Arc::new(schema),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .expect("batch");
+    SessionContext::new().read_batch(batch).expect("frame")
+}
+
+fn close(ours: Option<f64>, theirs: &serde_json::Value, what: &str) {
+    match (ours, theirs.as_f64()) {
+        (None, None) => {}
+        (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-6, "{what}: kiln {a}, SDMetrics {b}"),
+        (a, _) => panic!("{what}: kiln {a:?}, SDMetrics {theirs}"),
+    }
+}
+
+/// kiln's quality scores equal SDMetrics' QualityReport on every pair of
+/// testdata/synth/pairs.json (reference numbers from
+/// testdata/synth/sdmetrics_reference.py), column by column and pair by pair.
+#[tokio::test]
+async fn quality_scores_equal_sdmetrics() {
+    let pairs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(testdata("pairs.json")).expect("pairs"))
+            .expect("pairs.json");
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(testdata("sdmetrics_golden.json")).expect("golden"),
+    )
+    .expect("golden json");
+    let ctx = SessionContext::new();
+    let pairs = pairs.as_array().expect("list");
+    assert!(pairs.len() >= 2);
+    for pair in pairs {
+        let name = pair["name"].as_str().expect("name");
+        let expected = &golden["pairs"][name];
+        let types: BTreeMap<String, SdType> =
+            serde_json::from_value(pair["types"].clone()).expect("types");
+        let params = EvaluationParams {
+            types,
+            privacy_rows: 1_000_000,
+            ..EvaluationParams::default()
+        };
+        let real = parquet(&ctx, pair["real"].as_str().expect("real")).await;
+        let synthetic = parquet(&ctx, pair["synthetic"].as_str().expect("synthetic")).await;
+        let (report, _) = evaluate(real, synthetic, None, &params)
+            .await
+            .expect("evaluation");
+        let q = &report.quality;
+        close(q.overall, &expected["overall"], &format!("{name} overall"));
+        close(
+            q.column_shapes,
+            &expected["column_shapes"],
+            &format!("{name} column shapes"),
+        );
+        close(
+            q.column_pair_trends,
+            &expected["column_pair_trends"],
+            &format!("{name} column pair trends"),
+        );
+        let columns = expected["columns"].as_object().expect("columns");
+        assert_eq!(q.columns.len(), columns.len(), "{name}: columns scored");
+        for (column, score) in columns {
+            close(q.columns[column], score, &format!("{name} column {column}"));
+        }
+        let pairs = expected["pairs"].as_object().expect("pairs");
+        assert_eq!(q.pairs.len(), pairs.len(), "{name}: pairs scored");
+        let mut counted = 0;
+        for p in &q.pairs {
+            let key = format!("{}|{}", p.column_1, p.column_2);
+            let e = &pairs[&key];
+            assert_eq!(p.metric, e["metric"], "{name} {key}: metric");
+            assert_eq!(
+                p.meets_threshold,
+                e["meets_threshold"].as_bool().expect("bool"),
+                "{name} {key}: counted"
+            );
+            if p.meets_threshold {
+                close(p.score, &e["score"], &format!("{name} pair {key}"));
+                counted += 1;
+            }
+        }
+        assert!(
+            counted > 0,
+            "{name}: no pair counted, the test would prove little"
+        );
+        if let Some(median) = expected.get("median_dcr_synthetic_to_real") {
+            close(
+                Some(report.privacy.dcr.median_synthetic_to_real),
+                median,
+                &format!("{name} median DCR"),
+            );
+        }
+        // Undefined scores are null in the JSON, never NaN.
+        let json = serde_json::to_string(&report).expect("json");
+        assert!(!json.contains("NaN"), "{name}: {json}");
+    }
+}
+
+#[tokio::test]
+async fn a_perturbed_copy_scores_lower_than_the_table_itself() {
+    let ctx = SessionContext::new();
+    let params = EvaluationParams {
+        types: [("sample_id".to_string(), SdType::Id)].into(),
+        privacy_rows: 500,
+        ..EvaluationParams::default()
+    };
+    // Every row compared: each synthetic row finds itself.
+    let all_rows = EvaluationParams {
+        privacy_rows: 10_000,
+        ..params.clone()
+    };
+    let same = evaluate(
+        parquet(&ctx, "generated_real.parquet").await,
+        parquet(&ctx, "generated_real.parquet").await,
+        None,
+        &all_rows,
+    )
+    .await
+    .expect("evaluation")
+    .0;
+    assert_eq!(same.quality.overall, Some(1.0));
+    assert_eq!(same.privacy.exact_copies, 1.0);
+    assert_eq!(same.privacy.dcr.median_synthetic_to_real, 0.0);
+    assert_eq!(same.validity.key_uniqueness["sample_id"], Some(1.0));
+    let perturbed = evaluate(
+        parquet(&ctx, "generated_real.parquet").await,
+        parquet(&ctx, "generated_perturbed.parquet").await,
+        None,
+        &params,
+    )
+    .await
+    .expect("evaluation")
+    .0;
+    assert!(perturbed.quality.overall < Some(0.9));
+    // Sampled with replacement: repeated keys; one new category; one value
+    // far outside the range of rsrp.
+    assert!(perturbed.validity.key_uniqueness["sample_id"] < Some(0.7));
+    let adherence = perturbed.validity.category_adherence["network_type"].expect("score");
+    assert!((adherence - 5999.0 / 6000.0).abs() < 1e-12, "{adherence}");
+    assert!(perturbed.validity.boundary_adherence["rsrp"] < Some(1.0));
+}
+
+#[tokio::test]
+async fn bad_inputs_are_clear_errors_or_documented_nulls() {
+    let numbers = |v: Vec<Option<f64>>| Arc::new(Float64Array::from(v)) as ArrayRef;
+    let text = |v: Vec<&str>| Arc::new(StringArray::from(v)) as ArrayRef;
+    let params = EvaluationParams::default();
+
+    // An empty table.
+    let empty = table(vec![("x", numbers(vec![]))]);
+    let err = evaluate(
+        empty,
+        table(vec![("x", numbers(vec![Some(1.0)]))]),
+        None,
+        &params,
+    )
+    .await
+    .expect_err("empty real table")
+    .to_string();
+    assert!(
+        err.contains("the real table") && err.contains("no rows"),
+        "{err}"
+    );
+
+    // Mismatched schemas: a missing column and a type conflict, both named.
+    let real = table(vec![
+        ("x", numbers(vec![Some(1.0)])),
+        ("c", text(vec!["a"])),
+    ]);
+    let synthetic = table(vec![("c", numbers(vec![Some(1.0)]))]);
+    let err = evaluate(real, synthetic, None, &params)
+        .await
+        .expect_err("mismatch")
+        .to_string();
+    assert!(err.contains("column 'x' is missing"), "{err}");
+    assert!(err.contains("fix:"), "{err}");
+    let real = table(vec![("x", numbers(vec![Some(1.0)]))]);
+    let synthetic = table(vec![("x", text(vec!["1"]))]);
+    let err = evaluate(real, synthetic, None, &params)
+        .await
+        .expect_err("type conflict")
+        .to_string();
+    assert!(
+        err.contains("column 'x' is numerical (Float64) in the real table but Utf8"),
+        "{err}"
+    );
+
+    // A constant column, an all-null column: no NaN, the scores say why.
+    let n = 50;
+    let x: Vec<Option<f64>> = (0..n).map(|i| Some(i as f64)).collect();
+    let make = || {
+        table(vec![
+            ("x", numbers(x.clone())),
+            ("constant", numbers(vec![Some(3.0); n])),
+            ("missing", numbers(vec![None; n])),
+        ])
+    };
+    let (report, _) = evaluate(make(), make(), None, &params)
+        .await
+        .expect("report");
+    assert_eq!(report.quality.columns["constant"], Some(1.0));
+    assert_eq!(report.quality.columns["missing"], None);
+    let constant_pair = report
+        .quality
+        .pairs
+        .iter()
+        .find(|p| p.column_1 == "x" && p.column_2 == "constant")
+        .expect("pair");
+    assert!(!constant_pair.meets_threshold && constant_pair.error.is_some());
+    assert_eq!(report.validity.boundary_adherence["missing"], None);
+    assert!(
+        !serde_json::to_string(&report)
+            .expect("json")
+            .contains("NaN")
+    );
+
+    // Unknown column names in the options.
+    let err = evaluate(
+        make(),
+        make(),
+        None,
+        &EvaluationParams {
+            ignore: vec!["nope".into()],
+            ..EvaluationParams::default()
+        },
+    )
+    .await
+    .expect_err("unknown column")
+    .to_string();
+    assert!(err.contains("'nope'"), "{err}");
+}
+
+/// A categorical column with 100,000 distinct values (an identifier typed
+/// as text): scored in linear time, with a near-zero shape score for
+/// disjoint values.
+#[tokio::test]
+async fn a_column_with_100000_distinct_values_is_scored() {
+    let n = 100_000i64;
+    let make = |offset: i64| {
+        let ids: Vec<String> = (0..n).map(|i| format!("id-{}", i + offset)).collect();
+        table(vec![
+            ("id", Arc::new(StringArray::from(ids)) as ArrayRef),
+            (
+                "group",
+                Arc::new(StringArray::from(
+                    (0..n)
+                        .map(|i| if i % 2 == 0 { "a" } else { "b" })
+                        .collect::<Vec<_>>(),
+                )) as ArrayRef,
+            ),
+            (
+                "n",
+                Arc::new(Int64Array::from((0..n).collect::<Vec<_>>())) as ArrayRef,
+            ),
+        ])
+    };
+    let params = EvaluationParams {
+        privacy_rows: 300,
+        ..EvaluationParams::default()
+    };
+    let (report, _) = evaluate(make(0), make(n), None, &params)
+        .await
+        .expect("report");
+    assert!(report.quality.columns["id"].expect("score") < 1e-3);
+    assert_eq!(report.quality.columns["group"], Some(1.0));
+    assert_eq!(report.validity.category_adherence["id"], Some(0.0));
+    assert!(matches!(
+        report
+            .quality
+            .pairs
+            .iter()
+            .find(|p| p.column_1 == "id")
+            .map(|p| p.metric),
+        Some("ContingencySimilarity")
+    ));
+}
