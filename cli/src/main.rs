@@ -117,6 +117,11 @@ enum Command {
         after_help = "Examples:\n  kiln evaluate lake/raw/training/ lake/synthetic/training/ --out lake/reports/training/\n  kiln evaluate real.parquet synthetic.parquet --holdout holdout.parquet --type cell_id=categorical --type sample_id=id --out report/\n\nWrites report.json (scores in [0, 1], null where undefined), index.html and SVG plots."
     )]
     Evaluate(Box<synth::EvaluateArgs>),
+    /// Fit a generative model to a table, and sample new rows from it.
+    Reproduce {
+        #[command(subcommand)]
+        command: synth::ReproduceCommand,
+    },
     /// Run a Ballista scheduler with kiln's functions.
     #[command(
         after_help = "Example:\n  kiln scheduler --bind-host 0.0.0.0 --bind-port 50050\n\nHTTP /healthz and /readyz (ready once an executor is registered) are served on the same port.\nEvery flag can also be set through the environment variable shown."
@@ -656,6 +661,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Jobs { server, command } => serve::jobs(server, command).await,
         Command::Datasets { server, command } => serve::datasets(server, command).await,
         Command::Evaluate(args) => synth::evaluate(*args).await,
+        Command::Reproduce { command } => synth::reproduce(command).await,
         Command::Openapi => {
             print!("{}", kiln_service::api::openapi_document());
             Ok(())

@@ -16,6 +16,7 @@
 //! chunks are whole entities generated in parallel and emitted in order.
 
 mod condition;
+pub mod copula;
 pub mod evaluate;
 pub mod frame;
 mod rules;

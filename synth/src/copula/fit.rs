@@ -1,0 +1,521 @@
+//! Fitting the copula in two streaming passes over the table, whatever its
+//! size:
+//! 1. exact per-column counts (nulls, minimum, maximum, the distinct values
+//!    of low-cardinality numeric columns, category frequencies) and a
+//!    uniform sample of rows for the quantiles: the `sample_rows` rows with
+//!    the smallest content hash, so the sample (and the model) does not
+//!    depend on file order or partitioning;
+//! 2. every row's normal scores, summed as fixed-point integers into the
+//!    covariance, which is exact and order-independent too.
+//!
+//! A value with a probability mass (a category, a repeated number, a
+//! missing value) maps to an interval of the unit line; its normal score is
+//! drawn inside the interval from the row's hash (the distributional
+//! transform), again deterministic whatever the order.
+
+use super::linalg::{Matrix, nearest_definite};
+use super::marginal::{Marginal, Prepared};
+use super::{CopulaColumn, CopulaParams, FORMAT_VERSION, GaussianCopula, SourceInfo, normal};
+use crate::frame::{Metadata, SdType, append_numbers};
+use crate::mix;
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use datafusion::dataframe::DataFrame;
+use futures::StreamExt;
+use kiln_engine::{KilnError, Result};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use twox_hash::XxHash3_64;
+
+/// Fixed-point scale of the normal scores summed into the covariance.
+const SCALE: f64 = (1u64 << 20) as f64;
+
+/// One batch's columns as the fit reads them.
+enum ColumnData {
+    Numbers(Vec<f64>),
+    Text(ArrayRef),
+}
+
+/// Where the fit stands, for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub struct FitProgress {
+    /// 1 or 2.
+    pub pass: u8,
+    pub rows: u64,
+}
+
+fn is_supported(t: &DataType) -> bool {
+    t.is_numeric()
+        || matches!(
+            t,
+            DataType::Boolean
+                | DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Utf8View
+                | DataType::Timestamp(..)
+                | DataType::Date32
+                | DataType::Date64
+        )
+        || matches!(t, DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8))
+}
+
+fn is_integer(t: &DataType) -> bool {
+    t.is_integer()
+}
+
+/// Per-column accumulators of pass 1.
+enum Stats {
+    Numbers {
+        nulls: u64,
+        count: u64,
+        min: f64,
+        max: f64,
+        /// Distinct values and counts while there are few.
+        distinct: Option<HashMap<u64, u64>>,
+    },
+    Categories {
+        nulls: u64,
+        counts: HashMap<String, u64>,
+    },
+    Key,
+}
+
+fn read_columns(batch: &RecordBatch, columns: &[CopulaColumn]) -> Result<Vec<ColumnData>> {
+    columns
+        .iter()
+        .map(|c| {
+            let array = batch.column_by_name(&c.name).ok_or_else(|| {
+                KilnError::data("the training table", format!("column '{}' is missing", c.name))
+            })?;
+            if c.sdtype.is_continuous() {
+                let mut v = Vec::with_capacity(array.len());
+                append_numbers(array, &mut v, &c.name, "training")?;
+                Ok(ColumnData::Numbers(v))
+            } else {
+                let text = cast(array, &DataType::Utf8).map_err(|e| {
+                    KilnError::data(format!("column '{}'", c.name), format!("cannot read it as text: {e}"))
+                })?;
+                Ok(ColumnData::Text(text))
+            }
+        })
+        .collect()
+}
+
+/// A content hash per row, over every column.
+fn row_hashes(data: &[ColumnData], rows: usize) -> Vec<u64> {
+    let mut h = vec![0x9E37_79B9_7F4A_7C15u64; rows];
+    for (c, column) in data.iter().enumerate() {
+        match column {
+            ColumnData::Numbers(v) => {
+                for (r, x) in v.iter().enumerate() {
+                    let bits = if x.is_nan() { u64::MAX } else { (x + 0.0).to_bits() };
+                    h[r] = mix(h[r], bits, c as u64);
+                }
+            }
+            ColumnData::Text(a) => {
+                let a = a.as_string::<i32>();
+                for (r, hr) in h.iter_mut().enumerate() {
+                    let v = if a.is_valid(r) {
+                        XxHash3_64::oneshot(a.value(r).as_bytes())
+                    } else {
+                        u64::MAX - 1
+                    };
+                    *hr = mix(*hr, v, c as u64);
+                }
+            }
+        }
+    }
+    h
+}
+
+/// Fits a Gaussian copula to `df`.
+pub async fn fit(
+    df: DataFrame,
+    source_uri: &str,
+    params: &CopulaParams,
+    progress: &(dyn Fn(FitProgress) + Sync),
+) -> Result<GaussianCopula> {
+    params.check()?;
+    let schema = df.schema().as_arrow().clone();
+    let mut metadata = Metadata::infer(&schema, &params.types)?;
+    for name in &params.ignore {
+        if schema.field_with_name(name).is_err() {
+            return Err(KilnError::config(format!(
+                "ignore names column '{name}', which the table does not have"
+            )));
+        }
+    }
+    metadata.columns.retain(|(n, _)| !params.ignore.contains(n));
+    let mut columns = Vec::new();
+    for (name, sdtype) in &metadata.columns {
+        let data_type = schema
+            .field_with_name(name)
+            .map_err(|e| KilnError::internal("reading the schema", e))?
+            .data_type()
+            .clone();
+        if !is_supported(&data_type) {
+            return Err(KilnError::config_fix(
+                format!("column '{name}' has type {data_type}, which the copula cannot model"),
+                format!("leave it out (ignore: [{name}]) or cast it to a number, text or timestamp"),
+            ));
+        }
+        columns.push(CopulaColumn {
+            name: name.clone(),
+            data_type: data_type.to_string(),
+            sdtype: *sdtype,
+            integer: is_integer(&data_type),
+            marginal: Marginal::Null,
+        });
+    }
+    if columns.is_empty() {
+        return Err(KilnError::config("no columns are left to model"));
+    }
+
+    // Pass 1.
+    let mut stats: Vec<Stats> = columns
+        .iter()
+        .map(|c| match c.sdtype {
+            SdType::Id => Stats::Key,
+            t if t.is_continuous() => Stats::Numbers {
+                nulls: 0,
+                count: 0,
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                distinct: Some(HashMap::new()),
+            },
+            _ => Stats::Categories {
+                nulls: 0,
+                counts: HashMap::new(),
+            },
+        })
+        .collect();
+    let continuous: Vec<usize> = (0..columns.len())
+        .filter(|&c| columns[c].sdtype.is_continuous())
+        .collect();
+    let mut sample: Vec<(u64, Vec<f64>)> = Vec::new();
+    let mut threshold = u64::MAX;
+    let mut rows = 0u64;
+    let mut fingerprint = 0u64;
+    let mut stream = df
+        .clone()
+        .execute_stream()
+        .await
+        .map_err(|e| KilnError::execution("reading the training table", e))?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| KilnError::execution("reading the training table", e))?;
+        let data = read_columns(&batch, &columns)?;
+        let n = batch.num_rows();
+        let hashes = row_hashes(&data, n);
+        fingerprint = hashes.iter().fold(fingerprint, |a, &h| a.wrapping_add(h));
+        for (c, (column, st)) in data.iter().zip(stats.iter_mut()).enumerate() {
+            accumulate(st, column, params, &columns[c].name)?;
+        }
+        for (r, &h) in hashes.iter().enumerate() {
+            if h < threshold || sample.len() < params.sample_rows {
+                let values = continuous
+                    .iter()
+                    .map(|&c| match &data[c] {
+                        ColumnData::Numbers(v) => v[r],
+                        ColumnData::Text(_) => f64::NAN,
+                    })
+                    .collect();
+                sample.push((h, values));
+            }
+        }
+        if sample.len() >= 2 * params.sample_rows {
+            threshold = shrink(&mut sample, params.sample_rows);
+        }
+        rows += n as u64;
+        progress(FitProgress { pass: 1, rows });
+    }
+    if rows == 0 {
+        return Err(KilnError::data_fix(
+            "the training table",
+            "it has no rows",
+            "fit the model to a table with data",
+        ));
+    }
+    shrink(&mut sample, params.sample_rows);
+    for (c, st) in stats.into_iter().enumerate() {
+        let k = continuous.iter().position(|&x| x == c);
+        columns[c].marginal = marginal(st, rows, k.map(|k| column_of(&sample, k)), params);
+    }
+
+    // Pass 2: normal scores and their covariance.
+    let dims: Vec<usize> = (0..columns.len())
+        .filter(|&c| columns[c].sdtype != SdType::Id && !columns[c].marginal.is_degenerate())
+        .collect();
+    let d = dims.len();
+    let mut sums = vec![0i128; d];
+    let mut products = vec![0i128; d * d];
+    let eps = 0.5 / rows as f64;
+    let prepared: Vec<_> = columns.iter().map(|c| c.marginal.prepare()).collect();
+    let lookups: Vec<HashMap<&str, usize>> = columns
+        .iter()
+        .map(|c| match &c.marginal {
+            Marginal::Categorical { categories, .. } => categories
+                .iter()
+                .enumerate()
+                .map(|(k, v)| (v.as_str(), k))
+                .collect(),
+            _ => HashMap::new(),
+        })
+        .collect();
+    let mut stream = df
+        .execute_stream()
+        .await
+        .map_err(|e| KilnError::execution("reading the training table", e))?;
+    let mut seen = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| KilnError::execution("reading the training table", e))?;
+        let data = read_columns(&batch, &columns)?;
+        let n = batch.num_rows();
+        let hashes = row_hashes(&data, n);
+        let (s, p) = (0..n)
+            .into_par_iter()
+            .chunks(1024)
+            .map(|chunk| {
+                let mut s = vec![0i64; d];
+                let mut p = vec![0i64; d * d];
+                let mut q = vec![0i64; d];
+                for r in chunk {
+                    for (k, &c) in dims.iter().enumerate() {
+                        let (lo, hi) = unit_interval(&prepared[c], &lookups[c], &data[c], r);
+                        let t = to_unit(mix(hashes[r], c as u64, params.seed));
+                        let u = (lo + (hi - lo) * t).clamp(eps, 1.0 - eps);
+                        q[k] = (normal::quantile(u) * SCALE).round() as i64;
+                    }
+                    for i in 0..d {
+                        s[i] += q[i];
+                        for j in 0..=i {
+                            p[i * d + j] += q[i] * q[j];
+                        }
+                    }
+                }
+                // |q| < 2^23, so 1024 rows of products fit an i64; wider
+                // sums are i128.
+                let widen = |v: Vec<i64>| v.into_iter().map(i128::from).collect::<Vec<_>>();
+                (widen(s), widen(p))
+            })
+            .reduce(
+                || (vec![0i128; d], vec![0i128; d * d]),
+                |(mut a, mut b), (x, y)| {
+                    a.iter_mut().zip(x).for_each(|(a, x)| *a += x);
+                    b.iter_mut().zip(y).for_each(|(b, y)| *b += y);
+                    (a, b)
+                },
+            );
+        sums.iter_mut().zip(s).for_each(|(a, x)| *a += x);
+        products.iter_mut().zip(p).for_each(|(a, x)| *a += x);
+        seen += n as u64;
+        progress(FitProgress { pass: 2, rows: seen });
+    }
+    if seen != rows {
+        return Err(KilnError::data_fix(
+            "the training table",
+            format!("it changed while the model was fitted ({rows} rows, then {seen})"),
+            "fit the model to a table that is not being written",
+        ));
+    }
+    let n = i128::from(rows as i64);
+    let cov = |i: usize, j: usize| {
+        let (a, b) = if j <= i { (i, j) } else { (j, i) };
+        (n * products[a * d + b] - sums[a] * sums[b]) as f64
+    };
+    let mut corr = Matrix::identity(d);
+    for i in 0..d {
+        for j in 0..i {
+            let denom = (cov(i, i) * cov(j, j)).sqrt();
+            let r = if denom > 0.0 { (cov(i, j) / denom).clamp(-1.0, 1.0) } else { 0.0 };
+            corr.data[i * d + j] = r;
+            corr.data[j * d + i] = r;
+        }
+    }
+    let (correlation, _, shrinkage) = nearest_definite(&corr);
+    Ok(GaussianCopula {
+        format_version: FORMAT_VERSION,
+        kind: "gaussian_copula".into(),
+        kiln_version: env!("CARGO_PKG_VERSION").into(),
+        columns,
+        dimensions: dims,
+        correlation: correlation.data,
+        shrinkage,
+        source: SourceInfo {
+            uri: source_uri.to_string(),
+            rows,
+            fingerprint: format!("{fingerprint:016x}"),
+        },
+        params: params.clone(),
+    })
+}
+
+/// A hash as a uniform number in [0, 1).
+fn to_unit(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Keeps the `k` rows with the smallest hashes; returns the largest kept.
+fn shrink(sample: &mut Vec<(u64, Vec<f64>)>, k: usize) -> u64 {
+    if sample.len() > k {
+        sample.select_nth_unstable_by_key(k, |(h, _)| *h);
+        sample.truncate(k);
+    }
+    sample.iter().map(|(h, _)| *h).max().unwrap_or(u64::MAX)
+}
+
+fn column_of(sample: &[(u64, Vec<f64>)], k: usize) -> Vec<f64> {
+    let mut v: Vec<f64> = sample
+        .iter()
+        .map(|(_, row)| row[k])
+        .filter(|x| !x.is_nan())
+        .collect();
+    v.sort_unstable_by(f64::total_cmp);
+    v
+}
+
+fn accumulate(st: &mut Stats, column: &ColumnData, params: &CopulaParams, name: &str) -> Result<()> {
+    match (st, column) {
+        (
+            Stats::Numbers {
+                nulls,
+                count,
+                min,
+                max,
+                distinct,
+            },
+            ColumnData::Numbers(v),
+        ) => {
+            for &x in v {
+                if x.is_nan() {
+                    *nulls += 1;
+                    continue;
+                }
+                *count += 1;
+                *min = min.min(x);
+                *max = max.max(x);
+                if let Some(m) = distinct {
+                    *m.entry((x + 0.0).to_bits()).or_insert(0) += 1;
+                    if m.len() > params.discrete_values {
+                        *distinct = None;
+                    }
+                }
+            }
+        }
+        (Stats::Categories { nulls, counts }, ColumnData::Text(a)) => {
+            let a = a.as_string::<i32>();
+            for r in 0..a.len() {
+                if a.is_null(r) {
+                    *nulls += 1;
+                } else if let Some(c) = counts.get_mut(a.value(r)) {
+                    *c += 1;
+                } else {
+                    if counts.len() >= params.max_categories {
+                        return Err(KilnError::data_fix(
+                            format!("column '{name}'"),
+                            format!(
+                                "it has more than {} distinct values, too many to model as categories",
+                                params.max_categories
+                            ),
+                            format!(
+                                "if it is a key, declare it one (types: {{{name}: id}}) and unique keys are generated; otherwise raise max_categories or leave the column out"
+                            ),
+                        ));
+                    }
+                    counts.insert(a.value(r).to_string(), 1);
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn marginal(st: Stats, rows: u64, sample: Option<Vec<f64>>, params: &CopulaParams) -> Marginal {
+    match st {
+        Stats::Key => Marginal::Null,
+        Stats::Numbers {
+            nulls,
+            count,
+            min,
+            max,
+            distinct,
+        } => {
+            let null_rate = nulls as f64 / rows as f64;
+            if count == 0 {
+                return Marginal::Null;
+            }
+            if let Some(m) = distinct {
+                let mut values: Vec<(f64, u64)> =
+                    m.into_iter().map(|(b, c)| (f64::from_bits(b), c)).collect();
+                values.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+                return Marginal::Discrete {
+                    null_rate,
+                    probabilities: values.iter().map(|(_, c)| *c as f64 / count as f64).collect(),
+                    values: values.into_iter().map(|(v, _)| v).collect(),
+                };
+            }
+            let sample = sample.unwrap_or_default();
+            let m = params.quantiles.max(2);
+            let mut quantiles: Vec<f64> = (0..m)
+                .map(|k| {
+                    if sample.is_empty() {
+                        return min;
+                    }
+                    // NumPy's default ("linear") quantile of the sample.
+                    let pos = k as f64 / (m - 1) as f64 * (sample.len() - 1) as f64;
+                    let i = pos.floor() as usize;
+                    let j = (i + 1).min(sample.len() - 1);
+                    sample[i] + (pos - i as f64) * (sample[j] - sample[i])
+                })
+                .collect();
+            quantiles[0] = min;
+            quantiles[m - 1] = max;
+            for k in 1..m {
+                quantiles[k] = quantiles[k].clamp(quantiles[k - 1], max);
+            }
+            Marginal::Continuous {
+                null_rate,
+                quantiles,
+            }
+        }
+        Stats::Categories { nulls, counts } => {
+            let total: u64 = counts.values().sum();
+            if total == 0 {
+                return Marginal::Null;
+            }
+            let mut counts: Vec<(String, u64)> = counts.into_iter().collect();
+            counts.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            Marginal::Categorical {
+                null_rate: nulls as f64 / rows as f64,
+                probabilities: counts.iter().map(|(_, c)| *c as f64 / total as f64).collect(),
+                categories: counts.into_iter().map(|(v, _)| v).collect(),
+            }
+        }
+    }
+}
+
+/// The unit-line interval of row `r`'s value.
+fn unit_interval(
+    marginal: &Prepared<'_>,
+    lookup: &HashMap<&str, usize>,
+    data: &ColumnData,
+    r: usize,
+) -> (f64, f64) {
+    match (marginal.marginal, data) {
+        (_, ColumnData::Numbers(v)) if v[r].is_nan() => marginal.null_interval(),
+        (_, ColumnData::Numbers(v)) => marginal.interval_of_number(v[r]).unwrap_or((0.0, 1.0)),
+        (Marginal::Categorical { .. }, ColumnData::Text(a)) => {
+            let a = a.as_string::<i32>();
+            if a.is_null(r) {
+                return marginal.null_interval();
+            }
+            lookup
+                .get(a.value(r))
+                .and_then(|&k| marginal.interval_of_category(k))
+                .unwrap_or((0.0, 1.0))
+        }
+        _ => (0.0, 1.0),
+    }
+}
