@@ -3,10 +3,10 @@
 
 use crate::FormatArg;
 use clap::Args;
+use kiln_engine::artifacts::ArtifactRepo;
 use kiln_engine::io::{read_table, write_files};
 use kiln_engine::storage::parse_location;
 use kiln_engine::{KilnError, KilnSession, Master, Result};
-use kiln_engine::artifacts::ArtifactRepo;
 use kiln_synth::copula::sample::Sampler;
 use kiln_synth::copula::{Conditions, CopulaParams, FitProgress, GaussianCopula, write_sample};
 use kiln_synth::evaluate::{EvaluationParams, SdType, report_files};
@@ -209,7 +209,9 @@ fn type_map(types: Vec<(String, SdType)>) -> Result<BTreeMap<String, SdType>> {
     let mut map = BTreeMap::new();
     for (column, t) in types {
         if map.insert(column.clone(), t).is_some() {
-            return Err(KilnError::config(format!("--type gives column '{column}' twice")));
+            return Err(KilnError::config(format!(
+                "--type gives column '{column}' twice"
+            )));
         }
     }
     Ok(map)
@@ -273,7 +275,11 @@ fn describe_column(c: &kiln_synth::copula::CopulaColumn) -> String {
         } => format!(
             "{}, values {}",
             nulls(*null_rate),
-            values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+            values
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Marginal::Categorical {
             null_rate,
@@ -287,12 +293,21 @@ fn describe_column(c: &kiln_synth::copula::CopulaColumn) -> String {
                 nulls(*null_rate),
                 categories.len(),
                 shown.join(", "),
-                if more > 0 { format!(", … ({more} more)") } else { String::new() }
+                if more > 0 {
+                    format!(", … ({more} more)")
+                } else {
+                    String::new()
+                }
             )
         }
         Marginal::Null => "always null".into(),
     };
-    format!("  {} ({}, {}): {detail}", c.name, c.data_type, serde_json::json!(c.sdtype).as_str().unwrap_or_default())
+    format!(
+        "  {} ({}, {}): {detail}",
+        c.name,
+        c.data_type,
+        serde_json::json!(c.sdtype).as_str().unwrap_or_default()
+    )
 }
 
 async fn fit(args: FitArgs) -> Result<()> {
@@ -339,7 +354,9 @@ async fn sample(args: SampleArgs) -> Result<()> {
     )
     .await?;
     let (model, version) = load_model(&session, &args.model, args.version).await?;
-    let conditions = Conditions { sql: args.condition };
+    let conditions = Conditions {
+        sql: args.condition,
+    };
     let sampler = Arc::new(Sampler::new(Arc::new(model), &conditions, args.seed)?);
     let out = dir_url(&args.out)?;
     let started = std::time::Instant::now();
@@ -350,7 +367,15 @@ async fn sample(args: SampleArgs) -> Result<()> {
             done.fetch_add(n, Ordering::Relaxed);
         })
     };
-    let summary = write_sample(&session, sampler, args.rows, &out, args.format.into(), progress).await?;
+    let summary = write_sample(
+        &session,
+        sampler,
+        args.rows,
+        &out,
+        args.format.into(),
+        progress,
+    )
+    .await?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "{} rows from model version {version} -> {out} in {secs:.2}s ({:.2}M rows/s)",

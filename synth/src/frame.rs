@@ -291,7 +291,12 @@ fn cast_error(name: &str, what: &str, e: impl std::fmt::Display) -> KilnError {
     )
 }
 
-pub(crate) fn append_numbers(array: &ArrayRef, out: &mut Vec<f64>, name: &str, what: &str) -> Result<()> {
+pub(crate) fn append_numbers(
+    array: &ArrayRef,
+    out: &mut Vec<f64>,
+    name: &str,
+    what: &str,
+) -> Result<()> {
     let numbers = match array.data_type() {
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
             let micros = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))

@@ -87,7 +87,10 @@ fn read_columns(batch: &RecordBatch, columns: &[CopulaColumn]) -> Result<Vec<Col
         .iter()
         .map(|c| {
             let array = batch.column_by_name(&c.name).ok_or_else(|| {
-                KilnError::data("the training table", format!("column '{}' is missing", c.name))
+                KilnError::data(
+                    "the training table",
+                    format!("column '{}' is missing", c.name),
+                )
             })?;
             if c.sdtype.is_continuous() {
                 let mut v = Vec::with_capacity(array.len());
@@ -95,7 +98,10 @@ fn read_columns(batch: &RecordBatch, columns: &[CopulaColumn]) -> Result<Vec<Col
                 Ok(ColumnData::Numbers(v))
             } else {
                 let text = cast(array, &DataType::Utf8).map_err(|e| {
-                    KilnError::data(format!("column '{}'", c.name), format!("cannot read it as text: {e}"))
+                    KilnError::data(
+                        format!("column '{}'", c.name),
+                        format!("cannot read it as text: {e}"),
+                    )
                 })?;
                 Ok(ColumnData::Text(text))
             }
@@ -110,7 +116,11 @@ fn row_hashes(data: &[ColumnData], rows: usize) -> Vec<u64> {
         match column {
             ColumnData::Numbers(v) => {
                 for (r, x) in v.iter().enumerate() {
-                    let bits = if x.is_nan() { u64::MAX } else { (x + 0.0).to_bits() };
+                    let bits = if x.is_nan() {
+                        u64::MAX
+                    } else {
+                        (x + 0.0).to_bits()
+                    };
                     h[r] = mix(h[r], bits, c as u64);
                 }
             }
@@ -158,7 +168,9 @@ pub async fn fit(
         if !is_supported(&data_type) {
             return Err(KilnError::config_fix(
                 format!("column '{name}' has type {data_type}, which the copula cannot model"),
-                format!("leave it out (ignore: [{name}]) or cast it to a number, text or timestamp"),
+                format!(
+                    "leave it out (ignore: [{name}]) or cast it to a number, text or timestamp"
+                ),
             ));
         }
         columns.push(CopulaColumn {
@@ -310,7 +322,10 @@ pub async fn fit(
         sums.iter_mut().zip(s).for_each(|(a, x)| *a += x);
         products.iter_mut().zip(p).for_each(|(a, x)| *a += x);
         seen += n as u64;
-        progress(FitProgress { pass: 2, rows: seen });
+        progress(FitProgress {
+            pass: 2,
+            rows: seen,
+        });
     }
     if seen != rows {
         return Err(KilnError::data_fix(
@@ -328,7 +343,11 @@ pub async fn fit(
     for i in 0..d {
         for j in 0..i {
             let denom = (cov(i, i) * cov(j, j)).sqrt();
-            let r = if denom > 0.0 { (cov(i, j) / denom).clamp(-1.0, 1.0) } else { 0.0 };
+            let r = if denom > 0.0 {
+                (cov(i, j) / denom).clamp(-1.0, 1.0)
+            } else {
+                0.0
+            };
             corr.data[i * d + j] = r;
             corr.data[j * d + i] = r;
         }
@@ -375,7 +394,12 @@ fn column_of(sample: &[(u64, Vec<f64>)], k: usize) -> Vec<f64> {
     v
 }
 
-fn accumulate(st: &mut Stats, column: &ColumnData, params: &CopulaParams, name: &str) -> Result<()> {
+fn accumulate(
+    st: &mut Stats,
+    column: &ColumnData,
+    params: &CopulaParams,
+    name: &str,
+) -> Result<()> {
     match (st, column) {
         (
             Stats::Numbers {
@@ -452,7 +476,10 @@ fn marginal(st: Stats, rows: u64, sample: Option<Vec<f64>>, params: &CopulaParam
                 values.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
                 return Marginal::Discrete {
                     null_rate,
-                    probabilities: values.iter().map(|(_, c)| *c as f64 / count as f64).collect(),
+                    probabilities: values
+                        .iter()
+                        .map(|(_, c)| *c as f64 / count as f64)
+                        .collect(),
                     values: values.into_iter().map(|(v, _)| v).collect(),
                 };
             }
@@ -489,7 +516,10 @@ fn marginal(st: Stats, rows: u64, sample: Option<Vec<f64>>, params: &CopulaParam
             counts.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             Marginal::Categorical {
                 null_rate: nulls as f64 / rows as f64,
-                probabilities: counts.iter().map(|(_, c)| *c as f64 / total as f64).collect(),
+                probabilities: counts
+                    .iter()
+                    .map(|(_, c)| *c as f64 / total as f64)
+                    .collect(),
                 categories: counts.into_iter().map(|(v, _)| v).collect(),
             }
         }

@@ -106,7 +106,11 @@ pub fn nearest_definite(corr: &Matrix) -> (Matrix, Matrix, f64) {
         if let Some(l) = m.cholesky() {
             return (m, l, lambda);
         }
-        lambda = if lambda == 0.0 { 1e-9 } else { (lambda * 4.0).min(1.0) };
+        lambda = if lambda == 0.0 {
+            1e-9
+        } else {
+            (lambda * 4.0).min(1.0)
+        };
     }
 }
 

@@ -99,7 +99,10 @@ impl Marginal {
             } => cumulative(*null_rate, probabilities),
             _ => Vec::new(),
         };
-        Prepared { marginal: self, cum }
+        Prepared {
+            marginal: self,
+            cum,
+        }
     }
 }
 
@@ -210,7 +213,9 @@ impl Prepared<'_> {
                 if u < *null_rate {
                     return None;
                 }
-                let k = self.cum[1..].partition_point(|&c| c <= u).min(values.len() - 1);
+                let k = self.cum[1..]
+                    .partition_point(|&c| c <= u)
+                    .min(values.len() - 1);
                 Some(values[k])
             }
             Marginal::Categorical { .. } | Marginal::Null => None,

@@ -12,6 +12,9 @@ pub mod marginal;
 pub mod normal;
 pub mod sample;
 
+#[cfg(test)]
+mod tests;
+
 pub use fit::{FitProgress, fit};
 pub use sample::{Conditions, write_sample};
 
@@ -158,7 +161,10 @@ impl GaussianCopula {
         if model.correlation.len() != d * d
             || model.dimensions.iter().any(|&c| c >= model.columns.len())
         {
-            return Err(KilnError::data(location, "the correlation matrix does not match the columns"));
+            return Err(KilnError::data(
+                location,
+                "the correlation matrix does not match the columns",
+            ));
         }
         Ok(model)
     }

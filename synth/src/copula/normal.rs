@@ -112,9 +112,10 @@ pub fn truncated(rng: &mut impl Rng, mean: f64, sd: f64, intervals: &[(f64, f64)
     let total: f64 = masses.iter().sum();
     if total <= 0.0 || total.is_nan() {
         // Beyond double precision in every interval: the nearest bound.
-        let nearest = intervals.iter().map(|&(a, b)| mean.clamp(a, b)).min_by(|x, y| {
-            (x - mean).abs().total_cmp(&(y - mean).abs())
-        })?;
+        let nearest = intervals
+            .iter()
+            .map(|&(a, b)| mean.clamp(a, b))
+            .min_by(|x, y| (x - mean).abs().total_cmp(&(y - mean).abs()))?;
         return nearest.is_finite().then_some(nearest);
     }
     let mut pick = rng.random::<f64>() * total;
@@ -156,7 +157,18 @@ mod tests {
 
     #[test]
     fn quantile_inverts_the_cdf_into_the_tails() {
-        for &p in &[1e-300, 1e-20, 1e-9, 0.001, 0.02425, 0.3, 0.5, 0.7, 0.999, 1.0 - 1e-12] {
+        for &p in &[
+            1e-300,
+            1e-20,
+            1e-9,
+            0.001,
+            0.02425,
+            0.3,
+            0.5,
+            0.7,
+            0.999,
+            1.0 - 1e-12,
+        ] {
             let x = quantile(p);
             let back = cdf(x);
             assert!(((back - p) / p).abs() < 1e-12, "p {p}: x {x}, Φ(x) {back}");

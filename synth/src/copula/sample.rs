@@ -137,7 +137,10 @@ impl Sampler {
             data: model.correlation.clone(),
         };
         let factor = cholesky(d, &sigma.data).ok_or_else(|| {
-            KilnError::data("the model", "its correlation matrix is not positive definite")
+            KilnError::data(
+                "the model",
+                "its correlation matrix is not positive definite",
+            )
         })?;
         let mut sampler = Sampler {
             model: Arc::clone(&model),
@@ -169,8 +172,12 @@ impl Sampler {
                 "write a SQL boolean expression over the model's columns, e.g. \"rsrp BETWEEN -120 AND -110 AND activity = 'still'\"",
             )
         })?;
-        let prepared: Vec<Prepared<'_>> =
-            self.model.columns.iter().map(|c| c.marginal.prepare()).collect();
+        let prepared: Vec<Prepared<'_>> = self
+            .model
+            .columns
+            .iter()
+            .map(|c| c.marginal.prepare())
+            .collect();
         let mut allowed: Vec<Option<Allowed>> = vec![None; self.model.columns.len()];
         let mut residual = Vec::new();
         for conjunct in split_conjunction(&expr) {
@@ -197,7 +204,8 @@ impl Sampler {
                             }
                         }
                     };
-                    if matches!(&merged, Allowed::Intervals(v) if v.iter().all(|(a, b)| b < a || (a == b && !self.is_point_column(c)))) {
+                    if matches!(&merged, Allowed::Intervals(v) if v.iter().all(|(a, b)| b < a || (a == b && !self.is_point_column(c))))
+                    {
                         return Err(unsatisfiable(sql, &self.model.columns[c].name));
                     }
                     allowed[c] = Some(merged);
@@ -253,9 +261,9 @@ impl Sampler {
                 .into_iter()
                 .reduce(|a, b| a.and(b))
                 .unwrap_or(Expr::Literal(ScalarValue::Boolean(Some(true)), None));
-            let physical = ctx.create_physical_expr(rest, &df_schema).map_err(|e| {
-                KilnError::config(format!("invalid condition '{sql}': {e}"))
-            })?;
+            let physical = ctx
+                .create_physical_expr(rest, &df_schema)
+                .map_err(|e| KilnError::config(format!("invalid condition '{sql}': {e}")))?;
             self.residual = Some(physical);
         }
         Ok(())
@@ -291,19 +299,26 @@ impl Sampler {
             Expr::IsNull(inner) => match column(inner) {
                 Some(c) => {
                     let n = prepared[c].null_interval().1;
-                    (c, Allowed::Intervals((n > 0.0).then_some((0.0, n)).into_iter().collect()))
+                    (
+                        c,
+                        Allowed::Intervals((n > 0.0).then_some((0.0, n)).into_iter().collect()),
+                    )
                 }
                 None => return Ok(None),
             },
             Expr::IsNotNull(inner) => match column(inner) {
                 Some(c) => {
                     let n = prepared[c].null_interval().1;
-                    (c, Allowed::Intervals((n < 1.0).then_some((n, 1.0)).into_iter().collect()))
+                    (
+                        c,
+                        Allowed::Intervals((n < 1.0).then_some((n, 1.0)).into_iter().collect()),
+                    )
                 }
                 None => return Ok(None),
             },
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-                let (c, v, op) = match (column(left), literal(right), column(right), literal(left)) {
+                let (c, v, op) = match (column(left), literal(right), column(right), literal(left))
+                {
                     (Some(c), Some(v), _, _) => (c, v, *op),
                     (_, _, Some(c), Some(v)) => match op.swap() {
                         Some(op) => (c, v, op),
@@ -374,7 +389,11 @@ impl Sampler {
         let bad = |why: String| {
             KilnError::config_fix(
                 format!("condition on column '{}': {why}", column.name),
-                format!("compare '{}' with a {} value", column.name, sdtype_name(column.sdtype)),
+                format!(
+                    "compare '{}' with a {} value",
+                    column.name,
+                    sdtype_name(column.sdtype)
+                ),
             )
         };
         let target = match column.sdtype {
@@ -466,7 +485,8 @@ impl Sampler {
                 Some(g) => g.draw(&mut rng, row)?,
             }
         }
-        let prepared: Vec<Prepared<'_>> = model.columns.iter().map(|c| c.marginal.prepare()).collect();
+        let prepared: Vec<Prepared<'_>> =
+            model.columns.iter().map(|c| c.marginal.prepare()).collect();
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(model.columns.len());
         for (c, column) in model.columns.iter().enumerate() {
             let dim = model.dimensions.iter().position(|&x| x == c);
@@ -487,7 +507,9 @@ impl Sampler {
                 })))
             } else {
                 let categories = match &column.marginal {
-                    super::marginal::Marginal::Categorical { categories, .. } => categories.as_slice(),
+                    super::marginal::Marginal::Categorical { categories, .. } => {
+                        categories.as_slice()
+                    }
                     _ => &[],
                 };
                 Arc::new(StringArray::from_iter((0..rows).map(|r| {
@@ -496,7 +518,12 @@ impl Sampler {
                         .and_then(|k| categories.get(k).map(String::as_str))
                 })))
             };
-            arrays.push(output_array(array, column.sdtype, &self.types[c], &column.name)?);
+            arrays.push(output_array(
+                array,
+                column.sdtype,
+                &self.types[c],
+                &column.name,
+            )?);
         }
         RecordBatch::try_new(self.schema(), arrays)
             .map_err(|e| KilnError::internal("assembling sampled rows", e))
@@ -536,20 +563,33 @@ fn sdtype_name(t: SdType) -> &'static str {
 
 fn unsatisfiable(sql: &str, column: &str) -> KilnError {
     KilnError::config_fix(
-        format!("no row can satisfy the condition '{sql}': column '{column}' never takes such a value in the data the model was fitted to"),
-        format!("use values or ranges of '{column}' that occur in the training data (`kiln reproduce show` lists them)"),
+        format!(
+            "no row can satisfy the condition '{sql}': column '{column}' never takes such a value in the data the model was fitted to"
+        ),
+        format!(
+            "use values or ranges of '{column}' that occur in the training data (`kiln reproduce show` lists them)"
+        ),
     )
 }
 
 /// Numbers or text of a sampled column in the source column's Arrow type.
-fn output_array(array: ArrayRef, sdtype: SdType, target: &DataType, name: &str) -> Result<ArrayRef> {
+fn output_array(
+    array: ArrayRef,
+    sdtype: SdType,
+    target: &DataType,
+    name: &str,
+) -> Result<ArrayRef> {
     let fail = |e: arrow::error::ArrowError| {
         KilnError::internal(format!("converting sampled column '{name}' to {target}"), e)
     };
     let array = match (sdtype, target) {
         (SdType::Datetime, DataType::Timestamp(_, tz)) => {
             let micros = cast(&array, &DataType::Int64).map_err(fail)?;
-            cast(&micros, &DataType::Timestamp(TimeUnit::Microsecond, tz.clone())).map_err(fail)?
+            cast(
+                &micros,
+                &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            )
+            .map_err(fail)?
         }
         (SdType::Datetime, _) => {
             let micros = cast(&array, &DataType::Int64).map_err(fail)?;
@@ -561,7 +601,11 @@ fn output_array(array: ArrayRef, sdtype: SdType, target: &DataType, name: &str) 
 }
 
 impl Gibbs {
-    fn plan(sigma: &Matrix, points: Vec<(usize, f64)>, boxes: Vec<(usize, Vec<(f64, f64)>)>) -> Option<Gibbs> {
+    fn plan(
+        sigma: &Matrix,
+        points: Vec<(usize, f64)>,
+        boxes: Vec<(usize, Vec<(f64, f64)>)>,
+    ) -> Option<Gibbs> {
         let d = sigma.n;
         let point_dims: Vec<usize> = points.iter().map(|(k, _)| *k).collect();
         // The distribution of the other dimensions given the points.
@@ -572,7 +616,9 @@ impl Gibbs {
             let g = point_dims.len();
             let mut mean = vec![0.0; d];
             for (ri, &i) in cond.rest.iter().enumerate() {
-                mean[i] = (0..g).map(|k| cond.regression[ri * g + k] * points[k].1).sum();
+                mean[i] = (0..g)
+                    .map(|k| cond.regression[ri * g + k] * points[k].1)
+                    .sum();
             }
             // Σ_P over all dims (point rows/cols unused).
             let r = cond.rest.len();
@@ -736,7 +782,13 @@ pub fn produce(
                 .collect()
         } else {
             (0..wave)
-                .map(|i| (index + i as u64, (drawn + i * CHUNK_ROWS) as u64, CHUNK_ROWS))
+                .map(|i| {
+                    (
+                        index + i as u64,
+                        (drawn + i * CHUNK_ROWS) as u64,
+                        CHUNK_ROWS,
+                    )
+                })
                 .collect()
         };
         let batches: Vec<Result<RecordBatch>> = chunks
