@@ -19,6 +19,7 @@ mod condition;
 pub mod copula;
 pub mod evaluate;
 pub mod frame;
+pub mod fusion;
 mod rules;
 mod sampler;
 mod write;
