@@ -3,12 +3,13 @@
 
 use crate::FormatArg;
 use clap::Args;
-use kiln_engine::artifacts::ArtifactRepo;
 use kiln_engine::io::{read_table, write_files};
 use kiln_engine::storage::parse_location;
 use kiln_engine::{KilnError, KilnSession, Master, Result};
 use kiln_synth::copula::sample::Sampler;
-use kiln_synth::copula::{Conditions, CopulaParams, FitProgress, GaussianCopula, write_sample};
+use kiln_synth::copula::{
+    Conditions, CopulaParams, FitProgress, load_model, publish_model, write_sample,
+};
 use kiln_synth::evaluate::{EvaluationParams, SdType, report_files};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -217,21 +218,6 @@ fn type_map(types: Vec<(String, SdType)>) -> Result<BTreeMap<String, SdType>> {
     Ok(map)
 }
 
-async fn load_model(
-    session: &KilnSession,
-    location: &str,
-    version: Option<u64>,
-) -> Result<(GaussianCopula, u64)> {
-    let repo = ArtifactRepo::open(session, &dir_url(location)?)?;
-    let version = match version {
-        Some(v) => v,
-        None => repo.latest().await?,
-    };
-    let bytes = repo.read(version, "model.json").await?;
-    let model = GaussianCopula::from_json(&bytes, &repo.url(version, "model.json"))?;
-    Ok((model, version))
-}
-
 pub async fn reproduce(command: ReproduceCommand) -> Result<()> {
     match command {
         ReproduceCommand::Fit(args) => fit(*args).await,
@@ -242,7 +228,7 @@ pub async fn reproduce(command: ReproduceCommand) -> Result<()> {
                 &kiln_pipelines::extensions(),
             )
             .await?;
-            let (model, version) = load_model(&session, &model, version).await?;
+            let (model, version) = load_model(&session, &dir_url(&model)?, version).await?;
             println!(
                 "version {version}: {} fitted to {} rows of {} (fingerprint {})",
                 model.kind, model.source.rows, model.source.uri, model.source.fingerprint
@@ -334,15 +320,14 @@ async fn fit(args: FitArgs) -> Result<()> {
         }
     };
     let model = kiln_synth::copula::fit(df, url.as_str(), &params, &progress).await?;
-    let repo = ArtifactRepo::open(&session, &dir_url(&args.out)?)?;
-    let version = repo.publish(&[("model.json", model.to_json()?)]).await?;
+    let base = dir_url(&args.out)?;
+    let version = publish_model(&session, &base, &model).await?;
     eprintln!(
-        "gaussian_copula fitted to {} rows ({} columns, {} correlated) in {:.2}s -> {}",
+        "gaussian_copula fitted to {} rows ({} columns, {} correlated) in {:.2}s -> {base}v{version}/",
         model.source.rows,
         model.columns.len(),
         model.dimensions.len(),
         started.elapsed().as_secs_f64(),
-        repo.url(version, "")
     );
     Ok(())
 }
@@ -353,7 +338,7 @@ async fn sample(args: SampleArgs) -> Result<()> {
         &kiln_pipelines::extensions(),
     )
     .await?;
-    let (model, version) = load_model(&session, &args.model, args.version).await?;
+    let (model, version) = load_model(&session, &dir_url(&args.model)?, args.version).await?;
     let conditions = Conditions {
         sql: args.condition,
     };

@@ -37,6 +37,14 @@ impl TaskProgress {
         }
     }
 
+    /// Sets the rows processed (a pass over the data that starts again).
+    pub fn set_rows(&self, rows: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.1 = rows;
+            self.redraw(&s);
+        }
+    }
+
     fn redraw(&self, (stage, rows): &(String, u64)) {
         if let Some(bar) = &self.bar {
             bar.set_message(if *rows > 0 {

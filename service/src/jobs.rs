@@ -22,15 +22,34 @@ pub enum JobType {
     Generate,
     /// A kiln pipeline (`kiln submit`).
     Pipeline,
+    /// Fit a Gaussian copula to a dataset (`kiln reproduce fit`).
+    ReproduceTrain,
+    /// Sample a fitted model into a new dataset (`kiln reproduce sample`).
+    ReproduceGenerate,
+    /// Combine datasets into one (the `Fusion` task class).
+    Fuse,
+    /// Judge a synthetic dataset against a real one (`kiln evaluate`).
+    Evaluate,
 }
 
 impl JobType {
-    pub const ALL: [JobType; 2] = [JobType::Generate, JobType::Pipeline];
+    pub const ALL: [JobType; 6] = [
+        JobType::Generate,
+        JobType::Pipeline,
+        JobType::ReproduceTrain,
+        JobType::ReproduceGenerate,
+        JobType::Fuse,
+        JobType::Evaluate,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobType::Generate => "generate",
             JobType::Pipeline => "pipeline",
+            JobType::ReproduceTrain => "reproduce-train",
+            JobType::ReproduceGenerate => "reproduce-generate",
+            JobType::Fuse => "fuse",
+            JobType::Evaluate => "evaluate",
         }
     }
 
@@ -44,11 +63,8 @@ impl JobType {
             .map(|n| format!("did you mean '{n}'? "))
             .unwrap_or_default();
         Err(
-            ApiError::invalid("type", format!("unknown job type '{text}'")).fix(format!(
-                "{hint}known types: {}; the synthesis types (reproduce-train, reproduce-generate, \
-             fuse, evaluate) arrive with the synthesis methods",
-                names.join(", ")
-            )),
+            ApiError::invalid("type", format!("unknown job type '{text}'"))
+                .fix(format!("{hint}known types: {}", names.join(", "))),
         )
     }
 }
@@ -109,11 +125,91 @@ pub struct PipelineParams {
     pub conf: BTreeMap<String, String>,
 }
 
+/// Parameters of a `reproduce-train` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"dataset": "3f2a…", "seed": 1, "types": {"sample_id": "id"}}))]
+pub struct ReproduceTrainParams {
+    /// The dataset to imitate (its id).
+    pub dataset: String,
+    #[serde(default)]
+    pub seed: u64,
+    /// Column types where the inferred ones are wrong: numerical, datetime,
+    /// categorical, boolean or id (keys, sampled as unique numbers).
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub types: BTreeMap<String, kiln_synth::evaluate::SdType>,
+    /// Columns not modelled.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+}
+
+/// Parameters of a `reproduce-generate` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"model_job": "9c1e…", "rows": 100000, "seed": 7, "where": "rsrp BETWEEN -140 AND -120"}))]
+pub struct ReproduceGenerateParams {
+    /// The `reproduce-train` job whose model to sample.
+    pub model_job: String,
+    pub rows: u64,
+    #[serde(default)]
+    pub seed: u64,
+    /// A SQL condition every row meets.
+    #[serde(default, rename = "where")]
+    pub condition: Option<String>,
+    /// Name of the output dataset (default: `reproduced-<job id>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub format: OutputFormat,
+}
+
+/// One input of a `fuse` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FuseInput {
+    /// A dataset id.
+    pub dataset: String,
+    /// Its name in the provenance column (default: the dataset's name).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Parameters of a `fuse` job: the `Fusion` task class's settings with
+/// datasets as inputs (`strategy`: union | join with `on`, `how` | asof
+/// with `left_time`, `right_time`, `by`, `tolerance_seconds`;
+/// `deduplicate`; `provenance_column`). The output is named
+/// `fused-<job id>`.
+pub type FuseParams = kiln_synth::fusion::FusionSpec<FuseInput>;
+
+/// Parameters of an `evaluate` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"real": "a…", "synthetic": "b…", "types": {"sample_id": "id"}}))]
+pub struct EvaluateParams {
+    pub real: String,
+    pub synthetic: String,
+    /// Real rows the synthesizer did not see.
+    #[serde(default)]
+    pub holdout: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub types: BTreeMap<String, kiln_synth::evaluate::SdType>,
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
 /// A job's parameters, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobSpec {
     Generate(GenerateParams),
     Pipeline(PipelineParams),
+    ReproduceTrain(ReproduceTrainParams),
+    ReproduceGenerate(ReproduceGenerateParams),
+    Fuse(FuseParams),
+    Evaluate(EvaluateParams),
 }
 
 /// Limits applied at submission.
@@ -193,14 +289,46 @@ impl JobSpec {
                     .map_err(|e| ApiError::from_kiln("params.config", e))?;
                 Ok(JobSpec::Pipeline(p))
             }
+            JobType::ReproduceTrain => Ok(JobSpec::ReproduceTrain(typed(params)?)),
+            JobType::ReproduceGenerate => {
+                let p: ReproduceGenerateParams = typed(params)?;
+                if p.rows == 0 || p.rows > limits.max_generated_rows {
+                    return Err(ApiError::invalid(
+                        "params.rows",
+                        format!(
+                            "params.rows is {}; it must be between 1 and {}",
+                            p.rows, limits.max_generated_rows
+                        ),
+                    ));
+                }
+                if let Some(c) = &p.condition {
+                    check_text("params.where", c, limits)?;
+                }
+                if let Some(name) = &p.name {
+                    crate::datasets::check_name(name).map_err(|e| e.field("params.name"))?;
+                }
+                Ok(JobSpec::ReproduceGenerate(p))
+            }
+            JobType::Fuse => {
+                let p: FuseParams = typed(params)?;
+                if p.inputs.is_empty() {
+                    return Err(ApiError::invalid("params.inputs", "no datasets to fuse"));
+                }
+                p.strategy()
+                    .map_err(|e| ApiError::from_kiln("params.strategy", e))?;
+                Ok(JobSpec::Fuse(p))
+            }
+            JobType::Evaluate => Ok(JobSpec::Evaluate(typed(params)?)),
         }
     }
 }
 
-/// What a running job can see: the lake, the master, its progress.
+/// What a running job can see: the lake, the master, the store (for the
+/// datasets and jobs it reads), its progress.
 pub struct JobContext {
     pub datasets: DatasetLake,
     pub master: Master,
+    pub store: crate::store::Store,
 }
 
 /// Shared progress of a running job, read by the heartbeat.
@@ -239,6 +367,14 @@ pub async fn run(
     match spec {
         JobSpec::Generate(p) => generate(job, ctx, progress, p).await,
         JobSpec::Pipeline(p) => pipeline(job, ctx, progress, p).await,
+        JobSpec::ReproduceTrain(p) => {
+            crate::synthesis_jobs::reproduce_train(job, ctx, progress, p).await
+        }
+        JobSpec::ReproduceGenerate(p) => {
+            crate::synthesis_jobs::reproduce_generate(job, ctx, progress, p).await
+        }
+        JobSpec::Fuse(p) => crate::synthesis_jobs::fuse(job, ctx, progress, p).await,
+        JobSpec::Evaluate(p) => crate::synthesis_jobs::evaluate(job, ctx, progress, p).await,
     }
 }
 
@@ -268,22 +404,37 @@ async fn generate(
     )
     .await?;
     progress.set("committed", Some(summary.rows));
-    let bytes = directory_bytes(ctx, &target).await?;
-    let record = DatasetRecord {
+    let name = p.name.unwrap_or_else(|| format!("generated-{}", job.id));
+    let record = output_record(job, ctx, id, name, format, &target, summary.rows, &schema).await?;
+    let detail = serde_json::json!({"rows": summary.rows, "files": summary.files});
+    Ok((vec![record], detail))
+}
+
+/// The record of a job's output dataset, once its files are committed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn output_record(
+    job: &JobRecord,
+    ctx: &JobContext,
+    id: String,
+    name: String,
+    format: FileFormat,
+    target: &url::Url,
+    rows: u64,
+    schema: &arrow::datatypes::Schema,
+) -> Result<DatasetRecord, KilnError> {
+    Ok(DatasetRecord {
         id,
-        name: p.name.unwrap_or_else(|| format!("generated-{}", job.id)),
+        name,
         owner: job.owner.clone(),
         format,
         uri: target.to_string(),
-        rows: summary.rows as i64,
-        bytes,
-        schema: Column::of_schema(&schema),
+        rows: rows as i64,
+        bytes: directory_bytes(ctx, target).await?,
+        schema: Column::of_schema(schema),
         shared: false,
         source_job: Some(job.id.clone()),
         created_ms: now_ms(),
-    };
-    let detail = serde_json::json!({"rows": summary.rows, "files": summary.files});
-    Ok((vec![record], detail))
+    })
 }
 
 async fn directory_bytes(ctx: &JobContext, dir: &url::Url) -> Result<i64, KilnError> {

@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod models;
 pub mod problem;
 pub mod store;
+mod synthesis_jobs;
 pub mod worker;
 
 use auth::{Auth, OidcSettings, OidcVerifier};
@@ -96,6 +97,7 @@ impl Server {
         let context = Arc::new(jobs::JobContext {
             datasets: datasets.clone(),
             master: options.master.clone(),
+            store: store.clone(),
         });
         let workers = Arc::new(worker::Workers::new(
             store.clone(),

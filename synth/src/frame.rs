@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 pub const NULL_CODE: u32 = u32::MAX;
 
 /// What a column holds statistically (SDV's metadata names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SdType {
     /// Numbers: integers and floats.

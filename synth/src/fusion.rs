@@ -20,30 +20,29 @@ use datafusion::prelude::{Expr, cast, col, ident, lit};
 use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
 
-/// How the inputs are combined.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "strategy", rename_all = "snake_case", deny_unknown_fields)]
+/// How the inputs are combined (checked from a [`FusionSpec`]).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Strategy {
     /// All rows of all inputs, columns matched by name.
     Union,
     /// Key join of the inputs, in order.
-    Join {
-        on: Vec<String>,
-        #[serde(default)]
-        how: JoinHow,
-    },
+    Join { on: Vec<String>, how: JoinHow },
     /// The second input's latest row at or before each row of the first.
     Asof {
-        /// Time column of the first input.
         left_time: String,
-        /// Time column of the second input.
         right_time: String,
-        /// Entity columns both inputs share (empty: one entity).
-        #[serde(default)]
         by: Vec<String>,
-        /// Largest accepted gap, in seconds (inclusive).
         tolerance_seconds: f64,
     },
+}
+
+/// The strategy's name in configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyKind {
+    Union,
+    Join,
+    Asof,
 }
 
 #[derive(
@@ -63,12 +62,33 @@ pub struct Input {
     pub df: DataFrame,
 }
 
-/// Fusion settings.
+/// Fusion settings, flat as configs and job parameters write them, with
+/// the inputs of the caller's kind (paths in a pipeline, dataset ids in the
+/// service).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct FusionSpec {
-    #[serde(flatten)]
-    pub strategy: Strategy,
+pub struct FusionSpec<I> {
+    pub inputs: Vec<I>,
+    /// union | join | asof.
+    pub strategy: StrategyKind,
+    /// join: the key columns.
+    #[serde(default)]
+    pub on: Vec<String>,
+    /// join: inner | left | full.
+    #[serde(default)]
+    pub how: Option<JoinHow>,
+    /// asof: the time column of the first input.
+    #[serde(default)]
+    pub left_time: Option<String>,
+    /// asof: the time column of the second input.
+    #[serde(default)]
+    pub right_time: Option<String>,
+    /// asof: entity columns both inputs share (empty: one entity).
+    #[serde(default)]
+    pub by: Vec<String>,
+    /// asof: the largest accepted gap in seconds (inclusive).
+    #[serde(default)]
+    pub tolerance_seconds: Option<f64>,
     /// Keep one row per value of these columns (the earliest input's).
     #[serde(default)]
     pub deduplicate: Vec<String>,
@@ -76,6 +96,65 @@ pub struct FusionSpec {
     /// or which inputs contributed (joins); `null` leaves it out.
     #[serde(default = "default_provenance")]
     pub provenance_column: Option<String>,
+}
+
+impl<I> FusionSpec<I> {
+    /// The strategy with its settings; a setting of another strategy, or a
+    /// missing one, is an error naming it.
+    pub fn strategy(&self) -> Result<Strategy> {
+        let unused = |name: &str, given: bool| {
+            if given {
+                Err(KilnError::config_fix(
+                    format!("{name} is not a setting of strategy {:?}", self.strategy),
+                    format!("remove {name}, or choose the strategy it belongs to"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let needed = |name: &str| {
+            KilnError::config_fix(
+                format!("strategy {:?} needs {name}", self.strategy),
+                format!("set {name}"),
+            )
+        };
+        let join_given = !self.on.is_empty() || self.how.is_some();
+        let asof_given = self.left_time.is_some()
+            || self.right_time.is_some()
+            || !self.by.is_empty()
+            || self.tolerance_seconds.is_some();
+        match self.strategy {
+            StrategyKind::Union => {
+                unused("on/how", join_given)?;
+                unused("left_time/right_time/by/tolerance_seconds", asof_given)?;
+                Ok(Strategy::Union)
+            }
+            StrategyKind::Join => {
+                unused("left_time/right_time/by/tolerance_seconds", asof_given)?;
+                if self.on.is_empty() {
+                    return Err(needed("on"));
+                }
+                Ok(Strategy::Join {
+                    on: self.on.clone(),
+                    how: self.how.unwrap_or_default(),
+                })
+            }
+            StrategyKind::Asof => {
+                unused("on/how", join_given)?;
+                Ok(Strategy::Asof {
+                    left_time: self.left_time.clone().ok_or_else(|| needed("left_time"))?,
+                    right_time: self
+                        .right_time
+                        .clone()
+                        .ok_or_else(|| needed("right_time"))?,
+                    by: self.by.clone(),
+                    tolerance_seconds: self
+                        .tolerance_seconds
+                        .ok_or_else(|| needed("tolerance_seconds"))?,
+                })
+            }
+        }
+    }
 }
 
 fn default_provenance() -> Option<String> {
@@ -129,8 +208,9 @@ pub fn widen(a: &DataType, b: &DataType) -> Option<DataType> {
     }
 }
 
-/// Fuses the inputs (at least one; two for the joins).
-pub fn fuse(inputs: Vec<Input>, spec: &FusionSpec) -> Result<DataFrame> {
+/// Fuses the inputs (at least one; two for the joins) as `spec` says
+/// (its own `inputs` are the caller's; `inputs` here are their tables).
+pub fn fuse<I>(inputs: Vec<Input>, spec: &FusionSpec<I>) -> Result<DataFrame> {
     if inputs.is_empty() {
         return Err(KilnError::config("fusion needs at least one input"));
     }
@@ -143,7 +223,7 @@ pub fn fuse(inputs: Vec<Input>, spec: &FusionSpec) -> Result<DataFrame> {
             )));
         }
     }
-    let fused = match &spec.strategy {
+    let fused = match &spec.strategy()? {
         Strategy::Union => union(inputs, spec.provenance_column.as_deref())?,
         Strategy::Join { on, how } => join(inputs, on, *how, spec.provenance_column.as_deref())?,
         Strategy::Asof {
@@ -593,12 +673,55 @@ mod tests {
         }
     }
 
-    fn spec(strategy: Strategy) -> FusionSpec {
-        FusionSpec {
-            strategy,
+    fn spec(strategy: Strategy) -> FusionSpec<()> {
+        let mut s = FusionSpec {
+            inputs: Vec::new(),
+            strategy: StrategyKind::Union,
+            on: Vec::new(),
+            how: None,
+            left_time: None,
+            right_time: None,
+            by: Vec::new(),
+            tolerance_seconds: None,
             deduplicate: Vec::new(),
             provenance_column: default_provenance(),
+        };
+        match strategy {
+            Strategy::Union => {}
+            Strategy::Join { on, how } => {
+                s.strategy = StrategyKind::Join;
+                s.on = on;
+                s.how = Some(how);
+            }
+            Strategy::Asof {
+                left_time,
+                right_time,
+                by,
+                tolerance_seconds,
+            } => {
+                s.strategy = StrategyKind::Asof;
+                s.left_time = Some(left_time);
+                s.right_time = Some(right_time);
+                s.by = by;
+                s.tolerance_seconds = Some(tolerance_seconds);
+            }
         }
+        s
+    }
+
+    #[test]
+    fn settings_of_another_strategy_are_errors() {
+        let mut s = spec(Strategy::Union);
+        s.on = vec!["k".into()];
+        let err = s.strategy().expect_err("on with union").to_string();
+        assert!(
+            err.contains("on/how is not a setting of strategy Union"),
+            "{err}"
+        );
+        s.strategy = StrategyKind::Asof;
+        s.on.clear();
+        let err = s.strategy().expect_err("missing times").to_string();
+        assert!(err.contains("needs left_time"), "{err}");
     }
 
     async fn rows(df: DataFrame, order: &str) -> RecordBatch {

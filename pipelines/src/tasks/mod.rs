@@ -6,6 +6,7 @@ mod extract;
 mod features;
 mod generate;
 mod predict;
+mod synthesis;
 mod train;
 
 use crate::config::{LoadedConfig, TaskConfig, suggest};
@@ -17,6 +18,7 @@ pub use extract::{ExtractorPrediction, ExtractorTraining, SaveMode};
 pub use features::{FeaturePipeline, load_pipeline_model};
 pub use generate::RuleBasedGenerator;
 pub use predict::{BatchPrediction, load_model};
+pub use synthesis::{Fusion, ReproductionSampling, ReproductionTraining, SyntheticEvaluation};
 pub use train::ModelTraining;
 
 /// Declares the task classes once: each `Classname => Type(Init, Output)`
@@ -72,6 +74,10 @@ task_classes! {
     ModelTraining => ModelTraining [train::Init, train::Output],
     BatchPrediction => BatchPrediction [predict::Init, predict::Output],
     ShellCommand => ShellCommand [command::Init, NoParams],
+    ReproductionTraining => ReproductionTraining [synthesis::TrainingInit, synthesis::TrainingOutput],
+    ReproductionSampling => ReproductionSampling [synthesis::SamplingInit, synthesis::SamplingOutput],
+    SyntheticEvaluation => SyntheticEvaluation [synthesis::EvaluationInit, synthesis::EvaluationOutput],
+    Fusion => Fusion [synthesis::FusionInit, synthesis::FusionOutput],
 }
 
 /// A parameter block that takes no keys.

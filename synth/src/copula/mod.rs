@@ -19,16 +19,18 @@ pub use fit::{FitProgress, fit};
 pub use sample::{Conditions, write_sample};
 
 use crate::frame::SdType;
-use kiln_engine::{KilnError, Result};
+use kiln_engine::artifacts::ArtifactRepo;
+use kiln_engine::{KilnError, KilnSession, Result};
 use marginal::Marginal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use url::Url;
 
 /// Version of the model file; readers refuse newer ones.
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Fit settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CopulaParams {
     /// Seed of the draws inside probability masses (the normal scores of
@@ -168,4 +170,33 @@ impl GaussianCopula {
         }
         Ok(model)
     }
+}
+
+/// The file of a model in its repository version.
+pub const MODEL_FILE: &str = "model.json";
+
+/// Publishes `model` as the next version of the repository at `base`.
+pub async fn publish_model(
+    session: &KilnSession,
+    base: &Url,
+    model: &GaussianCopula,
+) -> Result<u64> {
+    let repo = ArtifactRepo::open(session, base)?;
+    repo.publish(&[(MODEL_FILE, model.to_json()?)]).await
+}
+
+/// Reads a version (default: the latest) of the repository at `base`.
+pub async fn load_model(
+    session: &KilnSession,
+    base: &Url,
+    version: Option<u64>,
+) -> Result<(GaussianCopula, u64)> {
+    let repo = ArtifactRepo::open(session, base)?;
+    let version = match version {
+        Some(v) => v,
+        None => repo.latest().await?,
+    };
+    let bytes = repo.read(version, MODEL_FILE).await?;
+    let model = GaussianCopula::from_json(&bytes, &repo.url(version, MODEL_FILE))?;
+    Ok((model, version))
 }
