@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduction benchmark: kiln's Gaussian copula against SDV's
+# Reproduction benchmark: kiln's Gaussian copula and Chow-Liu tree against SDV's
 # GaussianCopulaSynthesizer on the demo's training table (544,511 x 37) and a
 # 100k-row sample of it, measured in one run on the same data.
 #
@@ -22,7 +22,7 @@ rm -rf "$BASE" && mkdir -p "$BASE"
 timed() { # timed LOG CMD... -> prints "seconds peak_MiB"
   local log=$1; shift
   /usr/bin/time -f '%e %M' -o "$log.time" "$@" > "$log" 2>&1 || { cat "$log" >&2; exit 1; }
-  awk '{ printf "%s %.0f", $1, $2 / 1024 }' "$log.time"
+  awk '{ printf "%s %.0f\n", $1, $2 / 1024 }' "$log.time"
 }
 
 "$KILN" generate configs/generators/indoor_outdoor.yaml --rows 544511 --seed 42 --out "$BASE/full/" > /dev/null 2>&1
@@ -43,6 +43,10 @@ for table in 100k full; do
   read -r ksamp ksamp_mb < <(timed "$BASE/$table.kiln.sample" "$KILN" reproduce sample "$BASE/$table.kiln.model/" --rows 1000000 --seed 2 --out "$BASE/$table.kiln.out/")
   kq=$("$PY" benches/synth_sdv.py score "$real" "$BASE/$table.kiln.out/" "$SCORE_ROWS" 0)
   printf '%-6s %-16s %9s %9s %10s %10s %8s\n' "$table" kiln_copula "$kfit" "$kfit_mb" "$ksamp" "$ksamp_mb" "$kq"
+  read -r tfit tfit_mb < <(timed "$BASE/$table.tree.fit" "$KILN" reproduce fit "$real" --model chow-liu --type sample_id=id --seed 1 --out "$BASE/$table.tree.model/")
+  read -r tsamp tsamp_mb < <(timed "$BASE/$table.tree.sample" "$KILN" reproduce sample "$BASE/$table.tree.model/" --rows 1000000 --seed 2 --out "$BASE/$table.tree.out/")
+  tq=$("$PY" benches/synth_sdv.py score "$real" "$BASE/$table.tree.out/" "$SCORE_ROWS" 0)
+  printf '%-6s %-16s %9s %9s %10s %10s %8s\n' "$table" kiln_chow_liu "$tfit" "$tfit_mb" "$tsamp" "$tsamp_mb" "$tq"
   read -r _ sfit_mb < <(timed "$BASE/$table.sdv.fit" "$PY" benches/synth_sdv.py fit "$real" "$BASE/$table.sdv.pkl")
   sfit=$(head -1 "$BASE/$table.sdv.fit")
   read -r _ ssamp_mb < <(timed "$BASE/$table.sdv.sample" "$PY" benches/synth_sdv.py sample "$BASE/$table.sdv.pkl" 1000000 "$BASE/$table.sdv.parquet")
@@ -50,7 +54,7 @@ for table in 100k full; do
   sq=$("$PY" benches/synth_sdv.py score "$real" "$BASE/$table.sdv.parquet" "$SCORE_ROWS" 0)
   printf '%-6s %-16s %9s %9s %10s %10s %8s\n' "$table" sdv_copula "$sfit" "$sfit_mb" "$ssamp" "$ssamp_mb" "$sq"
   awk -v a="$sfit" -v b="$kfit" -v c="$ssamp" -v d="$ksamp" -v e="$sq" -v f="$kq" -v t="$table" \
-    'BEGIN { printf "%-6s sdv/kiln: fit %.1fx, sample %.1fx; quality kiln - sdv = %+.4f\n", t, a / b, c / d, f - e }'
+    'BEGIN { printf "%-6s sdv/kiln copula: fit %.1fx, sample %.1fx; quality kiln copula - sdv = %+.4f\n", t, a / b, c / d, f - e }'
 done
 read -r s10 m10 < <(timed "$BASE/full.kiln.sample10M" "$KILN" reproduce sample "$BASE/full.kiln.model/" --rows 10000000 --seed 3 --out "$BASE/full.kiln.10M/")
 echo "kiln 10M rows sampled in ${s10}s, peak RSS ${m10} MiB"

@@ -45,9 +45,9 @@ if step == "fit":
     print(f"{time.time() - t:.3f}")
     synthesizer.save(sys.argv[3])
 elif step == "sample":
-    from sdv.single_table import GaussianCopulaSynthesizer
+    from sdv.utils import load_synthesizer
 
-    synthesizer = GaussianCopulaSynthesizer.load(sys.argv[2])
+    synthesizer = load_synthesizer(sys.argv[2])
     t = time.time()
     out = synthesizer.sample(int(sys.argv[3]))
     print(f"{time.time() - t:.3f}")

@@ -8,7 +8,7 @@ use kiln_engine::storage::parse_location;
 use kiln_engine::{KilnError, KilnSession, Master, Result};
 use kiln_synth::copula::sample::Sampler;
 use kiln_synth::copula::{
-    Conditions, CopulaParams, FitProgress, load_model, publish_model, write_sample,
+    Conditions, CopulaParams, FitProgress, Reproduction, load_model, publish_model, write_sample,
 };
 use kiln_synth::evaluate::{EvaluationParams, SdType, report_files};
 use std::collections::BTreeMap;
@@ -129,7 +129,7 @@ pub enum ReproduceCommand {
     /// Fit a generative model to a table and publish it as a new version in
     /// a model repository.
     #[command(
-        after_help = "Example:\n  kiln reproduce fit lake/raw/training/ --model gaussian_copula --seed 1 --out lake/models/training_copula/"
+        after_help = "Examples:\n  kiln reproduce fit lake/raw/training/ --model gaussian-copula --seed 1 --out lake/models/training_copula/\n  kiln reproduce fit lake/raw/training/ --model chow-liu --type sample_id=id --out lake/models/training_tree/"
     )]
     Fit(Box<FitArgs>),
     /// Sample rows from a fitted model, optionally under a SQL condition.
@@ -153,6 +153,9 @@ pub enum ModelArg {
     /// Gaussian copula: empirical marginals joined by the correlation of
     /// normal scores.
     GaussianCopula,
+    /// Chow-Liu tree: a Bayesian network over binned columns along the
+    /// pairs with the most mutual information.
+    ChowLiu,
 }
 
 #[derive(Args)]
@@ -229,11 +232,15 @@ pub async fn reproduce(command: ReproduceCommand) -> Result<()> {
             )
             .await?;
             let (model, version) = load_model(&session, &dir_url(&model)?, version).await?;
+            let source = model.source();
             println!(
                 "version {version}: {} fitted to {} rows of {} (fingerprint {})",
-                model.kind, model.source.rows, model.source.uri, model.source.fingerprint
+                model.kind(),
+                source.rows,
+                source.uri,
+                source.fingerprint
             );
-            for c in &model.columns {
+            for c in model.columns() {
                 println!("{}", describe_column(c));
             }
             Ok(())
@@ -297,7 +304,6 @@ fn describe_column(c: &kiln_synth::copula::CopulaColumn) -> String {
 }
 
 async fn fit(args: FitArgs) -> Result<()> {
-    let ModelArg::GaussianCopula = args.model;
     let master: Master = args.master.parse()?;
     let session = KilnSession::connect(&master, &kiln_pipelines::extensions()).await?;
     let url = parse_location(&args.data, None)?;
@@ -319,14 +325,22 @@ async fn fit(args: FitArgs) -> Result<()> {
             eprintln!("pass {}/2: {} rows", p.pass, p.rows);
         }
     };
-    let model = kiln_synth::copula::fit(df, url.as_str(), &params, &progress).await?;
+    let model = match args.model {
+        ModelArg::GaussianCopula => Reproduction::GaussianCopula(
+            kiln_synth::copula::fit(df, url.as_str(), &params, &progress).await?,
+        ),
+        ModelArg::ChowLiu => Reproduction::ChowLiu(
+            kiln_synth::copula::fit_tree(df, url.as_str(), &params, &progress).await?,
+        ),
+    };
     let base = dir_url(&args.out)?;
     let version = publish_model(&session, &base, &model).await?;
     eprintln!(
-        "gaussian_copula fitted to {} rows ({} columns, {} correlated) in {:.2}s -> {base}v{version}/",
-        model.source.rows,
-        model.columns.len(),
-        model.dimensions.len(),
+        "{} fitted to {} rows ({} columns, {} modelled jointly) in {:.2}s -> {base}v{version}/",
+        model.kind(),
+        model.source().rows,
+        model.columns().len(),
+        model.dimensions().len(),
         started.elapsed().as_secs_f64(),
     );
     Ok(())

@@ -133,6 +133,8 @@ pub struct ReproduceTrainParams {
     /// The dataset to imitate (its id).
     pub dataset: String,
     #[serde(default)]
+    pub model: ReproductionKind,
+    #[serde(default)]
     pub seed: u64,
     /// Column types where the inferred ones are wrong: numerical, datetime,
     /// categorical, boolean or id (keys, sampled as unique numbers).
@@ -142,6 +144,17 @@ pub struct ReproduceTrainParams {
     /// Columns not modelled.
     #[serde(default)]
     pub ignore: Vec<String>,
+}
+
+/// The generative model of a `reproduce-train` job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReproductionKind {
+    /// Empirical marginals joined by the correlation of normal scores.
+    #[default]
+    GaussianCopula,
+    /// A Bayesian network over binned columns (Chow-Liu tree).
+    ChowLiu,
 }
 
 /// Parameters of a `reproduce-generate` job.

@@ -5,14 +5,16 @@
 
 use crate::jobs::{
     EvaluateParams, FuseParams, JobContext, ProgressCell, ReproduceGenerateParams,
-    ReproduceTrainParams, output_id, output_record,
+    ReproduceTrainParams, ReproductionKind, output_id, output_record,
 };
 use crate::store::{DatasetRecord, JobRecord};
 use datafusion::dataframe::DataFrame;
 use kiln_engine::KilnError;
 use kiln_engine::io::{FileFormat, ParquetWriteOptions, read_table, write_files, write_table};
 use kiln_synth::copula::sample::Sampler;
-use kiln_synth::copula::{Conditions, CopulaParams, load_model, publish_model, write_sample};
+use kiln_synth::copula::{
+    Conditions, CopulaParams, Reproduction, load_model, publish_model, write_sample,
+};
 use kiln_synth::evaluate::{EvaluationParams, report_files};
 use std::sync::Arc;
 use url::Url;
@@ -74,20 +76,27 @@ pub async fn reproduce_train(
         ignore: p.ignore,
         ..CopulaParams::default()
     };
-    let model = kiln_synth::copula::fit(df, &d.uri, &params, &|f| {
+    let report = |f: kiln_synth::copula::FitProgress| {
         progress.set(&format!("fitting, pass {}/2", f.pass), Some(f.rows));
-    })
-    .await?;
+    };
+    let model = match p.model {
+        ReproductionKind::GaussianCopula => Reproduction::GaussianCopula(
+            kiln_synth::copula::fit(df, &d.uri, &params, &report).await?,
+        ),
+        ReproductionKind::ChowLiu => {
+            Reproduction::ChowLiu(kiln_synth::copula::fit_tree(df, &d.uri, &params, &report).await?)
+        }
+    };
     let repo = model_repository(ctx, &job.id)?;
     let version = publish_model(ctx.datasets.session(), &repo, &model).await?;
     Ok((
         Vec::new(),
         serde_json::json!({
             "model": format!("{repo}v{version}/"),
-            "kind": model.kind,
-            "rows": model.source.rows,
-            "columns": model.columns.len(),
-            "fingerprint": model.source.fingerprint,
+            "kind": model.kind(),
+            "rows": model.source().rows,
+            "columns": model.columns().len(),
+            "fingerprint": model.source().fingerprint,
         }),
     ))
 }

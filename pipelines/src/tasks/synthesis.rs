@@ -9,7 +9,9 @@ use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use kiln_engine::io::{FileFormat, ParquetWriteOptions, write_files, write_table};
 use kiln_engine::{KilnError, Result};
 use kiln_synth::copula::sample::Sampler;
-use kiln_synth::copula::{Conditions, CopulaParams, load_model, publish_model, write_sample};
+use kiln_synth::copula::{
+    Conditions, CopulaParams, Reproduction, load_model, publish_model, write_sample,
+};
 use kiln_synth::evaluate::{EvaluationParams, SdType, report_files};
 use kiln_synth::fusion::{FusionSpec, Input};
 use serde::Deserialize;
@@ -23,6 +25,8 @@ pub enum ReproductionModel {
     /// Empirical marginals joined by the correlation of normal scores.
     #[default]
     GaussianCopula,
+    /// A Chow-Liu tree: a Bayesian network over binned columns.
+    ChowLiu,
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -113,22 +117,30 @@ impl Task for ReproductionTraining {
             let df = ctx.input(&self.init.path_input, self.init.format).await?;
             let started = std::time::Instant::now();
             let progress = ctx.progress.clone();
-            let ReproductionModel::GaussianCopula = self.init.model;
-            let model = kiln_synth::copula::fit(df, source.as_str(), &self.init.params(), &|p| {
+            let report = |p: kiln_synth::copula::FitProgress| {
                 progress.stage(format!("pass {}/2", p.pass));
                 progress.set_rows(p.rows);
-            })
-            .await?;
+            };
+            let params = self.init.params();
+            let model = match self.init.model {
+                ReproductionModel::GaussianCopula => Reproduction::GaussianCopula(
+                    kiln_synth::copula::fit(df, source.as_str(), &params, &report).await?,
+                ),
+                ReproductionModel::ChowLiu => Reproduction::ChowLiu(
+                    kiln_synth::copula::fit_tree(df, source.as_str(), &params, &report).await?,
+                ),
+            };
             let base = ctx.lake.resolve(&dir(&self.output.path_model_repository))?;
             let version = publish_model(&ctx.session, &base, &model).await?;
             Ok(TaskOutcome {
-                rows_in: Some(model.source.rows),
+                rows_in: Some(model.source().rows),
                 outputs: vec![format!("{base}v{version}/")],
                 summary: vec![format!(
-                    "gaussian_copula fitted to {} rows ({} columns, {} correlated) in {:.1}s -> {base}v{version}/",
-                    model.source.rows,
-                    model.columns.len(),
-                    model.dimensions.len(),
+                    "{} fitted to {} rows ({} columns, {} modelled jointly) in {:.1}s -> {base}v{version}/",
+                    model.kind(),
+                    model.source().rows,
+                    model.columns().len(),
+                    model.dimensions().len(),
                     started.elapsed().as_secs_f64()
                 )],
                 ..Default::default()

@@ -140,13 +140,32 @@ fn row_hashes(data: &[ColumnData], rows: usize) -> Vec<u64> {
     h
 }
 
-/// Fits a Gaussian copula to `df`.
-pub async fn fit(
-    df: DataFrame,
-    source_uri: &str,
+/// Pass 1's result: every column with its marginal, and the table's size
+/// and content fingerprint.
+pub(crate) struct Marginals {
+    pub columns: Vec<CopulaColumn>,
+    pub rows: u64,
+    pub fingerprint: u64,
+}
+
+impl Marginals {
+    /// The columns that vary: not keys, not constant.
+    pub fn dimensions(&self) -> Vec<usize> {
+        (0..self.columns.len())
+            .filter(|&c| {
+                self.columns[c].sdtype != SdType::Id && !self.columns[c].marginal.is_degenerate()
+            })
+            .collect()
+    }
+}
+
+/// Pass 1: the columns to model (checked against the schema) and their
+/// marginals, from exact counts and a bottom-k sample of rows.
+pub(crate) async fn marginals(
+    df: &DataFrame,
     params: &CopulaParams,
     progress: &(dyn Fn(FitProgress) + Sync),
-) -> Result<GaussianCopula> {
+) -> Result<Marginals> {
     params.check()?;
     let schema = df.schema().as_arrow().clone();
     let mut metadata = Metadata::infer(&schema, &params.types)?;
@@ -167,7 +186,7 @@ pub async fn fit(
             .clone();
         if !is_supported(&data_type) {
             return Err(KilnError::config_fix(
-                format!("column '{name}' has type {data_type}, which the copula cannot model"),
+                format!("column '{name}' has type {data_type}, which the model cannot represent"),
                 format!(
                     "leave it out (ignore: [{name}]) or cast it to a number, text or timestamp"
                 ),
@@ -184,8 +203,6 @@ pub async fn fit(
     if columns.is_empty() {
         return Err(KilnError::config("no columns are left to model"));
     }
-
-    // Pass 1.
     let mut stats: Vec<Stats> = columns
         .iter()
         .map(|c| match c.sdtype {
@@ -254,15 +271,28 @@ pub async fn fit(
         let k = continuous.iter().position(|&x| x == c);
         columns[c].marginal = marginal(st, rows, k.map(|k| column_of(&sample, k)), params);
     }
+    Ok(Marginals {
+        columns,
+        rows,
+        fingerprint,
+    })
+}
 
-    // Pass 2: normal scores and their covariance.
-    let dims: Vec<usize> = (0..columns.len())
-        .filter(|&c| columns[c].sdtype != SdType::Id && !columns[c].marginal.is_degenerate())
-        .collect();
+/// Pass 2's reader: every row's position on the unit line for each column
+/// of `dims` (a value with a mass gets a draw inside its interval, seeded by
+/// the row's content and the column), handed to `each` batch by batch as a
+/// row-major `rows × dims` matrix, clamped to [0.5 / n, 1 − 0.5 / n].
+pub(crate) async fn scan_units(
+    df: DataFrame,
+    m: &Marginals,
+    dims: &[usize],
+    seed: u64,
+    progress: &(dyn Fn(FitProgress) + Sync),
+    mut each: impl FnMut(&[f64], usize),
+) -> Result<()> {
+    let columns = &m.columns;
     let d = dims.len();
-    let mut sums = vec![0i128; d];
-    let mut products = vec![0i128; d * d];
-    let eps = 0.5 / rows as f64;
+    let eps = 0.5 / m.rows as f64;
     let prepared: Vec<_> = columns.iter().map(|c| c.marginal.prepare()).collect();
     let lookups: Vec<HashMap<&str, usize>> = columns
         .iter()
@@ -280,11 +310,56 @@ pub async fn fit(
         .await
         .map_err(|e| KilnError::execution("reading the training table", e))?;
     let mut seen = 0u64;
+    let mut units: Vec<f64> = Vec::new();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| KilnError::execution("reading the training table", e))?;
-        let data = read_columns(&batch, &columns)?;
+        let data = read_columns(&batch, columns)?;
         let n = batch.num_rows();
         let hashes = row_hashes(&data, n);
+        units.resize(n * d, 0.0);
+        units
+            .par_chunks_mut(d.max(1))
+            .enumerate()
+            .for_each(|(r, row)| {
+                for (k, &c) in dims.iter().enumerate() {
+                    let (lo, hi) = unit_interval(&prepared[c], &lookups[c], &data[c], r);
+                    let t = to_unit(mix(hashes[r], c as u64, seed));
+                    row[k] = (lo + (hi - lo) * t).clamp(eps, 1.0 - eps);
+                }
+            });
+        each(&units[..n * d], n);
+        seen += n as u64;
+        progress(FitProgress {
+            pass: 2,
+            rows: seen,
+        });
+    }
+    if seen != m.rows {
+        return Err(KilnError::data_fix(
+            "the training table",
+            format!(
+                "it changed while the model was fitted ({} rows, then {seen})",
+                m.rows
+            ),
+            "fit the model to a table that is not being written",
+        ));
+    }
+    Ok(())
+}
+
+/// Fits a Gaussian copula to `df`.
+pub async fn fit(
+    df: DataFrame,
+    source_uri: &str,
+    params: &CopulaParams,
+    progress: &(dyn Fn(FitProgress) + Sync),
+) -> Result<GaussianCopula> {
+    let m = marginals(&df, params, progress).await?;
+    let dims = m.dimensions();
+    let d = dims.len();
+    let mut sums = vec![0i128; d];
+    let mut products = vec![0i128; d * d];
+    scan_units(df, &m, &dims, params.seed, progress, |units, n| {
         let (s, p) = (0..n)
             .into_par_iter()
             .chunks(1024)
@@ -293,11 +368,8 @@ pub async fn fit(
                 let mut p = vec![0i64; d * d];
                 let mut q = vec![0i64; d];
                 for r in chunk {
-                    for (k, &c) in dims.iter().enumerate() {
-                        let (lo, hi) = unit_interval(&prepared[c], &lookups[c], &data[c], r);
-                        let t = to_unit(mix(hashes[r], c as u64, params.seed));
-                        let u = (lo + (hi - lo) * t).clamp(eps, 1.0 - eps);
-                        q[k] = (normal::quantile(u) * SCALE).round() as i64;
+                    for k in 0..d {
+                        q[k] = (normal::quantile(units[r * d + k]) * SCALE).round() as i64;
                     }
                     for i in 0..d {
                         s[i] += q[i];
@@ -321,19 +393,9 @@ pub async fn fit(
             );
         sums.iter_mut().zip(s).for_each(|(a, x)| *a += x);
         products.iter_mut().zip(p).for_each(|(a, x)| *a += x);
-        seen += n as u64;
-        progress(FitProgress {
-            pass: 2,
-            rows: seen,
-        });
-    }
-    if seen != rows {
-        return Err(KilnError::data_fix(
-            "the training table",
-            format!("it changed while the model was fitted ({rows} rows, then {seen})"),
-            "fit the model to a table that is not being written",
-        ));
-    }
+    })
+    .await?;
+    let (rows, fingerprint, columns) = (m.rows, m.fingerprint, m.columns);
     let n = i128::from(rows as i64);
     let cov = |i: usize, j: usize| {
         let (a, b) = if j <= i { (i, j) } else { (j, i) };

@@ -6,6 +6,7 @@
 //! conditions on values and ranges that are met by construction, not by
 //! rejection ([`sample`]).
 
+pub mod chow_liu;
 pub mod fit;
 pub mod linalg;
 pub mod marginal;
@@ -15,6 +16,7 @@ pub mod sample;
 #[cfg(test)]
 mod tests;
 
+pub use chow_liu::{ChowLiuTree, fit_tree};
 pub use fit::{FitProgress, fit};
 pub use sample::{Conditions, write_sample};
 
@@ -142,7 +144,7 @@ impl GaussianCopula {
             other => {
                 return Err(KilnError::data(
                     location,
-                    format!("model kind {other:?} is not gaussian_copula"),
+                    format!("model kind {other:?} is not gaussian_copula or chow_liu"),
                 ));
             }
         }
@@ -172,15 +174,86 @@ impl GaussianCopula {
     }
 }
 
+/// A fitted reproduction model of either kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reproduction {
+    GaussianCopula(GaussianCopula),
+    ChowLiu(ChowLiuTree),
+}
+
+impl Reproduction {
+    pub fn columns(&self) -> &[CopulaColumn] {
+        match self {
+            Reproduction::GaussianCopula(m) => &m.columns,
+            Reproduction::ChowLiu(m) => &m.columns,
+        }
+    }
+
+    /// The modelled columns that vary (indices into [`Self::columns`]).
+    pub fn dimensions(&self) -> &[usize] {
+        match self {
+            Reproduction::GaussianCopula(m) => &m.dimensions,
+            Reproduction::ChowLiu(m) => &m.dimensions,
+        }
+    }
+
+    pub fn source(&self) -> &SourceInfo {
+        match self {
+            Reproduction::GaussianCopula(m) => &m.source,
+            Reproduction::ChowLiu(m) => &m.source,
+        }
+    }
+
+    /// `gaussian_copula` or `chow_liu`.
+    pub fn kind(&self) -> &str {
+        match self {
+            Reproduction::GaussianCopula(m) => &m.kind,
+            Reproduction::ChowLiu(m) => &m.kind,
+        }
+    }
+
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        match self {
+            Reproduction::GaussianCopula(m) => m.to_json(),
+            Reproduction::ChowLiu(m) => serde_json::to_vec_pretty(m)
+                .map_err(|e| KilnError::internal("serializing the model", e)),
+        }
+    }
+
+    /// Reads a model file of either kind, refusing others with the reason.
+    pub fn from_json(bytes: &[u8], location: &str) -> Result<Reproduction> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            KilnError::data(location, format!("not a kiln reproduction model: {e}"))
+        })?;
+        match value.get("kind").and_then(|k| k.as_str()) {
+            Some("chow_liu") => {
+                let tree: ChowLiuTree = serde_json::from_value(value).map_err(|e| {
+                    KilnError::data(location, format!("not a valid Chow-Liu model: {e}"))
+                })?;
+                let d = tree.dimensions.len();
+                if tree.format_version > FORMAT_VERSION
+                    || tree.edges.len() != d
+                    || tree.tables.len() != d
+                    || tree.parent.len() != d
+                    || tree.order.len() != d
+                {
+                    return Err(KilnError::data(
+                        location,
+                        "the tree does not match its columns",
+                    ));
+                }
+                Ok(Reproduction::ChowLiu(tree))
+            }
+            _ => GaussianCopula::from_json(bytes, location).map(Reproduction::GaussianCopula),
+        }
+    }
+}
+
 /// The file of a model in its repository version.
 pub const MODEL_FILE: &str = "model.json";
 
 /// Publishes `model` as the next version of the repository at `base`.
-pub async fn publish_model(
-    session: &KilnSession,
-    base: &Url,
-    model: &GaussianCopula,
-) -> Result<u64> {
+pub async fn publish_model(session: &KilnSession, base: &Url, model: &Reproduction) -> Result<u64> {
     let repo = ArtifactRepo::open(session, base)?;
     repo.publish(&[(MODEL_FILE, model.to_json()?)]).await
 }
@@ -190,13 +263,13 @@ pub async fn load_model(
     session: &KilnSession,
     base: &Url,
     version: Option<u64>,
-) -> Result<(GaussianCopula, u64)> {
+) -> Result<(Reproduction, u64)> {
     let repo = ArtifactRepo::open(session, base)?;
     let version = match version {
         Some(v) => v,
         None => repo.latest().await?,
     };
     let bytes = repo.read(version, MODEL_FILE).await?;
-    let model = GaussianCopula::from_json(&bytes, &repo.url(version, MODEL_FILE))?;
+    let model = Reproduction::from_json(&bytes, &repo.url(version, MODEL_FILE))?;
     Ok((model, version))
 }

@@ -15,9 +15,10 @@
 //! index), and are emitted in chunk order: the output depends on the seed
 //! only, not on the number of threads.
 
+use super::chow_liu::TreeDraw;
 use super::linalg::{Conditional, Matrix, cholesky, cholesky_inverse, condition};
 use super::marginal::{Prepared, UInterval};
-use super::{GaussianCopula, normal};
+use super::{Reproduction, normal};
 use crate::frame::SdType;
 use crate::mix;
 use arrow::array::{
@@ -80,16 +81,25 @@ fn intersect(a: &[UInterval], b: &[UInterval]) -> Vec<UInterval> {
 
 /// The sampler of one model under one condition.
 pub struct Sampler {
-    model: Arc<GaussianCopula>,
+    model: Arc<Reproduction>,
     schema: SchemaRef,
     types: Vec<DataType>,
-    /// Lower Cholesky factor of the correlation (unconditioned draws).
-    factor: Vec<f64>,
-    gibbs: Option<Gibbs>,
+    engine: Engine,
     /// Exact values that override the drawn ones (model column, value).
     exact: Vec<(usize, f64)>,
     residual: Option<Arc<dyn PhysicalExpr>>,
     seed: u64,
+}
+
+/// How a model's rows are drawn on the unit line.
+enum Engine {
+    Copula {
+        correlation: Matrix,
+        /// Lower Cholesky factor of the correlation (unconditioned draws).
+        factor: Vec<f64>,
+        gibbs: Option<Box<Gibbs>>,
+    },
+    Tree(TreeDraw),
 }
 
 /// Conditioned draws: dimensions fixed to points, dimensions restricted to
@@ -110,9 +120,9 @@ struct Gibbs {
 }
 
 impl Sampler {
-    pub fn new(model: Arc<GaussianCopula>, conditions: &Conditions, seed: u64) -> Result<Sampler> {
-        let types = model
-            .columns
+    pub fn new(model: Arc<Reproduction>, conditions: &Conditions, seed: u64) -> Result<Sampler> {
+        let columns = model.columns();
+        let types = columns
             .iter()
             .map(|c| {
                 DataType::from_str(&c.data_type).map_err(|e| {
@@ -124,36 +134,48 @@ impl Sampler {
             })
             .collect::<Result<Vec<_>>>()?;
         let schema = Arc::new(Schema::new(
-            model
-                .columns
+            columns
                 .iter()
                 .zip(&types)
                 .map(|(c, t)| Field::new(&c.name, t.clone(), true))
                 .collect::<Vec<_>>(),
         ));
-        let d = model.dimensions.len();
-        let sigma = Matrix {
-            n: d,
-            data: model.correlation.clone(),
+        let engine = match model.as_ref() {
+            Reproduction::GaussianCopula(m) => {
+                let d = m.dimensions.len();
+                let correlation = Matrix {
+                    n: d,
+                    data: m.correlation.clone(),
+                };
+                let factor = cholesky(d, &correlation.data).ok_or_else(|| {
+                    KilnError::data(
+                        "the model",
+                        "its correlation matrix is not positive definite",
+                    )
+                })?;
+                Engine::Copula {
+                    correlation,
+                    factor,
+                    gibbs: None,
+                }
+            }
+            Reproduction::ChowLiu(t) => Engine::Tree(
+                TreeDraw::plan(t, vec![None; t.dimensions.len()]).ok_or_else(|| {
+                    KilnError::data("the model", "its tables hold no probability")
+                })?,
+            ),
         };
-        let factor = cholesky(d, &sigma.data).ok_or_else(|| {
-            KilnError::data(
-                "the model",
-                "its correlation matrix is not positive definite",
-            )
-        })?;
         let mut sampler = Sampler {
             model: Arc::clone(&model),
             schema,
             types,
-            factor,
-            gibbs: None,
+            engine,
             exact: Vec::new(),
             residual: None,
             seed,
         };
         if let Some(sql) = conditions.sql.as_deref().filter(|s| !s.trim().is_empty()) {
-            sampler.plan_condition(sql, &sigma)?;
+            sampler.plan_condition(sql)?;
         }
         Ok(sampler)
     }
@@ -162,7 +184,7 @@ impl Sampler {
         Arc::clone(&self.schema)
     }
 
-    fn plan_condition(&mut self, sql: &str, sigma: &Matrix) -> Result<()> {
+    fn plan_condition(&mut self, sql: &str) -> Result<()> {
         let ctx = SessionContext::new();
         let df_schema = DFSchema::try_from(self.schema.as_ref().clone())
             .map_err(|e| KilnError::internal("building the model schema", e))?;
@@ -172,13 +194,13 @@ impl Sampler {
                 "write a SQL boolean expression over the model's columns, e.g. \"rsrp BETWEEN -120 AND -110 AND activity = 'still'\"",
             )
         })?;
-        let prepared: Vec<Prepared<'_>> = self
-            .model
-            .columns
+        let model = Arc::clone(&self.model);
+        let prepared: Vec<Prepared<'_>> = model
+            .columns()
             .iter()
             .map(|c| c.marginal.prepare())
             .collect();
-        let mut allowed: Vec<Option<Allowed>> = vec![None; self.model.columns.len()];
+        let mut allowed: Vec<Option<Allowed>> = vec![None; self.model.columns().len()];
         let mut residual = Vec::new();
         for conjunct in split_conjunction(&expr) {
             match self.column_constraint(conjunct, &prepared)? {
@@ -206,7 +228,7 @@ impl Sampler {
                     };
                     if matches!(&merged, Allowed::Intervals(v) if v.iter().all(|(a, b)| b < a || (a == b && !self.is_point_column(c))))
                     {
-                        return Err(unsatisfiable(sql, &self.model.columns[c].name));
+                        return Err(unsatisfiable(sql, &self.model.columns()[c].name));
                     }
                     allowed[c] = Some(merged);
                 }
@@ -217,44 +239,80 @@ impl Sampler {
         // condition holds for every row or for none.
         for (c, a) in allowed.iter().enumerate() {
             if let Some(a) = a
-                && !self.model.dimensions.contains(&c)
+                && !self.model.dimensions().contains(&c)
             {
-                let u = constant_position(&self.model.columns[c].marginal);
+                let u = constant_position(&self.model.columns()[c].marginal);
                 let holds = match a {
                     Allowed::Exact { value, .. } => prepared[c].number_at(u) == Some(*value),
                     Allowed::Intervals(v) => v.iter().any(|&(lo, hi)| lo <= u && u <= hi),
                 };
                 if !holds {
-                    return Err(unsatisfiable(sql, &self.model.columns[c].name));
+                    return Err(unsatisfiable(sql, &self.model.columns()[c].name));
                 }
             }
         }
-        let mut points = Vec::new();
-        let mut boxes = Vec::new();
-        for (k, &c) in self.model.dimensions.iter().enumerate() {
-            match &allowed[c] {
-                None => {}
-                Some(Allowed::Exact { u, value }) => {
-                    points.push((k, normal::quantile(u.clamp(1e-12, 1.0 - 1e-12))));
-                    self.exact.push((c, *value));
-                }
-                Some(Allowed::Intervals(v)) => {
-                    let z: Vec<(f64, f64)> = v
-                        .iter()
-                        .map(|&(a, b)| (normal::quantile(a), normal::quantile(b)))
-                        .collect();
-                    if z.iter().all(|(a, b)| a == b) {
-                        points.push((k, z[0].0.clamp(-37.0, 37.0)));
-                    } else {
-                        boxes.push((k, z));
+        let dims = self.model.dimensions().to_vec();
+        for &c in &dims {
+            if let Some(Allowed::Exact { value, .. }) = &allowed[c] {
+                self.exact.push((c, *value));
+            }
+        }
+        match (&mut self.engine, self.model.as_ref()) {
+            (
+                Engine::Copula {
+                    correlation, gibbs, ..
+                },
+                _,
+            ) => {
+                let mut points = Vec::new();
+                let mut boxes = Vec::new();
+                for (k, &c) in dims.iter().enumerate() {
+                    match &allowed[c] {
+                        None => {}
+                        Some(Allowed::Exact { u, .. }) => {
+                            points.push((k, normal::quantile(u.clamp(1e-12, 1.0 - 1e-12))));
+                        }
+                        Some(Allowed::Intervals(v)) => {
+                            let z: Vec<(f64, f64)> = v
+                                .iter()
+                                .map(|&(a, b)| (normal::quantile(a), normal::quantile(b)))
+                                .collect();
+                            if z.iter().all(|(a, b)| a == b) {
+                                points.push((k, z[0].0.clamp(-37.0, 37.0)));
+                            } else {
+                                boxes.push((k, z));
+                            }
+                        }
                     }
                 }
+                if !points.is_empty() || !boxes.is_empty() {
+                    *gibbs = Some(Box::new(
+                        Gibbs::plan(correlation, points, boxes).ok_or_else(|| {
+                            KilnError::data(
+                                "the model",
+                                "its correlation matrix cannot be conditioned",
+                            )
+                        })?,
+                    ));
+                }
             }
-        }
-        if !points.is_empty() || !boxes.is_empty() {
-            self.gibbs = Some(Gibbs::plan(sigma, points, boxes).ok_or_else(|| {
-                KilnError::data("the model", "its correlation matrix cannot be conditioned")
-            })?);
+            (Engine::Tree(draw), Reproduction::ChowLiu(tree)) => {
+                let evidence: Vec<Option<Vec<(f64, f64)>>> = dims
+                    .iter()
+                    .map(|&c| match &allowed[c] {
+                        None => None,
+                        Some(Allowed::Exact { u, .. }) => Some(vec![(*u, *u)]),
+                        Some(Allowed::Intervals(v)) => Some(v.clone()),
+                    })
+                    .collect();
+                *draw = TreeDraw::plan(tree, evidence).ok_or_else(|| {
+                    KilnError::config_fix(
+                        format!("no row can satisfy the condition '{sql}' under this model"),
+                        "loosen the condition: its columns' values never occur together in the data the model was fitted to",
+                    )
+                })?;
+            }
+            (Engine::Tree(_), _) => {}
         }
         if !residual.is_empty() {
             let rest = residual
@@ -271,7 +329,7 @@ impl Sampler {
 
     fn is_point_column(&self, c: usize) -> bool {
         matches!(
-            self.model.columns[c].marginal,
+            self.model.columns()[c].marginal,
             super::marginal::Marginal::Continuous { .. }
         )
     }
@@ -284,7 +342,7 @@ impl Sampler {
         prepared: &[Prepared<'_>],
     ) -> Result<Option<(usize, Allowed)>> {
         let column = |e: &Expr| match e {
-            Expr::Column(c) => self.model.columns.iter().position(|m| m.name == c.name),
+            Expr::Column(c) => self.model.columns().iter().position(|m| m.name == c.name),
             _ => None,
         };
         let literal = |e: &Expr| match e {
@@ -377,7 +435,7 @@ impl Sampler {
             }
             _ => return Ok(None),
         };
-        if self.model.columns[c].sdtype == SdType::Id {
+        if self.model.columns()[c].sdtype == SdType::Id {
             return Ok(None);
         }
         Ok(Some((c, allowed)))
@@ -385,7 +443,7 @@ impl Sampler {
 
     /// A literal as a number of column `c` (timestamps in microseconds).
     fn number(&self, c: usize, v: &ScalarValue) -> Result<f64> {
-        let column = &self.model.columns[c];
+        let column = &self.model.columns()[c];
         let bad = |why: String| {
             KilnError::config_fix(
                 format!("condition on column '{}': {why}", column.name),
@@ -412,7 +470,7 @@ impl Sampler {
     }
 
     fn range(&self, c: usize, lo: f64, hi: f64, prepared: &[Prepared<'_>]) -> Allowed {
-        let column = &self.model.columns[c];
+        let column = &self.model.columns()[c];
         // Integer columns are rounded on output: widen to the rounding cells.
         let (lo, hi) = if column.integer {
             (lo.ceil() - 0.49999, hi.floor() + 0.49999)
@@ -423,7 +481,7 @@ impl Sampler {
     }
 
     fn equal(&self, c: usize, v: &ScalarValue, prepared: &[Prepared<'_>]) -> Result<Allowed> {
-        let column = &self.model.columns[c];
+        let column = &self.model.columns()[c];
         if column.sdtype.is_continuous() {
             let x = self.number(c, v)?;
             if column.integer || !self.is_point_column(c) {
@@ -466,32 +524,42 @@ impl Sampler {
     /// Draws chunk `index` (`rows` rows whose first key is `first_row`),
     /// before the residual condition.
     fn draw(&self, index: u64, first_row: u64, rows: usize) -> Result<RecordBatch> {
-        let model = &self.model;
-        let d = model.dimensions.len();
+        let model = self.model.as_ref();
+        let (columns, dims) = (model.columns(), model.dimensions());
+        let d = dims.len();
         let mut rng = Rng::seed_from_u64(mix(self.seed, index, 0x5EED));
-        let mut z = vec![0.0f64; rows * d];
+        // Unit-line positions, row-major rows × dims.
+        let mut units = vec![0.0f64; rows * d];
         let mut eps = vec![0.0f64; d];
         for r in 0..rows {
-            let row = &mut z[r * d..(r + 1) * d];
-            match &self.gibbs {
-                None => {
-                    for e in eps.iter_mut() {
-                        *e = StandardNormal.sample(&mut rng);
+            let row = &mut units[r * d..(r + 1) * d];
+            match (&self.engine, model) {
+                (Engine::Copula { factor, gibbs, .. }, _) => {
+                    match gibbs {
+                        None => {
+                            for e in eps.iter_mut() {
+                                *e = StandardNormal.sample(&mut rng);
+                            }
+                            for (i, z) in row.iter_mut().enumerate() {
+                                *z = (0..=i).map(|k| factor[i * d + k] * eps[k]).sum();
+                            }
+                        }
+                        Some(g) => g.draw(&mut rng, row)?,
                     }
-                    for (i, z) in row.iter_mut().enumerate() {
-                        *z = (0..=i).map(|k| self.factor[i * d + k] * eps[k]).sum();
+                    for z in row.iter_mut() {
+                        *z = normal::cdf(*z);
                     }
                 }
-                Some(g) => g.draw(&mut rng, row)?,
+                (Engine::Tree(draw), Reproduction::ChowLiu(tree)) => draw.row(tree, &mut rng, row),
+                (Engine::Tree(_), _) => {}
             }
         }
-        let prepared: Vec<Prepared<'_>> =
-            model.columns.iter().map(|c| c.marginal.prepare()).collect();
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(model.columns.len());
-        for (c, column) in model.columns.iter().enumerate() {
-            let dim = model.dimensions.iter().position(|&x| x == c);
+        let prepared: Vec<Prepared<'_>> = columns.iter().map(|c| c.marginal.prepare()).collect();
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+        for (c, column) in columns.iter().enumerate() {
+            let dim = dims.iter().position(|&x| x == c);
             let u_of = |r: usize| match dim {
-                Some(k) => normal::cdf(z[r * d + k]),
+                Some(k) => units[r * d + k],
                 None => constant_position(&column.marginal),
             };
             let array: ArrayRef = if column.sdtype == SdType::Id {

@@ -28,16 +28,16 @@ fn params() -> CopulaParams {
     }
 }
 
-async fn fitted() -> Arc<GaussianCopula> {
-    Arc::new(
+async fn fitted() -> Arc<Reproduction> {
+    Arc::new(Reproduction::GaussianCopula(
         fit(real().await, "generated_real", &params(), &|_| {})
             .await
             .expect("fit"),
-    )
+    ))
 }
 
 fn draw(
-    model: &Arc<GaussianCopula>,
+    model: &Arc<Reproduction>,
     rows: usize,
     seed: u64,
     sql: Option<&str>,
@@ -201,6 +201,9 @@ async fn output_depends_on_the_seed_only() {
     )
     .await
     .expect("fit");
+    let Reproduction::GaussianCopula(model) = model.as_ref() else {
+        panic!("a copula was fitted");
+    };
     assert_eq!(refit.columns, model.columns);
     assert_eq!(refit.correlation, model.correlation);
     assert_eq!(refit.source.fingerprint, model.source.fingerprint);
@@ -311,8 +314,10 @@ async fn bad_inputs_are_clear_errors_or_documented_behaviour() {
             Arc::new(StringArray::from(vec!["same"; n])) as ArrayRef,
         ),
     ]);
-    let model = Arc::new(fit(df, "t", &p, &|_| {}).await.expect("fit"));
-    assert_eq!(model.dimensions.len(), 1);
+    let model = Arc::new(Reproduction::GaussianCopula(
+        fit(df, "t", &p, &|_| {}).await.expect("fit"),
+    ));
+    assert_eq!(model.dimensions().len(), 1);
     let batches = draw(&model, 1000, 1, Some("constant = 4")).expect("sample");
     let df = table_of(batches).await;
     assert_eq!(
@@ -345,7 +350,9 @@ async fn bad_inputs_are_clear_errors_or_documented_behaviour() {
         types: [("user".to_string(), SdType::Id)].into(),
         ..CopulaParams::default()
     };
-    let model = Arc::new(fit(df(), "t", &keyed, &|_| {}).await.expect("fit"));
+    let model = Arc::new(Reproduction::GaussianCopula(
+        fit(df(), "t", &keyed, &|_| {}).await.expect("fit"),
+    ));
     let batches = draw(&model, 10, 1, None).expect("sample");
     let keys = arrow::compute::cast(batches[0].column(0), &DataType::Utf8).expect("text");
     assert_eq!(keys.as_string::<i32>().value(0), "1");
@@ -355,4 +362,75 @@ async fn bad_inputs_are_clear_errors_or_documented_behaviour() {
         .expect_err("kind")
         .to_string();
     assert!(err.contains("m.json") && err.contains("ctgan"), "{err}");
+}
+
+/// The Chow-Liu tree: conditions hold on every row (exact evidence
+/// propagation, no rejection), output depends on the seed only, and it keeps
+/// pair structure the copula loses (SDMetrics' column-pair score, computed
+/// by kiln's evaluation, which equals SDMetrics').
+#[tokio::test]
+async fn chow_liu_tree_meets_conditions_and_keeps_more_pair_structure() {
+    let tree = Arc::new(Reproduction::ChowLiu(
+        fit_tree(real().await, "generated_real", &params(), &|_| {})
+            .await
+            .expect("fit"),
+    ));
+    for condition in [
+        "activity = 'still'",
+        "rsrp BETWEEN -139 AND -135 AND activity IN ('in_vehicle', 'on_bicycle') AND gps_lat IS NULL",
+        "gps_lat = 52.5",
+        "light_lux > 1000 OR rsrp < -120",
+    ] {
+        let batches =
+            draw(&tree, 3000, 9, Some(condition)).unwrap_or_else(|e| panic!("{condition}: {e}"));
+        assert_eq!(rows(&batches), 3000, "{condition}");
+        let failing = count(
+            table_of(batches).await,
+            &format!("({condition}) IS NOT TRUE"),
+        )
+        .await;
+        assert_eq!(failing, 0, "{condition}");
+    }
+    let err = draw(&tree, 10, 1, Some("activity = 'flying'"))
+        .expect_err("impossible")
+        .to_string();
+    assert!(err.contains("no row can satisfy"), "{err}");
+
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .expect("pool")
+    };
+    let cat =
+        |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).expect("concat");
+    let one = pool(1)
+        .install(|| draw(&tree, 20_000, 3, None))
+        .expect("sample");
+    let three = pool(3)
+        .install(|| draw(&tree, 20_000, 3, None))
+        .expect("sample");
+    assert_eq!(cat(&one), cat(&three));
+
+    let copula = fitted().await;
+    let quality = |batches: Vec<RecordBatch>| async move {
+        let params = crate::evaluate::EvaluationParams {
+            types: [("sample_id".to_string(), SdType::Id)].into(),
+            privacy_rows: 200,
+            ..Default::default()
+        };
+        crate::evaluate::evaluate(real().await, table_of(batches).await, None, &params)
+            .await
+            .expect("evaluation")
+            .0
+            .quality
+    };
+    let q_tree = quality(draw(&tree, 6000, 5, None).expect("sample")).await;
+    let q_copula = quality(draw(&copula, 6000, 5, None).expect("sample")).await;
+    let (t, c) = (
+        q_tree.column_pair_trends.expect("score"),
+        q_copula.column_pair_trends.expect("score"),
+    );
+    assert!(t > c + 0.1, "pair trends: tree {t}, copula {c}");
+    assert!(q_tree.overall > q_copula.overall);
 }
