@@ -10,7 +10,7 @@ use kiln_synth::copula::sample::Sampler;
 use kiln_synth::copula::{
     Conditions, CopulaParams, FitProgress, Reproduction, load_model, publish_model, write_sample,
 };
-use kiln_synth::evaluate::{EvaluationParams, SdType, report_files};
+use kiln_synth::evaluate::{EvaluationParams, FilterParams, SdType, report_files, write_filtered};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +42,17 @@ pub struct EvaluateArgs {
     /// Seed of the privacy samples and of the random baseline.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also write the synthetic rows that pass the filter here: within the
+    /// real boundaries, meeting --rule, at least --min-distance from every
+    /// sampled real row. report.json says how many were dropped and why.
+    #[arg(long, value_name = "URI")]
+    filter_out: Option<String>,
+    /// A SQL condition kept rows must meet (with --filter-out).
+    #[arg(long, value_name = "SQL", requires = "filter_out")]
+    rule: Option<String>,
+    /// Smallest distance to the closest real row, 0 to 1 (with --filter-out).
+    #[arg(long, requires = "filter_out")]
+    min_distance: Option<f64>,
     /// Format of the input tables.
     #[arg(long, value_enum, default_value = "parquet")]
     format: FormatArg,
@@ -75,7 +86,8 @@ pub async fn evaluate(args: EvaluateArgs) -> Result<()> {
     let session = KilnSession::connect(&master, &kiln_pipelines::extensions()).await?;
     let format = args.format.into();
     let real = read_table(&session, &parse_location(&args.real, None)?, format).await?;
-    let synthetic = read_table(&session, &parse_location(&args.synthetic, None)?, format).await?;
+    let synthetic_url = parse_location(&args.synthetic, None)?;
+    let synthetic = read_table(&session, &synthetic_url, format).await?;
     let holdout = match &args.holdout {
         Some(h) => Some(read_table(&session, &parse_location(h, None)?, format).await?),
         None => None,
@@ -96,8 +108,29 @@ pub async fn evaluate(args: EvaluateArgs) -> Result<()> {
     };
     let out = dir_url(&args.out)?;
     let started = std::time::Instant::now();
-    let (report, loaded) =
+    let (mut report, loaded) =
         kiln_synth::evaluate::evaluate(real, synthetic, holdout, &params).await?;
+    if let Some(filter_out) = &args.filter_out {
+        let filter = FilterParams {
+            rule: args.rule.clone(),
+            min_distance: args.min_distance,
+            real_rows: params.privacy_rows,
+            seed: params.seed,
+        };
+        let synthetic = read_table(&session, &synthetic_url, format).await?;
+        let target = dir_url(filter_out)?;
+        let summary =
+            write_filtered(&session, synthetic, &loaded, &filter, &target, format).await?;
+        eprintln!(
+            "filter: kept {} of {} rows -> {target} (dropped: {} out of bounds, {} by the rule, {} too close to a real row)",
+            summary.rows_kept,
+            summary.rows_in,
+            summary.dropped_out_of_bounds,
+            summary.dropped_by_rule,
+            summary.dropped_too_close
+        );
+        report.filter = Some(summary);
+    }
     let files = report_files(&report, &loaded)?;
     write_files(&session, &out, &files).await?;
     let pct = |v: Option<f64>| {

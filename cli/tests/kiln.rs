@@ -163,6 +163,28 @@ fn configuration_errors_exit_2_with_location_and_fix() -> TestResult {
             extract_config(dir.display(), "does/not/exist/", ""),
             vec!["input path not found", "does/not/exist"],
         ),
+        (
+            "fusion_strategy",
+            format!(
+                "name: t\nstorage: {{root: {root}}}\nprocessing_tasks:\n  - name: f\n    classname: Fusion\n    initialization_parameters:\n      inputs: [{{name: a, path: a/}}, {{name: b, path: b/}}]\n      strategy: join\n    transformation_parameters: {{path_output: out/}}\n"
+            ),
+            vec![
+                "fusion_strategy.yaml",
+                "strategy Join needs on",
+                "fix: set on",
+            ],
+        ),
+        (
+            "reproduction_parameter",
+            format!(
+                "name: t\nstorage: {{root: {root}}}\nprocessing_tasks:\n  - name: r\n    classname: ReproductionTraining\n    initialization_parameters:\n      path_input: raw/\n      sample_row: 10\n    transformation_parameters: {{path_model_repository: m/}}\n"
+            ),
+            vec![
+                "reproduction_parameter.yaml:8:7",
+                "unknown field `sample_row`",
+                "did you mean `sample_rows`?",
+            ],
+        ),
     ];
     for (name, text, needles) in cases {
         let o = submit(&dir, &format!("{name}.yaml"), &text, "local[1]")?;

@@ -105,7 +105,11 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", detail)
     }
     pub fn too_large(detail: impl Into<String>) -> Self {
+        // The rest of the body is never read, so the connection cannot carry
+        // another request: tell the client not to reuse it (a pooled client
+        // would otherwise send its next request into a closing socket).
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail)
+            .header(header::CONNECTION, "close")
     }
     pub fn unsupported_media(detail: impl Into<String>) -> Self {
         Self::new(

@@ -1607,3 +1607,144 @@ processing_tasks:
     );
     server.stop().await;
 }
+
+/// The result detail a job reported.
+async fn job_result(client: &reqwest::Client, server: &TestServer, id: &str) -> Value {
+    let events: Value = client
+        .get(server.url(&format!("/api/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .expect("events")
+        .json()
+        .await
+        .expect("JSON");
+    events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "result")
+        .map(|e| e["data"]["detail"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// The synthesis job types on the service: a generated dataset is
+/// reproduced with both models, sampled under a condition, fused with its
+/// source and evaluated; other users' private datasets and bad parameters
+/// are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synthesis_jobs_reproduce_fuse_and_evaluate_datasets() {
+    let server = TestServer::start(None, |_| {}).await;
+    let client = http();
+    let submit = |body: Value| {
+        let client = client.clone();
+        let url = server.url("/api/v1/jobs");
+        async move { client.post(url).json(&body).send().await.expect("submit") }
+    };
+    let run = |body: Value| {
+        let client = client.clone();
+        let server = &server;
+        async move {
+            let r = client
+                .post(server.url("/api/v1/jobs"))
+                .json(&body)
+                .send()
+                .await
+                .expect("submit");
+            assert_eq!(r.status(), StatusCode::ACCEPTED, "{body}");
+            let id = r.json::<Value>().await.expect("JSON")["id"]
+                .as_str()
+                .expect("id")
+                .to_string();
+            let job = wait_for_job(&client, server, &id, None).await;
+            (id, job)
+        }
+    };
+    let (_, job) = run(json!({"type": "generate", "params": {"rules": RULES, "rows": 4000, "seed": 3, "name": "real"}})).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let real = job["outputs"][0]["dataset_id"]
+        .as_str()
+        .expect("output")
+        .to_string();
+
+    for model in ["gaussian_copula", "chow_liu"] {
+        let (train, job) = run(json!({"type": "reproduce-train", "params": {"dataset": real, "model": model, "seed": 1, "types": {"sample_id": "id"}}})).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        let detail = job_result(&client, &server, &train).await;
+        assert_eq!(detail["kind"], model, "{detail}");
+        assert_eq!(detail["rows"], 4000, "{detail}");
+
+        let (_, job) = run(json!({"type": "reproduce-generate", "params": {"model_job": train, "rows": 3000, "seed": 2, "where": "speed > 10"}})).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        let sampled = job["outputs"][0]["dataset_id"]
+            .as_str()
+            .expect("output")
+            .to_string();
+        let dataset: Value = client
+            .get(server.url(&format!("/api/v1/datasets/{sampled}/sample?n=3000")))
+            .send()
+            .await
+            .expect("sample")
+            .json()
+            .await
+            .expect("JSON");
+        let rows = dataset["rows"].as_array().expect("rows");
+        assert_eq!(rows.len(), 3000, "{model}");
+        assert!(
+            rows.iter()
+                .all(|r| r["speed"].as_f64().is_some_and(|s| s > 10.0)),
+            "{model}"
+        );
+
+        let (eval, job) = run(json!({"type": "evaluate", "params": {"real": real, "synthetic": sampled, "types": {"sample_id": "id"}}})).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        let detail = job_result(&client, &server, &eval).await;
+        let overall = detail["quality"]["overall"].as_f64().expect("score");
+        assert!((0.0..=1.0).contains(&overall), "{detail}");
+        let report = detail["report"].as_str().expect("report uri");
+        assert!(report.ends_with("/report.json"), "{report}");
+
+        let (_, job) = run(json!({"type": "fuse", "params": {"inputs": [{"dataset": real, "name": "real"}, {"dataset": sampled, "name": "synthetic"}], "strategy": "union"}})).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        let fused = job["outputs"][0]["dataset_id"].as_str().expect("output");
+        let d: Value = client
+            .get(server.url(&format!("/api/v1/datasets/{fused}")))
+            .send()
+            .await
+            .expect("dataset")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(d["rows"], 7000, "{d}");
+        assert!(d["schema"].to_string().contains("source_dataset"), "{d}");
+    }
+
+    // Bad parameters are refused at submission, naming the field.
+    let r = submit(
+        json!({"type": "fuse", "params": {"inputs": [{"dataset": real}], "strategy": "join"}}),
+    )
+    .await;
+    let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("params.strategy")).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("needs on"),
+        "{body}"
+    );
+    let r = submit(json!({"type": "reproduce-generate", "params": {"model_job": "x", "rows": 0}}))
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, Some("params.rows")).await;
+    // An unknown (or someone else's) dataset fails the job with a clear error.
+    let (_, job) =
+        run(json!({"type": "evaluate", "params": {"real": real, "synthetic": "no-such-dataset"}}))
+            .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("params.synthetic: dataset 'no-such-dataset' not found"),
+        "{job}"
+    );
+    server.stop().await;
+}

@@ -4,6 +4,7 @@
 //! real record, [`privacy`]), with SVG plots a researcher can look at
 //! ([`plots`]).
 
+pub mod filter;
 pub mod plots;
 pub mod privacy;
 pub mod quality;
@@ -13,6 +14,7 @@ pub mod validity;
 mod tests;
 
 pub use crate::frame::{Metadata, Precision, SdType};
+pub use filter::{FilterParams, FilterSummary, write_filtered};
 pub use privacy::Privacy;
 pub use quality::Quality;
 pub use validity::Validity;
@@ -68,6 +70,10 @@ pub struct Report {
     pub quality: Quality,
     pub validity: Validity,
     pub privacy: Privacy,
+    /// With a filter: how many synthetic rows were kept and why the others
+    /// were dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterSummary>,
 }
 
 /// A frame with its column names and types, as the metrics read it.
@@ -179,6 +185,7 @@ pub fn evaluate_loaded(loaded: &Loaded, params: &EvaluationParams) -> Report {
         quality: quality::quality(real, synthetic),
         validity: validity::validity(real, synthetic),
         privacy: privacy::privacy(real, synthetic, holdout, params),
+        filter: None,
     }
 }
 

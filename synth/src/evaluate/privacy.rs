@@ -313,3 +313,23 @@ pub fn privacy(
         dcr,
     }
 }
+
+/// The DCR of every row of `rows` to a seeded sample of `real_rows` rows
+/// of `real` (the filter's distance; the same definition as the report's).
+pub(crate) fn distances_to(
+    real: FrameRef<'_>,
+    rows: FrameRef<'_>,
+    real_rows: usize,
+    seed: u64,
+) -> Vec<f64> {
+    let keep: Vec<usize> = (0..real.names.len())
+        .filter(|&c| real.types[c] != SdType::Id)
+        .collect();
+    let reference = take(
+        real,
+        &sample_rows(real.rows, real_rows.max(1), crate::mix(seed, 2, 0)),
+        &keep,
+    );
+    let all: Vec<usize> = (0..rows.rows).collect();
+    dcr(&take(rows, &all, &keep), &reference)
+}

@@ -1,5 +1,5 @@
 use super::*;
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{Field, Schema};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use std::sync::Arc;
@@ -295,4 +295,95 @@ async fn a_column_with_100000_distinct_values_is_scored() {
             .map(|p| p.metric),
         Some("ContingencySimilarity")
     ));
+}
+
+/// The filter keeps only rows within the real boundaries that meet the
+/// rule and are far enough from real rows, and counts the others by reason.
+#[tokio::test]
+async fn the_filter_writes_only_passing_rows_and_says_why_others_were_dropped() {
+    let session = kiln_engine::KilnSession::connect(
+        &kiln_engine::Master::Local { partitions: 1 },
+        &kiln_engine::session::KilnExtensions::default(),
+    )
+    .await
+    .expect("session");
+    let ctx = SessionContext::new();
+    let params = EvaluationParams {
+        types: [("sample_id".to_string(), SdType::Id)].into(),
+        privacy_rows: 500,
+        ..EvaluationParams::default()
+    };
+    let (_, loaded) = evaluate(
+        parquet(&ctx, "generated_real.parquet").await,
+        parquet(&ctx, "generated_perturbed.parquet").await,
+        None,
+        &params,
+    )
+    .await
+    .expect("evaluation");
+    let dir = std::env::temp_dir().join(format!("kiln-filter-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let target = url::Url::from_directory_path(dir.join("kept")).expect("url");
+    let filter = FilterParams {
+        rule: Some("rsrp IS NULL OR rsrp < -80".into()),
+        min_distance: Some(0.02),
+        real_rows: 500,
+        seed: 0,
+    };
+    let summary = write_filtered(
+        &session,
+        parquet(&ctx, "generated_perturbed.parquet").await,
+        &loaded,
+        &filter,
+        &target,
+        kiln_engine::io::FileFormat::Parquet,
+    )
+    .await
+    .expect("filter");
+    assert_eq!(summary.rows_in, 6000);
+    assert_eq!(
+        summary.rows_kept
+            + summary.dropped_out_of_bounds
+            + summary.dropped_by_rule
+            + summary.dropped_too_close,
+        6000,
+        "{summary:?}"
+    );
+    // The new category and the value far out of range are among the drops.
+    assert!(summary.dropped_out_of_bounds >= 2, "{summary:?}");
+    assert!(
+        summary.dropped_by_rule > 0 && summary.rows_kept > 0,
+        "{summary:?}"
+    );
+    let kept = ctx
+        .read_parquet(
+            dir.join("kept").display().to_string(),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .expect("output");
+    ctx.register_table("kept", kept.into_view())
+        .expect("register");
+    let bad = ctx
+        .sql("SELECT count(*) FROM kept WHERE network_type = 'SATELLITE' OR rsrp >= -80")
+        .await
+        .expect("query")
+        .collect()
+        .await
+        .expect("rows");
+    let total = ctx
+        .sql("SELECT count(*) FROM kept")
+        .await
+        .expect("query")
+        .collect()
+        .await
+        .expect("rows");
+    let n = |b: &[RecordBatch]| {
+        b[0].column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0)
+    };
+    assert_eq!(n(&bad), 0);
+    assert_eq!(n(&total) as u64, summary.rows_kept);
+    let _ = std::fs::remove_dir_all(&dir);
 }
