@@ -212,6 +212,9 @@ pub struct EvaluateParams {
     pub ignore: Vec<String>,
     #[serde(default)]
     pub seed: u64,
+    /// A binary label column for usefulness.
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 /// A job's parameters, checked.

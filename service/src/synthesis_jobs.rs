@@ -236,6 +236,7 @@ pub async fn evaluate(
         types: p.types,
         ignore: p.ignore,
         seed: p.seed,
+        target: p.target,
         ..EvaluationParams::default()
     };
     progress.set("evaluating", None);
@@ -270,6 +271,7 @@ pub async fn evaluate(
                 "exact_copies": report.privacy.exact_copies,
                 "dcr": report.privacy.dcr.score,
             },
+            "usefulness": report.usefulness,
         }),
     ))
 }

@@ -257,6 +257,10 @@ pub struct EvaluationInit {
     privacy_rows: usize,
     #[serde(default)]
     seed: u64,
+    /// A binary label column for usefulness (train on synthetic, test on
+    /// real, with kiln's GBT).
+    #[serde(default)]
+    target: Option<String>,
 }
 
 fn default_privacy_rows() -> usize {
@@ -313,6 +317,7 @@ impl Task for SyntheticEvaluation {
                 ignore: self.init.ignore.clone(),
                 privacy_rows: self.init.privacy_rows,
                 seed: self.init.seed,
+                target: self.init.target.clone(),
             };
             ctx.progress.stage("evaluating");
             let (report, loaded) =

@@ -8,6 +8,7 @@ pub mod filter;
 pub mod plots;
 pub mod privacy;
 pub mod quality;
+pub mod usefulness;
 pub mod validity;
 
 #[cfg(test)]
@@ -17,6 +18,7 @@ pub use crate::frame::{Metadata, Precision, SdType};
 pub use filter::{FilterParams, FilterSummary, write_filtered};
 pub use privacy::Privacy;
 pub use quality::Quality;
+pub use usefulness::Usefulness;
 pub use validity::Validity;
 
 use crate::frame::{self, Dictionary, Frame, Values};
@@ -37,6 +39,9 @@ pub struct EvaluationParams {
     pub privacy_rows: usize,
     /// Seed of those samples and of the random baseline.
     pub seed: u64,
+    /// A binary label column: usefulness trains kiln's GBT on the synthetic
+    /// rows and tests it on real ones.
+    pub target: Option<String>,
 }
 
 impl Default for EvaluationParams {
@@ -46,6 +51,7 @@ impl Default for EvaluationParams {
             ignore: Vec::new(),
             privacy_rows: 5_000,
             seed: 0,
+            target: None,
         }
     }
 }
@@ -70,10 +76,19 @@ pub struct Report {
     pub quality: Quality,
     pub validity: Validity,
     pub privacy: Privacy,
+    pub usefulness: UsefulnessSection,
     /// With a filter: how many synthetic rows were kept and why the others
     /// were dropped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<FilterSummary>,
+}
+
+/// Usefulness, or why it was not measured.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum UsefulnessSection {
+    Measured(Usefulness),
+    NotMeasured { reason: String },
 }
 
 /// A frame with its column names and types, as the metrics read it.
@@ -119,6 +134,13 @@ pub async fn load(
     params: &EvaluationParams,
 ) -> Result<Loaded> {
     let real_schema = real.schema().as_arrow().clone();
+    if let Some(t) = &params.target
+        && params.ignore.contains(t)
+    {
+        return Err(KilnError::config(format!(
+            "the target '{t}' is also ignored; drop it from --ignore"
+        )));
+    }
     for name in &params.ignore {
         if real_schema.field_with_name(name).is_err() {
             return Err(KilnError::config(format!(
@@ -170,11 +192,19 @@ pub async fn load(
 }
 
 /// Evaluates loaded tables (CPU work; call it off the async runtime).
-pub fn evaluate_loaded(loaded: &Loaded, params: &EvaluationParams) -> Report {
+pub fn evaluate_loaded(loaded: &Loaded, params: &EvaluationParams) -> Result<Report> {
     let real = loaded.view(&loaded.real);
     let synthetic = loaded.view(&loaded.synthetic);
     let holdout = loaded.holdout.as_ref().map(|h| loaded.view(h));
-    Report {
+    let usefulness = match &params.target {
+        Some(target) => {
+            UsefulnessSection::Measured(usefulness::usefulness(loaded, target, params.seed)?)
+        }
+        None => UsefulnessSection::NotMeasured {
+            reason: "no target column was given (--target, target:)".into(),
+        },
+    };
+    Ok(Report {
         kiln_version: env!("CARGO_PKG_VERSION").into(),
         rows: Rows {
             real: real.rows,
@@ -185,8 +215,9 @@ pub fn evaluate_loaded(loaded: &Loaded, params: &EvaluationParams) -> Report {
         quality: quality::quality(real, synthetic),
         validity: validity::validity(real, synthetic),
         privacy: privacy::privacy(real, synthetic, holdout, params),
+        usefulness,
         filter: None,
-    }
+    })
 }
 
 /// Reads and evaluates the tables.
@@ -198,12 +229,13 @@ pub async fn evaluate(
 ) -> Result<(Report, Loaded)> {
     let loaded = load(real, synthetic, holdout, params).await?;
     let params = params.clone();
-    tokio::task::spawn_blocking(move || {
+    let (report, loaded) = tokio::task::spawn_blocking(move || {
         let report = evaluate_loaded(&loaded, &params);
         (report, loaded)
     })
     .await
-    .map_err(|e| KilnError::internal("evaluating synthetic data", e))
+    .map_err(|e| KilnError::internal("evaluating synthetic data", e))?;
+    Ok((report?, loaded))
 }
 
 /// The report's files: `report.json`, a histogram per column and the

@@ -387,3 +387,54 @@ async fn the_filter_writes_only_passing_rows_and_says_why_others_were_dropped() 
     assert_eq!(n(&total) as u64, summary.rows_kept);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Usefulness: kiln's GBT trained on synthetic rows, tested on real ones,
+/// against the same model trained on real rows; a non-binary target is a
+/// clear error.
+#[tokio::test]
+async fn usefulness_trains_on_synthetic_and_tests_on_real() {
+    let ctx = SessionContext::new();
+    let params = EvaluationParams {
+        types: [("sample_id".to_string(), SdType::Id)].into(),
+        privacy_rows: 300,
+        target: Some("label_indoor".into()),
+        ..EvaluationParams::default()
+    };
+    let (report, _) = evaluate(
+        parquet(&ctx, "generated_real.parquet").await,
+        parquet(&ctx, "generated_perturbed.parquet").await,
+        None,
+        &params,
+    )
+    .await
+    .expect("evaluation");
+    let UsefulnessSection::Measured(u) = &report.usefulness else {
+        panic!("usefulness was measured: {:?}", report.usefulness);
+    };
+    let real = u.train_on_real.expect("auc");
+    let synthetic = u.train_on_synthetic.expect("auc");
+    assert!(real > 0.8 && real <= 1.0, "{u:?}");
+    assert!(synthetic > 0.5 && synthetic <= 1.0, "{u:?}");
+    assert!((u.ratio.expect("ratio") - synthetic / real).abs() < 1e-12);
+    assert_eq!(u.real_train_rows + u.real_test_rows, 6000);
+    assert_eq!(u.positive, "1");
+
+    let err = evaluate(
+        parquet(&ctx, "generated_real.parquet").await,
+        parquet(&ctx, "generated_perturbed.parquet").await,
+        None,
+        &EvaluationParams {
+            target: Some("activity".into()),
+            ..params.clone()
+        },
+    )
+    .await
+    .expect_err("not binary")
+    .to_string();
+    assert!(err.contains("'activity' has 8 distinct values"), "{err}");
+    let json = serde_json::to_value(&report).expect("json");
+    assert!(
+        json["usefulness"]["train_on_synthetic"].is_number(),
+        "{json}"
+    );
+}
