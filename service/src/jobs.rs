@@ -267,6 +267,27 @@ fn check_text(field: &str, text: &str, limits: &JobLimits) -> ApiResult<()> {
     Ok(())
 }
 
+/// Rows a job is asked to produce: 1 to the limit.
+fn check_rows(rows: u64, limits: &JobLimits) -> ApiResult<()> {
+    if rows == 0 || rows > limits.max_generated_rows {
+        return Err(ApiError::invalid(
+            "params.rows",
+            format!(
+                "params.rows is {rows}; it must be between 1 and {}",
+                limits.max_generated_rows
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_output_name(name: Option<&str>) -> ApiResult<()> {
+    match name {
+        Some(name) => crate::datasets::check_name(name).map_err(|e| e.field("params.name")),
+        None => Ok(()),
+    }
+}
+
 impl JobSpec {
     /// Parses and checks a submission's parameters: everything that can be
     /// known before the job runs (rules and configs are parsed and
@@ -280,18 +301,8 @@ impl JobSpec {
             JobType::Generate => {
                 let p: GenerateParams = typed(params)?;
                 check_text("params.rules", &p.rules, limits)?;
-                if p.rows == 0 || p.rows > limits.max_generated_rows {
-                    return Err(ApiError::invalid(
-                        "params.rows",
-                        format!(
-                            "params.rows is {}; it must be between 1 and {}",
-                            p.rows, limits.max_generated_rows
-                        ),
-                    ));
-                }
-                if let Some(name) = &p.name {
-                    crate::datasets::check_name(name).map_err(|e| e.field("params.name"))?;
-                }
+                check_rows(p.rows, limits)?;
+                check_output_name(p.name.as_deref())?;
                 kiln_synth::Rules::from_yaml(&p.rules, "params.rules")
                     .map_err(|e| ApiError::from_kiln("params.rules", e))?;
                 Ok(JobSpec::Generate(p))
@@ -308,21 +319,11 @@ impl JobSpec {
             JobType::ReproduceTrain => Ok(JobSpec::ReproduceTrain(typed(params)?)),
             JobType::ReproduceGenerate => {
                 let p: ReproduceGenerateParams = typed(params)?;
-                if p.rows == 0 || p.rows > limits.max_generated_rows {
-                    return Err(ApiError::invalid(
-                        "params.rows",
-                        format!(
-                            "params.rows is {}; it must be between 1 and {}",
-                            p.rows, limits.max_generated_rows
-                        ),
-                    ));
-                }
+                check_rows(p.rows, limits)?;
                 if let Some(c) = &p.condition {
                     check_text("params.where", c, limits)?;
                 }
-                if let Some(name) = &p.name {
-                    crate::datasets::check_name(name).map_err(|e| e.field("params.name"))?;
-                }
+                check_output_name(p.name.as_deref())?;
                 Ok(JobSpec::ReproduceGenerate(p))
             }
             JobType::Fuse => {

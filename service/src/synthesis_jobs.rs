@@ -62,6 +62,32 @@ fn output_dir(ctx: &JobContext, job: &JobRecord) -> Result<Url, KilnError> {
         .map_err(|e| KilnError::internal("resolving the output", std::io::Error::other(e.detail)))
 }
 
+/// A job's result with its one output dataset.
+#[allow(clippy::too_many_arguments)]
+async fn one_output(
+    job: &JobRecord,
+    ctx: &JobContext,
+    name: String,
+    format: FileFormat,
+    target: &Url,
+    rows: u64,
+    schema: &arrow::datatypes::Schema,
+    detail: serde_json::Value,
+) -> JobResult {
+    let record = output_record(
+        job,
+        ctx,
+        output_id(&job.id, 0),
+        name,
+        format,
+        target,
+        rows,
+        schema,
+    )
+    .await?;
+    Ok((vec![record], detail))
+}
+
 pub async fn reproduce_train(
     job: &JobRecord,
     ctx: &JobContext,
@@ -152,21 +178,18 @@ pub async fn reproduce_generate(
     )
     .await?;
     let name = p.name.unwrap_or_else(|| format!("reproduced-{}", job.id));
-    let record = output_record(
+    let detail = serde_json::json!({"rows": summary.rows, "model_job": p.model_job, "model_version": version});
+    one_output(
         job,
         ctx,
-        output_id(&job.id, 0),
         name,
         format,
         &target,
         summary.rows,
         &schema,
+        detail,
     )
-    .await?;
-    Ok((
-        vec![record],
-        serde_json::json!({"rows": summary.rows, "model_job": p.model_job, "model_version": version}),
-    ))
+    .await
 }
 
 pub async fn fuse(
@@ -202,22 +225,19 @@ pub async fn fuse(
         &ParquetWriteOptions::default(),
     )
     .await?;
+    let detail = serde_json::json!({"rows": summary.rows, "inputs": p.inputs.len()});
     let name = format!("fused-{}", job.id);
-    let record = output_record(
+    one_output(
         job,
         ctx,
-        output_id(&job.id, 0),
         name,
         format,
         &target,
         summary.rows,
         &schema,
+        detail,
     )
-    .await?;
-    Ok((
-        vec![record],
-        serde_json::json!({"rows": summary.rows, "inputs": p.inputs.len()}),
-    ))
+    .await
 }
 
 pub async fn evaluate(

@@ -651,25 +651,13 @@ mod tests {
         Array, ArrayRef, AsArray, BooleanArray, Float32Array, Int32Array, Int64Array, RecordBatch,
         StringArray, TimestampMillisecondArray,
     };
-    use arrow::datatypes::{Float64Type, Int64Type, Schema};
-    use datafusion::prelude::SessionContext;
+    use arrow::datatypes::{Float64Type, Int64Type};
     use std::sync::Arc;
 
     fn input(name: &str, columns: Vec<(&str, ArrayRef)>) -> Input {
-        let schema = Schema::new(
-            columns
-                .iter()
-                .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-                .collect::<Vec<_>>(),
-        );
-        let batch = RecordBatch::try_new(
-            Arc::new(schema),
-            columns.into_iter().map(|(_, a)| a).collect(),
-        )
-        .expect("batch");
         Input {
             name: name.into(),
-            df: SessionContext::new().read_batch(batch).expect("frame"),
+            df: crate::test_support::frame_of(columns),
         }
     }
 

@@ -931,4 +931,6 @@ fn compile_derived(
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

@@ -1,14 +1,11 @@
 use super::sample::{Sampler, produce};
 use super::*;
+use crate::test_support::{frame_of as frame, testdata};
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Float64Type, Schema};
+use arrow::datatypes::{DataType, Float64Type};
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use std::sync::Arc;
-
-fn testdata(name: &str) -> String {
-    format!("{}/../testdata/synth/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 async fn real() -> DataFrame {
     SessionContext::new()
@@ -266,21 +263,6 @@ async fn conditional_samples_satisfy_their_conditions() {
         .expect_err("unknown column")
         .to_string();
     assert!(err.contains("nope"), "{err}");
-}
-
-fn frame(columns: Vec<(&str, ArrayRef)>) -> DataFrame {
-    let schema = Schema::new(
-        columns
-            .iter()
-            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    );
-    let batch = RecordBatch::try_new(
-        Arc::new(schema),
-        columns.into_iter().map(|(_, a)| a).collect(),
-    )
-    .expect("batch");
-    SessionContext::new().read_batch(batch).expect("frame")
 }
 
 #[tokio::test]

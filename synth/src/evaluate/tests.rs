@@ -1,32 +1,13 @@
 use super::*;
+use crate::test_support::{frame_of as table, testdata};
 use arrow::array::{ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{Field, Schema};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use std::sync::Arc;
-
-fn testdata(name: &str) -> String {
-    format!("{}/../testdata/synth/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 async fn parquet(ctx: &SessionContext, name: &str) -> DataFrame {
     ctx.read_parquet(testdata(name), ParquetReadOptions::default())
         .await
         .expect("test table")
-}
-
-fn table(columns: Vec<(&str, ArrayRef)>) -> DataFrame {
-    let schema = Schema::new(
-        columns
-            .iter()
-            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    );
-    let batch = RecordBatch::try_new(
-        Arc::new(schema),
-        columns.into_iter().map(|(_, a)| a).collect(),
-    )
-    .expect("batch");
-    SessionContext::new().read_batch(batch).expect("frame")
 }
 
 fn close(ours: Option<f64>, theirs: &serde_json::Value, what: &str) {
