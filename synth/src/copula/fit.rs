@@ -192,9 +192,15 @@ pub(crate) async fn marginals(
                 ),
             ));
         }
+        // Text is recorded as Utf8 whatever the reader chose (local scans
+        // give Utf8View, Ballista Utf8): the same data gives the same model.
+        let recorded = match &data_type {
+            DataType::Utf8View | DataType::LargeUtf8 | DataType::Dictionary(..) => DataType::Utf8,
+            t => t.clone(),
+        };
         columns.push(CopulaColumn {
             name: name.clone(),
-            data_type: data_type.to_string(),
+            data_type: recorded.to_string(),
             sdtype: *sdtype,
             integer: is_integer(&data_type),
             marginal: Marginal::Null,
