@@ -1223,6 +1223,8 @@ fn s3_lake_matches_local_files() -> TestResult {
 struct Executor {
     child: Child,
     work: PathBuf,
+    /// Stopped on purpose by the test (not to be restarted).
+    retired: bool,
 }
 
 /// A scheduler and executors (1 vcore each) whose processes a test kills,
@@ -1291,6 +1293,7 @@ impl FaultCluster {
         self.started += 1;
         let work = self.dir.join(format!("executor{}", self.started));
         std::fs::create_dir_all(&work)?;
+        let log = std::fs::File::create(self.dir.join(format!("executor{}.log", self.started)))?;
         let child = kiln()
             .args(["executor", "--scheduler-port", &self.port.to_string()])
             .args(["--bind-port", &free_port()?.to_string()])
@@ -1300,23 +1303,56 @@ impl FaultCluster {
             .envs(self.executor_env.iter().map(|(k, v)| (k, v)))
             .env("KILN_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()?;
-        self.executors.push(Executor { child, work });
+        self.executors.push(Executor {
+            child,
+            work,
+            retired: false,
+        });
+        Ok(())
+    }
+
+    /// Starts again, on new ports, every executor that exited without the
+    /// test stopping it: the ports `free_port` found can be taken by another
+    /// process (another scenario's executor) before the executor binds them.
+    fn restart_dead_executors(&mut self) -> TestResult {
+        let mut dead = 0;
+        for e in &mut self.executors {
+            if !e.retired && e.child.try_wait()?.is_some() {
+                e.retired = true;
+                dead += 1;
+            }
+        }
+        for _ in 0..dead {
+            self.add_executor()?;
+        }
         Ok(())
     }
 
     /// Waits until the scheduler's /readyz counts `n` executors.
-    fn wait_ready(&self, n: usize) -> TestResult {
+    fn wait_ready(&mut self, n: usize) -> TestResult {
         let started = Instant::now();
         loop {
             let body = http_get(self.port, "/readyz").unwrap_or_default();
             if body.contains(&format!("{n} executors registered")) {
                 return Ok(());
             }
-            if started.elapsed() > Duration::from_secs(60) {
-                return Err(format!("cluster not ready: {body}").into());
+            if started.elapsed() > Duration::from_secs(90) {
+                let logs: Vec<String> = (1..=self.started)
+                    .map(|i| {
+                        let log =
+                            std::fs::read_to_string(self.dir.join(format!("executor{i}.log")))
+                                .unwrap_or_default();
+                        format!(
+                            "executor{i}: {}",
+                            log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                        )
+                    })
+                    .collect();
+                return Err(format!("cluster not ready: {body}\n{}", logs.join("\n")).into());
             }
+            self.restart_dead_executors()?;
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -1441,15 +1477,24 @@ fn fault_scenario(
         std::thread::sleep(Duration::from_millis(20));
     }
     match fault {
-        Fault::KillExecutor => cluster.executors[0].child.kill()?,
+        Fault::KillExecutor => {
+            cluster.executors[0].retired = true;
+            cluster.executors[0].child.kill()?
+        }
         Fault::StopExecutor => signal(&cluster.executors[0].child, "STOP"),
         Fault::KillAllExecutors => {
             for e in &mut cluster.executors {
+                e.retired = true;
                 e.child.kill()?;
             }
             std::thread::sleep(Duration::from_secs(2));
             cluster.add_executor()?;
             cluster.add_executor()?;
+            // A replacement that could not bind its ports is replaced too.
+            for _ in 0..15 {
+                std::thread::sleep(Duration::from_millis(200));
+                cluster.restart_dead_executors()?;
+            }
         }
         Fault::KillScheduler => {
             cluster.scheduler.kill()?;
