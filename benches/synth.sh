@@ -43,7 +43,7 @@ for table in 100k full; do
   read -r ksamp ksamp_mb < <(timed "$BASE/$table.kiln.sample" "$KILN" reproduce sample "$BASE/$table.kiln.model/" --rows 1000000 --seed 2 --out "$BASE/$table.kiln.out/")
   kq=$("$PY" benches/synth_sdv.py score "$real" "$BASE/$table.kiln.out/" "$SCORE_ROWS" 0)
   printf '%-6s %-16s %9s %9s %10s %10s %8s\n' "$table" kiln_copula "$kfit" "$kfit_mb" "$ksamp" "$ksamp_mb" "$kq"
-  read -r tfit tfit_mb < <(timed "$BASE/$table.tree.fit" "$KILN" reproduce fit "$real" --model chow-liu --type sample_id=id --seed 1 --out "$BASE/$table.tree.model/")
+  read -r tfit tfit_mb < <(timed "$BASE/$table.tree.fit" "$KILN" reproduce fit "$real" --model chow_liu --type sample_id=id --seed 1 --out "$BASE/$table.tree.model/")
   read -r tsamp tsamp_mb < <(timed "$BASE/$table.tree.sample" "$KILN" reproduce sample "$BASE/$table.tree.model/" --rows 1000000 --seed 2 --out "$BASE/$table.tree.out/")
   tq=$("$PY" benches/synth_sdv.py score "$real" "$BASE/$table.tree.out/" "$SCORE_ROWS" 0)
   printf '%-6s %-16s %9s %9s %10s %10s %8s\n' "$table" kiln_chow_liu "$tfit" "$tfit_mb" "$tsamp" "$tsamp_mb" "$tq"

@@ -176,7 +176,7 @@ pub enum ReproduceCommand {
     /// Fit a generative model to a table and publish it as a new version in
     /// a model repository.
     #[command(
-        after_help = "Examples:\n  kiln reproduce fit lake/raw/training/ --model gaussian-copula --seed 1 --out lake/models/training_copula/\n  kiln reproduce fit lake/raw/training/ --model chow-liu --type sample_id=id --out lake/models/training_tree/"
+        after_help = "Examples:\n  kiln reproduce fit lake/raw/training/ --model gaussian_copula --seed 1 --out lake/models/training_copula/\n  kiln reproduce fit lake/raw/training/ --model chow_liu --type sample_id=id --out lake/models/training_tree/"
     )]
     Fit(Box<FitArgs>),
     /// Sample rows from a fitted model, optionally under a SQL condition.
@@ -199,9 +199,11 @@ pub enum ReproduceCommand {
 pub enum ModelArg {
     /// Gaussian copula: empirical marginals joined by the correlation of
     /// normal scores.
+    #[value(name = "gaussian_copula", alias = "gaussian-copula")]
     GaussianCopula,
     /// Chow-Liu tree: a Bayesian network over binned columns along the
     /// pairs with the most mutual information.
+    #[value(name = "chow_liu", alias = "chow-liu")]
     ChowLiu,
 }
 
@@ -209,7 +211,7 @@ pub enum ModelArg {
 pub struct FitArgs {
     /// The table to imitate: a file, directory or glob; a local path or a URI.
     data: String,
-    #[arg(long, value_enum, default_value = "gaussian-copula")]
+    #[arg(long, value_enum, default_value = "gaussian_copula")]
     model: ModelArg,
     /// The model repository (a new version is published under it).
     #[arg(long)]

@@ -52,10 +52,7 @@ pub async fn write_generated(
             .await
             .map_err(|e| KilnError::internal("generating rows", e))
         }));
-        streams.push(
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
-                .boxed(),
-        );
+        streams.push(kiln_engine::io::receiver_stream(rx));
     }
     let summary = write_streams(session, schema, streams, target, format, &options).await;
     for p in producers {

@@ -15,7 +15,9 @@ pub use checksum::row_checksum;
 pub use join::{JoinHow, JoinSpec, join_on};
 pub use options::{ColumnEncoding, ColumnLayout, Compression, ParquetWriteOptions};
 pub use read::{ensure_exists, read_table};
-pub use write::{BatchStream, write_files, write_parquet, write_streams, write_table};
+pub use write::{
+    BatchStream, receiver_stream, write_files, write_parquet, write_streams, write_table,
+};
 
 use serde::{Deserialize, Serialize};
 

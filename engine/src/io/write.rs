@@ -62,6 +62,11 @@ pub async fn write_table(
 pub type BatchStream =
     futures::stream::BoxStream<'static, Result<arrow::record_batch::RecordBatch>>;
 
+/// The batches a producer sends on `rx`, as a stream for [`write_streams`].
+pub fn receiver_stream(rx: tokio::sync::mpsc::Receiver<Result<RecordBatch>>) -> BatchStream {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) }).boxed()
+}
+
 /// Writes streams of batches (one file per non-empty stream and hive
 /// directory) with the same atomic commit as [`write_parquet`].
 pub async fn write_streams(

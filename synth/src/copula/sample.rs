@@ -31,7 +31,6 @@ use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, expr::InList};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
 use kiln_engine::io::{FileFormat, ParquetWriteOptions, WriteSummary, write_streams};
 use kiln_engine::{KilnError, KilnSession, Result};
 use rand::SeedableRng;
@@ -805,9 +804,7 @@ pub async fn write_sample(
             let _unsent = tx.blocking_send(Err(e));
         }
     });
-    let stream =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
-            .boxed();
+    let stream = kiln_engine::io::receiver_stream(rx);
     let summary = write_streams(
         session,
         schema,

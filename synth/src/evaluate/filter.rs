@@ -219,9 +219,7 @@ pub async fn write_filtered(
         }
         Ok((at, kept_rows, by_rule))
     });
-    let stream: kiln_engine::io::BatchStream =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
-            .boxed();
+    let stream = kiln_engine::io::receiver_stream(rx);
     let written = write_streams(
         session,
         schema,
