@@ -411,12 +411,18 @@ impl From<FormatArg> for FileFormat {
     }
 }
 
+/// Logs to stderr. A failed write (a full disk under a log file) loses the
+/// line: tracing-subscriber's default reports it with `eprintln!`, which
+/// panics on the same full disk and, in the scheduler, kills the event
+/// loop that every job depends on.
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -16,6 +16,67 @@ fn kiln() -> Command {
     c
 }
 
+/// How long one `kiln` command of a test may run: a hang (a lost cluster,
+/// a full disk) fails the test with the command's output instead of
+/// holding CI until its own time limit.
+const COMMAND_LIMIT: Duration = Duration::from_secs(600);
+
+/// [`Command::output`] with a time limit: the command is killed after
+/// `COMMAND_LIMIT` and the error carries what it printed so far.
+trait OutputBounded {
+    fn output_bounded(&mut self) -> Result<Output, std::io::Error>;
+}
+
+impl OutputBounded for Command {
+    fn output_bounded(&mut self) -> Result<Output, std::io::Error> {
+        use std::io::Read;
+        let mut child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if started.elapsed() > COMMAND_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let (stdout, stderr) = (
+            out.join().unwrap_or_default(),
+            err.join().unwrap_or_default(),
+        );
+        match status {
+            Some(status) => Ok(Output {
+                status,
+                stdout,
+                stderr,
+            }),
+            None => Err(std::io::Error::other(format!(
+                "{self:?} did not finish within {} s; its stderr:\n{}",
+                COMMAND_LIMIT.as_secs(),
+                String::from_utf8_lossy(&stderr)
+            ))),
+        }
+    }
+}
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -64,7 +125,7 @@ fn submit(dir: &Path, name: &str, config: &str, master: &str) -> Result<Output, 
     kiln()
         .args(["submit", "--master", master])
         .arg(&path)
-        .output()
+        .output_bounded()
 }
 
 fn generate(dir: &Path, rows: usize, seed: u64, out: &str) -> TestResult {
@@ -79,7 +140,7 @@ fn generate(dir: &Path, rows: usize, seed: u64, out: &str) -> TestResult {
             "--out",
         ])
         .arg(dir.join(out))
-        .output()?;
+        .output_bounded()?;
     assert!(o.status.success(), "generate failed: {}", stderr(&o));
     Ok(())
 }
@@ -203,7 +264,10 @@ fn configuration_errors_exit_2_with_location_and_fix() -> TestResult {
             "name: t\nstorage: {{root: {root}}}\nprocessing_tasks:\n  - name: a\n    classname: Nope\n"
         ),
     )?;
-    let o = kiln().arg("validate").arg(dir.join("v.yaml")).output()?;
+    let o = kiln()
+        .arg("validate")
+        .arg(dir.join("v.yaml"))
+        .output_bounded()?;
     assert_eq!(o.status.code(), Some(2));
     // A bad --master is a usage error (exit 2), reported for a config that
     // is itself valid, so the error can only come from parsing the master.
@@ -211,12 +275,15 @@ fn configuration_errors_exit_2_with_location_and_fix() -> TestResult {
         dir.join("ok.yaml"),
         extract_config(dir.display(), "raw/", ""),
     )?;
-    let o = kiln().arg("validate").arg(dir.join("ok.yaml")).output()?;
+    let o = kiln()
+        .arg("validate")
+        .arg(dir.join("ok.yaml"))
+        .output_bounded()?;
     assert!(o.status.success(), "{}", stderr(&o));
     let o = kiln()
         .args(["submit", "--master", "yarn"])
         .arg(dir.join("ok.yaml"))
-        .output()?;
+        .output_bounded()?;
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("'yarn'") && err.contains("df://"), "{err}");
@@ -228,7 +295,10 @@ fn schema_mismatches_are_all_reported_and_runtime_errors_exit_1() -> TestResult 
     let dir = tempdir("schema");
     generate(&dir, 500, 1, "raw/")?;
     // Reference schema with a missing column, a wrong type and no room for extras.
-    let o = kiln().arg("infer-schema").arg(dir.join("raw/")).output()?;
+    let o = kiln()
+        .arg("infer-schema")
+        .arg(dir.join("raw/"))
+        .output_bounded()?;
     assert!(o.status.success(), "{}", stderr(&o));
     let mut schema: serde_json::Value = serde_json::from_slice(&o.stdout)?;
     let cols = schema["columns"].as_array_mut().ok_or("columns")?;
@@ -547,7 +617,7 @@ fn run_history(
     let o = kiln()
         .args(["runs", "show", run_id, "--format", "json"])
         .env("KILN_HOME", home)
-        .output()?;
+        .output_bounded()?;
     assert!(o.status.success(), "{}", stderr(&o));
     Ok(serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout)?)
 }
@@ -657,7 +727,7 @@ processing_tasks:
         .args(["submit", "--master", master])
         .arg(dir.join("r.yaml"))
         .env("KILN_HOME", &home)
-        .output()?;
+        .output_bounded()?;
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     let run_id = run_id_of(&err).ok_or("run id")?;
@@ -714,7 +784,7 @@ processing_tasks:
         .args(["submit", "--log-format", "json", "--master", master])
         .arg(dir.join("slow.yaml"))
         .env("KILN_HOME", &home)
-        .output()?;
+        .output_bounded()?;
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("timed out after 0.5s"), "{err}");
@@ -759,7 +829,7 @@ processing_tasks:
         .args(["submit", "--master", master])
         .arg(dir.join("bad.yaml"))
         .env("KILN_HOME", &home)
-        .output()?;
+        .output_bounded()?;
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
@@ -772,7 +842,7 @@ processing_tasks:
     let o = kiln()
         .args(["runs", "--format", "json"])
         .env("KILN_HOME", &home)
-        .output()?;
+        .output_bounded()?;
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout)?;
     assert_eq!(runs.len(), 3);
     Ok(())
@@ -833,7 +903,7 @@ fn resume_scenario(dir: &Path, master: &str) -> TestResult {
         .args(["submit", "--master", master])
         .arg(dir.join("full.yaml"))
         .env("KILN_HOME", &home)
-        .output()?;
+        .output_bounded()?;
     assert!(o.status.success(), "{}", stderr(&o));
 
     // Kill with SIGKILL in the middle of the long task.
@@ -867,7 +937,7 @@ fn resume_scenario(dir: &Path, master: &str) -> TestResult {
         .args(["submit", "--master", master, "--resume", &run_id])
         .arg(dir.join("killed.yaml"))
         .env("KILN_HOME", &home)
-        .output()?;
+        .output_bounded()?;
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains(&format!("run_id: {run_id}")), "{err}");
@@ -919,7 +989,7 @@ fn schedule_scenario(dir: &Path, master: &str) -> TestResult {
             .args(["schedule", "--for", "3.5", "--master", master])
             .arg(&path)
             .env("KILN_HOME", &home)
-            .output()?;
+            .output_bounded()?;
         let err = stderr(&o);
         assert!(o.status.success(), "{err}");
         let started = err.matches("started run due at").count();
@@ -945,7 +1015,7 @@ fn schedule_scenario(dir: &Path, master: &str) -> TestResult {
     let o = kiln()
         .args(["schedule", "--for", "1"])
         .arg(dir.join("none.yaml"))
-        .output()?;
+        .output_bounded()?;
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     Ok(())
 }
@@ -1099,7 +1169,7 @@ fn s3_lake_matches_local_files() -> TestResult {
             std::fs::write(&path, text)?;
             c.arg(path);
         }
-        c.output()
+        c.output_bounded()
     };
     let gen_args = |out: &str| -> Vec<String> {
         [
@@ -1575,7 +1645,7 @@ fn cluster_survives_lost_executors_and_a_restarted_scheduler() -> TestResult {
         ])
         .arg(&path)
         .env("KILN_HOME", dir.join("home"))
-        .output()?;
+        .output_bounded()?;
     assert!(o.status.success(), "{}", stderr(&o));
     let config = demo
         .replace("${KILN_LAKE:-file://./lake}", "LAKE_ROOT")
@@ -1591,7 +1661,7 @@ fn cluster_survives_lost_executors_and_a_restarted_scheduler() -> TestResult {
 
     // The reference: local[2], and the same job on an undisturbed cluster.
     let (mut command, local) = extraction(&dir.join("local"), &config, "local[2]")?;
-    let o = command.output()?;
+    let o = command.output_bounded()?;
     assert!(o.status.success(), "{}", stderr(&o));
     let reference = checksum(&local.join("extraction/inference"))?;
     assert_eq!(reference.0, 300_000);
@@ -1600,7 +1670,7 @@ fn cluster_survives_lost_executors_and_a_restarted_scheduler() -> TestResult {
         let cluster = FaultCluster::start(&dir.join("undisturbed"), 2)?;
         let (mut command, lake) = extraction(&dir.join("undisturbed"), &config, &cluster.master())?;
         let started = Instant::now();
-        let o = command.output()?;
+        let o = command.output_bounded()?;
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(checksum(&lake.join("extraction/inference"))?, reference);
         started.elapsed().as_secs_f64()
@@ -1681,7 +1751,7 @@ fn train_model(
         .args(["submit", "--master", master])
         .arg(&path)
         .env("KILN_HOME", dir.join("home"))
-        .output()?;
+        .output_bounded()?;
     if !o.status.success() {
         return Err(format!("{mode} on {master}: {}", stderr(&o)).into());
     }

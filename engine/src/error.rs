@@ -49,7 +49,7 @@ pub enum KilnError {
 
     /// The work needed more memory (or disk) than it was given. Not
     /// retryable as is: the fix names the setting to raise.
-    #[error("out of memory while {context}: {message}{}", fix_suffix(.fix))]
+    #[error("resources exhausted while {context}: {message}{}", fix_suffix(.fix))]
     Resources {
         context: String,
         message: String,
@@ -201,6 +201,19 @@ impl KilnError {
     /// so their type is lost; only for those does the text decide.
     fn from_untyped(context: String, err: datafusion::error::DataFusionError) -> Self {
         let text = err.to_string();
+        // An executor's shuffle write on a full disk reaches the client as
+        // text only.
+        if text.contains("No space left on device") {
+            return KilnError::Resources {
+                context: if context.is_empty() {
+                    "running the query".into()
+                } else {
+                    context
+                },
+                message: format!("a disk is full: {text}"),
+                fix: Some(DISK_FIX.into()),
+            };
+        }
         let transport = [
             "transport error",
             "tcp connect error",
@@ -289,6 +302,8 @@ impl KilnError {
 
 const MEMORY_FIX: &str = "raise the query memory limit (`--conf datafusion.runtime.memory_limit=4G`; sorts and joins spill to `--conf datafusion.runtime.temp_directory=DIR` within it), or give the task fewer rows or partitions";
 
+const DISK_FIX: &str = "free disk space where executors write shuffle files (`kiln executor --work-dir`), under the lake, or in the temp directory, then run again";
+
 const CLUSTER_FIX: &str = "check that the scheduler and executors are running";
 
 /// Ballista failures of the cluster itself (not of the query): lost
@@ -354,6 +369,24 @@ mod tests {
         let b = ballista_core::error::BallistaError::General("plan failed".into());
         let e = KilnError::execution("running", DataFusionError::External(Box::new(b)));
         assert!(matches!(e, KilnError::Execution { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_full_disk_on_an_executor_names_where_to_free_space() {
+        // The text Ballista's client hands back for a shuffle write that hit
+        // ENOSPC on an executor (the type is lost on the way).
+        let text = "Job 038H9A985T000 failed: Job failed due to stage 1 failed: Task failed due to runtime execution error: DataFusionError(Shared(External(ArrowError(IoError(\"No space left on device (os error 28)\"))))";
+        let e = KilnError::execution(
+            "reading training data",
+            DataFusionError::Execution(text.into()),
+        );
+        assert!(matches!(e, KilnError::Resources { .. }), "{e:?}");
+        assert!(!e.is_retryable());
+        let shown = e.to_string();
+        assert!(
+            shown.contains("a disk is full") && shown.contains("kiln executor --work-dir"),
+            "{shown}"
+        );
     }
 
     #[test]
