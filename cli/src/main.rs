@@ -168,6 +168,21 @@ enum Command {
     /// Print the OpenAPI document of `kiln serve`.
     #[command(after_help = "Example:\n  kiln openapi > service/openapi.json")]
     Openapi,
+    /// Serve the web UI over a lake's runs, read-only, like Spark's history
+    /// server: runs, each run's task graph, timeline and tasks, and
+    /// Prometheus metrics at /metrics. Needs nothing but the lake.
+    #[command(
+        after_help = "Examples:\n  kiln ui --lake ./lake\n  kiln ui --lake s3://lake/prod --bind 0.0.0.0:18080\n\nPrints 'listening on http://HOST:PORT' on stderr once it serves."
+    )]
+    Ui {
+        /// The lake root whose `_kiln/runs/` the pages read.
+        #[arg(long, env = "KILN_LAKE")]
+        lake: String,
+        /// Address to listen on (the pages have no authentication: bind
+        /// to loopback, or put an authenticating proxy in front).
+        #[arg(long, env = "KILN_UI_BIND", default_value = "127.0.0.1:18080")]
+        bind: std::net::SocketAddr,
+    },
     /// Exit 0 when a health endpoint answers 200 (a container HEALTHCHECK).
     #[command(after_help = "Example:\n  kiln healthcheck --url http://127.0.0.1:50053/readyz")]
     Healthcheck {
@@ -664,6 +679,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Healthcheck { url } => healthcheck(&url),
         Command::Serve(args) => serve::serve(*args).await,
+        Command::Ui { lake, bind } => kiln_service::ui::history_server(&lake, bind).await,
         Command::Jobs { server, command } => serve::jobs(server, command).await,
         Command::Datasets { server, command } => serve::datasets(server, command).await,
         Command::Evaluate(args) => synth::evaluate(*args).await,

@@ -1860,7 +1860,8 @@ fn start_serve(
     db: &str,
     log: &str,
 ) -> Result<ServeProcess, Box<dyn std::error::Error>> {
-    let mut child = kiln()
+    let mut command = kiln();
+    command
         .args([
             "serve",
             "--bind",
@@ -1880,13 +1881,23 @@ fn start_serve(
         ])
         .arg("--lake")
         .arg(format!("{}/lake/", dir.display()))
-        .env("KILN_HOME", dir.join("home"))
+        .env("KILN_HOME", dir.join("home"));
+    listening(&mut command, dir.join(log))
+}
+
+/// Starts a `kiln` server command and waits for its `listening on URL`
+/// line; the rest of its stderr goes to `log_path`.
+fn listening(
+    command: &mut Command,
+    log_path: PathBuf,
+) -> Result<ServeProcess, Box<dyn std::error::Error>> {
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
     let stderr = child.stderr.take().ok_or("no stderr")?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let log_path = dir.join(log);
+    let shown = log_path.display().to_string();
     std::thread::spawn(move || {
         let mut log = std::fs::File::create(log_path).ok();
         let mut told = false;
@@ -1902,7 +1913,7 @@ fn start_serve(
     });
     let base = rx
         .recv_timeout(Duration::from_secs(120))
-        .map_err(|_| format!("kiln serve did not start; see {}", dir.join(log).display()))?;
+        .map_err(|_| format!("the server did not start; see {shown}"))?;
     Ok(ServeProcess { child, base })
 }
 
@@ -2082,5 +2093,131 @@ async fn kill_scenario(root: &Path, db: &str) -> TestResult {
     found.sort();
     assert_eq!(listed, found);
     assert_no_staging(&root.join("lake"));
+    Ok(())
+}
+
+/// `kiln ui` over a lake with a run that retried and ran two tasks side by
+/// side, and a run that failed: the runs list and its filters, a run's
+/// graph, timeline, tasks and configuration, errors escaped, unknown runs
+/// and bad filters answered with their status, and Prometheus metrics.
+#[test]
+fn ui_history_server_shows_runs_graphs_timelines_and_metrics() -> TestResult {
+    let dir = tempdir("ui");
+    let lake = dir.join("lake");
+    std::fs::create_dir_all(&lake)?;
+    let counter = dir.join("counter");
+    let good = format!(
+        r#"name: ui
+storage: {{root: {lake}}}
+processing_tasks:
+  - name: flaky
+    classname: ShellCommand
+    retries: 2
+    retry_delay: 0.1
+    initialization_parameters:
+      command: [sh, -c, 'n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; [ $n -ge 3 ] || exit 1']
+  - {{name: left, classname: ShellCommand, depends_on: [flaky], initialization_parameters: {{command: ["true"]}}}}
+  - {{name: right, classname: ShellCommand, depends_on: [flaky], initialization_parameters: {{command: ["true"]}}}}
+"#,
+        lake = lake.display(),
+        counter = counter.display()
+    );
+    let bad = format!(
+        "name: broken\nstorage: {{root: {}}}\nprocessing_tasks:\n  - name: fails\n    classname: ShellCommand\n    initialization_parameters: {{command: [sh, -c, 'echo \"disk <full>\" >&2; exit 3']}}\n",
+        lake.display()
+    );
+    let o = submit(&dir, "good.yaml", &good, "local[2]")?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let good_id = run_id_of(&stderr(&o)).ok_or("run id")?;
+    let o = submit(&dir, "bad.yaml", &bad, "local[2]")?;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let bad_id = run_id_of(&stderr(&o)).ok_or("run id")?;
+
+    let ui = listening(
+        kiln()
+            .args(["ui", "--bind", "127.0.0.1:0", "--lake"])
+            .arg(&lake),
+        dir.join("ui.log"),
+    )?;
+    let port: u16 = ui.base.rsplit(':').next().ok_or("port")?.trim().parse()?;
+    let get = |path: &str| -> Result<(u16, String), Box<dyn std::error::Error>> {
+        let text = http_get(port, path)?;
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .ok_or("no status line")?
+            .parse()?;
+        Ok((status, text))
+    };
+
+    let (status, page) = get("/")?;
+    assert_eq!(status, 200, "{page}");
+    for needle in [&good_id, &bad_id, "state-succeeded", "state-failed"] {
+        assert!(page.contains(needle), "'{needle}' not on /:\n{page}");
+    }
+    let (_, failed) = get("/?state=failed")?;
+    assert!(
+        failed.contains(&bad_id) && !failed.contains(&format!("/runs/{good_id}")),
+        "{failed}"
+    );
+    let (_, only_ui) = get("/?pipeline=ui&state=")?;
+    assert!(
+        only_ui.contains(&good_id) && !only_ui.contains(&format!("/runs/{bad_id}")),
+        "{only_ui}"
+    );
+    let (status, page) = get("/?state=bogus")?;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("use running, succeeded or failed"), "{page}");
+    let (status, _) = get("/?page=9")?;
+    assert_eq!(status, 404);
+
+    let (status, run) = get(&format!("/runs/{good_id}"))?;
+    assert_eq!(status, 200, "{run}");
+    assert!(
+        run.contains("class=\"dag\"") && run.contains("class=\"timeline\""),
+        "{run}"
+    );
+    // Two edges from flaky; three attempts of flaky, two of them retried.
+    assert_eq!(run.matches("marker-end=").count(), 2, "{run}");
+    assert_eq!(run.matches("(retried: ").count(), 2, "{run}");
+    assert!(
+        run.contains("href=\"#task-left\"") && run.contains("id=\"task-right\""),
+        "{run}"
+    );
+    assert!(
+        run.contains("retries: 2"),
+        "the configuration is shown: {run}"
+    );
+
+    let (status, broken) = get(&format!("/runs/{bad_id}"))?;
+    assert_eq!(status, 200);
+    assert!(
+        broken.contains("disk &lt;full&gt;") && !broken.contains("disk <full>"),
+        "{broken}"
+    );
+
+    for missing in ["/runs/nope", "/runs/..%2F..%2Fetc"] {
+        let (status, page) = get(missing)?;
+        assert_eq!(status, 404, "{missing}: {page}");
+    }
+    let (status, events) = get(&format!("/runs/{good_id}/events.jsonl"))?;
+    assert_eq!(status, 200);
+    assert!(events.contains("\"event\":\"run_finished\""), "{events}");
+
+    let (status, metrics) = get("/metrics")?;
+    assert_eq!(status, 200, "{metrics}");
+    for line in [
+        "kiln_runs{pipeline=\"ui\",state=\"succeeded\"} 1",
+        "kiln_runs{pipeline=\"broken\",state=\"failed\"} 1",
+        "kiln_tasks{pipeline=\"ui\",state=\"succeeded\"} 3",
+        "kiln_task_retries_total{pipeline=\"ui\"} 2",
+        "kiln_run_duration_seconds_count{pipeline=\"ui\"} 1",
+        "# EOF",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "'{line}' not in:\n{metrics}"
+        );
+    }
     Ok(())
 }

@@ -125,7 +125,11 @@ fn default_max_retry_delay() -> f64 {
 pub struct LoadedConfig {
     pub config: PipelineConfig,
     pub file: String,
+    /// The text parsed: `source` with `${VAR}` interpolated.
     pub text: String,
+    /// The file as written, before interpolation: what a run records in
+    /// the lake, so values taken from the environment are not copied there.
+    pub source: String,
 }
 
 impl LoadedConfig {
@@ -150,6 +154,7 @@ impl LoadedConfig {
             config,
             file: file.to_string(),
             text,
+            source: raw.to_string(),
         })
     }
 

@@ -6,6 +6,7 @@
 //! an [`observer::RunEvent`], to its observers: the lake's event log and
 //! report ([`events`]), the terminal ([`terminal`]), the run history
 //! ([`history`]), checkpoints ([`checkpoint`]) and hooks ([`notify`]).
+//! [`run_log`] reads the runs back from the lake for the history pages.
 //! [`schedule`] starts runs from cron expressions; [`deploy`] turns the
 //! same schedules into Kubernetes CronJobs.
 //!
@@ -21,6 +22,7 @@ pub mod history;
 pub mod notify;
 pub mod observer;
 pub mod progress;
+pub mod run_log;
 pub mod runner;
 pub mod schedule;
 pub mod schema;

@@ -19,6 +19,12 @@ pub struct RunInfo {
     pub master: String,
     /// Every task of the pipeline, in file order.
     pub tasks: Vec<String>,
+    /// Each task's classname, in the order of `tasks`.
+    pub classnames: Vec<String>,
+    /// Each task's `depends_on`, in the order of `tasks`.
+    pub depends_on: Vec<Vec<String>>,
+    /// The configuration file as written (before `${VAR}` interpolation).
+    pub config: String,
     pub resumed: bool,
     pub start_ms: i64,
 }

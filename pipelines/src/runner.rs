@@ -147,6 +147,17 @@ pub async fn run_observed(
             .iter()
             .map(|t| t.name.clone())
             .collect(),
+        classnames: config
+            .processing_tasks
+            .iter()
+            .map(|t| t.classname.clone())
+            .collect(),
+        depends_on: config
+            .processing_tasks
+            .iter()
+            .map(|t| t.depends_on.clone())
+            .collect(),
+        config: loaded.source.clone(),
         resumed: options.resume.is_some(),
         start_ms: now_ms(),
     };

@@ -14,7 +14,9 @@
 //! * [`models`]: the model repositories pipelines publish in the lake;
 //! * [`jobs`]: the job types and their parameters; [`worker`]: the workers
 //!   that lease, run, heartbeat, retry, time out and cancel jobs;
-//! * [`client`]: the HTTP client behind `kiln jobs` and `kiln datasets`.
+//! * [`client`]: the HTTP client behind `kiln jobs` and `kiln datasets`;
+//! * [`ui`]: the web pages over the runs in the lake and `/metrics`
+//!   (`kiln ui`, the history server).
 //!
 //! Nothing below this crate knows HTTP: jobs call the same functions as
 //! `kiln generate` and `kiln submit`.
@@ -29,6 +31,7 @@ pub mod models;
 pub mod problem;
 pub mod store;
 mod synthesis_jobs;
+pub mod ui;
 pub mod worker;
 
 use auth::{Auth, OidcSettings, OidcVerifier};
@@ -154,7 +157,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     server.run(shutdown_signal()).await
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,0 +1,239 @@
+//! Charts of a run, drawn as SVG on the server: the task graph and the
+//! Gantt timeline of task attempts.
+
+use kiln_pipelines::run_log::{AttemptOutcome, RunRecord, TaskStatus};
+use maud::{Markup, html};
+use std::collections::HashMap;
+
+/// The fill of a task or an attempt in both charts (and the legend).
+pub fn status_color(status: TaskStatus) -> &'static str {
+    match status {
+        TaskStatus::Pending => "#d9d9d9",
+        TaskStatus::Running => "#6baed6",
+        TaskStatus::Succeeded => "#74c476",
+        TaskStatus::Failed => "#fb6a4a",
+        TaskStatus::Skipped => "#bdbdbd",
+    }
+}
+
+fn outcome_color(outcome: &AttemptOutcome) -> &'static str {
+    match outcome {
+        AttemptOutcome::Running => status_color(TaskStatus::Running),
+        AttemptOutcome::Succeeded => status_color(TaskStatus::Succeeded),
+        AttemptOutcome::Retried { .. } => "#fdae6b",
+        AttemptOutcome::Failed { .. } => status_color(TaskStatus::Failed),
+    }
+}
+
+const NODE_W: i64 = 170;
+const NODE_H: i64 = 40;
+const GAP_X: i64 = 60;
+const GAP_Y: i64 = 16;
+
+/// Each task's layer: 0 without dependencies, else one more than its
+/// deepest dependency (unknown names are ignored; the config was checked).
+fn layers(run: &RunRecord) -> Vec<usize> {
+    let index: HashMap<&str, usize> = run
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let mut layer = vec![0; run.tasks.len()];
+    // Relax until stable: at most one pass per task on an acyclic graph.
+    for _ in 0..run.tasks.len() {
+        let mut changed = false;
+        for (i, task) in run.tasks.iter().enumerate() {
+            let deepest = task
+                .depends_on
+                .iter()
+                .filter_map(|d| index.get(d.as_str()))
+                .map(|&j| layer[j] + 1)
+                .max()
+                .unwrap_or(0);
+            if deepest > layer[i] {
+                layer[i] = deepest;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    layer
+}
+
+/// The task graph: layers left to right, edges from each dependency, each
+/// node filled with its task's state and linked to its row in the table.
+pub fn task_graph(run: &RunRecord) -> Markup {
+    let layer = layers(run);
+    let mut row_in_layer = vec![0i64; run.tasks.len()];
+    let mut filled: HashMap<usize, i64> = HashMap::new();
+    for (i, &l) in layer.iter().enumerate() {
+        let next = filled.entry(l).or_insert(0);
+        row_in_layer[i] = *next;
+        *next += 1;
+    }
+    let position = |i: usize| {
+        (
+            10 + layer[i] as i64 * (NODE_W + GAP_X),
+            10 + row_in_layer[i] * (NODE_H + GAP_Y),
+        )
+    };
+    let columns = layer.iter().max().map_or(1, |m| m + 1) as i64;
+    let rows = filled.values().copied().max().unwrap_or(1);
+    let (width, height) = (
+        20 + columns * NODE_W + (columns - 1) * GAP_X,
+        20 + rows * NODE_H + (rows - 1) * GAP_Y,
+    );
+    let index: HashMap<&str, usize> = run
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" class="dag" width=(width) height=(height)
+            viewBox=(format!("0 0 {width} {height}")) role="img" aria-label="task graph" {
+            defs {
+                marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7"
+                    markerHeight="7" orient="auto-start-reverse" {
+                    path d="M 0 0 L 10 5 L 0 10 z" fill="#555" {}
+                }
+            }
+            @for (i, task) in run.tasks.iter().enumerate() {
+                @for dep in &task.depends_on {
+                    @if let Some(&j) = index.get(dep.as_str()) {
+                        @let ((x1, y1), (x2, y2)) = (position(j), position(i));
+                        line x1=(x1 + NODE_W) y1=(y1 + NODE_H / 2) x2=(x2) y2=(y2 + NODE_H / 2)
+                            stroke="#555" marker-end="url(#arrow)" {}
+                    }
+                }
+            }
+            @for (i, task) in run.tasks.iter().enumerate() {
+                @let (x, y) = position(i);
+                a href=(format!("#task-{}", task.name)) {
+                    rect x=(x) y=(y) width=(NODE_W) height=(NODE_H) rx="5"
+                        fill=(status_color(task.status)) stroke="#333" {
+                        title { (task.name) ": " (task.status.as_str()) }
+                    }
+                    text x=(x + 8) y=(y + 17) class="node-name" { (truncate(&task.name, 22)) }
+                    text x=(x + 8) y=(y + 32) class="node-class" {
+                        (truncate(&task.classname, 20)) " · " (task.status.as_str())
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn truncate(text: &str, chars: usize) -> String {
+    if text.chars().count() <= chars {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(chars - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+const LABEL_W: f64 = 180.0;
+const PLOT_W: f64 = 720.0;
+const ROW_H: f64 = 26.0;
+
+/// The Gantt timeline: a row per task, a bar per attempt (retried attempts
+/// in orange, the back-off between them as a gap), skips from a resume as
+/// a marker at the time they were decided.
+pub fn timeline(run: &RunRecord) -> Markup {
+    let start = run.start_ms;
+    let span = (run.last_ms() - start).max(1) as f64;
+    let x = |ms: i64| LABEL_W + (ms - start) as f64 / span * PLOT_W;
+    let height = 30.0 + run.tasks.len() as f64 * ROW_H;
+    let width = LABEL_W + PLOT_W + 20.0;
+    let ticks: Vec<f64> = (0..=4).map(|k| k as f64 / 4.0).collect();
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" class="timeline" width=(width) height=(height)
+            viewBox=(format!("0 0 {width} {height}")) role="img" aria-label="task timeline" {
+            @for t in &ticks {
+                @let tx = LABEL_W + t * PLOT_W;
+                line x1=(tx) y1="0" x2=(tx) y2=(height - 18.0) stroke="#e0e0e0" {}
+                text x=(tx) y=(height - 4.0) text-anchor="middle" class="tick" {
+                    (format!("{:.1} s", t * span / 1000.0))
+                }
+            }
+            @for (row, task) in run.tasks.iter().enumerate() {
+                @let y = 4.0 + row as f64 * ROW_H;
+                text x="4" y=(y + 15.0) class="lane" { (truncate(&task.name, 24)) }
+                @for (n, attempt) in task.attempts.iter().enumerate() {
+                    @let end = attempt.end_ms.unwrap_or(run.last_ms());
+                    @let (x0, x1) = (x(attempt.start_ms), x(end));
+                    rect x=(x0) y=(y) width=((x1 - x0).max(2.0)) height=(ROW_H - 8.0)
+                        fill=(outcome_color(&attempt.outcome)) stroke="#333" stroke-width="0.5" {
+                        title {
+                            (task.name) " attempt " (n + 1) ": "
+                            (format!("{:.2} s", (end - attempt.start_ms) as f64 / 1000.0))
+                            @match &attempt.outcome {
+                                AttemptOutcome::Running => " (running)",
+                                AttemptOutcome::Succeeded => " (succeeded)",
+                                AttemptOutcome::Retried { error } => { " (retried: " (error) ")" },
+                                AttemptOutcome::Failed { error } => { " (failed: " (error) ")" },
+                            }
+                        }
+                    }
+                }
+                @if let Some((at, reason)) = &task.skipped {
+                    @let sx = x(*at);
+                    path d=(format!("M {sx} {y} l 6 9 l -6 9 l -6 -9 z"))
+                        fill=(status_color(TaskStatus::Skipped)) stroke="#333" {
+                        title { (task.name) " skipped: " (reason) }
+                    }
+                    text x=(sx + 10.0) y=(y + 14.0) class="tick" { "skipped" }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(log: &str) -> RunRecord {
+        RunRecord::from_log(log).expect("run")
+    }
+
+    #[test]
+    fn layers_follow_dependencies() {
+        let r = run(
+            r#"{"ts_ms":0,"event":"run_started","run_id":"r","pipeline":"p","master":"m","tasks":["c","a","b","d"],"depends_on":[["b"],[],["a"],["a"]],"resumed":false}"#,
+        );
+        assert_eq!(layers(&r), [2, 0, 1, 1]);
+        let svg = task_graph(&r).into_string();
+        // One edge per dependency, one node per task.
+        assert_eq!(svg.matches("<line").count(), 3, "{svg}");
+        assert_eq!(svg.matches("<rect").count(), 4, "{svg}");
+    }
+
+    #[test]
+    fn attempts_are_bars_and_skips_are_markers() {
+        let r = run(concat!(
+            r#"{"ts_ms":0,"event":"run_started","run_id":"r","pipeline":"p","master":"m","tasks":["a","b"],"resumed":true}"#,
+            "\n",
+            r#"{"ts_ms":0,"event":"task_skipped","task":"a","reason":"checkpoint <reused>"}"#,
+            "\n",
+            r#"{"ts_ms":0,"event":"task_started","task":"b"}"#,
+            "\n",
+            r#"{"ts_ms":400,"event":"task_retrying","task":"b","attempt":1,"error":"timed out","delay_seconds":0.1}"#,
+            "\n",
+            r#"{"ts_ms":1000,"event":"task_succeeded","task":"b","attempts":2,"seconds":1.0,"rows_in":null,"rows_out":null,"summary":[]}"#,
+        ));
+        let svg = timeline(&r).into_string();
+        assert_eq!(svg.matches("<rect").count(), 2, "{svg}");
+        assert!(svg.contains("retried: timed out"), "{svg}");
+        assert!(svg.contains("skipped: checkpoint &lt;reused&gt;"), "{svg}");
+        // The second attempt starts after the back-off: at 500 of 1000 ms.
+        assert!(
+            svg.contains(&format!("x=\"{}\"", LABEL_W + 0.5 * PLOT_W)),
+            "{svg}"
+        );
+    }
+}

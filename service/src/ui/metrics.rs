@@ -1,0 +1,179 @@
+//! Prometheus metrics of the runs in the lake, in the OpenMetrics text
+//! format (which Prometheus scrapes), computed from the event logs at each
+//! scrape: a history server keeps no counters of its own.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `kiln_runs` | gauge | pipeline, state |
+//! | `kiln_tasks` | gauge | pipeline, state |
+//! | `kiln_run_duration_seconds` | histogram | pipeline |
+//! | `kiln_task_duration_seconds` | histogram | pipeline, classname |
+//! | `kiln_task_rows_total` | counter | pipeline, direction (in/out) |
+//! | `kiln_task_retries_total` | counter | pipeline |
+
+use kiln_pipelines::run_log::RunRecord;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    pipeline: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PipelineLabels {
+    pipeline: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    pipeline: String,
+    classname: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RowsLabels {
+    pipeline: String,
+    direction: String,
+}
+
+/// Upper bounds of the duration buckets, in seconds: 0.1 s to about 7 h.
+fn duration_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.1, 4.0, 9,
+    ))
+}
+
+/// The metrics of `runs`, encoded.
+pub fn encode_runs(runs: &[RunRecord]) -> Result<String, std::fmt::Error> {
+    let runs_by_state = Family::<StateLabels, Gauge>::default();
+    let tasks_by_state = Family::<StateLabels, Gauge>::default();
+    let run_seconds = Family::<PipelineLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+        duration_buckets,
+    );
+    let task_seconds =
+        Family::<TaskLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_buckets);
+    let rows = Family::<RowsLabels, Counter>::default();
+    let retries = Family::<PipelineLabels, Counter>::default();
+    for run in runs {
+        let pipeline = || run.pipeline.clone();
+        runs_by_state
+            .get_or_create(&StateLabels {
+                pipeline: pipeline(),
+                state: run.state.as_str().into(),
+            })
+            .inc();
+        if let Some(seconds) = run.seconds {
+            run_seconds
+                .get_or_create(&PipelineLabels {
+                    pipeline: pipeline(),
+                })
+                .observe(seconds);
+        }
+        for task in &run.tasks {
+            tasks_by_state
+                .get_or_create(&StateLabels {
+                    pipeline: pipeline(),
+                    state: task.status.as_str().into(),
+                })
+                .inc();
+            if let Some(seconds) = task.seconds {
+                task_seconds
+                    .get_or_create(&TaskLabels {
+                        pipeline: pipeline(),
+                        classname: task.classname.clone(),
+                    })
+                    .observe(seconds);
+            }
+            for (direction, count) in [("in", task.rows_in), ("out", task.rows_out)] {
+                if let Some(count) = count {
+                    rows.get_or_create(&RowsLabels {
+                        pipeline: pipeline(),
+                        direction: direction.into(),
+                    })
+                    .inc_by(count);
+                }
+            }
+            let retried = task.attempts.len().saturating_sub(1) as u64;
+            retries
+                .get_or_create(&PipelineLabels {
+                    pipeline: pipeline(),
+                })
+                .inc_by(retried);
+        }
+    }
+    let mut registry = Registry::default();
+    registry.register(
+        "kiln_runs",
+        "Runs recorded in the lake, by pipeline and state",
+        runs_by_state,
+    );
+    registry.register(
+        "kiln_tasks",
+        "Tasks of the recorded runs, by pipeline and state",
+        tasks_by_state,
+    );
+    registry.register_with_unit(
+        "kiln_run_duration",
+        "Duration of finished runs",
+        Unit::Seconds,
+        run_seconds,
+    );
+    registry.register_with_unit(
+        "kiln_task_duration",
+        "Duration of finished tasks, all attempts included",
+        Unit::Seconds,
+        task_seconds,
+    );
+    registry.register(
+        "kiln_task_rows",
+        "Rows read (in) and written (out) by finished tasks",
+        rows,
+    );
+    registry.register(
+        "kiln_task_retries",
+        "Task attempts that failed and were retried",
+        retries,
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_become_labelled_series() {
+        let log = r#"{"ts_ms":0,"event":"run_started","run_id":"p-1","pipeline":"p","master":"local[2]","tasks":["a"],"classnames":["ShellCommand"],"resumed":false}
+{"ts_ms":0,"event":"task_started","task":"a"}
+{"ts_ms":100,"event":"task_retrying","task":"a","attempt":1,"error":"x","delay_seconds":0}
+{"ts_ms":300,"event":"task_succeeded","task":"a","attempts":2,"seconds":0.3,"rows_in":5,"rows_out":4,"summary":[]}
+{"ts_ms":301,"event":"run_finished","run_id":"p-1","pipeline":"p","state":"succeeded","seconds":0.31,"error":null}
+"#;
+        let run = RunRecord::from_log(log).expect("run");
+        let text = encode_runs(&[run.clone(), run]).expect("encodes");
+        for line in [
+            "# TYPE kiln_runs gauge",
+            r#"kiln_runs{pipeline="p",state="succeeded"} 2"#,
+            r#"kiln_tasks{pipeline="p",state="succeeded"} 2"#,
+            "# UNIT kiln_task_duration_seconds seconds",
+            r#"kiln_task_duration_seconds_count{pipeline="p",classname="ShellCommand"} 2"#,
+            r#"kiln_task_duration_seconds_bucket{le="0.4",pipeline="p",classname="ShellCommand"} 2"#,
+            r#"kiln_task_rows_total{pipeline="p",direction="in"} 10"#,
+            r#"kiln_task_rows_total{pipeline="p",direction="out"} 8"#,
+            r#"kiln_task_retries_total{pipeline="p"} 2"#,
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "'{line}' not in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The web UI: pages over the runs recorded in the lake, drawn on the
+//! server (HTML from [`pages`], SVG charts from [`charts`]), and Prometheus
+//! metrics ([`metrics`]). `kiln ui --lake URI` serves it alone, as a
+//! read-only history server that needs nothing but the lake.
+//!
+//! Templates and styles are compiled into the binary; pages load nothing
+//! from elsewhere and work without JavaScript.
+
+pub mod charts;
+pub mod metrics;
+pub mod pages;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use kiln_engine::storage::Lake;
+use kiln_engine::{KilnError, KilnSession, Master, Result};
+use kiln_pipelines::observer::RunState;
+use kiln_pipelines::run_log;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What the pages read: the lake and a session to open its object store.
+#[derive(Clone)]
+pub struct UiState {
+    pub session: Arc<KilnSession>,
+    pub lake: Lake,
+}
+
+impl UiState {
+    /// A state over `lake` (a local path or an object-store URI).
+    pub async fn open(lake: &str) -> Result<Self> {
+        let master: Master = "local[1]".parse()?;
+        let session = KilnSession::connect(&master, &kiln_pipelines::extensions()).await?;
+        Ok(UiState {
+            session: Arc::new(session),
+            lake: Lake::new(lake)?,
+        })
+    }
+}
+
+/// The pages and `/metrics`.
+pub fn router(state: UiState) -> Router {
+    Router::new()
+        .route("/", get(runs_page))
+        .route("/runs/{run_id}", get(run_page))
+        .route("/runs/{run_id}/events.jsonl", get(run_events))
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+/// `kiln ui`: serves the history pages of `lake` on `bind` until the
+/// process is told to stop. Prints `listening on http://HOST:PORT` on
+/// stderr once it accepts requests.
+pub async fn history_server(lake: &str, bind: SocketAddr) -> Result<()> {
+    let state = UiState::open(lake).await?;
+    // Fail now, not on the first page, when the lake cannot be read.
+    run_log::list_runs(&state.session, &state.lake).await?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| KilnError::config(format!("cannot listen on {bind}: {e}")))?;
+    let address = listener.local_addr().map_err(|e| KilnError::io(bind, e))?;
+    if !address.ip().is_loopback() {
+        eprintln!(
+            "warning: no authentication: anyone who reaches {address} reads the run history of {lake}"
+        );
+    }
+    eprintln!("listening on http://{address}");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(crate::shutdown_signal())
+        .await
+        .map_err(|e| KilnError::io(address, e))
+}
+
+/// A page that could not be shown: its status and what to do.
+pub struct PageError {
+    status: StatusCode,
+    message: String,
+}
+
+impl PageError {
+    fn not_found(message: String) -> Self {
+        PageError {
+            status: StatusCode::NOT_FOUND,
+            message,
+        }
+    }
+
+    fn bad_request(message: String) -> Self {
+        PageError {
+            status: StatusCode::BAD_REQUEST,
+            message,
+        }
+    }
+}
+
+impl From<KilnError> for PageError {
+    fn from(e: KilnError) -> Self {
+        tracing::error!("ui: {e}");
+        PageError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("the lake cannot be read: {e}"),
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("error");
+        (self.status, Html(pages::error_page(title, &self.message))).into_response()
+    }
+}
+
+/// The runs list's filters, from the query string (empty means any).
+#[derive(Debug, Default, Deserialize)]
+pub struct RunsQuery {
+    #[serde(default)]
+    pub pipeline: String,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub page: Option<usize>,
+}
+
+/// Runs per page of the list.
+pub const PAGE_SIZE: usize = 50;
+
+impl RunsQuery {
+    fn state(&self) -> std::result::Result<Option<RunState>, PageError> {
+        match self.state.as_str() {
+            "" => Ok(None),
+            "running" => Ok(Some(RunState::Running)),
+            "succeeded" => Ok(Some(RunState::Succeeded)),
+            "failed" => Ok(Some(RunState::Failed)),
+            other => Err(PageError::bad_request(format!(
+                "state '{other}' is not a run state: use running, succeeded or failed"
+            ))),
+        }
+    }
+}
+
+async fn runs_page(
+    State(ui): State<UiState>,
+    Query(query): Query<RunsQuery>,
+) -> std::result::Result<Html<String>, PageError> {
+    let state = query.state()?;
+    let runs = run_log::list_runs(&ui.session, &ui.lake).await?;
+    let mut pipelines: Vec<&str> = runs.iter().map(|r| r.pipeline.as_str()).collect();
+    pipelines.sort_unstable();
+    pipelines.dedup();
+    let selected: Vec<&run_log::RunRecord> = runs
+        .iter()
+        .filter(|r| query.pipeline.is_empty() || r.pipeline == query.pipeline)
+        .filter(|r| state.is_none_or(|s| r.state == s))
+        .collect();
+    let pages = selected.len().div_ceil(PAGE_SIZE).max(1);
+    let page = query.page.unwrap_or(1);
+    if page == 0 || page > pages {
+        return Err(PageError::not_found(format!(
+            "page {page} does not exist: there are {pages} page(s)"
+        )));
+    }
+    let shown = &selected[(page - 1) * PAGE_SIZE..(page * PAGE_SIZE).min(selected.len())];
+    Ok(Html(pages::runs_page(&pages::RunsView {
+        lake: ui.lake.root().as_str(),
+        runs: shown,
+        matching: selected.len(),
+        pipelines: &pipelines,
+        query: &query,
+        page,
+        pages,
+    })))
+}
+
+async fn run_page(
+    State(ui): State<UiState>,
+    Path(run_id): Path<String>,
+) -> std::result::Result<Html<String>, PageError> {
+    match run_log::read_run(&ui.session, &ui.lake, &run_id).await? {
+        Some(run) => Ok(Html(pages::run_page(&run))),
+        None => Err(PageError::not_found(format!(
+            "no run '{run_id}' in {}: the runs are listed at /",
+            ui.lake.root()
+        ))),
+    }
+}
+
+async fn run_events(
+    State(ui): State<UiState>,
+    Path(run_id): Path<String>,
+) -> std::result::Result<Response, PageError> {
+    match run_log::read_events(&ui.session, &ui.lake, &run_id).await? {
+        Some(text) => Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response()),
+        None => Err(PageError::not_found(format!("no run '{run_id}'"))),
+    }
+}
+
+async fn metrics_text(State(ui): State<UiState>) -> std::result::Result<Response, PageError> {
+    let runs = run_log::list_runs(&ui.session, &ui.lake).await?;
+    let text = metrics::encode_runs(&runs).map_err(|e| PageError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("bug in kiln: metrics did not encode: {e}"),
+    })?;
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+}
