@@ -2204,6 +2204,51 @@ processing_tasks:
     assert_eq!(status, 200);
     assert!(events.contains("\"event\":\"run_finished\""), "{events}");
 
+    // A finished run's stream is its log, then the end; its page has no script.
+    let (status, stream) = get(&format!("/runs/{good_id}/stream"))?;
+    assert_eq!(status, 200, "{stream}");
+    assert_eq!(
+        stream.matches("data: {").count(),
+        events.lines().filter(|l| l.starts_with('{')).count(),
+        "{stream}"
+    );
+    assert!(!run.contains("EventSource"), "{run}");
+
+    // A running run: its page follows the stream from the lines it showed,
+    // and the stream delivers the rest as they are written.
+    let live = format!(
+        "name: live\nstorage: {{root: {}}}\nprocessing_tasks:\n  - {{name: wait, classname: ShellCommand, initialization_parameters: {{command: [sleep, \"3\"]}}}}\n",
+        lake.display()
+    );
+    std::fs::write(dir.join("live.yaml"), live)?;
+    let mut running = kiln()
+        .args(["submit", "--master", "local[1]"])
+        .arg(dir.join("live.yaml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let live_id = loop {
+        let (_, page) = get("/?pipeline=live")?;
+        if let Some(at) = page.find("href=\"/runs/live-") {
+            let id = &page[at + "href=\"/runs/".len()..];
+            break id[..id.find('"').ok_or("quote")?].to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live run never appeared: {page}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (_, page) = get(&format!("/runs/{live_id}"))?;
+    let shown = followed_from(&page)?;
+    assert!(page.contains("state-running"), "{page}");
+    let (status, rest) = get(&format!("/runs/{live_id}/stream?after={shown}"))?;
+    assert_eq!(status, 200);
+    assert!(running.wait()?.success());
+    assert!(rest.contains("\"event\":\"run_finished\""), "{rest}");
+    assert!(!rest.contains("\"event\":\"run_started\""), "{rest}");
+
     let (status, metrics) = get("/metrics")?;
     assert_eq!(status, 200, "{metrics}");
     for line in [
@@ -2220,4 +2265,16 @@ processing_tasks:
         );
     }
     Ok(())
+}
+
+/// The `after=N` a live run page follows its stream from.
+fn followed_from(page: &str) -> Result<usize, Box<dyn std::error::Error>> {
+    let at = page
+        .find("stream?after=")
+        .ok_or("the page does not follow the run")?;
+    let digits: String = page[at + "stream?after=".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Ok(digits.parse()?)
 }

@@ -160,6 +160,8 @@ pub struct RunRecord {
     pub tasks: Vec<TaskRecord>,
     /// Lines that did not parse (a log cut short by a killed process).
     pub unreadable_lines: usize,
+    /// Non-empty lines of the log read, so a live page follows from there.
+    pub event_lines: usize,
 }
 
 impl RunRecord {
@@ -214,6 +216,7 @@ impl RunRecord {
                         config,
                         tasks,
                         unreadable_lines: unreadable,
+                        event_lines: 0,
                     };
                 }
                 _ => unreadable += 1,
@@ -225,6 +228,7 @@ impl RunRecord {
                 Err(_) => run.unreadable_lines += 1,
             }
         }
+        run.event_lines = text.lines().filter(|l| !l.trim().is_empty()).count();
         Some(run)
     }
 
@@ -487,7 +491,7 @@ mod tests {
         assert_eq!(c.status, TaskStatus::Failed);
         assert_eq!(c.error.as_deref(), Some("data error: bad"));
         assert_eq!(run.last_ms(), 3300);
-        assert_eq!(run.unreadable_lines, 0);
+        assert_eq!((run.unreadable_lines, run.event_lines), (0, 8));
     }
 
     #[test]

@@ -13,8 +13,10 @@ pub mod pages;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use futures::{Stream, StreamExt};
 use kiln_engine::storage::Lake;
 use kiln_engine::{KilnError, KilnSession, Master, Result};
 use kiln_pipelines::observer::RunState;
@@ -22,6 +24,7 @@ use kiln_pipelines::run_log;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What the pages read: the lake and a session to open its object store.
 #[derive(Clone)]
@@ -48,6 +51,7 @@ pub fn router(state: UiState) -> Router {
         .route("/", get(runs_page))
         .route("/runs/{run_id}", get(run_page))
         .route("/runs/{run_id}/events.jsonl", get(run_events))
+        .route("/runs/{run_id}/stream", get(run_stream))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
@@ -206,4 +210,64 @@ async fn metrics_text(State(ui): State<UiState>) -> std::result::Result<Response
         message: format!("bug in kiln: metrics did not encode: {e}"),
     })?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// Where a live page's stream starts: after the event lines it showed.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamQuery {
+    #[serde(default)]
+    pub after: usize,
+}
+
+/// The run's event log lines after `after`, as Server-Sent Events (one
+/// JSON line per `data:`), as they are appended; the stream ends after
+/// `run_finished`. Polls the lake, so it follows runs of any process.
+async fn run_stream(
+    State(ui): State<UiState>,
+    Path(run_id): Path<String>,
+    Query(query): Query<StreamQuery>,
+) -> std::result::Result<
+    Sse<impl Stream<Item = std::result::Result<Event, std::convert::Infallible>>>,
+    PageError,
+> {
+    if run_log::read_events(&ui.session, &ui.lake, &run_id)
+        .await?
+        .is_none()
+    {
+        return Err(PageError::not_found(format!("no run '{run_id}'")));
+    }
+    let finished = |line: &str| line.contains("\"event\":\"run_finished\"");
+    let stream = futures::stream::unfold(
+        (ui, run_id, query.after, false),
+        move |(ui, run_id, seen, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let text = match run_log::read_events(&ui.session, &ui.lake, &run_id).await {
+                    Ok(text) => text.unwrap_or_default(),
+                    Err(e) => {
+                        tracing::warn!("ui: following {run_id}: {e}");
+                        String::new()
+                    }
+                };
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                let ended = lines.iter().any(|l| finished(l));
+                if lines.len() > seen {
+                    let events: Vec<_> = lines[seen..]
+                        .iter()
+                        .map(|l| Ok(Event::default().data(*l)))
+                        .collect();
+                    let next = (ui, run_id, lines.len(), ended);
+                    return Some((futures::stream::iter(events), next));
+                }
+                if ended {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        },
+    )
+    .flatten();
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -176,7 +176,13 @@ pub fn run_page(run: &RunRecord) -> String {
                 @if run.resumed { ". A resumed run: tasks whose checkpoints were reused are skipped." }
             }
             @if run.state == RunState::Running {
-                p.muted { "No end is recorded: the run is still going, or its process died." }
+                p.muted #live { "No end is recorded: the run is still going, or its process died. "
+                    "With JavaScript, this page reloads as the run's events arrive." }
+                // The one script of the UI: live updates over Server-Sent Events.
+                script { (PreEscaped(format!(
+                    "new EventSource('/runs/{}/stream?after={}').onmessage = () => location.reload();",
+                    run.run_id, run.event_lines
+                ))) }
             }
             @if let Some(error) = &run.error { p.error { (error) } }
             @if run.unreadable_lines > 0 {
