@@ -374,14 +374,9 @@ pub async fn read_run(
     lake: &Lake,
     run_id: &str,
 ) -> Result<Option<RunRecord>> {
-    if !is_run_id(run_id) {
-        return Ok(None);
-    }
-    let Some(text) = read_text(session, lake, &format!("{RUNS_DIR}{run_id}/events.jsonl")).await?
-    else {
-        return Ok(None);
-    };
-    Ok(RunRecord::from_log(&text))
+    Ok(read_events(session, lake, run_id)
+        .await?
+        .and_then(|text| RunRecord::from_log(&text)))
 }
 
 /// The raw event log of a run (`None` when there is none).

@@ -30,15 +30,19 @@ const NODE_H: i64 = 40;
 const GAP_X: i64 = 60;
 const GAP_Y: i64 = 16;
 
-/// Each task's layer: 0 without dependencies, else one more than its
-/// deepest dependency (unknown names are ignored; the config was checked).
-fn layers(run: &RunRecord) -> Vec<usize> {
-    let index: HashMap<&str, usize> = run
-        .tasks
+/// Each task's position in `run.tasks`, by name.
+fn task_index(run: &RunRecord) -> HashMap<&str, usize> {
+    run.tasks
         .iter()
         .enumerate()
         .map(|(i, t)| (t.name.as_str(), i))
-        .collect();
+        .collect()
+}
+
+/// Each task's layer: 0 without dependencies, else one more than its
+/// deepest dependency (unknown names are ignored; the config was checked).
+fn layers(run: &RunRecord) -> Vec<usize> {
+    let index = task_index(run);
     let mut layer = vec![0; run.tasks.len()];
     // Relax until stable: at most one pass per task on an acyclic graph.
     for _ in 0..run.tasks.len() {
@@ -86,12 +90,7 @@ pub fn task_graph(run: &RunRecord) -> Markup {
         20 + columns * NODE_W + (columns - 1) * GAP_X,
         20 + rows * NODE_H + (rows - 1) * GAP_Y,
     );
-    let index: HashMap<&str, usize> = run
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.as_str(), i))
-        .collect();
+    let index = task_index(run);
     html! {
         svg xmlns="http://www.w3.org/2000/svg" class="dag" width=(width) height=(height)
             viewBox=(format!("0 0 {width} {height}")) role="img" aria-label="task graph" {
