@@ -2133,6 +2133,15 @@ processing_tasks:
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let bad_id = run_id_of(&stderr(&o)).ok_or("run id")?;
 
+    generate(&dir, 600, 2, "raw")?;
+    let model = format!(
+        "name: model\nstorage: {{root: {}}}\nprocessing_tasks:\n  - name: train\n    classname: ModelTraining\n    initialization_parameters:\n      input: {}/\n      label_col: label_indoor\n      feature_cols: [rsrp, rsrq, sinr]\n      estimators: [{{classname: GBTClassifier, params: {{maxIter: 2}}}}]\n    transformation_parameters: {{path_model_repository: models/m/}}\n",
+        lake.display(),
+        dir.join("raw").display()
+    );
+    let o = submit(&dir, "model.yaml", &model, "local[2]")?;
+    assert!(o.status.success(), "{}", stderr(&o));
+
     let ui = listening(
         kiln()
             .args(["ui", "--bind", "127.0.0.1:0", "--lake"])
@@ -2203,6 +2212,21 @@ processing_tasks:
     let (status, events) = get(&format!("/runs/{good_id}/events.jsonl"))?;
     assert_eq!(status, 200);
     assert!(events.contains("\"event\":\"run_finished\""), "{events}");
+
+    let (status, models) = get("/models")?;
+    assert_eq!(status, 200, "{models}");
+    for needle in [
+        "models/m/",
+        "GBTClassifier",
+        "areaUnderROC",
+        "latest",
+        "rows=",
+    ] {
+        assert!(
+            models.contains(needle),
+            "'{needle}' not on /models:\n{models}"
+        );
+    }
 
     // A finished run's stream is its log, then the end; its page has no script.
     let (status, stream) = get(&format!("/runs/{good_id}/stream"))?;

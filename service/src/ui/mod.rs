@@ -52,6 +52,7 @@ pub fn router(state: UiState) -> Router {
         .route("/runs/{run_id}", get(run_page))
         .route("/runs/{run_id}/events.jsonl", get(run_events))
         .route("/runs/{run_id}/stream", get(run_stream))
+        .route("/models", get(models_page))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
@@ -108,6 +109,15 @@ impl From<KilnError> for PageError {
         PageError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: format!("the lake cannot be read: {e}"),
+        }
+    }
+}
+
+impl From<crate::problem::ApiError> for PageError {
+    fn from(e: crate::problem::ApiError) -> Self {
+        PageError {
+            status: e.status,
+            message: e.detail,
         }
     }
 }
@@ -191,6 +201,16 @@ async fn run_page(
             ui.lake.root()
         ))),
     }
+}
+
+/// Every model repository in the lake with its versions and metrics.
+async fn models_page(State(ui): State<UiState>) -> std::result::Result<Html<String>, PageError> {
+    let lake = crate::datasets::DatasetLake::new(Arc::clone(&ui.session), ui.lake.clone());
+    let repositories = crate::models::repositories(&lake).await?;
+    Ok(Html(pages::models_page(
+        ui.lake.root().as_str(),
+        &repositories,
+    )))
 }
 
 async fn run_events(

@@ -40,6 +40,7 @@ fn layout(title: &str, body: Markup) -> String {
                 header {
                     a.brand href="/" { "kiln" }
                     a href="/" { "Runs" }
+                    a href="/models" { "Models" }
                     a href="/metrics" { "Metrics" }
                 }
                 main { (body) }
@@ -224,6 +225,51 @@ pub fn run_page(run: &RunRecord) -> String {
                 pre { (run.config) }
             }
             p { a href=(format!("/runs/{}/events.jsonl", run.run_id)) { "Event log (JSON Lines)" } }
+        },
+    )
+}
+
+/// The model repositories: each version's kind, estimator, test metrics
+/// (Spark's names) and training-data fingerprint; the latest marked.
+pub fn models_page(lake: &str, repositories: &[crate::models::ModelRepository]) -> String {
+    let mut metric_names: Vec<&str> = repositories
+        .iter()
+        .flat_map(|r| r.versions.iter().flat_map(|v| v.metrics.keys()))
+        .map(String::as_str)
+        .collect();
+    metric_names.sort_unstable();
+    metric_names.dedup();
+    layout(
+        "Models",
+        html! {
+            h1 { "Models" }
+            p.muted { "Lake: " (lake) ". " (repositories.len()) " repositor(ies)." }
+            @if repositories.is_empty() { p { "No model repository in this lake yet." } }
+            @for repo in repositories {
+                h2 { code { (repo.uri) } }
+                table {
+                    thead { tr {
+                        th { "Version" } th { "Kind" } th { "Estimator" }
+                        @for m in &metric_names { th { (m) } }
+                        th { "Training data" } th { "kiln" }
+                    } }
+                    tbody {
+                        @for v in repo.versions.iter().rev() {
+                            tr {
+                                td { "v" (v.version)
+                                    @if repo.latest == Some(v.version) { " " span.state.state-succeeded { "latest" } } }
+                                td { (v.kind) }
+                                td { (v.classname.as_deref().unwrap_or("")) }
+                                @for m in &metric_names {
+                                    td.num { (v.metrics.get(*m).map(|x| format!("{x:.4}")).unwrap_or_default()) }
+                                }
+                                td { code { (v.training_fingerprint.as_deref().unwrap_or("")) } }
+                                td { (v.kiln_version.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
         },
     )
 }
