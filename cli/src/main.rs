@@ -356,6 +356,10 @@ struct ExecutorArgs {
     /// Must match the scheduler's --task-scheduling.
     #[arg(long, env = "KILN_TASK_SCHEDULING", value_enum, default_value = "pull")]
     task_scheduling: TaskSchedulingArg,
+    /// Seconds to wait at start for the scheduler to accept connections
+    /// (0: try once).
+    #[arg(long, env = "KILN_SCHEDULER_WAIT_SECONDS", default_value_t = 60)]
+    scheduler_wait_seconds: u64,
 }
 
 #[derive(Subcommand)]
@@ -786,6 +790,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     heartbeat_interval_seconds: args.heartbeat_interval_seconds,
                     health_port: args.health_port,
                     scheduling: args.task_scheduling.into(),
+                    scheduler_wait: std::time::Duration::from_secs(args.scheduler_wait_seconds),
                 },
                 kiln_pipelines::extensions(),
             )

@@ -1538,20 +1538,29 @@ fn fault_scenario(
         })
     };
 
-    // The fault lands once the first executor holds shuffle output of the job.
-    let victim_work = cluster.executors[0].work.clone();
-    while walk(&victim_work).iter().all(|p| !p.is_file()) {
+    // The fault lands on the first live executor that holds shuffle output
+    // of the job (one that died at start, its ports taken, was replaced and
+    // never gets any).
+    let victim = loop {
+        let holding = cluster
+            .executors
+            .iter()
+            .position(|e| !e.retired && walk(&e.work).iter().any(|p| p.is_file()));
+        if let Some(i) = holding {
+            break i;
+        }
         if client.try_wait()?.is_some() {
             return Err(format!("{fault:?}: the job ended before the fault").into());
         }
+        cluster.restart_dead_executors()?;
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     match fault {
         Fault::KillExecutor => {
-            cluster.executors[0].retired = true;
-            cluster.executors[0].child.kill()?
+            cluster.executors[victim].retired = true;
+            cluster.executors[victim].child.kill()?
         }
-        Fault::StopExecutor => signal(&cluster.executors[0].child, "STOP"),
+        Fault::StopExecutor => signal(&cluster.executors[victim].child, "STOP"),
         Fault::KillAllExecutors => {
             for e in &mut cluster.executors {
                 e.retired = true;

@@ -146,6 +146,9 @@ pub struct ExecutorOptions {
     /// over HTTP on this port.
     pub health_port: Option<u16>,
     pub scheduling: TaskScheduling,
+    /// How long to wait at start for the scheduler to accept connections
+    /// (pods start in any order); 0 tries once.
+    pub scheduler_wait: std::time::Duration,
 }
 
 fn cluster_err(what: &str, e: impl std::fmt::Display) -> KilnError {
@@ -260,9 +263,46 @@ pub async fn run_executor(options: ExecutorOptions, extensions: KilnExtensions) 
         }
         None => None,
     };
+    wait_for_scheduler(
+        &options.scheduler_host,
+        options.scheduler_port,
+        options.scheduler_wait,
+    )
+    .await?;
     start_executor_process(Arc::new(config))
         .await
         .map_err(|e| cluster_err("executor stopped", e))
+}
+
+/// Waits until the scheduler accepts TCP connections, at most `wait`.
+/// (Ballista's own `scheduler_connect_timeout_seconds` never times out:
+/// it measures `Instant::now().elapsed()`.)
+async fn wait_for_scheduler(host: &str, port: u16, wait: std::time::Duration) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        match tokio::net::TcpStream::connect((host, port)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if started.elapsed() < wait => {
+                if !told {
+                    eprintln!("waiting for the scheduler at {host}:{port} ({e})");
+                    told = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => {
+                return Err(KilnError::Cluster {
+                    message: format!(
+                        "cannot reach the scheduler at {host}:{port} after {:.0} s: {e}",
+                        wait.as_secs_f64()
+                    ),
+                    fix: Some(
+                        "start `kiln scheduler`, check --scheduler-host and --scheduler-port, or raise --scheduler-wait-seconds".into(),
+                    ),
+                });
+            }
+        }
+    }
 }
 
 fn bind_ip(host: &str) -> Result<std::net::IpAddr> {

@@ -1205,6 +1205,27 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// The service's routes.
+/// Middleware: lets a request through only with the viewer role (or no
+/// authentication configured); otherwise the API's 401/403 problem.
+pub async fn require_viewer(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let allowed = match Principal::from_request_parts(&mut parts, &state).await {
+        Ok(who) => who.require(Role::Viewer),
+        Err(e) => Err(e),
+    };
+    match allowed {
+        Ok(()) => {
+            next.run(axum::extract::Request::from_parts(parts, body))
+                .await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let upload_limit = DefaultBodyLimit::disable();
     let body_limit = DefaultBodyLimit::max(state.limits.max_body_bytes);

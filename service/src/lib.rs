@@ -107,6 +107,11 @@ impl Server {
             context,
             options.workers.clone(),
         ));
+        let pages = ui::UiState {
+            session: Arc::clone(&session),
+            lake: datasets.lake().clone(),
+            jobs: Some(store.clone()),
+        };
         let state = api::AppState {
             store,
             datasets,
@@ -114,6 +119,12 @@ impl Server {
             limits: Arc::new(options.limits.clone()),
             wake: workers.waker(),
         };
+        // The pages and /metrics of the lake's runs, behind the API's
+        // authentication (the viewer role).
+        let pages = ui::router(pages).layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::require_viewer,
+        ));
         let listener = tokio::net::TcpListener::bind(options.bind)
             .await
             .map_err(|e| KilnError::config(format!("cannot listen on {}: {e}", options.bind)))?;
@@ -123,7 +134,7 @@ impl Server {
         Ok(Server {
             address,
             listener,
-            router: api::router(state),
+            router: api::router(state).merge(pages),
             workers,
         })
     }

@@ -408,6 +408,21 @@ impl Store {
         rows.iter().map(job_from).collect()
     }
 
+    /// How many jobs there are of each type in each state (for metrics).
+    pub async fn job_counts(&self) -> Result<Vec<(String, String, i64)>, DbError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT job_type, state, COUNT(*) FROM jobs GROUP BY job_type, state \
+                 ORDER BY job_type, state",
+                vec![],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?, r.int(2)?)))
+            .collect()
+    }
+
     /// Jobs of `owner` queued or running: the per-user submission limit.
     pub async fn open_jobs(&self, owner: &str) -> Result<i64, DbError> {
         let rows = self

@@ -900,6 +900,27 @@ async fn oidc_tokens_are_checked_the_way_an_attacker_would_try_them() {
     };
     let alice = issuer.token("alice", &["user"]);
     assert_eq!(list(Some(alice.clone())).await.status(), StatusCode::OK);
+    // The pages and metrics of `kiln serve` take the same tokens.
+    for path in ["/", "/metrics", "/models"] {
+        let page = |token: Option<&str>| {
+            let mut r = client.get(server.url(path));
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            r.send()
+        };
+        let refused = page(None).await.expect("request");
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let shown = page(Some(&alice)).await.expect("request");
+        assert_eq!(shown.status(), StatusCode::OK, "{path}");
+        if path == "/metrics" {
+            let text = shown.text().await.expect("body");
+            assert!(
+                text.lines().any(|l| l == "kiln_service_queue_depth 0"),
+                "{text}"
+            );
+        }
+    }
 
     let now = jsonwebtoken::get_current_timestamp();
     let with = |change: &dyn Fn(&mut Value)| {

@@ -10,6 +10,8 @@
 //! | `kiln_task_duration_seconds` | histogram | pipeline, classname |
 //! | `kiln_task_rows_total` | counter | pipeline, direction (in/out) |
 //! | `kiln_task_retries_total` | counter | pipeline |
+//! | `kiln_service_jobs` | gauge | type, state (`kiln serve` only) |
+//! | `kiln_service_queue_depth` | gauge | (`kiln serve` only) |
 
 use kiln_pipelines::run_log::RunRecord;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -39,6 +41,12 @@ struct TaskLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    r#type: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RowsLabels {
     pipeline: String,
     direction: String,
@@ -51,8 +59,12 @@ fn duration_buckets() -> Histogram {
     ))
 }
 
-/// The metrics of `runs`, encoded.
-pub fn encode_runs(runs: &[RunRecord]) -> Result<String, std::fmt::Error> {
+/// The metrics of `runs` and, for `kiln serve`, of its jobs (count by
+/// type and state), encoded.
+pub fn encode(
+    runs: &[RunRecord],
+    jobs: Option<&[(String, String, i64)]>,
+) -> Result<String, std::fmt::Error> {
     let runs_by_state = Family::<StateLabels, Gauge>::default();
     let tasks_by_state = Family::<StateLabels, Gauge>::default();
     let run_seconds = Family::<PipelineLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -142,6 +154,31 @@ pub fn encode_runs(runs: &[RunRecord]) -> Result<String, std::fmt::Error> {
         "Task attempts that failed and were retried",
         retries,
     );
+    if let Some(jobs) = jobs {
+        let by_state = Family::<JobLabels, Gauge>::default();
+        let queued: Gauge = Gauge::default();
+        for (job_type, state, count) in jobs {
+            by_state
+                .get_or_create(&JobLabels {
+                    r#type: job_type.clone(),
+                    state: state.clone(),
+                })
+                .set(*count);
+            if state == "queued" {
+                queued.inc_by(*count);
+            }
+        }
+        registry.register(
+            "kiln_service_jobs",
+            "Jobs of the service by type and state",
+            by_state,
+        );
+        registry.register(
+            "kiln_service_queue_depth",
+            "Jobs queued and not yet started",
+            queued,
+        );
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;
     Ok(text)
@@ -160,7 +197,12 @@ mod tests {
 {"ts_ms":301,"event":"run_finished","run_id":"p-1","pipeline":"p","state":"succeeded","seconds":0.31,"error":null}
 "#;
         let run = RunRecord::from_log(log).expect("run");
-        let text = encode_runs(&[run.clone(), run]).expect("encodes");
+        let jobs = [
+            ("generate".to_string(), "queued".to_string(), 3),
+            ("fuse".to_string(), "queued".to_string(), 1),
+            ("fuse".to_string(), "succeeded".to_string(), 5),
+        ];
+        let text = encode(&[run.clone(), run], Some(&jobs)).expect("encodes");
         for line in [
             "# TYPE kiln_runs gauge",
             r#"kiln_runs{pipeline="p",state="succeeded"} 2"#,
@@ -171,6 +213,8 @@ mod tests {
             r#"kiln_task_rows_total{pipeline="p",direction="in"} 10"#,
             r#"kiln_task_rows_total{pipeline="p",direction="out"} 8"#,
             r#"kiln_task_retries_total{pipeline="p"} 2"#,
+            r#"kiln_service_jobs{type="fuse",state="succeeded"} 5"#,
+            "kiln_service_queue_depth 4",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "'{line}' not in:\n{text}");

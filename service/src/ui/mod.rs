@@ -31,6 +31,8 @@ use std::time::Duration;
 pub struct UiState {
     pub session: Arc<KilnSession>,
     pub lake: Lake,
+    /// The job queue, when the pages are part of `kiln serve`.
+    pub jobs: Option<crate::store::Store>,
 }
 
 impl UiState {
@@ -41,6 +43,7 @@ impl UiState {
         Ok(UiState {
             session: Arc::new(session),
             lake: Lake::new(lake)?,
+            jobs: None,
         })
     }
 }
@@ -225,7 +228,14 @@ async fn run_events(
 
 async fn metrics_text(State(ui): State<UiState>) -> std::result::Result<Response, PageError> {
     let runs = run_log::list_runs(&ui.session, &ui.lake).await?;
-    let text = metrics::encode_runs(&runs).map_err(|e| PageError {
+    let jobs = match &ui.jobs {
+        Some(store) => Some(store.job_counts().await.map_err(|e| PageError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("the job database cannot be read: {e}"),
+        })?),
+        None => None,
+    };
+    let text = metrics::encode(&runs, jobs.as_deref()).map_err(|e| PageError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         message: format!("bug in kiln: metrics did not encode: {e}"),
     })?;
