@@ -2290,7 +2290,7 @@ processing_tasks:
         "kiln_tasks{pipeline=\"ui\",state=\"succeeded\"} 3",
         "kiln_task_retries_total{pipeline=\"ui\"} 2",
         "kiln_run_duration_seconds_count{pipeline=\"ui\"} 1",
-        "# EOF",
+        "# TYPE kiln_task_retries_total counter",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

@@ -21,7 +21,41 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The classic Prometheus text format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics text as the classic Prometheus format: counters are named
+/// with their `_total` suffix in `# HELP`/`# TYPE`, and `# UNIT` and
+/// `# EOF` (OpenMetrics only) are dropped. Samples are the same.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
@@ -218,6 +252,32 @@ mod tests {
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "'{line}' not in:\n{text}");
+        }
+        let classic = to_prometheus_text(&text);
+        for line in [
+            "# TYPE kiln_task_rows_total counter",
+            "# TYPE kiln_task_duration_seconds histogram",
+            r#"kiln_task_rows_total{pipeline="p",direction="in"} 10"#,
+            "kiln_service_queue_depth 4",
+        ] {
+            assert!(
+                classic.lines().any(|l| l == line),
+                "'{line}' not in:\n{classic}"
+            );
+        }
+        assert!(
+            !classic.contains("# EOF") && !classic.contains("# UNIT"),
+            "{classic}"
+        );
+        // Every family's samples follow its # TYPE line under the same name.
+        for typed in classic.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let name = typed.split(' ').next().unwrap_or_default();
+            assert!(
+                classic
+                    .lines()
+                    .any(|l| l.starts_with(name) && !l.starts_with('#')),
+                "{name}"
+            );
         }
     }
 }

@@ -226,7 +226,17 @@ async fn run_events(
     }
 }
 
-async fn metrics_text(State(ui): State<UiState>) -> std::result::Result<Response, PageError> {
+/// `/metrics`: OpenMetrics when the scraper asks for it (Prometheus does),
+/// else the classic Prometheus text format (0.0.4).
+async fn metrics_text(
+    State(ui): State<UiState>,
+    headers: axum::http::HeaderMap,
+) -> std::result::Result<Response, PageError> {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     let runs = run_log::list_runs(&ui.session, &ui.lake).await?;
     let jobs = match &ui.jobs {
         Some(store) => Some(store.job_counts().await.map_err(|e| PageError {
@@ -239,7 +249,19 @@ async fn metrics_text(State(ui): State<UiState>) -> std::result::Result<Response
         status: StatusCode::INTERNAL_SERVER_ERROR,
         message: format!("bug in kiln: metrics did not encode: {e}"),
     })?;
-    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+    if openmetrics {
+        Ok((
+            [(header::CONTENT_TYPE, metrics::OPENMETRICS_CONTENT_TYPE)],
+            text,
+        )
+            .into_response())
+    } else {
+        Ok((
+            [(header::CONTENT_TYPE, metrics::PROMETHEUS_CONTENT_TYPE)],
+            metrics::to_prometheus_text(&text),
+        )
+            .into_response())
+    }
 }
 
 /// Where a live page's stream starts: after the event lines it showed.
