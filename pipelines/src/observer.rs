@@ -39,6 +39,8 @@ pub enum RunState {
 }
 
 impl RunState {
+    pub const ALL: [RunState; 3] = [RunState::Running, RunState::Succeeded, RunState::Failed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Running => "running",

@@ -4,7 +4,6 @@
 //! lake.
 
 use crate::observer::RunState;
-use datafusion::object_store::ObjectStoreExt;
 use futures::StreamExt;
 use kiln_engine::storage::{Lake, object_path};
 use kiln_engine::{KilnError, KilnSession, Result};
@@ -397,23 +396,18 @@ pub async fn list_runs(session: &KilnSession, lake: &Lake) -> Result<Vec<RunReco
     let store = session.stores().store_for(&dir)?;
     let prefix = object_path(&dir)?;
     let mut listing = store.list(Some(&prefix));
-    let mut logs = Vec::new();
+    let mut run_ids = Vec::new();
     while let Some(meta) = listing.next().await {
         let meta = meta.map_err(|e| KilnError::io(&dir, e))?;
-        if meta.location.as_ref().ends_with("/events.jsonl") {
-            logs.push(meta.location);
+        if let Some(run_dir) = meta.location.as_ref().strip_suffix("/events.jsonl")
+            && let Some((_, run_id)) = run_dir.rsplit_once('/')
+        {
+            run_ids.push(run_id.to_string());
         }
     }
-    let mut runs = Vec::with_capacity(logs.len());
-    for location in logs {
-        let bytes = store
-            .get(&location)
-            .await
-            .map_err(|e| KilnError::io(&location, e))?
-            .bytes()
-            .await
-            .map_err(|e| KilnError::io(&location, e))?;
-        if let Some(run) = RunRecord::from_log(&String::from_utf8_lossy(&bytes)) {
+    let mut runs = Vec::with_capacity(run_ids.len());
+    for run_id in run_ids {
+        if let Some(run) = read_run(session, lake, &run_id).await? {
             runs.push(run);
         }
     }
@@ -423,16 +417,11 @@ pub async fn list_runs(session: &KilnSession, lake: &Lake) -> Result<Vec<RunReco
 
 async fn read_text(session: &KilnSession, lake: &Lake, relative: &str) -> Result<Option<String>> {
     let url = lake.resolve(relative)?;
-    let store = session.stores().store_for(&url)?;
-    let path = object_path(&url)?;
-    match store.get(&path).await {
-        Ok(got) => {
-            let bytes = got.bytes().await.map_err(|e| KilnError::io(&url, e))?;
-            Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
-        }
-        Err(datafusion::object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(KilnError::io(&url, e)),
-    }
+    Ok(session
+        .stores()
+        .read_object(&url)
+        .await?
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 #[cfg(test)]

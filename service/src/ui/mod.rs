@@ -66,8 +66,12 @@ pub fn router(state: UiState) -> Router {
 /// stderr once it accepts requests.
 pub async fn history_server(lake: &str, bind: SocketAddr) -> Result<()> {
     let state = UiState::open(lake).await?;
-    // Fail now, not on the first page, when the lake cannot be read.
-    run_log::list_runs(&state.session, &state.lake).await?;
+    // Fail now, not on the first page, when the lake's store cannot be
+    // opened (without reading every run log at start).
+    state
+        .session
+        .stores()
+        .store_for(&state.lake.resolve(run_log::RUNS_DIR)?)?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| KilnError::config(format!("cannot listen on {bind}: {e}")))?;
@@ -148,15 +152,19 @@ pub const PAGE_SIZE: usize = 50;
 
 impl RunsQuery {
     fn state(&self) -> std::result::Result<Option<RunState>, PageError> {
-        match self.state.as_str() {
-            "" => Ok(None),
-            "running" => Ok(Some(RunState::Running)),
-            "succeeded" => Ok(Some(RunState::Succeeded)),
-            "failed" => Ok(Some(RunState::Failed)),
-            other => Err(PageError::bad_request(format!(
-                "state '{other}' is not a run state: use running, succeeded or failed"
-            ))),
+        if self.state.is_empty() {
+            return Ok(None);
         }
+        RunState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == self.state)
+            .map(Some)
+            .ok_or_else(|| {
+                PageError::bad_request(format!(
+                    "state '{}' is not a run state: use running, succeeded or failed",
+                    self.state
+                ))
+            })
     }
 }
 

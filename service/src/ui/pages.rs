@@ -107,7 +107,6 @@ fn page_link(query: &RunsQuery, page: usize) -> String {
 }
 
 pub fn runs_page(view: &RunsView<'_>) -> String {
-    let states = [RunState::Running, RunState::Succeeded, RunState::Failed];
     layout(
         "Runs",
         html! {
@@ -125,7 +124,7 @@ pub fn runs_page(view: &RunsView<'_>) -> String {
                 label { "State " br;
                     select name="state" {
                         option value="" { "any" }
-                        @for s in states {
+                        @for s in RunState::ALL {
                             option value=(s.as_str()) selected[s.as_str() == view.query.state] { (s.as_str()) }
                         }
                     }
