@@ -15,6 +15,7 @@ use kiln_pipelines::terminal::LogFormat;
 use kiln_synth::{Rules, Source};
 use std::process::ExitCode;
 
+mod models;
 mod serve;
 mod synth;
 
@@ -117,6 +118,15 @@ enum Command {
         after_help = "Examples:\n  kiln evaluate lake/raw/training/ lake/synthetic/training/ --out lake/reports/training/\n  kiln evaluate real.parquet synthetic.parquet --holdout holdout.parquet --type cell_id=categorical --type sample_id=id --out report/\n\nWrites report.json (scores in [0, 1], null where undefined), index.html and SVG plots."
     )]
     Evaluate(Box<synth::EvaluateArgs>),
+    /// The model registry: list, show and diff versions, promote a version
+    /// to an alias (champion = deployed), roll back.
+    #[command(
+        after_help = "Examples:\n  kiln models list lake/models/indoor_outdoor/\n  kiln models list lake/models/indoor_outdoor/ --format json\n  kiln models diff lake/models/indoor_outdoor/ champion challenger\n  kiln models promote lake/models/indoor_outdoor/ 4\n  kiln models promote lake/models/indoor_outdoor/ 5 --alias staging\n  kiln models rollback lake/models/indoor_outdoor/"
+    )]
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
+    },
     /// Fit a generative model to a table, and sample new rows from it.
     Reproduce {
         #[command(subcommand)]
@@ -401,6 +411,13 @@ struct SubmitArgs {
     /// Abandon the whole run after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     time_limit: Option<f64>,
+    /// The id of the new run (default: pipeline name, time and a random suffix).
+    #[arg(long, value_name = "RUN_ID")]
+    run_id: Option<String>,
+    /// RUN_ID/TASK of the run that started this one; recorded in the run's
+    /// log and its models' lineage (set by drift-triggered retraining).
+    #[arg(long, value_name = "RUN_ID/TASK")]
+    triggered_by: Option<String>,
     /// text: log lines, with a live progress display when stderr is a
     /// terminal; json: one JSON event per line on stderr.
     #[arg(long, value_enum, default_value = "text")]
@@ -475,6 +492,8 @@ async fn submit(args: SubmitArgs) -> Result<()> {
             LogFormatArg::Json => LogFormat::Json,
         },
         live_progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        run_id: args.run_id,
+        triggered_by: args.triggered_by,
     };
     let report = runner::run(&loaded, &options, &kiln_pipelines::extensions()).await?;
     eprintln!(
@@ -688,6 +707,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Datasets { server, command } => serve::datasets(server, command).await,
         Command::Evaluate(args) => synth::evaluate(*args).await,
         Command::Reproduce { command } => synth::reproduce(command).await,
+        Command::Models { command } => models::models(command).await,
         Command::Openapi => {
             print!("{}", kiln_service::api::openapi_document());
             Ok(())

@@ -2228,7 +2228,7 @@ processing_tasks:
         "models/m/",
         "GBTClassifier",
         "areaUnderROC",
-        "latest",
+        "champion (deployed)",
         "rows=",
     ] {
         assert!(
@@ -2310,4 +2310,343 @@ fn followed_from(page: &str) -> Result<usize, Box<dyn std::error::Error>> {
         .take_while(char::is_ascii_digit)
         .collect();
     Ok(digits.parse()?)
+}
+
+/// A training pipeline for the lifecycle test: a few raw columns and the
+/// activity index as features, GBT of the given size, champion/challenger.
+fn lifecycle_training(lake: &Path, max_iter: u32, max_depth: u32) -> String {
+    format!(
+        r#"name: lifecycle_training
+storage: {{root: {lake}}}
+processing_tasks:
+  - name: features
+    classname: FeaturePipeline
+    initialization_parameters:
+      input: raw/train/
+      label_cols: [label_indoor]
+      stages:
+        - classname: StringIndexer
+          params: {{inputCols: [activity], outputCols: [activity_idx], stringOrderType: frequencyDesc, handleInvalid: keep}}
+        - classname: VectorAssembler
+          params: {{outputCol: features, handleInvalid: keep, inputCols: [rsrp, rsrq, sinr, gps_accuracy, light_lux, wifi_rssi, activity_idx]}}
+    transformation_parameters:
+      mode: fit_transform
+      path_pipeline_model: models/features/
+      path_df_features: features/train/
+  - name: train
+    depends_on: [features]
+    classname: ModelTraining
+    initialization_parameters:
+      input: features/train/
+      path_pipeline_model: models/features/
+      label_col: label_indoor
+      features_col: features
+      seed: 7
+      champion_challenger: {{margin: 0.0}}
+      estimators:
+        - classname: GBTClassifier
+          params: {{maxIter: {max_iter}, maxDepth: {max_depth}}}
+    transformation_parameters:
+      path_model_repository: models/io/
+"#,
+        lake = lake.display()
+    )
+}
+
+/// One `BatchPrediction` task with drift monitoring.
+fn lifecycle_prediction(name: &str, input: &str, retrain: Option<&Path>) -> String {
+    let on_drift = retrain
+        .map(|p| format!(", on_drift: {{retrain: {}}}", p.display()))
+        .unwrap_or_default();
+    format!(
+        r#"  - name: {name}
+    classname: BatchPrediction
+    initialization_parameters:
+      input: {input}
+      path_model_repository: models/io/
+      keep_cols: [sample_id]
+      monitor_drift: {{psi: 0.2, ks: 0.1{on_drift}}}
+    transformation_parameters:
+      path_predictions: predictions/{name}/
+"#
+    )
+}
+
+fn json_file(path: &Path) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    Ok(serde_json::from_str(
+        &std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+    )?)
+}
+
+/// The drifted feature names of a drift report.
+fn drifted_features(report: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = report["features"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, e)| e["drifted"] == true)
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn models_json(repo: &Path) -> Result<Vec<serde_json::Value>, Box<dyn std::error::Error>> {
+    let o = kiln()
+        .args(["models", "list", "--format", "json"])
+        .arg(repo)
+        .output_bounded()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    Ok(serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout)?)
+}
+
+fn champion_of(versions: &[serde_json::Value]) -> Option<u64> {
+    versions
+        .iter()
+        .find(|v| {
+            v["aliases"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "champion"))
+        })
+        .and_then(|v| v["version"].as_u64())
+}
+
+#[test]
+fn drift_triggers_retraining_and_promotion_follows_the_champion() -> TestResult {
+    let dir = tempdir("lifecycle");
+    let lake = dir.join("lake");
+    let repo = lake.join("models/io");
+    // The shifted rules: rsrp 12 dB lower, another activity mix.
+    let rules =
+        std::fs::read_to_string(workspace().join("configs/generators/indoor_outdoor.yaml"))?;
+    let shifted = rules
+        .replace("mean: -106, std: 10", "mean: -118, std: 10")
+        .replace("mean: -96, std: 10", "mean: -108, std: 10")
+        .replace(
+            "weights: [0.52, 0.14, 0.0, 0.03, 0.22, 0.07, 0.015, 0.005]",
+            "weights: [0.15, 0.15, 0.2, 0.25, 0.05, 0.1, 0.05, 0.05]",
+        )
+        .replace(
+            "weights: [0.2, 0.38, 0.09, 0.22, 0.02, 0.05, 0.03, 0.01]",
+            "weights: [0.1, 0.1, 0.3, 0.3, 0.05, 0.05, 0.05, 0.05]",
+        );
+    assert_ne!(shifted, rules);
+    let shifted_rules = dir.join("shifted.yaml");
+    std::fs::write(&shifted_rules, shifted)?;
+    generate(&lake, 20_000, 1, "raw/train")?;
+    let o = kiln()
+        .args(["generate"])
+        .arg(&shifted_rules)
+        .args(["--rows", "10000", "--seed", "2", "--out"])
+        .arg(lake.join("raw/shifted"))
+        .output_bounded()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let weak = dir.join("weak.yaml");
+    let strong = dir.join("strong.yaml");
+    std::fs::write(&weak, lifecycle_training(&lake, 2, 1))?;
+    std::fs::write(&strong, lifecycle_training(&lake, 20, 4))?;
+
+    // v1: the first winner becomes the champion.
+    let o = kiln().arg("submit").arg(&weak).output_bounded()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v1 = json_file(&repo.join("v1/report.json"))?;
+    assert_eq!(v1["champion_challenger"]["promoted"], true, "{v1}");
+    assert!(repo.join("v1/profile.json").exists());
+
+    // A shifted batch: drift on exactly rsrp and activity, retraining with
+    // the stronger model, which beats the champion and is deployed.
+    let predict = |name: &str, input: &str, retrain: Option<&Path>| {
+        format!(
+            "name: lifecycle_prediction\nstorage: {{root: {}}}\nprocessing_tasks:\n{}",
+            lake.display(),
+            lifecycle_prediction(name, input, retrain)
+        )
+    };
+    let o = submit(
+        &dir,
+        "p1.yaml",
+        &predict("shifted", "raw/shifted/", Some(&strong)),
+        "local[2]",
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run1 = run_id_of(&stderr(&o)).ok_or("run id")?;
+    let report = json_file(&lake.join("predictions/drift/report.json"))?;
+    assert_eq!(
+        drifted_features(&report),
+        ["activity_idx", "rsrp"],
+        "{}",
+        serde_json::to_string_pretty(&report["features"])?
+    );
+    for (name, entry) in report["features"].as_object().ok_or("features")? {
+        for stat in ["psi", "ks", "js"] {
+            assert!(entry[stat].is_f64(), "{name}.{stat}: {entry}");
+        }
+        if !["rsrp", "activity_idx"].contains(&name.as_str()) {
+            assert!(
+                entry["psi"].as_f64() < Some(0.2) && entry["ks"].as_f64() < Some(0.1),
+                "{name}: {entry}"
+            );
+        }
+    }
+    assert_eq!(report["model"]["version"], 1);
+    assert_eq!(report["rows"], 10_000);
+    let retraining = &report["retraining"];
+    assert_eq!(retraining["state"], "succeeded", "{report}");
+    assert_eq!(retraining["promoted"], true, "{report}");
+    assert!(lake.join("predictions/drift/drift.svg").exists());
+    assert!(lake.join("predictions/drift/rsrp.svg").exists());
+    // The predictions have no monitoring column.
+    let predictions = lake.join("predictions/shifted");
+    assert!(
+        walk(&predictions)
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "parquet"))
+    );
+
+    let versions = models_json(&repo)?;
+    assert_eq!(versions.len(), 2);
+    assert_eq!(champion_of(&versions), Some(2));
+    let v2 = &versions[1];
+    assert_eq!(v2["lineage"]["triggered_by"], format!("{run1}/shifted"));
+    assert!(
+        v2["metrics"]["areaUnderROC"].as_f64() > versions[0]["metrics"]["areaUnderROC"].as_f64()
+    );
+    assert!(v2["created"].is_string());
+
+    // Now the weak model retrains: not better than the champion, so it is
+    // only a challenger, and the batch was scored by the champion v2.
+    let o = submit(
+        &dir,
+        "p2.yaml",
+        &predict("again", "raw/shifted/", Some(&weak)),
+        "local[2]",
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = json_file(&lake.join("predictions/drift/report.json"))?;
+    assert_eq!(report["model"]["version"], 2);
+    assert_eq!(report["retraining"]["promoted"], false, "{report}");
+    let versions = models_json(&repo)?;
+    assert_eq!(champion_of(&versions), Some(2));
+    assert_eq!(versions[2]["aliases"], serde_json::json!(["challenger"]));
+    let decision = json_file(&repo.join("v3/report.json"))?;
+    assert_eq!(decision["champion_challenger"]["champion_version"], 2);
+
+    // Rollback, promote, and their errors.
+    let o = kiln()
+        .args(["models", "rollback"])
+        .arg(&repo)
+        .output_bounded()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(champion_of(&models_json(&repo)?), Some(1));
+    let o = submit(
+        &dir,
+        "p3.yaml",
+        &predict("after_rollback", "raw/shifted/", None),
+        "local[2]",
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        json_file(&lake.join("predictions/drift/report.json"))?["model"]["version"],
+        1
+    );
+    let o = kiln()
+        .args(["models", "rollback", "--to", "9"])
+        .arg(&repo)
+        .output_bounded()?;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("version 9 does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    let o = kiln()
+        .args(["models", "promote"])
+        .arg(&repo)
+        .arg("challenger")
+        .output_bounded()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(champion_of(&models_json(&repo)?), Some(3));
+    let o = kiln()
+        .args(["models", "diff"])
+        .arg(&repo)
+        .args(["1", "2"])
+        .output_bounded()?;
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("params.maxDepth"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
+    // An older artifact has no profile: a clear error before any work.
+    std::fs::remove_file(repo.join("v3/profile.json"))?;
+    let o = submit(
+        &dir,
+        "p4.yaml",
+        &predict("old", "raw/shifted/", None),
+        "local[2]",
+    )?;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("has no reference profile"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!lake.join("predictions/old").exists());
+    let o = kiln()
+        .args(["models", "promote"])
+        .arg(&repo)
+        .arg("2")
+        .output_bounded()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Unshifted batches from 20 other seeds: count the false alarms.
+    let mut config = format!(
+        "name: lifecycle_false_alarms\nstorage: {{root: {}}}\nprocessing_tasks:\n",
+        lake.display()
+    );
+    for seed in 0..20 {
+        config.push_str(&format!(
+            "  - {{name: gen{seed}, classname: RuleBasedGenerator, initialization_parameters: {{rules: configs/generators/indoor_outdoor.yaml, rows: 10000, seed: {}}}, transformation_parameters: {{path_output: raw/clean{seed}/}}}}\n",
+            100 + seed
+        ));
+        config.push_str(
+            &lifecycle_prediction(
+                &format!("clean{seed}"),
+                &format!("raw/clean{seed}/"),
+                Some(&strong),
+            )
+            .replace(
+                "    classname: BatchPrediction\n",
+                &format!("    classname: BatchPrediction\n    depends_on: [gen{seed}]\n"),
+            )
+            .replace(
+                "      monitor_drift: {",
+                &format!("      monitor_drift: {{path_report: drift/clean{seed}/, "),
+            ),
+        );
+    }
+    let o = submit(&dir, "clean.yaml", &config, "local[2]")?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut alarms = 0;
+    let mut worst: (f64, f64) = (0.0, 0.0);
+    for seed in 0..20 {
+        let report = json_file(&lake.join(format!("drift/clean{seed}/report.json")))?;
+        if !report["drifted"].as_array().is_some_and(|d| d.is_empty()) {
+            alarms += 1;
+        }
+        assert!(report["retraining"].is_null(), "seed {seed}: {report}");
+        for entry in report["features"].as_object().ok_or("features")?.values() {
+            worst.0 = worst.0.max(entry["psi"].as_f64().unwrap_or(0.0));
+            worst.1 = worst.1.max(entry["ks"].as_f64().unwrap_or(0.0));
+        }
+    }
+    eprintln!(
+        "false alarms: {alarms} of 20 unshifted batches (largest PSI {:.4}, KS {:.4})",
+        worst.0, worst.1
+    );
+    assert_eq!(alarms, 0);
+    assert_eq!(models_json(&repo)?.len(), 3, "no retraining started");
+    Ok(())
 }

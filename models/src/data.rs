@@ -624,6 +624,15 @@ impl BinSample {
         Ok(())
     }
 
+    /// Each feature's reference distribution for drift monitoring: the
+    /// same sampled rows that fix the bin boundaries.
+    pub fn reference(&self) -> Vec<crate::drift::Reference> {
+        self.columns
+            .par_iter()
+            .map(|c| crate::drift::Reference::from_values(c))
+            .collect()
+    }
+
     /// The boundaries for each distinct `max_bins` (sorted, deduplicated).
     /// Sample order does not matter: [`FeatureBins::fit`] sorts.
     pub fn fit(self, max_bins: &[usize]) -> Result<Vec<(usize, Vec<FeatureBins>)>> {
@@ -651,12 +660,26 @@ impl BinSample {
     }
 }
 
+/// Scores one row given its raw feature values (`value(f)` for feature `f`):
+/// another model's class probabilities, e.g. the champion's.
+pub type RowScorer = dyn Fn(&dyn Fn(usize) -> f64) -> Vec<f64> + Sync;
+
 /// Pass 3: every row's label and codes, written at its canonical position
-/// in the training or the test set.
-#[derive(Debug)]
+/// in the training or the test set; optionally also a scorer's output for
+/// the rows of one set, by position.
 pub struct Encoder {
     sets: [TrainingSet; 2],
     cursor: RankCursor,
+    scored: Option<(usize, Vec<Vec<f64>>)>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("sets", &self.sets)
+            .field("scored_set", &self.scored.as_ref().map(|(s, _)| s))
+            .finish()
+    }
 }
 
 impl Encoder {
@@ -678,7 +701,49 @@ impl Encoder {
         Encoder {
             sets: [make(split.sizes[0]), make(split.sizes[1])],
             cursor: RankCursor::default(),
+            scored: None,
         }
+    }
+
+    /// Also keeps a scorer's output for the rows of `set` (0: training, 1:
+    /// test), by canonical position; see [`Encoder::add_scored`].
+    pub fn scoring(mut self, set: usize) -> Self {
+        let rows = self.sets[set].n_rows();
+        self.scored = Some((set, vec![Vec::new(); rows]));
+        self
+    }
+
+    /// The scores kept by [`Encoder::scoring`], by position in their set.
+    pub fn take_scores(&mut self) -> Option<Vec<Vec<f64>>> {
+        self.scored.take().map(|(_, s)| s)
+    }
+
+    /// [`Encoder::add`], and `scorer` on every row of the scored set.
+    pub fn add_scored(
+        &mut self,
+        order: &CanonicalOrder,
+        split: &Split,
+        labels: &[u32],
+        columns: &[Vec<f64>],
+        scorer: &RowScorer,
+    ) -> Result<()> {
+        let places = self.add_places(order, split, labels, columns)?;
+        if let Some((set, scores)) = &mut self.scored {
+            let rows: Vec<(usize, usize)> = places
+                .iter()
+                .enumerate()
+                .filter(|(_, (s, _))| s == set)
+                .map(|(i, (_, pos))| (i, *pos))
+                .collect();
+            let out: Vec<(usize, Vec<f64>)> = rows
+                .par_iter()
+                .map(|(i, pos)| (*pos, scorer(&|f| columns[f][*i])))
+                .collect();
+            for (pos, s) in out {
+                scores[pos] = s;
+            }
+        }
+        Ok(())
     }
 
     /// Encodes with the boundaries of an existing set (test rows).
@@ -698,6 +763,17 @@ impl Encoder {
         labels: &[u32],
         columns: &[Vec<f64>],
     ) -> Result<()> {
+        self.add_places(order, split, labels, columns).map(|_| ())
+    }
+
+    /// Encodes the rows; returns each row's (set, position).
+    fn add_places(
+        &mut self,
+        order: &CanonicalOrder,
+        split: &Split,
+        labels: &[u32],
+        columns: &[Vec<f64>],
+    ) -> Result<Vec<(usize, usize)>> {
         let ranks = order.ranks(labels, columns, &mut self.cursor)?;
         let places: Vec<(usize, usize)> = ranks.iter().map(|(r, _)| split.place(*r)).collect();
         for (i, ((set, pos), (_, h))) in places.iter().zip(&ranks).enumerate() {
@@ -722,7 +798,7 @@ impl Encoder {
                 }
             }
         });
-        Ok(())
+        Ok(places)
     }
 
     /// The training and test sets; fails when the pass missed rows.

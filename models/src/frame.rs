@@ -4,8 +4,9 @@
 //! No pass holds more than one batch of raw values.
 
 use crate::data::{
-    BinSample, CanonicalOrder, Encoder, RowHashes, Split, TrainingSet, infinite_feature,
+    BinSample, CanonicalOrder, Encoder, RowHashes, RowScorer, Split, TrainingSet, infinite_feature,
 };
+use crate::drift::Reference;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type};
 use datafusion::dataframe::DataFrame;
@@ -52,10 +53,24 @@ pub struct Sizes {
     pub classes: usize,
 }
 
+/// What [`load_training`] read.
+#[derive(Debug)]
+pub struct Loaded {
+    pub train: TrainingSet,
+    pub test: TrainingSet,
+    /// Each feature's distribution in the sampled training rows.
+    pub reference: Vec<Reference>,
+    /// The scorer's class probabilities for every test row, by position.
+    pub test_scores: Option<Vec<Vec<f64>>>,
+}
+
 /// Reads the training and test rows in streamed passes and bins them for
 /// each of `max_bins` (the test rows with the training boundaries).
 /// `admit` sees the sizes after the first pass and may refuse them (the
-/// memory check); `stage` hears which pass runs.
+/// memory check); `stage` hears which pass runs; `score_test`, when given,
+/// scores every test row from its raw values (another model on the same
+/// test rows).
+#[allow(clippy::too_many_arguments)]
 pub async fn load_training(
     train: DataFrame,
     test: TestRows,
@@ -64,7 +79,8 @@ pub async fn load_training(
     max_bins: &[usize],
     admit: impl FnOnce(Sizes) -> Result<()> + Send,
     stage: &(dyn Fn(&str) + Sync),
-) -> Result<(TrainingSet, TrainingSet)> {
+    score_test: Option<&RowScorer>,
+) -> Result<Loaded> {
     let features = source.names().len();
     let train = Reader::new(train, label_col, source)?;
     stage("reading the training rows (pass 1 of 3: canonical order)");
@@ -93,25 +109,52 @@ pub async fn load_training(
         .scan(|labels, columns| sample.add(&train_order, &split, labels, columns))
         .await?;
     sample.check_complete(&train_order)?;
+    let reference = sample.reference();
     let bins = sample.fit(max_bins)?;
     stage("encoding the training rows (pass 3 of 3)");
     let mut encoder = Encoder::new(bins, &split, source.names());
+    // Random test rows are set 1 of this pass; a test table is encoded below.
+    let score_here = score_test.filter(|_| test.is_none());
+    if score_here.is_some() {
+        encoder = encoder.scoring(1);
+    }
     train
-        .scan(|labels, columns| encoder.add(&train_order, &split, labels, columns))
+        .scan(|labels, columns| match score_here {
+            Some(scorer) => encoder.add_scored(&train_order, &split, labels, columns, scorer),
+            None => encoder.add(&train_order, &split, labels, columns),
+        })
         .await?;
+    let test_scores = encoder.take_scores();
     let (train_set, random_test) = encoder.finish_checked(&train_order)?;
     drop(train_order);
     let Some((reader, order)) = test else {
-        return Ok((train_set, random_test));
+        return Ok(Loaded {
+            train: train_set,
+            test: random_test,
+            reference,
+            test_scores,
+        });
     };
     stage("encoding the test rows with the training boundaries");
     let split = Split::none(order.len());
     let mut encoder = Encoder::like(&train_set, &split);
+    if score_test.is_some() {
+        encoder = encoder.scoring(0);
+    }
     reader
-        .scan(|labels, columns| encoder.add(&order, &split, labels, columns))
+        .scan(|labels, columns| match score_test {
+            Some(scorer) => encoder.add_scored(&order, &split, labels, columns, scorer),
+            None => encoder.add(&order, &split, labels, columns),
+        })
         .await?;
+    let test_scores = encoder.take_scores();
     let (test_set, _) = encoder.finish_checked(&order)?;
-    Ok((train_set, test_set))
+    Ok(Loaded {
+        train: train_set,
+        test: test_set,
+        reference,
+        test_scores,
+    })
 }
 
 /// One input, re-read for every pass.

@@ -22,11 +22,16 @@
 //! * [`jobs`] are the unit of tuning work ([`jobs::FitJob`]) and where it
 //!   runs ([`jobs::FitRunner`]: this process, or [`distributed`]: Ballista
 //!   executors, with the same outcome);
-//! * [`predict_udf`] is the `kiln_predict` UDF that runs on executors.
+//! * [`predict_udf`] is the `kiln_predict` UDF that runs on executors;
+//! * [`drift`] keeps a reference profile of the training data with a model
+//!   and measures how far a prediction batch has drifted from it (PSI, KS,
+//!   JS, missing shares);
+//! * [`registry`] lists, compares, promotes and rolls back model versions.
 
 pub mod data;
 pub mod distributed;
 pub mod distribution;
+pub mod drift;
 pub mod frame;
 pub mod gbt;
 pub mod jobs;
@@ -34,6 +39,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod predict_udf;
+pub mod registry;
 pub mod report;
 pub mod rf;
 pub mod selection;

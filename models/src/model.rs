@@ -243,6 +243,22 @@ pub struct ModelArtifact {
     pub training_fingerprint: String,
     pub metrics: BTreeMap<String, f64>,
     pub model: FittedModel,
+    /// When it was trained (RFC 3339); absent in older artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// The run that trained it.
+    #[serde(default)]
+    pub lineage: Lineage,
+}
+
+/// Where a model came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Lineage {
+    pub run_id: Option<String>,
+    pub pipeline: Option<String>,
+    pub task: Option<String>,
+    /// `RUN_ID/TASK` of the prediction run whose drift started this training.
+    pub triggered_by: Option<String>,
 }
 
 impl ModelArtifact {
@@ -362,6 +378,8 @@ mod tests {
             training_fingerprint: String::new(),
             metrics: BTreeMap::new(),
             model,
+            created: None,
+            lineage: Default::default(),
         };
         let bytes = artifact.to_json()?;
         assert_eq!(ModelArtifact::from_json(&bytes, "m.json")?, artifact);

@@ -24,6 +24,8 @@ pub enum LogEvent<'a> {
         classnames: &'a [String],
         depends_on: &'a [Vec<String>],
         config: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        triggered_by: Option<&'a str>,
         resumed: bool,
     },
     TaskStarted {
@@ -46,6 +48,7 @@ pub enum LogEvent<'a> {
         rows_in: Option<u64>,
         rows_out: Option<u64>,
         summary: &'a [String],
+        outputs: &'a [String],
     },
     TaskFailed {
         task: &'a str,
@@ -73,6 +76,7 @@ impl<'a> From<&'a RunEvent> for LogEvent<'a> {
                 classnames: &run.classnames,
                 depends_on: &run.depends_on,
                 config: &run.config,
+                triggered_by: run.triggered_by.as_deref(),
                 resumed: run.resumed,
             },
             RunEvent::TaskStarted { task } => LogEvent::TaskStarted { task },
@@ -99,6 +103,7 @@ impl<'a> From<&'a RunEvent> for LogEvent<'a> {
                     rows_in: r.outcome.as_ref().and_then(|o| o.rows_in),
                     rows_out: r.outcome.as_ref().and_then(|o| o.rows_out),
                     summary: r.outcome.as_ref().map(|o| &o.summary[..]).unwrap_or(&[]),
+                    outputs: r.outcome.as_ref().map(|o| &o.outputs[..]).unwrap_or(&[]),
                 },
                 TaskState::Failed => LogEvent::TaskFailed {
                     task: &r.task,

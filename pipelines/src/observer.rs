@@ -25,6 +25,8 @@ pub struct RunInfo {
     pub depends_on: Vec<Vec<String>>,
     /// The configuration file as written (before `${VAR}` interpolation).
     pub config: String,
+    /// `RUN_ID/TASK` of the run whose task started this one (drift).
+    pub triggered_by: Option<String>,
     pub resumed: bool,
     pub start_ms: i64,
 }

@@ -9,7 +9,7 @@ use crate::events::LakeLog;
 use crate::history::{History, RunHistory};
 use crate::notify::Notifier;
 use crate::observer::{Observers, RunEvent, RunInfo, RunObserver, RunReport, RunState};
-use crate::task::{Task, TaskContext, TaskOutcome, TaskResult, TaskState, now_ms};
+use crate::task::{RunIdentity, Task, TaskContext, TaskOutcome, TaskResult, TaskState, now_ms};
 use crate::terminal::{LogFormat, Terminal};
 use datafusion::dataframe::DataFrame;
 use kiln_engine::storage::Lake;
@@ -39,6 +39,12 @@ pub struct RunOptions {
     pub log_format: LogFormat,
     /// A live progress display (text format; the CLI asks for it on a TTY).
     pub live_progress: bool,
+    /// The id of a new run (default: [`new_run_id`]); a parent that starts
+    /// the run as a child process uses it to find the run's log.
+    pub run_id: Option<String>,
+    /// `RUN_ID/TASK` of the run whose task started this one (drift-triggered
+    /// retraining); recorded in the run's log and its models' lineage.
+    pub triggered_by: Option<String>,
 }
 
 /// A new run id: pipeline name, UTC time and a random suffix.
@@ -102,10 +108,22 @@ pub async fn run_observed(
         .find(|(k, _)| k == "kiln.storage.root")
         .map_or(config.storage.root.as_str(), |(_, v)| v.as_str());
     let lake = Lake::new(root)?;
-    let run_id = options
-        .resume
-        .clone()
-        .unwrap_or_else(|| new_run_id(&pipeline));
+    if options.resume.is_some() && options.run_id.is_some() {
+        return Err(KilnError::config_fix(
+            "a resumed run keeps its id",
+            "give either --resume RUN_ID or --run-id, not both",
+        ));
+    }
+    let run_id = match options.resume.clone().or_else(|| options.run_id.clone()) {
+        Some(id) if crate::run_log::is_run_id(&id) => id,
+        Some(id) => {
+            return Err(KilnError::config_fix(
+                format!("invalid run id '{id}'"),
+                "use letters, digits, '-', '_' and '.' only",
+            ));
+        }
+        None => new_run_id(&pipeline),
+    };
     if options.log_format == LogFormat::Text {
         eprintln!("run_id: {run_id}");
     }
@@ -158,11 +176,20 @@ pub async fn run_observed(
             .map(|t| t.depends_on.clone())
             .collect(),
         config: loaded.source.clone(),
+        triggered_by: options.triggered_by.clone(),
         resumed: options.resume.is_some(),
         start_ms: now_ms(),
     };
     observers.emit(RunEvent::RunStarted(info.clone())).await;
+    let identity = Arc::new(RunIdentity {
+        run_id: run_id.clone(),
+        pipeline: pipeline.clone(),
+        master: options.master.to_string(),
+        conf: options.conf.clone(),
+        triggered_by: options.triggered_by.clone(),
+    });
     let mut run = RunLoop {
+        identity,
         loaded,
         plan: &plan,
         selected,
@@ -260,6 +287,7 @@ struct Finished {
 
 /// The state of one run while it goes.
 struct RunLoop<'a> {
+    identity: Arc<RunIdentity>,
     loaded: &'a LoadedConfig,
     plan: &'a Plan,
     selected: HashSet<usize>,
@@ -387,6 +415,7 @@ impl RunLoop<'_> {
             session: self.session.clone(),
             lake: self.lake.clone(),
             task_name: task_cfg.name.clone(),
+            run: Arc::clone(&self.identity),
             returned: Arc::clone(&self.returned),
             progress: self.terminal.task_progress(&task_cfg.name),
         };

@@ -15,12 +15,27 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+/// Who is running: what a task records in lineage or passes to a run it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunIdentity {
+    pub run_id: String,
+    pub pipeline: String,
+    /// The master, as `kiln submit --master` takes it.
+    pub master: String,
+    /// The run's `--conf` settings.
+    pub conf: Vec<(String, String)>,
+    /// `RUN_ID/TASK` of the run that started this one, if any.
+    pub triggered_by: Option<String>,
+}
+
 /// What a running task can reach.
 #[derive(Clone)]
 pub struct TaskContext {
     pub session: KilnSession,
     pub lake: Lake,
     pub task_name: String,
+    /// The run this task belongs to.
+    pub run: Arc<RunIdentity>,
     /// DataFrames that upstream tasks in `mode: return` handed over.
     pub returned: Arc<Mutex<HashMap<String, DataFrame>>>,
     /// The task's line in the live progress display.

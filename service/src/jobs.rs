@@ -494,6 +494,8 @@ async fn pipeline(
         time_limit: None,
         log_format: kiln_pipelines::terminal::LogFormat::Json,
         live_progress: false,
+        run_id: None,
+        triggered_by: None,
     };
     let report = kiln_pipelines::runner::run_observed(
         &loaded,

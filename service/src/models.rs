@@ -19,6 +19,8 @@ pub struct ModelVersion {
     pub kind: String,
     /// The estimator's classname, for classifiers.
     pub classname: Option<String>,
+    /// Aliases naming this version (`champion` = deployed, `challenger`, …).
+    pub aliases: Vec<String>,
     /// Test-set metrics by Spark's names (areaUnderROC, …).
     pub metrics: BTreeMap<String, f64>,
     /// Rows, columns and checksum of the training data.
@@ -30,11 +32,12 @@ pub struct ModelVersion {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({
     "uri": "file:///data/lake/models/indoor_outdoor/", "latest": 2,
-    "versions": [{"version": 2, "kind": "classifier", "classname": "GBTClassifier",
+    "versions": [{"version": 2, "kind": "classifier", "classname": "GBTClassifier", "aliases": ["champion"],
         "metrics": {"areaUnderROC": 0.985}, "training_fingerprint": "544511x58:9f1c2e", "kiln_version": "0.1.0"}]
 }))]
 pub struct ModelRepository {
     pub uri: String,
+    /// The deployed version (`champion`).
     pub latest: Option<u64>,
     pub versions: Vec<ModelVersion>,
 }
@@ -84,14 +87,27 @@ pub async fn repositories(lake: &DatasetLake) -> ApiResult<Vec<ModelRepository>>
             .map_err(|e| ApiError::internal("resolving a model repository", e))?;
         let repo = ArtifactRepo::open(session, &url)
             .map_err(|e| ApiError::internal("opening a model repository", e))?;
-        let latest = repo.latest().await.ok();
+        let latest = repo
+            .deployed()
+            .await
+            .map_err(|e| ApiError::internal("reading the deployed version", e))?;
+        let aliases = repo
+            .aliases()
+            .await
+            .map_err(|e| ApiError::internal("reading model aliases", e))?;
         let mut versions = Vec::new();
         for version in repo
             .versions()
             .await
             .map_err(|e| ApiError::internal("listing model versions", e))?
         {
-            versions.push(describe(&repo, version).await);
+            let mut v = describe(&repo, version).await;
+            v.aliases = aliases
+                .iter()
+                .filter(|(_, a)| **a == version)
+                .map(|(name, _)| name.clone())
+                .collect();
+            versions.push(v);
         }
         out.push(ModelRepository {
             uri: url.to_string(),
@@ -107,6 +123,7 @@ async fn describe(repo: &ArtifactRepo, version: u64) -> ModelVersion {
         version,
         kind: "unknown".into(),
         classname: None,
+        aliases: Vec::new(),
         metrics: BTreeMap::new(),
         training_fingerprint: None,
         kiln_version: None,

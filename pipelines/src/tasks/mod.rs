@@ -5,6 +5,7 @@ mod command;
 mod extract;
 mod features;
 mod generate;
+mod monitor;
 mod predict;
 mod synthesis;
 mod train;

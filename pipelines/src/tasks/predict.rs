@@ -1,18 +1,29 @@
-//! `BatchPrediction`: loads the latest (or a pinned) model and the fitted
-//! feature pipeline it was trained with, applies both lazily (the model runs
-//! as the `kiln_predict` UDF, on executors under Ballista), and writes
-//! Parquet predictions.
+//! `BatchPrediction`: loads the deployed model (or a version or alias) and
+//! the fitted feature pipeline it was trained with, applies both lazily
+//! (the model runs as the `kiln_predict` UDF, on executors under Ballista),
+//! and writes Parquet predictions; with `monitor_drift:` it also measures
+//! the batch's drift from the training data on the way (see [`super::monitor`]).
 
 use super::load_pipeline_model;
+use super::monitor::{DriftReport, ModelUsed, MonitorDrift, Tap, load_profile};
 use crate::config::{LoadedConfig, TaskConfig};
 use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::prelude::{Expr, ident, lit};
+use futures::StreamExt;
 use kiln_engine::artifacts::ArtifactRepo;
+use kiln_engine::artifacts::VersionRef;
+use kiln_engine::io::{BatchStream, write_streams};
 use kiln_engine::io::{FileFormat, ParquetWriteOptions, write_parquet};
 use kiln_engine::{KilnError, Result};
+use kiln_models::drift::PROFILE_FILE;
 use kiln_models::model::ModelArtifact;
+use kiln_models::registry::MODEL_FILE;
 use serde::Deserialize;
+use std::sync::Arc;
+
+/// The feature vectors, carried to the drift counters and dropped before the write.
+const MONITORED_FEATURES: &str = "__kiln_monitored_features";
 
 fn features() -> String {
     "features".into()
@@ -26,9 +37,10 @@ pub struct Init {
     #[serde(default)]
     format: FileFormat,
     path_model_repository: String,
-    /// Pin a model version (default: the latest).
+    /// A version number (`3`) or an alias (`champion`, `challenger`, …);
+    /// default: the deployed version (`champion`).
     #[serde(default)]
-    model_version: Option<u64>,
+    model_version: Option<VersionRef>,
     /// Apply the model's feature pipeline to the input first (default true).
     #[serde(default = "yes")]
     apply_feature_pipeline: bool,
@@ -37,6 +49,11 @@ pub struct Init {
     /// Columns to keep next to the predictions (default: every non-vector column).
     #[serde(default)]
     keep_cols: Option<Vec<String>>,
+    /// Measure the batch's drift from the model's training data (thresholds
+    /// `psi`, `ks`, `js`, `missing`), write `drift/report.json` beside the
+    /// predictions, and optionally retrain (`on_drift`).
+    #[serde(default)]
+    monitor_drift: Option<MonitorDrift>,
 }
 
 fn yes() -> bool {
@@ -60,29 +77,51 @@ pub struct BatchPrediction {
 
 impl BatchPrediction {
     pub fn bind(loaded: &LoadedConfig, task: &TaskConfig) -> Result<Self> {
-        let (init, output) = loaded.task_params(task)?;
+        let (mut init, output): (Init, Output) = loaded.task_params(task)?;
+        if let Some(VersionRef::Alias(text)) = &init.model_version {
+            // `v3` is a version; anything else must be a valid alias.
+            init.model_version = Some(
+                text.parse()
+                    .map_err(|e: KilnError| e.context(loaded.at(task, "model_version")))?,
+            );
+        }
+        if let Some(m) = &init.monitor_drift {
+            m.validate(&loaded.at(task, "monitor_drift"))?;
+        }
         Ok(BatchPrediction { init, output })
     }
 }
 
-/// Loads a model artifact (latest or pinned) and its JSON text.
+/// A loaded model artifact with its JSON text, version and repository.
+pub struct LoadedModel {
+    pub artifact: ModelArtifact,
+    pub json: String,
+    pub version: u64,
+    pub repo: ArtifactRepo,
+}
+
+/// Loads a model artifact: the deployed one, or a version or alias.
 pub async fn load_model(
     ctx: &TaskContext,
     repository: &str,
-    version: Option<u64>,
-) -> Result<(ModelArtifact, String, u64)> {
+    version: Option<&VersionRef>,
+) -> Result<LoadedModel> {
     let repo = ArtifactRepo::open(
         &ctx.session,
         &ctx.lake
             .resolve(&format!("{}/", repository.trim_end_matches('/')))?,
     )?;
-    let v = match version {
-        Some(v) => v,
-        None => repo.latest().await?,
-    };
-    let bytes = repo.read(v, "model.json").await?;
-    let artifact = ModelArtifact::from_json(&bytes, &repo.url(v, "model.json"))?;
-    Ok((artifact, String::from_utf8_lossy(&bytes).into_owned(), v))
+    let version = repo
+        .resolve(version.unwrap_or(&VersionRef::deployed()))
+        .await?;
+    let bytes = repo.read(version, MODEL_FILE).await?;
+    let artifact = ModelArtifact::from_json(&bytes, &repo.url(version, MODEL_FILE))?;
+    Ok(LoadedModel {
+        artifact,
+        json: String::from_utf8_lossy(&bytes).into_owned(),
+        version,
+        repo,
+    })
 }
 
 impl Task for BatchPrediction {
@@ -100,12 +139,22 @@ impl Task for BatchPrediction {
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
         Box::pin(async move {
             ctx.progress.stage("loading the model");
-            let (artifact, json, version) = load_model(
+            let LoadedModel {
+                artifact,
+                json,
+                version,
+                repo,
+            } = load_model(
                 ctx,
                 &self.init.path_model_repository,
-                self.init.model_version,
+                self.init.model_version.as_ref(),
             )
             .await?;
+            // Before any work: a model without a profile cannot be monitored.
+            let profile = match &self.init.monitor_drift {
+                Some(_) => Some(load_profile(&repo, version).await?),
+                None => None,
+            };
             let mut df = ctx.input(&self.init.input, self.init.format).await?;
             if self.init.apply_feature_pipeline
                 && let Some(p) = &artifact.feature_pipeline
@@ -147,18 +196,140 @@ impl Task for BatchPrediction {
             let mut exprs: Vec<Expr> = keep.iter().map(ident).collect();
             exprs.push(get_field(pred.clone(), "probability").alias("probability"));
             exprs.push(get_field(pred, "label").alias("prediction"));
+            if profile.is_some() {
+                exprs.push(ident(&self.init.features_col).alias(MONITORED_FEATURES));
+            }
             let out = df
                 .select(exprs)
                 .map_err(|e| KilnError::execution("prediction", e))?;
             let url = ctx.lake.resolve(&self.output.path_predictions)?;
-            let summary = write_parquet(&ctx.session, out, &url, &self.output.parquet).await?;
+            let (Some(monitor), Some(profile)) = (&self.init.monitor_drift, profile) else {
+                let summary = write_parquet(&ctx.session, out, &url, &self.output.parquet).await?;
+                return Ok(TaskOutcome {
+                    rows_out: Some(summary.rows),
+                    outputs: vec![url.to_string()],
+                    summary: vec![format!(
+                        "model {} v{version}: {} predictions -> {url}",
+                        artifact.classname, summary.rows
+                    )],
+                    ..Default::default()
+                });
+            };
+            if profile.features.len() != artifact.feature_names.len() {
+                return Err(KilnError::data(
+                    repo.url(version, PROFILE_FILE),
+                    format!(
+                        "the profile has {} features, the model {}",
+                        profile.features.len(),
+                        artifact.feature_names.len()
+                    ),
+                ));
+            }
+            let schema = out.schema().as_arrow().clone();
+            let features = schema
+                .index_of(MONITORED_FEATURES)
+                .map_err(|e| KilnError::internal("finding the monitored feature column", e))?;
+            let score = schema
+                .index_of("probability")
+                .map_err(|e| KilnError::internal("finding the scores", e))?;
+            let streams: Vec<BatchStream> = out
+                .execute_stream_partitioned()
+                .await
+                .map_err(|e| KilnError::execution(format!("planning the write of {url}"), e))?
+                .into_iter()
+                .map(|s| {
+                    s.map(|b| b.map_err(|e| KilnError::execution("computing the predictions", e)))
+                        .boxed()
+                })
+                .collect();
+            let (tap, streams) = Tap::wrap(profile, streams, features, score);
+            let written = datafusion::arrow::datatypes::Schema::new_with_metadata(
+                schema
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != features)
+                    .map(|(_, f)| f.clone())
+                    .collect::<Vec<_>>(),
+                schema.metadata().clone(),
+            );
+            let summary = write_streams(
+                &ctx.session,
+                Arc::new(written),
+                streams,
+                &url,
+                FileFormat::Parquet,
+                &self.output.parquet,
+            )
+            .await?;
+            ctx.progress
+                .stage("drift: comparing the batch with the training data");
+            let thresholds = monitor.thresholds();
+            let result = tap.result(&thresholds)?;
+            let mut report = DriftReport::new(
+                ctx,
+                ModelUsed {
+                    repository: repo.base().to_string(),
+                    version,
+                    classname: artifact.classname.clone(),
+                },
+                url.to_string(),
+                result.clone(),
+                thresholds,
+            )?;
+            let report_dir = monitor.report_dir(ctx, &self.output.path_predictions)?;
+            let mut lines = vec![format!(
+                "model {} v{version}: {} predictions -> {url}",
+                artifact.classname, summary.rows
+            )];
+            lines.push(if result.drifted.is_empty() {
+                format!("drift: none of {} features drifted", result.features.len())
+            } else {
+                format!(
+                    "drift: {} drifted: {}",
+                    result.drifted.len(),
+                    result.drifted.join(", ")
+                )
+            });
+            if !result.drifted.is_empty()
+                && let Some(on) = monitor.on_drift()
+            {
+                // The report without the retraining first: it is what the
+                // training run would read if it looked.
+                report.write(ctx, &report_dir, &result).await?;
+                let retraining = on.retrain(ctx).await?;
+                lines.push(format!(
+                    "drift: training run {} {}{}",
+                    retraining.run_id,
+                    retraining.state,
+                    match retraining.promoted {
+                        Some(true) => ", new model deployed",
+                        Some(false) => ", new model not better: kept as challenger",
+                        None => "",
+                    }
+                ));
+                report.retraining = Some(retraining);
+            }
+            report.write(ctx, &report_dir, &result).await?;
+            lines.push(format!("drift report: {report_dir}report.json"));
+            let drifted = !result.drifted.is_empty();
+            if drifted && monitor.fail_on_drift() {
+                return Err(KilnError::data(
+                    format!("{report_dir}report.json"),
+                    format!(
+                        "drift over the thresholds in {} (fail_on_drift is set)",
+                        result.drifted.join(", ")
+                    ),
+                ));
+            }
             Ok(TaskOutcome {
                 rows_out: Some(summary.rows),
-                outputs: vec![url.to_string()],
-                summary: vec![format!(
-                    "model {} v{version}: {} predictions -> {url}",
-                    artifact.classname, summary.rows
-                )],
+                outputs: vec![url.to_string(), format!("{report_dir}report.json")],
+                summary: lines,
+                metrics: serde_json::json!({
+                    "drifted_features": result.drifted.len(),
+                    "rows": result.rows,
+                }),
                 ..Default::default()
             })
         })

@@ -7,18 +7,24 @@ use crate::config::{LoadedConfig, TaskConfig};
 use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use datafusion::prelude::DataFrame;
 use kiln_engine::artifacts::ArtifactRepo;
+use kiln_engine::artifacts::CHAMPION;
 use kiln_engine::io::FileFormat;
 use kiln_engine::{KilnError, Result};
+use kiln_models::data::RowScorer;
 use kiln_models::distributed::data_parallel::{
     InProcess, SetSummary, check_params, data_parallel_only_gbt,
 };
 use kiln_models::distributed::{ClusterFits, ClusterPartitions, DataParallelFits};
 use kiln_models::distribution::{Distribution, Mode, Work};
-use kiln_models::frame::{FeatureSource, TestRows, load_training};
+use kiln_models::drift::{
+    FeatureReference, PROFILE_FILE, PROFILE_FORMAT_VERSION, Reference, ReferenceProfile, score_of,
+};
+use kiln_models::frame::{FeatureSource, Loaded, TestRows, load_training};
 use kiln_models::jobs::{FitRunner, LocalFits};
 use kiln_models::memory::MemoryPlan;
-use kiln_models::metrics::Metric;
-use kiln_models::model::{MODEL_FORMAT_VERSION, ModelArtifact, ModelParams, PipelineRef};
+use kiln_models::metrics::{Metric, Metrics};
+use kiln_models::model::{Lineage, MODEL_FORMAT_VERSION, ModelArtifact, ModelParams, PipelineRef};
+use kiln_models::registry::MODEL_FILE;
 use kiln_models::report::roc_svg;
 use kiln_models::selection::{Selection, SelectionPlan, evaluate_estimators};
 use kiln_models::tuning::{CrossValidation, EstimatorSpec, TrainValidationSplit, Tuning};
@@ -90,7 +96,51 @@ pub struct Init {
     /// the executors (distributed modes), keyed by its checksum.
     #[serde(default = "training_cache")]
     training_cache: String,
+    /// Deploy the new winner only if it beats the deployed model (the
+    /// champion) on the same test rows; else register it as `challenger`.
+    /// Without it, every new winner is deployed.
+    #[serde(default)]
+    champion_challenger: Option<ChampionChallenger>,
 }
+
+/// Champion/challenger promotion.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChampionChallenger {
+    /// How much better, by the task's `metric`, the new winner must score
+    /// than the champion on the same test rows to be deployed (default 0:
+    /// strictly better).
+    #[serde(default)]
+    margin: f64,
+}
+
+/// The deployed model, as champion/challenger finds it.
+enum Champion {
+    /// Nothing is deployed: the first winner becomes the champion.
+    Absent,
+    /// It cannot be scored on this task's test rows (why).
+    Incomparable(String),
+    /// Loaded, to be scored on this task's test rows.
+    Ready {
+        version: u64,
+        artifact: Box<ModelArtifact>,
+    },
+}
+
+/// What champion/challenger decided, for the report.
+#[derive(Debug, serde::Serialize)]
+struct Decision {
+    metric: Metric,
+    margin: f64,
+    champion_version: Option<u64>,
+    champion_score: Option<f64>,
+    challenger_score: f64,
+    promoted: bool,
+    reason: String,
+}
+
+/// The alias of a new winner that did not beat the champion.
+const CHALLENGER: &str = "challenger";
 
 fn training_cache() -> String {
     "_kiln/cache/training/".into()
@@ -167,6 +217,15 @@ impl ModelTraining {
                     })
             })
             .transpose()?;
+        if let Some(cc) = &init.champion_challenger
+            && !(cc.margin.is_finite() && cc.margin >= 0.0)
+        {
+            return Err(KilnError::config(format!(
+                "{}: margin {} must be a number ≥ 0",
+                at("champion_challenger"),
+                cc.margin
+            )));
+        }
         if init.distribution == Distribution::DataParallel {
             for spec in &init.estimators {
                 if spec.classname != "GBTClassifier" {
@@ -313,6 +372,34 @@ impl ModelTraining {
         Ok(written)
     }
 
+    /// The deployed model, when champion/challenger is on and one can be
+    /// scored on these features; else why not.
+    async fn champion(&self, repo: &ArtifactRepo, features: &[String]) -> Result<Champion> {
+        let Some(version) = repo.deployed().await? else {
+            return Ok(Champion::Absent);
+        };
+        let bytes = repo.read(version, MODEL_FILE).await?;
+        let artifact = match ModelArtifact::from_json(&bytes, &repo.url(version, MODEL_FILE)) {
+            Ok(a) => a,
+            Err(e) => {
+                return Ok(Champion::Incomparable(format!(
+                    "the champion v{version} cannot be read: {e}"
+                )));
+            }
+        };
+        if artifact.feature_names != features {
+            return Ok(Champion::Incomparable(format!(
+                "the champion v{version} was trained on other features ({} features; this task has {})",
+                artifact.feature_names.len(),
+                features.len()
+            )));
+        }
+        Ok(Champion::Ready {
+            version,
+            artifact: Box::new(artifact),
+        })
+    }
+
     async fn split(&self, ctx: &TaskContext, df: DataFrame) -> Result<(DataFrame, TestRows)> {
         if let Some(test) = &self.init.test_input {
             let test = ctx.input(test, self.init.format).await?;
@@ -379,8 +466,36 @@ impl Task for ModelTraining {
                 Ok(())
             };
             let stage = |s: &str| ctx.progress.stage(s);
-            let (train, test) = load_training(
-                train_df, test_rows, label, &source, &max_bins, admit, &stage,
+            let base = ctx.lake.resolve(&format!(
+                "{}/",
+                self.output.path_model_repository.trim_end_matches('/')
+            ))?;
+            let repo = ArtifactRepo::open(&ctx.session, &base)?;
+            let champion = match &self.init.champion_challenger {
+                Some(_) => Some(self.champion(&repo, source.names()).await?),
+                None => None,
+            };
+            let champion_model = match &champion {
+                Some(Champion::Ready { artifact, .. }) => Some(artifact.model.clone()),
+                _ => None,
+            };
+            let scorer = champion_model.map(|model| {
+                move |row: &dyn Fn(usize) -> f64| -> Vec<f64> { model.predict_proba(row) }
+            });
+            let Loaded {
+                train,
+                test,
+                reference,
+                test_scores: champion_scores,
+            } = load_training(
+                train_df,
+                test_rows,
+                label,
+                &source,
+                &max_bins,
+                admit,
+                &stage,
+                scorer.as_ref().map(|s| s as &RowScorer),
             )
             .await?;
             let loading_seconds = loading_started.elapsed().as_secs_f64();
@@ -515,14 +630,103 @@ impl Task for ModelTraining {
                 training_fingerprint: train.fingerprint(),
                 metrics: winner.test_metrics.scalars(),
                 model: winner.model.clone(),
+                created: Some(
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                ),
+                lineage: Lineage {
+                    run_id: Some(ctx.run.run_id.clone()),
+                    pipeline: Some(ctx.run.pipeline.clone()),
+                    task: Some(ctx.task_name.clone()),
+                    triggered_by: ctx.run.triggered_by.clone(),
+                },
             };
+            let winner_scores: Vec<f64> = winner
+                .model
+                .predict_binned(test.binned(winner.params.max_bins())?, &test.all_rows())
+                .iter()
+                .map(|p| score_of(p))
+                .collect();
+            let profile = ReferenceProfile {
+                format_version: PROFILE_FORMAT_VERSION,
+                features: train
+                    .feature_names
+                    .iter()
+                    .zip(reference)
+                    .map(|(name, reference)| FeatureReference {
+                        name: name.clone(),
+                        reference,
+                    })
+                    .collect(),
+                scores: Some(Reference::from_values(&winner_scores)),
+                training_rows: train.n_rows() as u64,
+            };
+            let challenger_score = winner.test_metrics.get(metric);
+            let decision = self.init.champion_challenger.as_ref().map(|cc| {
+                match (&champion, &champion_scores) {
+                    (Some(Champion::Ready { version: champion_version, .. }), Some(scores)) => {
+                        let champion_score = Metrics::compute(&test.labels, scores).get(metric);
+                        let gain = if metric.larger_is_better() {
+                            challenger_score - champion_score
+                        } else {
+                            champion_score - challenger_score
+                        };
+                        let promoted = gain > cc.margin;
+                        Decision {
+                            metric,
+                            margin: cc.margin,
+                            champion_version: Some(*champion_version),
+                            champion_score: Some(champion_score),
+                            challenger_score,
+                            promoted,
+                            reason: format!(
+                                "{metric} {challenger_score:.6} against the champion v{champion_version}'s {champion_score:.6} on the same {} test rows: {} by {gain:+.6}, margin {}",
+                                test.n_rows(),
+                                if promoted { "better" } else { "not better" },
+                                cc.margin
+                            ),
+                        }
+                    }
+                    (Some(Champion::Absent), _) => Decision {
+                        metric,
+                        margin: cc.margin,
+                        champion_version: None,
+                        champion_score: None,
+                        challenger_score,
+                        promoted: true,
+                        reason: "no model is deployed yet: the first winner becomes the champion".into(),
+                    },
+                    (Some(Champion::Incomparable(why)), _) => Decision {
+                        metric,
+                        margin: cc.margin,
+                        champion_version: None,
+                        champion_score: None,
+                        challenger_score,
+                        promoted: false,
+                        reason: format!("{why}: not compared, kept the champion (promote by hand with `kiln models promote`)"),
+                    },
+                    _ => Decision {
+                        metric,
+                        margin: cc.margin,
+                        champion_version: None,
+                        champion_score: None,
+                        challenger_score,
+                        promoted: false,
+                        reason: "the champion was not scored".into(),
+                    },
+                }
+            });
             let table = selection.table();
             let mut report = selection.report(train.n_rows(), test.n_rows(), &train.feature_names);
             report["distribution"] = serde_json::json!(placement);
+            report["lineage"] = serde_json::json!(artifact.lineage);
+            if let Some(d) = &decision {
+                report["champion_challenger"] = serde_json::json!(d);
+            }
             let report = serde_json::to_vec_pretty(&report)
                 .map_err(|e| KilnError::internal("serializing the training report", e))?;
             let mut files: Vec<(String, Vec<u8>)> = vec![
-                ("model.json".into(), artifact.to_json()?),
+                (MODEL_FILE.into(), artifact.to_json()?),
+                (PROFILE_FILE.into(), profile.to_json()?),
                 ("report.json".into(), report),
                 ("comparison.txt".into(), table.clone().into_bytes()),
             ];
@@ -536,14 +740,17 @@ impl Task for ModelTraining {
             if let Some(path) = &self.output.path_evaluation {
                 outputs.extend(self.write_evaluation(ctx, path, &selection).await?);
             }
-            let base = ctx.lake.resolve(&format!(
-                "{}/",
-                self.output.path_model_repository.trim_end_matches('/')
-            ))?;
-            let repo = ArtifactRepo::open(&ctx.session, &base)?;
             let refs: Vec<(&str, Vec<u8>)> =
                 files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
-            let version = repo.publish(&refs).await?;
+            let version = match &decision {
+                None => repo.publish(&refs).await?,
+                Some(d) => {
+                    let version = repo.publish_undeployed(&refs).await?;
+                    let alias = if d.promoted { CHAMPION } else { CHALLENGER };
+                    repo.promote(version, alias, &d.reason).await?;
+                    version
+                }
+            };
             let mut summary = vec![format!(
                 "train {} rows, test {} rows, {} features; read and binned in {loading_seconds:.1}s",
                 train.n_rows(),
@@ -567,6 +774,17 @@ impl Task for ModelTraining {
                 repo.url(version, "model.json")
             ));
             summary.push(format!("reports and ROC plots: {}", repo.url(version, "")));
+            if let Some(d) = &decision {
+                summary.push(format!(
+                    "champion/challenger: v{version} {} ({})",
+                    if d.promoted {
+                        "deployed as champion"
+                    } else {
+                        "registered as challenger"
+                    },
+                    d.reason
+                ));
+            }
             if let Some(path) = &self.output.path_evaluation {
                 summary.push(format!("per-estimator metrics: {path}"));
             }

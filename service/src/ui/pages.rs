@@ -256,7 +256,11 @@ pub fn models_page(lake: &str, repositories: &[crate::models::ModelRepository]) 
                         @for v in repo.versions.iter().rev() {
                             tr {
                                 td { "v" (v.version)
-                                    @if repo.latest == Some(v.version) { " " span.state.state-succeeded { "latest" } } }
+                                    @for alias in &v.aliases {
+                                        " " span.state.(if alias == "champion" { "state-succeeded" } else { "state-pending" }) {
+                                            (if alias == "champion" { "champion (deployed)" } else { alias.as_str() })
+                                        }
+                                    } }
                                 td { (v.kind) }
                                 td { (v.classname.as_deref().unwrap_or("")) }
                                 @for m in &metric_names {
