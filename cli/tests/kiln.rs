@@ -2579,6 +2579,21 @@ fn drift_triggers_retraining_and_promotion_follows_the_champion() -> TestResult 
         String::from_utf8_lossy(&o.stdout)
     );
 
+    // A threshold for a feature the model does not have.
+    let typo = predict("typo", "raw/shifted/", None).replace(
+        "monitor_drift: {",
+        "monitor_drift: {features: {rsrpp: {ks: 0.2}}, ",
+    );
+    let o = submit(&dir, "typo.yaml", &typo, "local[2]")?;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("monitor_drift.features.rsrpp: the model has no feature 'rsrpp'")
+            && stderr(&o).contains("rsrp, rsrq"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!lake.join("predictions/typo").exists());
+
     // An older artifact has no profile: a clear error before any work.
     std::fs::remove_file(repo.join("v3/profile.json"))?;
     let o = submit(

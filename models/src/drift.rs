@@ -544,6 +544,35 @@ impl Thresholds {
     }
 }
 
+/// The thresholds of a batch: one set for every feature (and the scores),
+/// replaced for the features named in `features`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ThresholdSet {
+    pub default: Thresholds,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub features: std::collections::BTreeMap<String, Thresholds>,
+}
+
+impl ThresholdSet {
+    pub fn for_feature(&self, name: &str) -> &Thresholds {
+        self.features.get(name).unwrap_or(&self.default)
+    }
+
+    /// Fails when a per-feature threshold names no feature of the profile.
+    pub fn check_names(&self, profile: &ReferenceProfile, at: &str) -> Result<()> {
+        for name in self.features.keys() {
+            if name != "prediction" && !profile.features.iter().any(|f| &f.name == name) {
+                let known: Vec<&str> = profile.features.iter().map(|f| f.name.as_str()).collect();
+                return Err(KilnError::config_fix(
+                    format!("{at}.features.{name}: the model has no feature '{name}'"),
+                    format!("its features are: {}, and prediction", known.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One feature's (or the prediction's) entry of a drift report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriftEntry {
@@ -616,16 +645,21 @@ impl DriftResult {
     pub fn compute(
         profile: &ReferenceProfile,
         counts: &BatchCounts,
-        thresholds: &Thresholds,
+        thresholds: &ThresholdSet,
     ) -> Self {
         let features: Vec<DriftEntry> = profile
             .features
             .iter()
             .zip(&counts.features)
-            .map(|(f, c)| entry(&f.name, &f.reference, c, thresholds))
+            .map(|(f, c)| entry(&f.name, &f.reference, c, thresholds.for_feature(&f.name)))
             .collect();
         let prediction = match (&profile.scores, &counts.scores) {
-            (Some(r), Some(c)) => Some(entry("prediction", r, c, thresholds)),
+            (Some(r), Some(c)) => Some(entry(
+                "prediction",
+                r,
+                c,
+                thresholds.for_feature("prediction"),
+            )),
             _ => None,
         };
         let drifted = features

@@ -243,17 +243,18 @@ pub struct ModelArtifact {
     pub training_fingerprint: String,
     pub metrics: BTreeMap<String, f64>,
     pub model: FittedModel,
-    /// When it was trained (RFC 3339); absent in older artifacts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<String>,
-    /// The run that trained it.
-    #[serde(default)]
-    pub lineage: Lineage,
 }
 
-/// Where a model came from.
+/// The file of a version that says where its model came from. It is kept
+/// out of `model.json`, so the same data and params give the same
+/// `model.json`, byte for byte, whatever run trained it.
+pub const LINEAGE_FILE: &str = "lineage.json";
+
+/// Where a model came from (`lineage.json`; absent in older versions).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Lineage {
+    /// When it was trained (RFC 3339).
+    pub created: Option<String>,
     pub run_id: Option<String>,
     pub pipeline: Option<String>,
     pub task: Option<String>,
@@ -378,8 +379,6 @@ mod tests {
             training_fingerprint: String::new(),
             metrics: BTreeMap::new(),
             model,
-            created: None,
-            lineage: Default::default(),
         };
         let bytes = artifact.to_json()?;
         assert_eq!(ModelArtifact::from_json(&bytes, "m.json")?, artifact);

@@ -176,8 +176,6 @@ mod tests {
             training_fingerprint: String::new(),
             metrics: Default::default(),
             model,
-            created: None,
-            lineage: Default::default(),
         };
         let json = String::from_utf8(
             artifact

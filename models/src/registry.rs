@@ -3,7 +3,7 @@
 //! `champion`, other aliases, rollback) are [`ArtifactRepo`]'s.
 
 use crate::drift::PROFILE_FILE;
-use crate::model::{Lineage, MODEL_FORMAT_VERSION};
+use crate::model::{LINEAGE_FILE, Lineage, MODEL_FORMAT_VERSION};
 use kiln_engine::artifacts::{ArtifactRepo, CHAMPION, VersionRef};
 use kiln_engine::{KilnError, Result};
 use serde::{Deserialize, Serialize};
@@ -46,10 +46,6 @@ struct ArtifactHead {
     training_fingerprint: String,
     #[serde(default)]
     feature_pipeline: Option<crate::model::PipelineRef>,
-    #[serde(default)]
-    created: Option<String>,
-    #[serde(default)]
-    lineage: Lineage,
     #[serde(default)]
     kiln_version: String,
 }
@@ -95,11 +91,22 @@ async fn summary(
             ),
         ));
     }
-    let created = match head.created {
-        Some(c) => Some(c),
+    let files = repo.files(version).await?;
+    let lineage: Lineage = if files.iter().any(|f| f.ends_with(LINEAGE_FILE)) {
+        let bytes = repo.read(version, LINEAGE_FILE).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            KilnError::data(
+                repo.url(version, LINEAGE_FILE),
+                format!("invalid lineage: {e}"),
+            )
+        })?
+    } else {
+        Lineage::default()
+    };
+    let created = match &lineage.created {
+        Some(c) => Some(c.clone()),
         None => repo.created(version).await?.map(|t| t.to_rfc3339()),
     };
-    let files = repo.files(version).await?;
     Ok(VersionSummary {
         version,
         aliases: aliases
@@ -113,7 +120,7 @@ async fn summary(
         created,
         training_fingerprint: head.training_fingerprint,
         feature_pipeline: head.feature_pipeline,
-        lineage: head.lineage,
+        lineage,
         kiln_version: head.kiln_version,
         has_profile: files.iter().any(|f| f.ends_with(PROFILE_FILE)),
     })

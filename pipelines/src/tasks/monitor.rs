@@ -12,7 +12,8 @@ use kiln_engine::artifacts::ArtifactRepo;
 use kiln_engine::io::{BatchStream, write_files};
 use kiln_engine::{KilnError, Result};
 use kiln_models::drift::{
-    BatchCounts, DriftResult, PROFILE_FILE, ProfileIndex, ReferenceProfile, Thresholds,
+    BatchCounts, DriftResult, PROFILE_FILE, ProfileIndex, ReferenceProfile, ThresholdSet,
+    Thresholds,
 };
 use kiln_models::report::{drift_svg, shares_svg};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,11 @@ pub struct MonitorDrift {
     /// … or its share of missing values grew by more than this.
     #[serde(default)]
     missing: Option<f64>,
+    /// Thresholds for single features (or `prediction`), replacing the
+    /// ones above for them, e.g. `light_lux: {ks: 0.15}` for a feature that
+    /// moves with the time of day.
+    #[serde(default)]
+    features: BTreeMap<String, Thresholds>,
     /// Where the report goes (default: `drift/` beside the predictions
     /// directory, i.e. `<parent of path_predictions>/drift/`).
     #[serde(default)]
@@ -69,12 +75,15 @@ fn yes() -> bool {
 }
 
 impl MonitorDrift {
-    pub fn thresholds(&self) -> Thresholds {
-        Thresholds {
-            psi: self.psi,
-            ks: self.ks,
-            js: self.js,
-            missing: self.missing,
+    pub fn thresholds(&self) -> ThresholdSet {
+        ThresholdSet {
+            default: Thresholds {
+                psi: self.psi,
+                ks: self.ks,
+                js: self.js,
+                missing: self.missing,
+            },
+            features: self.features.clone(),
         }
     }
 
@@ -88,7 +97,10 @@ impl MonitorDrift {
 
     /// Checks the thresholds and that the retraining config exists.
     pub fn validate(&self, at: &str) -> Result<()> {
-        self.thresholds().validate(at)?;
+        self.thresholds().default.validate(at)?;
+        for (name, t) in &self.features {
+            t.validate(&format!("{at}.features.{name}"))?;
+        }
         if let Some(on) = &self.on_drift
             && !std::path::Path::new(&on.retrain).is_file()
         {
@@ -188,7 +200,7 @@ impl Tap {
     }
 
     /// The statistics of everything that streamed through.
-    pub fn result(&self, thresholds: &Thresholds) -> Result<DriftResult> {
+    pub fn result(&self, thresholds: &ThresholdSet) -> Result<DriftResult> {
         let mut total = BatchCounts::new(&self.profile);
         for p in &self.partitions {
             let counts = p.lock().map_err(|_| KilnError::poisoned("drift counts"))?;
@@ -256,7 +268,7 @@ pub struct DriftReport {
     pub model: ModelUsed,
     pub predictions: String,
     pub rows: u64,
-    pub thresholds: Thresholds,
+    pub thresholds: ThresholdSet,
     /// One entry per feature, by name.
     pub features: serde_json::Map<String, serde_json::Value>,
     pub prediction: Option<kiln_models::drift::DriftEntry>,
@@ -281,7 +293,7 @@ impl DriftReport {
         model: ModelUsed,
         predictions: String,
         result: DriftResult,
-        thresholds: Thresholds,
+        thresholds: ThresholdSet,
     ) -> Result<Self> {
         let mut features = serde_json::Map::new();
         for e in &result.features {
@@ -321,7 +333,7 @@ impl DriftReport {
         )];
         files.push((
             "drift.svg".into(),
-            drift_svg(result, &self.thresholds).into_bytes(),
+            drift_svg(result, &self.thresholds.default).into_bytes(),
         ));
         for e in result.features.iter().chain(&result.prediction) {
             if e.drifted {

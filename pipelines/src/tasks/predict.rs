@@ -215,6 +215,10 @@ impl Task for BatchPrediction {
                     ..Default::default()
                 });
             };
+            monitor.thresholds().check_names(
+                &profile,
+                &format!("task '{}': monitor_drift", ctx.task_name),
+            )?;
             if profile.features.len() != artifact.feature_names.len() {
                 return Err(KilnError::data(
                     repo.url(version, PROFILE_FILE),

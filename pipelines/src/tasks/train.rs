@@ -23,7 +23,9 @@ use kiln_models::frame::{FeatureSource, Loaded, TestRows, load_training};
 use kiln_models::jobs::{FitRunner, LocalFits};
 use kiln_models::memory::MemoryPlan;
 use kiln_models::metrics::{Metric, Metrics};
-use kiln_models::model::{Lineage, MODEL_FORMAT_VERSION, ModelArtifact, ModelParams, PipelineRef};
+use kiln_models::model::{
+    LINEAGE_FILE, Lineage, MODEL_FORMAT_VERSION, ModelArtifact, ModelParams, PipelineRef,
+};
 use kiln_models::registry::MODEL_FILE;
 use kiln_models::report::roc_svg;
 use kiln_models::selection::{Selection, SelectionPlan, evaluate_estimators};
@@ -630,15 +632,15 @@ impl Task for ModelTraining {
                 training_fingerprint: train.fingerprint(),
                 metrics: winner.test_metrics.scalars(),
                 model: winner.model.clone(),
+            };
+            let lineage = Lineage {
                 created: Some(
                     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 ),
-                lineage: Lineage {
-                    run_id: Some(ctx.run.run_id.clone()),
-                    pipeline: Some(ctx.run.pipeline.clone()),
-                    task: Some(ctx.task_name.clone()),
-                    triggered_by: ctx.run.triggered_by.clone(),
-                },
+                run_id: Some(ctx.run.run_id.clone()),
+                pipeline: Some(ctx.run.pipeline.clone()),
+                task: Some(ctx.task_name.clone()),
+                triggered_by: ctx.run.triggered_by.clone(),
             };
             let winner_scores: Vec<f64> = winner
                 .model
@@ -718,7 +720,7 @@ impl Task for ModelTraining {
             let table = selection.table();
             let mut report = selection.report(train.n_rows(), test.n_rows(), &train.feature_names);
             report["distribution"] = serde_json::json!(placement);
-            report["lineage"] = serde_json::json!(artifact.lineage);
+            report["lineage"] = serde_json::json!(lineage);
             if let Some(d) = &decision {
                 report["champion_challenger"] = serde_json::json!(d);
             }
@@ -727,6 +729,11 @@ impl Task for ModelTraining {
             let mut files: Vec<(String, Vec<u8>)> = vec![
                 (MODEL_FILE.into(), artifact.to_json()?),
                 (PROFILE_FILE.into(), profile.to_json()?),
+                (
+                    LINEAGE_FILE.into(),
+                    serde_json::to_vec_pretty(&lineage)
+                        .map_err(|e| KilnError::internal("serializing the lineage", e))?,
+                ),
                 ("report.json".into(), report),
                 ("comparison.txt".into(), table.clone().into_bytes()),
             ];
