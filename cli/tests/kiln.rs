@@ -2105,10 +2105,83 @@ async fn kill_scenario(root: &Path, db: &str) -> TestResult {
     Ok(())
 }
 
+/// A tool the web UI's tests need (`KILN_TEST_<NAME>` or `/usr/bin/<name>`);
+/// `None` skips those checks, unless `KILN_REQUIRE_UI_TOOLS` is set (as
+/// `.ci/run` does after installing Debian's chromium and prometheus).
+fn ui_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(format!("KILN_TEST_{}", name.to_uppercase()))
+        .map_or_else(|| Path::new("/usr/bin").join(name), PathBuf::from);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("KILN_REQUIRE_UI_TOOLS").is_none(),
+        "KILN_REQUIRE_UI_TOOLS is set, but {} is missing",
+        path.display()
+    );
+    eprintln!("skipping the {name} checks: {} is missing", path.display());
+    None
+}
+
+/// A page as headless Chromium shows it: the DOM after its scripts ran and
+/// the console messages it logged (errors included).
+struct BrowsedPage {
+    dom: String,
+    console: Vec<String>,
+}
+
+/// Loads `url` in headless Chromium twice: once for the DOM, once for a
+/// screenshot at `screenshot` (a test artefact under the target dir).
+fn browse(
+    chromium: &Path,
+    profile: &Path,
+    url: &str,
+    screenshot: &Path,
+) -> Result<BrowsedPage, Box<dyn std::error::Error>> {
+    let run = |extra: &str| -> Result<Output, std::io::Error> {
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--window-size=1366,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(extra)
+            .arg(url)
+            .output_bounded()
+    };
+    let dom = run("--dump-dom")?;
+    assert!(dom.status.success(), "chromium {url}: {}", stderr(&dom));
+    let shot = run(&format!("--screenshot={}", screenshot.display()))?;
+    assert!(shot.status.success(), "chromium {url}: {}", stderr(&shot));
+    assert!(
+        std::fs::metadata(screenshot).is_ok_and(|m| m.len() > 1000),
+        "no screenshot of {url}"
+    );
+    Ok(BrowsedPage {
+        dom: String::from_utf8_lossy(&dom.stdout).into_owned(),
+        console: stderr(&dom)
+            .lines()
+            .filter(|l| l.contains(":CONSOLE"))
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
 /// `kiln ui` over a lake with a run that retried and ran two tasks side by
-/// side, and a run that failed: the runs list and its filters, a run's
-/// graph, timeline, tasks and configuration, errors escaped, unknown runs
-/// and bad filters answered with their status, and Prometheus metrics.
+/// side, a run that failed, a resumed run and a running one: the runs list
+/// and its filters, a run's graph, timeline, tasks and configuration,
+/// errors escaped, unknown runs and bad filters answered with their status,
+/// the pages in headless Chromium, and Prometheus metrics (promtool).
 #[test]
 fn ui_history_server_shows_runs_graphs_timelines_and_metrics() -> TestResult {
     let dir = tempdir("ui");
@@ -2282,8 +2355,110 @@ processing_tasks:
     assert!(rest.contains("\"event\":\"run_finished\""), "{rest}");
     assert!(!rest.contains("\"event\":\"run_started\""), "{rest}");
 
+    // A resumed run: its first attempt failed in `second`; the resume
+    // skips `first` and runs `second` again.
+    let flag = dir.join("second-ran");
+    let resumable = format!(
+        "name: resumable\nstorage: {{root: {}}}\nprocessing_tasks:\n  - {{name: first, classname: ShellCommand, initialization_parameters: {{command: [\"true\"]}}}}\n  - {{name: second, classname: ShellCommand, depends_on: [first], initialization_parameters: {{command: [sh, -c, 'test -e {flag} || {{ touch {flag}; exit 1; }}']}}}}\n",
+        lake.display(),
+        flag = flag.display()
+    );
+    let o = submit(&dir, "resumable.yaml", &resumable, "local[1]")?;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let resumed_id = run_id_of(&stderr(&o)).ok_or("run id")?;
+    let o = kiln()
+        .args(["submit", "--master", "local[1]", "--resume", &resumed_id])
+        .arg(dir.join("resumable.yaml"))
+        .output_bounded()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The pages in a real browser: what a person sees, no console errors,
+    // a screenshot of each (target/tmp/ui-screenshots/).
+    if let Some(chromium) = ui_tool("chromium") {
+        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+        std::fs::create_dir_all(&shots)?;
+        let profile = dir.join("chromium-profile");
+        let page = |path: &str, name: &str| {
+            browse(
+                &chromium,
+                &profile,
+                &format!("{}{path}", ui.base),
+                &shots.join(format!("{name}.png")),
+            )
+        };
+        let runs = page("/", "runs")?;
+        for id in [&good_id, &bad_id, &live_id, &resumed_id] {
+            assert!(
+                runs.dom.contains(id.as_str()),
+                "{id} not on /: {}",
+                runs.dom
+            );
+        }
+        let good = page(&format!("/runs/{good_id}"), "run-with-retries")?;
+        for node in ["flaky: succeeded", "left: succeeded", "right: succeeded"] {
+            assert!(good.dom.contains(node), "DAG node '{node}': {}", good.dom);
+        }
+        // One bar per attempt: flaky's three, left's and right's one each.
+        assert_eq!(
+            good.dom.matches("class=\"attempt\"").count(),
+            5,
+            "{}",
+            good.dom
+        );
+        assert_eq!(good.dom.matches("(retried: ").count(), 2);
+        let broken = page(&format!("/runs/{bad_id}"), "failed-run")?;
+        assert!(
+            broken.dom.contains("fails: failed") && broken.dom.contains("disk &lt;full&gt;"),
+            "{}",
+            broken.dom
+        );
+        let resumed = page(&format!("/runs/{resumed_id}"), "resumed-run")?;
+        assert!(
+            resumed.dom.contains("first skipped: ") && resumed.dom.contains("second: succeeded"),
+            "{}",
+            resumed.dom
+        );
+        let models = page("/models", "models")?;
+        assert!(
+            models.dom.contains("champion (deployed)") && models.dom.contains("GBTClassifier"),
+            "{}",
+            models.dom
+        );
+        for (name, p) in [
+            ("/", &runs),
+            ("run", &good),
+            ("failed run", &broken),
+            ("resumed run", &resumed),
+            ("/models", &models),
+        ] {
+            assert!(
+                p.console.is_empty(),
+                "console messages on {name}: {:?}",
+                p.console
+            );
+        }
+    }
+
     let (status, metrics) = get("/metrics")?;
     assert_eq!(status, 200, "{metrics}");
+    if let Some(promtool) = ui_tool("promtool") {
+        let body = metrics.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let mut check = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        std::io::Write::write_all(check.stdin.as_mut().ok_or("stdin")?, body.as_bytes())?;
+        drop(check.stdin.take());
+        let o = check.wait_with_output()?;
+        assert!(
+            o.status.success(),
+            "promtool check metrics: {}{}\n{body}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(&o)
+        );
+    }
     for line in [
         "kiln_runs{pipeline=\"ui\",state=\"succeeded\"} 1",
         "kiln_runs{pipeline=\"broken\",state=\"failed\"} 1",
@@ -2593,6 +2768,28 @@ fn drift_triggers_retraining_and_promotion_follows_the_champion() -> TestResult 
         stderr(&o)
     );
     assert!(!lake.join("predictions/typo").exists());
+
+    // A batch without one of the model's raw columns.
+    let start = rules.find("  - name: rsrp\n").ok_or("rsrp rule")?;
+    let end = start + 1 + rules[start + 1..].find("  - name: ").ok_or("next rule")?;
+    let without = dir.join("without_rsrp.yaml");
+    std::fs::write(&without, format!("{}{}", &rules[..start], &rules[end..]))?;
+    let o = kiln()
+        .arg("generate")
+        .arg(&without)
+        .args(["--rows", "500", "--seed", "3", "--out"])
+        .arg(lake.join("raw/no_rsrp"))
+        .output_bounded()?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = submit(
+        &dir,
+        "p5.yaml",
+        &predict("no_rsrp", "raw/no_rsrp/", None),
+        "local[2]",
+    )?;
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("rsrp"), "{}", stderr(&o));
+    assert!(!lake.join("predictions/no_rsrp").exists());
 
     // An older artifact has no profile: a clear error before any work.
     std::fs::remove_file(repo.join("v3/profile.json"))?;

@@ -173,26 +173,66 @@ impl Counts {
     }
 }
 
+/// The coordinate a [`Locator`] buckets values by: the value itself
+/// (evenly spread data), or the order of its bits (log-like: long tails
+/// and skewed data). Both are non-decreasing in the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scale {
+    Linear,
+    Bits,
+}
+
+impl Scale {
+    #[inline]
+    fn coordinate(self, x: f64) -> f64 {
+        match self {
+            Scale::Linear => x,
+            Scale::Bits => {
+                let bits = x.to_bits();
+                let ordered = if bits >> 63 == 1 {
+                    !bits
+                } else {
+                    bits | (1 << 63)
+                };
+                ordered as f64
+            }
+        }
+    }
+}
+
 /// Finds where a value falls among a reference's sorted values (the index
-/// of the first value ≥ x) with a table of equal-width buckets over the
-/// values' range that narrows the binary search to a few candidates.
+/// of the first value ≥ x): a table of equal-width buckets over the
+/// values' coordinates narrows the binary search to a few candidates. The
+/// scale with the fewer candidates per bucket is chosen when it is built.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Locator {
     values: Vec<f64>,
+    scale: Scale,
     low: f64,
     buckets_per_unit: f64,
-    /// `starts[b]`: the first value ≥ the bucket's lower edge.
-    starts: Vec<usize>,
+    /// `starts[b]`: the first value whose coordinate reaches bucket `b`.
+    starts: Vec<u16>,
 }
 
 impl Locator {
     pub fn new(values: &[f64]) -> Self {
-        let buckets = (values.len() * 2).clamp(1, 8192);
+        let linear = Locator::with_scale(values, Scale::Linear);
+        let bits = Locator::with_scale(values, Scale::Bits);
+        if bits.widest_window() < linear.widest_window() {
+            bits
+        } else {
+            linear
+        }
+    }
+
+    fn with_scale(values: &[f64], scale: Scale) -> Self {
+        // Values are at most MAX_POINTS, so u16 positions suffice.
+        let buckets = (values.len() * 4).clamp(1, 16_384);
         let (low, high) = match (values.first(), values.last()) {
-            (Some(l), Some(h)) if l.is_finite() && h.is_finite() && h > l => (*l, *h),
+            (Some(l), Some(h)) => (scale.coordinate(*l), scale.coordinate(*h)),
             _ => (0.0, 0.0),
         };
-        let buckets_per_unit = if high > low {
+        let buckets_per_unit = if high > low && low.is_finite() && high.is_finite() {
             buckets as f64 / (high - low)
         } else {
             0.0
@@ -203,30 +243,52 @@ impl Locator {
                 if b == 0 {
                     return 0;
                 }
-                if b == buckets || buckets_per_unit == 0.0 {
-                    return values.len();
+                if b == buckets || buckets_per_unit == 0.0 || !buckets_per_unit.is_finite() {
+                    return values.len() as u16;
                 }
                 let edge = low + b as f64 / buckets_per_unit;
-                values.partition_point(|v| *v < edge)
+                values.partition_point(|v| scale.coordinate(*v) < edge) as u16
             })
             .collect();
         Locator {
             values: values.to_vec(),
+            scale,
             low,
-            buckets_per_unit,
+            buckets_per_unit: if buckets_per_unit.is_finite() {
+                buckets_per_unit
+            } else {
+                0.0
+            },
             starts,
         }
+    }
+
+    /// The most candidates one search can have.
+    fn widest_window(&self) -> usize {
+        let buckets = self.starts.len() - 1;
+        (0..buckets)
+            .map(|b| {
+                usize::from(self.starts[(b + 2).min(buckets)])
+                    - usize::from(self.starts[b.saturating_sub(1)])
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// `values.partition_point(|v| v < x)`, for x not NaN.
     #[inline]
     pub fn position(&self, x: f64) -> usize {
+        if self.values.len() <= 8 {
+            // A few values (flags, small categories): count without branches.
+            return self.values.iter().filter(|v| **v < x).count();
+        }
         let buckets = self.starts.len() - 1;
         // `as usize` saturates: below the range is bucket 0, above the last.
-        let b = (((x - self.low) * self.buckets_per_unit) as usize).min(buckets - 1);
+        let b = (((self.scale.coordinate(x) - self.low) * self.buckets_per_unit) as usize)
+            .min(buckets - 1);
         // One bucket of margin on each side covers rounding at the edges.
-        let from = self.starts[b.saturating_sub(1)];
-        let to = self.starts[(b + 2).min(buckets)];
+        let from = usize::from(self.starts[b.saturating_sub(1)]);
+        let to = usize::from(self.starts[(b + 2).min(buckets)]);
         from + self.values[from..to].partition_point(|v| *v < x)
     }
 }
@@ -438,25 +500,23 @@ impl BatchCounts {
         scores: &[f64],
     ) -> Result<()> {
         let width = index.features.len();
-        for row in rows {
-            match row {
-                Some(values) if values.len() == width => {
-                    for ((counts, locator), x) in
-                        self.features.iter_mut().zip(&index.features).zip(*values)
-                    {
-                        counts.add(locator, *x);
-                    }
-                }
-                Some(values) => {
-                    return Err(KilnError::data(
-                        "the prediction batch",
-                        format!(
-                            "a feature vector has {} values, but the model's reference profile has {width} features",
-                            values.len()
-                        ),
-                    ));
-                }
-                None => self.features.iter_mut().for_each(|c| c.missing += 1),
+        if let Some(bad) = rows.iter().flatten().find(|r| r.len() != width) {
+            return Err(KilnError::data(
+                "the prediction batch",
+                format!(
+                    "a feature vector has {} values, but the model's reference profile has {width} features",
+                    bad.len()
+                ),
+            ));
+        }
+        let present: Vec<&[f64]> = rows.iter().flatten().copied().collect();
+        let null_rows = (rows.len() - present.len()) as u64;
+        // Feature by feature: one reference's values and counts stay in
+        // cache while the batch's values of that feature go by.
+        for (f, (counts, locator)) in self.features.iter_mut().zip(&index.features).enumerate() {
+            counts.missing += null_rows;
+            for row in &present {
+                counts.add(locator, row[f]);
             }
         }
         if let (Some(counts), Some(locator)) = (&mut self.scores, &index.scores) {

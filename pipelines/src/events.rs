@@ -49,6 +49,9 @@ pub enum LogEvent<'a> {
         rows_out: Option<u64>,
         summary: &'a [String],
         outputs: &'a [String],
+        /// The task's metrics (a training winner's, a batch's drift).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metrics: Option<&'a serde_json::Value>,
     },
     TaskFailed {
         task: &'a str,
@@ -104,6 +107,11 @@ impl<'a> From<&'a RunEvent> for LogEvent<'a> {
                     rows_out: r.outcome.as_ref().and_then(|o| o.rows_out),
                     summary: r.outcome.as_ref().map(|o| &o.summary[..]).unwrap_or(&[]),
                     outputs: r.outcome.as_ref().map(|o| &o.outputs[..]).unwrap_or(&[]),
+                    metrics: r
+                        .outcome
+                        .as_ref()
+                        .map(|o| &o.metrics)
+                        .filter(|m| !m.is_null()),
                 },
                 TaskState::Failed => LogEvent::TaskFailed {
                     task: &r.task,

@@ -51,6 +51,8 @@ enum Recorded {
         rows_out: Option<u64>,
         #[serde(default)]
         summary: Vec<String>,
+        #[serde(default)]
+        metrics: serde_json::Value,
     },
     TaskFailed {
         task: String,
@@ -133,6 +135,8 @@ pub struct TaskRecord {
     pub rows_out: Option<u64>,
     /// The task's own summary lines (outputs, metrics).
     pub summary: Vec<String>,
+    /// Its metrics (null when it reported none).
+    pub metrics: serde_json::Value,
     pub error: Option<String>,
     /// Why a resume skipped it, with the time it was skipped.
     pub skipped: Option<(i64, String)>,
@@ -198,6 +202,7 @@ impl RunRecord {
                             rows_in: None,
                             rows_out: None,
                             summary: Vec::new(),
+                            metrics: serde_json::Value::Null,
                             error: None,
                             skipped: None,
                         })
@@ -269,11 +274,13 @@ impl RunRecord {
                 rows_in,
                 rows_out,
                 summary,
+                metrics,
             } => {
                 if let Some(t) = self.task(&task) {
                     t.finish(ts_ms, seconds, AttemptOutcome::Succeeded);
                     t.status = TaskStatus::Succeeded;
-                    (t.rows_in, t.rows_out, t.summary) = (rows_in, rows_out, summary);
+                    (t.rows_in, t.rows_out, t.summary, t.metrics) =
+                        (rows_in, rows_out, summary, metrics);
                 }
             }
             Recorded::TaskFailed {

@@ -45,7 +45,14 @@ pub async fn write_table(
     options: &ParquetWriteOptions,
 ) -> Result<WriteSummary> {
     let schema = Arc::new(df.schema().as_arrow().clone());
-    let streams: Vec<BatchStream> = df
+    let streams = batch_streams(df, target).await?;
+    write_streams(session, schema, streams, target, format, options).await
+}
+
+/// One stream of batches per partition of `df`, to be written to `target`
+/// by [`write_streams`] (after a caller looked at or changed them).
+pub async fn batch_streams(df: DataFrame, target: &Url) -> Result<Vec<BatchStream>> {
+    Ok(df
         .execute_stream_partitioned()
         .await
         .map_err(|e| KilnError::execution(format!("planning the write of {target}"), e))?
@@ -54,8 +61,7 @@ pub async fn write_table(
             s.map(|b| b.map_err(|e| KilnError::execution("computing the output", e)))
                 .boxed()
         })
-        .collect();
-    write_streams(session, schema, streams, target, format, options).await
+        .collect())
 }
 
 /// A stream of batches to write.

@@ -226,37 +226,37 @@ fn count_batch(
     })?;
     let values = arrow::compute::cast(list.values(), &DataType::Float64)
         .map_err(|e| KilnError::data("the feature vectors", e.to_string()))?;
+    // Null elements count as missing, like NaN (a copy only when there are nulls).
     let values = values.as_primitive::<Float64Type>();
-    // Null elements count as missing, like NaN.
-    let flat: Vec<f64> = (0..values.len())
-        .map(|i| {
-            if values.is_null(i) {
-                f64::NAN
-            } else {
-                values.value(i)
-            }
-        })
-        .collect();
+    let flat: std::borrow::Cow<'_, [f64]> = if values.null_count() == 0 {
+        std::borrow::Cow::Borrowed(&values.values()[..])
+    } else {
+        std::borrow::Cow::Owned(with_nan_for_null(values))
+    };
     let offsets = list.value_offsets();
     let rows: Vec<Option<&[f64]>> = (0..list.len())
         .map(|i| (!list.is_null(i)).then(|| &flat[offsets[i] as usize..offsets[i + 1] as usize]))
         .collect();
     let scores = arrow::compute::cast(batch.column(score), &DataType::Float64)
         .map_err(|e| KilnError::internal("reading the scores", e))?;
-    let scores = scores.as_primitive::<Float64Type>();
-    let scores: Vec<f64> = (0..scores.len())
-        .map(|i| {
-            if scores.is_null(i) {
-                f64::NAN
-            } else {
-                scores.value(i)
-            }
-        })
-        .collect();
+    let scores = with_nan_for_null(scores.as_primitive::<Float64Type>());
     let mut counts = counts
         .lock()
         .map_err(|_| KilnError::poisoned("drift counts"))?;
     counts.add_rows(index, &rows, &scores)
+}
+
+/// The values, NaN where null.
+fn with_nan_for_null(array: &arrow::array::Float64Array) -> Vec<f64> {
+    (0..array.len())
+        .map(|i| {
+            if array.is_null(i) {
+                f64::NAN
+            } else {
+                array.value(i)
+            }
+        })
+        .collect()
 }
 
 /// The drift report, as written to `report.json`.

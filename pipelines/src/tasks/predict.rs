@@ -10,11 +10,10 @@ use crate::config::{LoadedConfig, TaskConfig};
 use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::prelude::{Expr, ident, lit};
-use futures::StreamExt;
 use kiln_engine::artifacts::ArtifactRepo;
 use kiln_engine::artifacts::VersionRef;
-use kiln_engine::io::{BatchStream, write_streams};
 use kiln_engine::io::{FileFormat, ParquetWriteOptions, write_parquet};
+use kiln_engine::io::{batch_streams, write_streams};
 use kiln_engine::{KilnError, Result};
 use kiln_models::drift::PROFILE_FILE;
 use kiln_models::model::ModelArtifact;
@@ -236,16 +235,7 @@ impl Task for BatchPrediction {
             let score = schema
                 .index_of("probability")
                 .map_err(|e| KilnError::internal("finding the scores", e))?;
-            let streams: Vec<BatchStream> = out
-                .execute_stream_partitioned()
-                .await
-                .map_err(|e| KilnError::execution(format!("planning the write of {url}"), e))?
-                .into_iter()
-                .map(|s| {
-                    s.map(|b| b.map_err(|e| KilnError::execution("computing the predictions", e)))
-                        .boxed()
-                })
-                .collect();
+            let streams = batch_streams(out, &url).await?;
             let (tap, streams) = Tap::wrap(profile, streams, features, score);
             let written = datafusion::arrow::datatypes::Schema::new_with_metadata(
                 schema

@@ -141,6 +141,27 @@ struct Decision {
     reason: String,
 }
 
+impl Decision {
+    /// A decision taken without scoring a champion.
+    fn uncompared(
+        metric: Metric,
+        margin: f64,
+        challenger_score: f64,
+        promoted: bool,
+        reason: String,
+    ) -> Self {
+        Decision {
+            metric,
+            margin,
+            champion_version: None,
+            champion_score: None,
+            challenger_score,
+            promoted,
+            reason,
+        }
+    }
+}
+
 /// The alias of a new winner that did not beat the champion.
 const CHALLENGER: &str = "challenger";
 
@@ -688,33 +709,27 @@ impl Task for ModelTraining {
                             ),
                         }
                     }
-                    (Some(Champion::Absent), _) => Decision {
+                    (Some(Champion::Absent), _) => Decision::uncompared(
                         metric,
-                        margin: cc.margin,
-                        champion_version: None,
-                        champion_score: None,
+                        cc.margin,
                         challenger_score,
-                        promoted: true,
-                        reason: "no model is deployed yet: the first winner becomes the champion".into(),
-                    },
-                    (Some(Champion::Incomparable(why)), _) => Decision {
+                        true,
+                        "no model is deployed yet: the first winner becomes the champion".into(),
+                    ),
+                    (Some(Champion::Incomparable(why)), _) => Decision::uncompared(
                         metric,
-                        margin: cc.margin,
-                        champion_version: None,
-                        champion_score: None,
+                        cc.margin,
                         challenger_score,
-                        promoted: false,
-                        reason: format!("{why}: not compared, kept the champion (promote by hand with `kiln models promote`)"),
-                    },
-                    _ => Decision {
+                        false,
+                        format!("{why}: not compared, kept the champion (promote by hand with `kiln models promote`)"),
+                    ),
+                    _ => Decision::uncompared(
                         metric,
-                        margin: cc.margin,
-                        champion_version: None,
-                        champion_score: None,
+                        cc.margin,
                         challenger_score,
-                        promoted: false,
-                        reason: "the champion was not scored".into(),
-                    },
+                        false,
+                        "the champion was not scored".into(),
+                    ),
                 }
             });
             let table = selection.table();

@@ -112,7 +112,7 @@ pub fn task_graph(run: &RunRecord) -> Markup {
             @for (i, task) in run.tasks.iter().enumerate() {
                 @let (x, y) = position(i);
                 a href=(format!("#task-{}", task.name)) {
-                    rect x=(x) y=(y) width=(NODE_W) height=(NODE_H) rx="5"
+                    rect.node x=(x) y=(y) width=(NODE_W) height=(NODE_H) rx="5"
                         fill=(status_color(task.status)) stroke="#333" {
                         title { (task.name) ": " (task.status.as_str()) }
                     }
@@ -165,7 +165,7 @@ pub fn timeline(run: &RunRecord) -> Markup {
                 @for (n, attempt) in task.attempts.iter().enumerate() {
                     @let end = attempt.end_ms.unwrap_or(run.last_ms());
                     @let (x0, x1) = (x(attempt.start_ms), x(end));
-                    rect x=(x0) y=(y) width=((x1 - x0).max(2.0)) height=(ROW_H - 8.0)
+                    rect.attempt x=(x0) y=(y) width=((x1 - x0).max(2.0)) height=(ROW_H - 8.0)
                         fill=(outcome_color(&attempt.outcome)) stroke="#333" stroke-width="0.5" {
                         title {
                             (task.name) " attempt " (n + 1) ": "

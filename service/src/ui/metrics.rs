@@ -69,6 +69,12 @@ struct PipelineLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskNameLabels {
+    pipeline: String,
+    task: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabels {
     pipeline: String,
     classname: String,
@@ -108,6 +114,9 @@ pub fn encode(
         Family::<TaskLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_buckets);
     let rows = Family::<RowsLabels, Counter>::default();
     let retries = Family::<PipelineLabels, Counter>::default();
+    // Drifted features of each monitoring task's latest run: (start, count).
+    let mut drift: std::collections::BTreeMap<(String, String), (i64, i64)> =
+        std::collections::BTreeMap::new();
     for run in runs {
         let pipeline = || run.pipeline.clone();
         runs_by_state
@@ -145,6 +154,18 @@ pub fn encode(
                         direction: direction.into(),
                     })
                     .inc_by(count);
+                }
+            }
+            if let Some(drifted) = task
+                .metrics
+                .get("drifted_features")
+                .and_then(|v| v.as_i64())
+            {
+                let latest = drift
+                    .entry((run.pipeline.clone(), task.name.clone()))
+                    .or_insert((run.start_ms, drifted));
+                if run.start_ms >= latest.0 {
+                    *latest = (run.start_ms, drifted);
                 }
             }
             let retried = task.attempts.len().saturating_sub(1) as u64;
@@ -187,6 +208,17 @@ pub fn encode(
         "kiln_task_retries",
         "Task attempts that failed and were retried",
         retries,
+    );
+    let drifted = Family::<TaskNameLabels, Gauge>::default();
+    for ((pipeline, task), (_, count)) in drift {
+        drifted
+            .get_or_create(&TaskNameLabels { pipeline, task })
+            .set(count);
+    }
+    registry.register(
+        "kiln_drifted_features",
+        "Features over their drift thresholds in the latest run of each monitoring prediction task",
+        drifted,
     );
     if let Some(jobs) = jobs {
         let by_state = Family::<JobLabels, Gauge>::default();
@@ -231,12 +263,25 @@ mod tests {
 {"ts_ms":301,"event":"run_finished","run_id":"p-1","pipeline":"p","state":"succeeded","seconds":0.31,"error":null}
 "#;
         let run = RunRecord::from_log(log).expect("run");
+        let monitored = |start: i64, drifted: u32| {
+            RunRecord::from_log(&format!(
+                r#"{{"ts_ms":{start},"event":"run_started","run_id":"q-{start}","pipeline":"q","master":"local[2]","tasks":["predict"],"classnames":["BatchPrediction"],"resumed":false}}
+{{"ts_ms":{start},"event":"task_started","task":"predict"}}
+{{"ts_ms":{start},"event":"task_succeeded","task":"predict","attempts":1,"seconds":1.0,"rows_in":null,"rows_out":9,"summary":[],"metrics":{{"drifted_features":{drifted},"rows":9}}}}
+"#
+            ))
+            .expect("run")
+        };
         let jobs = [
             ("generate".to_string(), "queued".to_string(), 3),
             ("fuse".to_string(), "queued".to_string(), 1),
             ("fuse".to_string(), "succeeded".to_string(), 5),
         ];
-        let text = encode(&[run.clone(), run], Some(&jobs)).expect("encodes");
+        let text = encode(
+            &[run.clone(), monitored(2000, 3), run, monitored(1000, 1)],
+            Some(&jobs),
+        )
+        .expect("encodes");
         for line in [
             "# TYPE kiln_runs gauge",
             r#"kiln_runs{pipeline="p",state="succeeded"} 2"#,
@@ -249,6 +294,8 @@ mod tests {
             r#"kiln_task_retries_total{pipeline="p"} 2"#,
             r#"kiln_service_jobs{type="fuse",state="succeeded"} 5"#,
             "kiln_service_queue_depth 4",
+            // The latest run's count, whatever the order of the runs.
+            r#"kiln_drifted_features{pipeline="q",task="predict"} 3"#,
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "'{line}' not in:\n{text}");
