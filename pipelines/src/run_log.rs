@@ -242,6 +242,12 @@ impl RunRecord {
 
     fn apply(&mut self, ts_ms: i64, event: Recorded) {
         match event {
+            // A resume appends to the same log: the run goes on.
+            Recorded::RunStarted { resumed: true, .. } => {
+                self.resumed = true;
+                self.state = RunState::Running;
+                (self.end_ms, self.seconds, self.error) = (None, None, None);
+            }
             Recorded::RunStarted { .. } => self.unreadable_lines += 1,
             Recorded::TaskStarted { task } => {
                 if let Some(t) = self.task(&task) {
