@@ -555,11 +555,7 @@ async fn generate(
         KilnError::config_fix(format!("cannot read rules {rules}: {e}"), "check the path")
     })?;
     let rules = Rules::parse(&text, rules)?;
-    let mut url = parse_location(out, None)?;
-    if !url.path().ends_with('/') {
-        let p = format!("{}/", url.path());
-        url.set_path(&p);
-    }
+    let url = synth::dir_url(out)?;
     let session = KilnSession::connect(
         &Master::Local { partitions: 1 },
         &kiln_pipelines::extensions(),

@@ -2,8 +2,7 @@
 
 use clap::Subcommand;
 use kiln_engine::artifacts::{ArtifactRepo, CHAMPION, VersionRef};
-use kiln_engine::storage::parse_location;
-use kiln_engine::{KilnError, KilnSession, Master, Result};
+use kiln_engine::{KilnSession, Master, Result};
 use kiln_models::registry::{self, VersionSummary};
 
 #[derive(Subcommand)]
@@ -63,24 +62,13 @@ pub enum ListFormat {
 }
 
 async fn open(repo: &str) -> Result<ArtifactRepo> {
-    let mut url = parse_location(repo, None)?;
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
+    let url = crate::synth::dir_url(repo)?;
     let session = KilnSession::connect(
         &Master::Local { partitions: 1 },
         &kiln_pipelines::extensions(),
     )
     .await?;
     ArtifactRepo::open(&session, &url)
-}
-
-fn json(value: &impl serde::Serialize) -> Result<()> {
-    let text =
-        serde_json::to_string_pretty(value).map_err(|e| KilnError::internal("printing JSON", e))?;
-    println!("{text}");
-    Ok(())
 }
 
 fn metric(s: &VersionSummary, name: &str) -> String {
@@ -101,7 +89,7 @@ pub async fn models(command: ModelsCommand) -> Result<()> {
             let repo = open(&repo).await?;
             let versions = registry::list(&repo).await?;
             if format == ListFormat::Json {
-                return json(&versions);
+                return crate::print_json(&versions);
             }
             println!(
                 "{:>7}  {:<22}  {:<24}  {:>12}  {:>9}  {:<24}  lineage",
@@ -129,7 +117,7 @@ pub async fn models(command: ModelsCommand) -> Result<()> {
             let repo = open(&repo).await?;
             let summary = registry::show(&repo, &version.parse()?).await?;
             if format == ListFormat::Json {
-                return json(&summary);
+                return crate::print_json(&summary);
             }
             println!("{}v{}", repo.base(), summary.version);
             println!("  estimator     {}", summary.classname);
@@ -173,7 +161,7 @@ pub async fn models(command: ModelsCommand) -> Result<()> {
             let b = registry::show(&repo, &b.parse()?).await?;
             let differences = registry::diff(&a, &b);
             if format == ListFormat::Json {
-                return json(&differences);
+                return crate::print_json(&differences);
             }
             println!(
                 "{:<32}  {:<24}  v{}",

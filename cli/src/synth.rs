@@ -76,7 +76,8 @@ fn parse_type(text: &str) -> std::result::Result<(String, SdType), String> {
     Ok((column.to_string(), t))
 }
 
-fn dir_url(location: &str) -> Result<Url> {
+/// A location as a directory URL (with a trailing `/`).
+pub(crate) fn dir_url(location: &str) -> Result<Url> {
     let mut url = parse_location(location, None)?;
     if !url.path().ends_with('/') {
         let p = format!("{}/", url.path());
