@@ -992,7 +992,7 @@ fn schedule_scenario(dir: &Path, master: &str) -> TestResult {
             .output_bounded()?;
         let err = stderr(&o);
         assert!(o.status.success(), "{err}");
-        let started = err.matches("started run due at").count();
+        let started = err.matches(": started run ").count();
         let skipped = err
             .matches("skipped: the previous run is still going")
             .count();
@@ -1003,6 +1003,23 @@ fn schedule_scenario(dir: &Path, master: &str) -> TestResult {
             assert!(started >= 2, "{err}");
             assert_eq!(skipped, 0, "{err}");
         }
+        // The schedule's record in the lake, for the web UI: the same
+        // firings; the first started run (it ran for seconds) has its log.
+        let record = json_file(&dir.join(format!("_kiln/schedules/sched_{policy}.json")))?;
+        assert_eq!(record["schedule"], "* * * * * *", "{record}");
+        assert_eq!(record["stopped"], true, "{record}");
+        let firings = record["firings"].as_array().ok_or("firings")?;
+        let of = |outcome: &str| firings.iter().filter(|f| f["outcome"] == outcome).count();
+        assert_eq!((of("started"), of("skipped")), (started, skipped), "{record}");
+        let first = firings
+            .iter()
+            .find(|f| f["outcome"] == "started")
+            .and_then(|f| f["run_id"].as_str())
+            .ok_or("no started run")?;
+        assert!(
+            dir.join(format!("_kiln/runs/{first}/events.jsonl")).is_file(),
+            "{first} has no event log"
+        );
     }
     // No schedule at all is a configuration error.
     std::fs::write(

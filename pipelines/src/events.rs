@@ -3,14 +3,19 @@
 //! `ts_ms`) and, when the run ends, its report (`report.json`).
 
 use crate::observer::{RunEvent, RunObserver};
+use crate::progress::ProgressBoard;
 use crate::task::TaskState;
 use datafusion::object_store::ObjectStoreExt;
 use futures::future::BoxFuture;
-use kiln_engine::KilnSession;
+use kiln_engine::{KilnError, KilnSession};
 use kiln_engine::storage::{Lake, local_path, object_path};
 use serde::Serialize;
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The running tasks' progress, beside the event log.
+pub const PROGRESS_FILE: &str = "progress.json";
 
 /// The event log's line format (its schema is part of kiln's interface).
 #[derive(Debug, Serialize)]
@@ -156,10 +161,15 @@ pub struct LakeLog {
     session: KilnSession,
     events: Option<url::Url>,
     report: Option<url::Url>,
+    /// The running tasks' progress, published to `progress.json` about once
+    /// a second while the run goes.
+    progress: Option<(ProgressBoard, url::Url)>,
+    /// The board's version last published; `u64::MAX` once the run ended.
+    published: Arc<AtomicU64>,
     lines: Mutex<Vec<String>>,
     /// Lines a remote log already holds: an older body never overwrites a
     /// newer one.
-    remote_lines: std::sync::Arc<tokio::sync::Mutex<usize>>,
+    remote_lines: Arc<tokio::sync::Mutex<usize>>,
 }
 
 impl LakeLog {
@@ -169,9 +179,46 @@ impl LakeLog {
             session: session.clone(),
             events: at("events.jsonl"),
             report: at("report.json"),
+            progress: None,
+            published: Default::default(),
             lines: Mutex::new(Vec::new()),
             remote_lines: Default::default(),
         }
+    }
+
+    /// Also publishes `board` as the run's `progress.json`.
+    pub fn publishing(mut self, board: &ProgressBoard) -> Self {
+        self.progress = self
+            .events
+            .as_ref()
+            .and_then(|e| e.join(PROGRESS_FILE).ok())
+            .map(|url| (board.clone(), url));
+        self
+    }
+
+    /// Publishes the board every second until the run ends.
+    fn start_publishing(&self) {
+        let Some((board, url)) = self.progress.clone() else {
+            return;
+        };
+        let (session, published) = (self.session.clone(), Arc::clone(&self.published));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if published.load(Ordering::Acquire) == u64::MAX {
+                    return;
+                }
+                publish_progress(&session, &board, &url, &published).await;
+            }
+        });
+    }
+
+    /// The last publication, when the run ends.
+    async fn stop_publishing(&self) {
+        if let Some((board, url)) = &self.progress {
+            publish_progress(&self.session, board, url, &self.published).await;
+        }
+        self.published.store(u64::MAX, Ordering::Release);
     }
 
     fn append_local(&self, line: &str) {
@@ -208,9 +255,36 @@ impl LakeLog {
     }
 }
 
+/// Writes the board to `url` (one put) when it changed since the last time.
+async fn publish_progress(
+    session: &KilnSession,
+    board: &ProgressBoard,
+    url: &url::Url,
+    published: &AtomicU64,
+) {
+    let (version, file) = board.snapshot();
+    let last = published.load(Ordering::Acquire);
+    if version == 0 || version <= last {
+        return;
+    }
+    let written = match serde_json::to_vec(&file) {
+        Ok(body) => session.stores().write_object(url, body).await,
+        Err(e) => Err(KilnError::internal("serializing the progress", e)),
+    };
+    match written {
+        Ok(()) => {
+            let _ = published.compare_exchange(last, version, Ordering::AcqRel, Ordering::Acquire);
+        }
+        Err(e) => tracing::warn!("progress not published: {e}"),
+    }
+}
+
 impl RunObserver for LakeLog {
     fn observe<'a>(&'a self, event: &'a RunEvent, ts_ms: i64) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            if matches!(event, RunEvent::RunStarted(_)) {
+                self.start_publishing();
+            }
             let line = json_line(event, ts_ms);
             self.append_local(&line);
             let (count, body): (usize, Vec<u8>) = match self.lines.lock() {
@@ -229,7 +303,7 @@ impl RunObserver for LakeLog {
                     && let (Ok(store), Ok(path)) =
                         (self.session.stores().store_for(url), object_path(url))
                 {
-                    let written = std::sync::Arc::clone(&self.remote_lines);
+                    let written = Arc::clone(&self.remote_lines);
                     tokio::spawn(async move {
                         let mut written = written.lock().await;
                         if *written >= count {
@@ -243,6 +317,7 @@ impl RunObserver for LakeLog {
                 }
                 return;
             };
+            self.stop_publishing().await;
             if let Some(url) = remote {
                 let mut written = self.remote_lines.lock().await;
                 self.put(url, body).await;

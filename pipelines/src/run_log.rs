@@ -4,10 +4,13 @@
 //! lake.
 
 use crate::observer::RunState;
+use crate::progress::ProgressFile;
 use futures::StreamExt;
 use kiln_engine::storage::{Lake, object_path};
 use kiln_engine::{KilnError, KilnSession, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Where the runs' logs live, relative to the lake root.
 pub const RUNS_DIR: &str = "_kiln/runs/";
@@ -51,6 +54,8 @@ enum Recorded {
         rows_out: Option<u64>,
         #[serde(default)]
         summary: Vec<String>,
+        #[serde(default)]
+        outputs: Vec<String>,
         #[serde(default)]
         metrics: serde_json::Value,
     },
@@ -137,6 +142,8 @@ pub struct TaskRecord {
     pub summary: Vec<String>,
     /// Its metrics (null when it reported none).
     pub metrics: serde_json::Value,
+    /// What it wrote (URIs), in the task's order.
+    pub outputs: Vec<String>,
     pub error: Option<String>,
     /// Why a resume skipped it, with the time it was skipped.
     pub skipped: Option<(i64, String)>,
@@ -203,6 +210,7 @@ impl RunRecord {
                             rows_out: None,
                             summary: Vec::new(),
                             metrics: serde_json::Value::Null,
+                            outputs: Vec::new(),
                             error: None,
                             skipped: None,
                         })
@@ -280,13 +288,14 @@ impl RunRecord {
                 rows_in,
                 rows_out,
                 summary,
+                outputs,
                 metrics,
             } => {
                 if let Some(t) = self.task(&task) {
                     t.finish(ts_ms, seconds, AttemptOutcome::Succeeded);
                     t.status = TaskStatus::Succeeded;
-                    (t.rows_in, t.rows_out, t.summary, t.metrics) =
-                        (rows_in, rows_out, summary, metrics);
+                    (t.rows_in, t.rows_out, t.summary, t.metrics, t.outputs) =
+                        (rows_in, rows_out, summary, metrics, outputs);
                 }
             }
             Recorded::TaskFailed {
@@ -403,29 +412,128 @@ pub async fn read_events(
     read_text(session, lake, &format!("{RUNS_DIR}{run_id}/events.jsonl")).await
 }
 
-/// Every run in the lake, newest first.
-pub async fn list_runs(session: &KilnSession, lake: &Lake) -> Result<Vec<RunRecord>> {
+/// The running tasks' last reported progress (`None` when the run
+/// published none).
+pub async fn read_progress(
+    session: &KilnSession,
+    lake: &Lake,
+    run_id: &str,
+) -> Result<Option<ProgressFile>> {
+    if !is_run_id(run_id) {
+        return Ok(None);
+    }
+    let Some(text) = read_text(
+        session,
+        lake,
+        &format!("{RUNS_DIR}{run_id}/{}", crate::events::PROGRESS_FILE),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    // A file from a newer kiln, or cut short: no progress rather than no page.
+    Ok(serde_json::from_str(&text).ok())
+}
+
+/// A run's event log as listed: its size and time, which change whenever
+/// a line is added.
+#[derive(Debug, Clone, PartialEq)]
+struct LogVersion {
+    size: u64,
+    modified_ms: i64,
+}
+
+/// Every run's event log in the lake, with its version.
+async fn list_logs(session: &KilnSession, lake: &Lake) -> Result<Vec<(String, LogVersion)>> {
     let dir = lake.resolve(RUNS_DIR)?;
     let store = session.stores().store_for(&dir)?;
     let prefix = object_path(&dir)?;
     let mut listing = store.list(Some(&prefix));
-    let mut run_ids = Vec::new();
+    let mut logs = Vec::new();
     while let Some(meta) = listing.next().await {
         let meta = meta.map_err(|e| KilnError::io(&dir, e))?;
         if let Some(run_dir) = meta.location.as_ref().strip_suffix("/events.jsonl")
             && let Some((_, run_id)) = run_dir.rsplit_once('/')
         {
-            run_ids.push(run_id.to_string());
+            let version = LogVersion {
+                size: meta.size,
+                modified_ms: meta.last_modified.timestamp_millis(),
+            };
+            logs.push((run_id.to_string(), version));
         }
     }
-    let mut runs = Vec::with_capacity(run_ids.len());
-    for run_id in run_ids {
-        if let Some(run) = read_run(session, lake, &run_id).await? {
-            runs.push(run);
-        }
-    }
+    Ok(logs)
+}
+
+fn newest_first(runs: &mut [Arc<RunRecord>]) {
     runs.sort_by(|a, b| (b.start_ms, &b.run_id).cmp(&(a.start_ms, &a.run_id)));
-    Ok(runs)
+}
+
+/// The runs of a lake, each log read and folded again only when its
+/// listing (size, time) changed: a history server lists thousands of runs
+/// at the cost of one listing.
+#[derive(Default)]
+pub struct RunCache {
+    runs: std::sync::Mutex<HashMap<String, (LogVersion, Arc<RunRecord>)>>,
+}
+
+impl RunCache {
+    /// Every run in the lake, newest first.
+    pub async fn list(
+        &self,
+        session: &KilnSession,
+        lake: &Lake,
+    ) -> Result<Vec<Arc<RunRecord>>> {
+        let logs = list_logs(session, lake).await?;
+        let mut runs = Vec::with_capacity(logs.len());
+        let mut live = HashSet::with_capacity(logs.len());
+        for (run_id, version) in logs {
+            let cached = self.cached(&run_id, &version);
+            let run = match cached {
+                Some(run) => Some(run),
+                None => self.read(session, lake, &run_id, version).await?,
+            };
+            runs.extend(run);
+            live.insert(run_id);
+        }
+        if let Ok(mut cache) = self.runs.lock() {
+            cache.retain(|run_id, _| live.contains(run_id));
+        }
+        newest_first(&mut runs);
+        Ok(runs)
+    }
+
+    /// How many runs are cached.
+    pub fn len(&self) -> usize {
+        self.runs.lock().map_or(0, |c| c.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn cached(&self, run_id: &str, version: &LogVersion) -> Option<Arc<RunRecord>> {
+        let cache = self.runs.lock().ok()?;
+        let (seen, run) = cache.get(run_id)?;
+        (seen == version).then(|| Arc::clone(run))
+    }
+
+    async fn read(
+        &self,
+        session: &KilnSession,
+        lake: &Lake,
+        run_id: &str,
+        version: LogVersion,
+    ) -> Result<Option<Arc<RunRecord>>> {
+        let Some(run) = read_run(session, lake, run_id).await? else {
+            return Ok(None);
+        };
+        let run = Arc::new(run);
+        if let Ok(mut cache) = self.runs.lock() {
+            cache.insert(run_id.to_string(), (version, Arc::clone(&run)));
+        }
+        Ok(Some(run))
+    }
 }
 
 async fn read_text(session: &KilnSession, lake: &Lake, relative: &str) -> Result<Option<String>> {

@@ -10,6 +10,7 @@ use crate::history::{History, RunHistory};
 use crate::notify::Notifier;
 use crate::observer::{Observers, RunEvent, RunInfo, RunObserver, RunReport, RunState};
 use crate::task::{RunIdentity, Task, TaskContext, TaskOutcome, TaskResult, TaskState, now_ms};
+use crate::progress::ProgressBoard;
 use crate::terminal::{LogFormat, Terminal};
 use datafusion::dataframe::DataFrame;
 use kiln_engine::storage::Lake;
@@ -143,8 +144,11 @@ pub async fn run_observed(
         options.log_format,
         options.live_progress,
     ));
+    let board = ProgressBoard::default();
     let mut observers = Observers::default()
-        .with(Arc::new(LakeLog::new(&session, &lake, &run_id)))
+        .with(Arc::new(
+            LakeLog::new(&session, &lake, &run_id).publishing(&board),
+        ))
         .with(terminal.clone())
         .with(checkpoints.clone());
     match History::open_default() {
@@ -198,6 +202,7 @@ pub async fn run_observed(
         lake,
         checkpoints,
         terminal,
+        board,
         observers: observers.clone(),
         returned: Arc::default(),
         results: HashMap::new(),
@@ -296,6 +301,8 @@ struct RunLoop<'a> {
     lake: Lake,
     checkpoints: Arc<Checkpoints>,
     terminal: Arc<Terminal>,
+    /// The running tasks' progress, published for the web UI.
+    board: ProgressBoard,
     observers: Observers,
     returned: Arc<Mutex<HashMap<String, DataFrame>>>,
     results: HashMap<usize, TaskResult>,
@@ -417,7 +424,10 @@ impl RunLoop<'_> {
             task_name: task_cfg.name.clone(),
             run: Arc::clone(&self.identity),
             returned: Arc::clone(&self.returned),
-            progress: self.terminal.task_progress(&task_cfg.name),
+            progress: self
+                .terminal
+                .task_progress(&task_cfg.name)
+                .posting_to(&self.board, &task_cfg.name),
         };
         let task = Arc::clone(&self.plan.tasks[i]);
         let observers = self.observers.clone();

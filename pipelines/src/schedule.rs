@@ -9,7 +9,9 @@
 pub use crate::config::ConcurrencyPolicy;
 use chrono::{Datelike, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
+use kiln_engine::storage::{Lake, LakeObjectStoreRegistry};
 use kiln_engine::{KilnError, Result};
+use serde::{Deserialize, Serialize};
 
 /// A parsed cron expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,6 +218,8 @@ mod tests {
 pub struct Scheduled {
     pub config_path: std::path::PathBuf,
     pub name: String,
+    /// The pipeline's lake, where the schedule is recorded.
+    pub lake: Lake,
     /// The `schedule` as written, and its time zone.
     pub expression: String,
     pub time_zone: String,
@@ -256,6 +260,7 @@ pub fn load_scheduled(paths: &[String]) -> Result<Vec<Scheduled>> {
                     .map_err(|e| e.context(format!("{}: schedule", f.display())))?,
                 expression: expr.clone(),
                 time_zone: tz,
+                lake: Lake::new(&loaded.config.storage.root)?,
                 config_path: f,
                 name: loaded.config.name.clone(),
                 policy: loaded.config.concurrency_policy,
@@ -276,6 +281,161 @@ fn now_s() -> i64 {
     Utc::now().timestamp()
 }
 
+/// Where `kiln schedule` records each pipeline's schedule, relative to the
+/// pipeline's lake root: `_kiln/schedules/PIPELINE.json`.
+pub const SCHEDULES_DIR: &str = "_kiln/schedules/";
+
+/// Firings a record keeps (the oldest go first).
+const KEPT_FIRINGS: usize = 100;
+/// Fire times ahead a record lists.
+const NEXT_FIRES: usize = 5;
+/// How often a running scheduler refreshes its records.
+const HEARTBEAT_SECONDS: i64 = 30;
+
+/// A schedule as `kiln schedule` records it in the lake, for the web UI:
+/// its cron, the next fire times, the runs it started and the ones it
+/// skipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    pub pipeline: String,
+    pub config: String,
+    pub schedule: String,
+    pub time_zone: String,
+    pub concurrency_policy: ConcurrencyPolicy,
+    pub catchup: bool,
+    pub master: String,
+    /// The scheduler process: `HOST pid PID`.
+    pub scheduler: String,
+    /// The scheduler's last word, in milliseconds since the epoch; old
+    /// when it stopped.
+    pub updated_ms: i64,
+    pub stopped: bool,
+    pub next_fires_ms: Vec<i64>,
+    /// Oldest first.
+    pub firings: Vec<Firing>,
+}
+
+/// One due time of a schedule and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Firing {
+    pub due_ms: i64,
+    pub at_ms: i64,
+    #[serde(flatten)]
+    pub outcome: FiringOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum FiringOutcome {
+    Started { run_id: String },
+    Skipped { reason: String },
+    /// `kiln submit` could not be started.
+    Failed { error: String },
+}
+
+impl ScheduleRecord {
+    /// The record of `s`'s `name.json` in `lake`.
+    pub fn url(lake: &Lake, pipeline: &str) -> Result<url::Url> {
+        lake.resolve(&format!("{SCHEDULES_DIR}{pipeline}.json"))
+    }
+
+    fn new(s: &Scheduled, master: &str) -> Self {
+        let host = sysinfo::System::host_name().unwrap_or_else(|| "localhost".into());
+        ScheduleRecord {
+            pipeline: s.name.clone(),
+            config: s.config_path.display().to_string(),
+            schedule: s.expression.clone(),
+            time_zone: s.time_zone.clone(),
+            concurrency_policy: s.policy,
+            catchup: s.catchup,
+            master: master.to_string(),
+            scheduler: format!("{host} pid {}", std::process::id()),
+            updated_ms: 0,
+            stopped: false,
+            next_fires_ms: Vec::new(),
+            firings: Vec::new(),
+        }
+    }
+
+    fn fired(&mut self, due_s: i64, outcome: FiringOutcome) {
+        self.firings.push(Firing {
+            due_ms: due_s * 1000,
+            at_ms: Utc::now().timestamp_millis(),
+            outcome,
+        });
+        let excess = self.firings.len().saturating_sub(KEPT_FIRINGS);
+        self.firings.drain(..excess);
+    }
+}
+
+/// Every schedule recorded in `lake`, by pipeline name. A record that
+/// does not parse (cut short, or from a newer kiln) is left out with a
+/// warning.
+pub async fn list_records(
+    stores: &LakeObjectStoreRegistry,
+    lake: &Lake,
+) -> Result<Vec<ScheduleRecord>> {
+    use futures::StreamExt;
+    let dir = lake.resolve(SCHEDULES_DIR)?;
+    let store = stores.store_for(&dir)?;
+    let prefix = kiln_engine::storage::object_path(&dir)?;
+    let mut listing = store.list(Some(&prefix));
+    let mut records = Vec::new();
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(|e| KilnError::io(&dir, e))?;
+        let Some(name) = meta.location.filename().filter(|n| n.ends_with(".json")) else {
+            continue;
+        };
+        let url = dir
+            .join(name)
+            .map_err(|e| KilnError::config(format!("{dir}{name}: {e}")))?;
+        let Some(bytes) = stores.read_object(&url).await? else {
+            continue;
+        };
+        match serde_json::from_slice::<ScheduleRecord>(&bytes) {
+            Ok(record) => records.push(record),
+            Err(e) => tracing::warn!("schedule record {url} not read: {e}"),
+        }
+    }
+    records.sort_by(|a, b| a.pipeline.cmp(&b.pipeline));
+    Ok(records)
+}
+
+/// Writes the schedule records into the pipelines' lakes from the
+/// scheduler's blocking loop. A record that cannot be written is a
+/// warning: the schedule goes on.
+struct Recorder {
+    runtime: tokio::runtime::Handle,
+    stores: LakeObjectStoreRegistry,
+}
+
+impl Recorder {
+    fn read(&self, url: &url::Url) -> Option<ScheduleRecord> {
+        let bytes = self
+            .runtime
+            .block_on(self.stores.read_object(url))
+            .ok()
+            .flatten()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn write(&self, s: &Scheduled, record: &mut ScheduleRecord, next_s: Option<i64>) {
+        record.updated_ms = Utc::now().timestamp_millis();
+        record.next_fires_ms = std::iter::successors(next_s, |&t| s.cron.next_after(t))
+            .take(NEXT_FIRES)
+            .map(|t| t * 1000)
+            .collect();
+        let written = ScheduleRecord::url(&s.lake, &s.name).and_then(|url| {
+            let body = serde_json::to_vec_pretty(record)
+                .map_err(|e| KilnError::internal("serializing a schedule record", e))?;
+            self.runtime.block_on(self.stores.write_object(&url, body))
+        });
+        if let Err(e) = written {
+            eprintln!("[schedule] {}: schedule record not written: {e}", s.name);
+        }
+    }
+}
+
 /// Runs due pipelines as `kiln submit` child processes until `run_for`
 /// elapses (forever when `None`). Returns how many runs were started.
 pub fn run_schedule(
@@ -286,6 +446,26 @@ pub fn run_schedule(
 ) -> Result<usize> {
     let started_at = std::time::Instant::now();
     let history = crate::history::History::open_default().ok();
+    let recorder = tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|runtime| Recorder {
+            runtime,
+            stores: LakeObjectStoreRegistry::new(),
+        });
+    let mut records: Vec<ScheduleRecord> = scheduled
+        .iter()
+        .map(|s| {
+            let mut record = ScheduleRecord::new(s, master);
+            // Keep the firings of earlier schedulers of the pipeline.
+            if let Some(old) = recorder.as_ref().and_then(|r| {
+                r.read(&ScheduleRecord::url(&s.lake, &s.name).ok()?)
+            }) {
+                record.firings = old.firings;
+            }
+            record
+        })
+        .collect();
+    let mut heartbeat = 0;
     let mut next: Vec<Option<i64>> = scheduled
         .iter()
         .map(|s| {
@@ -318,6 +498,14 @@ pub fn run_schedule(
             break;
         }
         let now = now_s();
+        if let Some(recorder) = &recorder
+            && now >= heartbeat
+        {
+            for ((s, record), n) in scheduled.iter().zip(&mut records).zip(&next) {
+                recorder.write(s, record, *n);
+            }
+            heartbeat = now + HEARTBEAT_SECONDS;
+        }
         for (i, s) in scheduled.iter().enumerate() {
             running[i].retain_mut(|c| matches!(c.try_wait(), Ok(None)));
             let Some(due) = next[i] else { continue };
@@ -325,45 +513,13 @@ pub fn run_schedule(
                 continue;
             }
             next[i] = s.cron.next_after(now);
-            if !running[i].is_empty() {
-                match s.policy {
-                    ConcurrencyPolicy::Forbid => {
-                        eprintln!(
-                            "[schedule] {}: run due at {} skipped: the previous run is still going (concurrency_policy: forbid)",
-                            s.name,
-                            fmt_time(due)
-                        );
-                        continue;
-                    }
-                    ConcurrencyPolicy::Replace => {
-                        for c in &mut running[i] {
-                            stop(c);
-                        }
-                        running[i].clear();
-                        eprintln!(
-                            "[schedule] {}: stopped the previous run (concurrency_policy: replace)",
-                            s.name
-                        );
-                    }
-                    ConcurrencyPolicy::Allow => {}
-                }
+            let outcome = fire(s, exe, master, due, &mut running[i]);
+            if let FiringOutcome::Started { .. } = outcome {
+                count += 1;
             }
-            match std::process::Command::new(exe)
-                .args(["submit", "--master", master])
-                .arg(&s.config_path)
-                .spawn()
-            {
-                Ok(child) => {
-                    count += 1;
-                    eprintln!(
-                        "[schedule] {}: started run due at {} (pid {})",
-                        s.name,
-                        fmt_time(due),
-                        child.id()
-                    );
-                    running[i].push(child);
-                }
-                Err(e) => eprintln!("[schedule] {}: cannot start kiln submit: {e}", s.name),
+            records[i].fired(due, outcome);
+            if let Some(recorder) = &recorder {
+                recorder.write(s, &mut records[i], next[i]);
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -373,7 +529,73 @@ pub fn run_schedule(
             stop(c);
         }
     }
+    if let Some(recorder) = &recorder {
+        for (s, record) in scheduled.iter().zip(&mut records) {
+            record.stopped = true;
+            recorder.write(s, record, None);
+        }
+    }
     Ok(count)
+}
+
+/// Starts the run of `s` due at `due` as a `kiln submit` child, unless the
+/// concurrency policy says otherwise.
+fn fire(
+    s: &Scheduled,
+    exe: &std::path::Path,
+    master: &str,
+    due: i64,
+    running: &mut Vec<std::process::Child>,
+) -> FiringOutcome {
+    if !running.is_empty() {
+        match s.policy {
+            ConcurrencyPolicy::Forbid => {
+                let reason = "the previous run is still going (concurrency_policy: forbid)";
+                eprintln!(
+                    "[schedule] {}: run due at {} skipped: {reason}",
+                    s.name,
+                    fmt_time(due)
+                );
+                return FiringOutcome::Skipped {
+                    reason: reason.into(),
+                };
+            }
+            ConcurrencyPolicy::Replace => {
+                for c in running.iter_mut() {
+                    stop(c);
+                }
+                running.clear();
+                eprintln!(
+                    "[schedule] {}: stopped the previous run (concurrency_policy: replace)",
+                    s.name
+                );
+            }
+            ConcurrencyPolicy::Allow => {}
+        }
+    }
+    let run_id = crate::runner::new_run_id(&s.name);
+    match std::process::Command::new(exe)
+        .args(["submit", "--master", master, "--run-id", &run_id])
+        .arg(&s.config_path)
+        .spawn()
+    {
+        Ok(child) => {
+            eprintln!(
+                "[schedule] {}: started run {run_id} due at {} (pid {})",
+                s.name,
+                fmt_time(due),
+                child.id()
+            );
+            running.push(child);
+            FiringOutcome::Started { run_id }
+        }
+        Err(e) => {
+            eprintln!("[schedule] {}: cannot start kiln submit: {e}", s.name);
+            FiringOutcome::Failed {
+                error: format!("cannot start kiln submit: {e}"),
+            }
+        }
+    }
 }
 
 /// Stops a `kiln submit` child (it may have exited already).

@@ -107,11 +107,12 @@ impl Server {
             context,
             options.workers.clone(),
         ));
-        let pages = ui::UiState {
-            session: Arc::clone(&session),
-            lake: datasets.lake().clone(),
-            jobs: Some(store.clone()),
-        };
+        let pages = ui::UiState::new(
+            Arc::clone(&session),
+            datasets.lake().clone(),
+            Some(store.clone()),
+        );
+        let http = pages.http.clone();
         let state = api::AppState {
             store,
             datasets,
@@ -134,7 +135,12 @@ impl Server {
         Ok(Server {
             address,
             listener,
-            router: api::router(state).merge(pages),
+            router: api::router(state)
+                .route_layer(axum::middleware::from_fn_with_state(
+                    http,
+                    ui::metrics::track,
+                ))
+                .merge(pages),
             workers,
         })
     }

@@ -423,6 +423,22 @@ impl Store {
             .collect()
     }
 
+    /// Finished jobs' run times (type, state, seconds from the start of
+    /// their last attempt to their end): the job duration histogram.
+    pub async fn job_durations(&self) -> Result<Vec<(String, String, f64)>, DbError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT job_type, state, finished_ms - started_ms FROM jobs \
+                 WHERE finished_ms IS NOT NULL AND started_ms IS NOT NULL",
+                vec![],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?, r.int(2)? as f64 / 1000.0)))
+            .collect()
+    }
+
     /// Jobs of `owner` queued or running: the per-user submission limit.
     pub async fn open_jobs(&self, owner: &str) -> Result<i64, DbError> {
         let rows = self

@@ -1,5 +1,6 @@
-//! Charts of a run, drawn as SVG on the server: the task graph and the
-//! Gantt timeline of task attempts.
+//! Charts drawn as SVG on the server: a run's task graph and Gantt
+//! timeline of task attempts; curves (ROC, precision-recall) and bars
+//! (feature importances) for a training task's page.
 
 use kiln_pipelines::run_log::{AttemptOutcome, RunRecord, TaskStatus};
 use maud::{Markup, html};
@@ -187,6 +188,86 @@ pub fn timeline(run: &RunRecord) -> Markup {
                     }
                     text x=(sx + 10.0) y=(y + 14.0) class="tick" { "skipped" }
                 }
+            }
+        }
+    }
+}
+
+/// Colors of the series of a chart, in order (then again).
+const SERIES: [&str; 6] = [
+    "#d1495b", "#00798c", "#edae49", "#66a182", "#2e4057", "#8d96a3",
+];
+
+const CURVE_SIDE: f64 = 300.0;
+const CURVE_MARGIN: f64 = 44.0;
+
+/// Curves on the unit square (ROC, precision-recall): a line per series,
+/// a legend, the chance diagonal when asked.
+pub fn curves(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    diagonal: bool,
+) -> Markup {
+    let (m, side) = (CURVE_MARGIN, CURVE_SIDE);
+    let x = |v: f64| m + v.clamp(0.0, 1.0) * side;
+    let y = |v: f64| m + (1.0 - v.clamp(0.0, 1.0)) * side;
+    let width = side + 2.0 * m + 170.0;
+    let height = side + 2.0 * m;
+    let path = |points: &[(f64, f64)]| {
+        points
+            .iter()
+            .enumerate()
+            .map(|(i, &(px, py))| format!("{}{:.1},{:.1}", if i == 0 { "M" } else { " L" }, x(px), y(py)))
+            .collect::<String>()
+    };
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" class="curves" width=(width) height=(height)
+            viewBox=(format!("0 0 {width} {height}")) role="img" aria-label=(title) {
+            text x=(m + side / 2.0) y="20" text-anchor="middle" { (title) }
+            rect x=(m) y=(m) width=(side) height=(side) fill="none" stroke="#444" {}
+            @for t in [0.0, 0.5, 1.0] {
+                text x=(x(t)) y=(m + side + 14.0) text-anchor="middle" class="tick" { (t) }
+                text x=(m - 6.0) y=(y(t) + 4.0) text-anchor="end" class="tick" { (t) }
+            }
+            @if diagonal {
+                line x1=(x(0.0)) y1=(y(0.0)) x2=(x(1.0)) y2=(y(1.0)) stroke="#bbb" stroke-dasharray="4 4" {}
+            }
+            @for (i, (name, points)) in series.iter().enumerate() {
+                @let color = SERIES[i % SERIES.len()];
+                path.curve d=(path(points)) fill="none" stroke=(color) stroke-width="2" {
+                    title { (name) }
+                }
+                rect x=(m + side + 16.0) y=(m + 4.0 + i as f64 * 18.0) width="12" height="12" fill=(color) {}
+                text x=(m + side + 34.0) y=(m + 14.0 + i as f64 * 18.0) { (truncate(name, 20)) }
+            }
+            text x=(m + side / 2.0) y=(height - 6.0) text-anchor="middle" { (x_label) }
+            text x="12" y=(m + side / 2.0) text-anchor="middle"
+                transform=(format!("rotate(-90 12 {})", m + side / 2.0)) { (y_label) }
+        }
+    }
+}
+
+/// Horizontal bars of `values` (in the order given), scaled to the largest.
+pub fn bars(values: &[(String, f64)]) -> Markup {
+    const LABEL: f64 = 170.0;
+    const BAR: f64 = 240.0;
+    const ROW: f64 = 18.0;
+    let largest = values.iter().map(|(_, v)| *v).fold(0.0_f64, f64::max);
+    let height = values.len() as f64 * ROW + 4.0;
+    let width = LABEL + BAR + 60.0;
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" class="bars" width=(width) height=(height)
+            viewBox=(format!("0 0 {width} {height}")) role="img" aria-label="bar chart" {
+            @for (i, (name, value)) in values.iter().enumerate() {
+                @let y = 2.0 + i as f64 * ROW;
+                @let w = if largest > 0.0 { value.max(0.0) / largest * BAR } else { 0.0 };
+                text x=(LABEL - 6.0) y=(y + 12.0) text-anchor="end" class="tick" { (truncate(name, 26)) }
+                rect.bar x=(LABEL) y=(y + 2.0) width=(w) height=(ROW - 5.0) fill=(SERIES[1]) {
+                    title { (name) ": " (format!("{value:.4}")) }
+                }
+                text x=(LABEL + w + 4.0) y=(y + 12.0) class="tick" { (format!("{value:.3}")) }
             }
         }
     }

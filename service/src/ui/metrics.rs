@@ -10,10 +10,21 @@
 //! | `kiln_task_duration_seconds` | histogram | pipeline, classname |
 //! | `kiln_task_rows_total` | counter | pipeline, direction (in/out) |
 //! | `kiln_task_retries_total` | counter | pipeline |
+//! | `kiln_drifted_features` | gauge | pipeline, task |
 //! | `kiln_service_jobs` | gauge | type, state (`kiln serve` only) |
 //! | `kiln_service_queue_depth` | gauge | (`kiln serve` only) |
+//! | `kiln_service_job_duration_seconds` | histogram | type, state (`kiln serve` only) |
+//! | `kiln_http_requests_total` | counter | method, route, status |
+//! | `kiln_http_request_duration_seconds` | histogram | method, route |
+//!
+//! The HTTP metrics are this process's own, counted as requests are
+//! served ([`HttpMetrics`]); everything else is recomputed at each scrape.
 
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use kiln_pipelines::run_log::RunRecord;
+use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -92,6 +103,106 @@ struct RowsLabels {
     direction: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+/// Upper bounds of the request duration buckets, in seconds.
+const REQUEST_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn request_buckets() -> Histogram {
+    Histogram::new(REQUEST_BUCKETS)
+}
+
+/// Requests this process served, by route (the route's pattern, so that
+/// ids do not make new series) and status. Cheap to clone: clones count
+/// into the same series.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: Family<HttpLabels, Counter>,
+    seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            requests: Family::default(),
+            seconds: Family::new_with_constructor(request_buckets),
+        }
+    }
+}
+
+impl HttpMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kiln_http_requests",
+            "HTTP requests served, by method, route and status",
+            self.requests.clone(),
+        );
+        registry.register_with_unit(
+            "kiln_http_request_duration",
+            "Time to the response's head, by method and route",
+            Unit::Seconds,
+            self.seconds.clone(),
+        );
+    }
+
+    fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&HttpLabels {
+                method: method.into(),
+                route: route.into(),
+                status: status.to_string(),
+            })
+            .inc();
+        self.seconds
+            .get_or_create(&RouteLabels {
+                method: method.into(),
+                route: route.into(),
+            })
+            .observe(seconds);
+    }
+}
+
+/// The middleware that counts a router's requests (add it with
+/// `route_layer`, so the matched route is known).
+pub async fn track(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    metrics.observe(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// What `kiln serve` adds to the metrics: its jobs.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceStats {
+    /// (type, state, count).
+    pub jobs: Vec<(String, String, i64)>,
+    /// Finished jobs: (type, state, seconds).
+    pub durations: Vec<(String, String, f64)>,
+}
+
 /// Upper bounds of the duration buckets, in seconds: 0.1 s to about 7 h.
 fn duration_buckets() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -99,11 +210,12 @@ fn duration_buckets() -> Histogram {
     ))
 }
 
-/// The metrics of `runs` and, for `kiln serve`, of its jobs (count by
-/// type and state), encoded.
+/// The metrics of `runs`, of the service's jobs (`kiln serve`) and of the
+/// requests served, encoded.
 pub fn encode(
-    runs: &[RunRecord],
-    jobs: Option<&[(String, String, i64)]>,
+    runs: &[Arc<RunRecord>],
+    service: Option<&ServiceStats>,
+    http: &HttpMetrics,
 ) -> Result<String, std::fmt::Error> {
     let runs_by_state = Family::<StateLabels, Gauge>::default();
     let tasks_by_state = Family::<StateLabels, Gauge>::default();
@@ -220,10 +332,10 @@ pub fn encode(
         "Features over their drift thresholds in the latest run of each monitoring prediction task",
         drifted,
     );
-    if let Some(jobs) = jobs {
+    if let Some(service) = service {
         let by_state = Family::<JobLabels, Gauge>::default();
         let queued: Gauge = Gauge::default();
-        for (job_type, state, count) in jobs {
+        for (job_type, state, count) in &service.jobs {
             by_state
                 .get_or_create(&JobLabels {
                     r#type: job_type.clone(),
@@ -244,7 +356,26 @@ pub fn encode(
             "Jobs queued and not yet started",
             queued,
         );
+        let job_seconds =
+            Family::<JobLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_buckets,
+            );
+        for (job_type, state, seconds) in &service.durations {
+            job_seconds
+                .get_or_create(&JobLabels {
+                    r#type: job_type.clone(),
+                    state: state.clone(),
+                })
+                .observe(*seconds);
+        }
+        registry.register_with_unit(
+            "kiln_service_job_duration",
+            "Run time of finished jobs (last attempt), by type and state",
+            Unit::Seconds,
+            job_seconds,
+        );
     }
+    http.register(&mut registry);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;
     Ok(text)
@@ -272,16 +403,22 @@ mod tests {
             ))
             .expect("run")
         };
-        let jobs = [
-            ("generate".to_string(), "queued".to_string(), 3),
-            ("fuse".to_string(), "queued".to_string(), 1),
-            ("fuse".to_string(), "succeeded".to_string(), 5),
-        ];
-        let text = encode(
-            &[run.clone(), monitored(2000, 3), run, monitored(1000, 1)],
-            Some(&jobs),
-        )
-        .expect("encodes");
+        let service = ServiceStats {
+            jobs: vec![
+                ("generate".to_string(), "queued".to_string(), 3),
+                ("fuse".to_string(), "queued".to_string(), 1),
+                ("fuse".to_string(), "succeeded".to_string(), 5),
+            ],
+            durations: vec![("fuse".to_string(), "succeeded".to_string(), 2.5)],
+        };
+        let http = HttpMetrics::default();
+        http.observe("GET", "/runs/{run_id}", 200, 0.03);
+        http.observe("GET", "/runs/{run_id}", 404, 0.001);
+        let runs: Vec<Arc<RunRecord>> = [run.clone(), monitored(2000, 3), run, monitored(1000, 1)]
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let text = encode(&runs, Some(&service), &http).expect("encodes");
         for line in [
             "# TYPE kiln_runs gauge",
             r#"kiln_runs{pipeline="p",state="succeeded"} 2"#,
@@ -296,6 +433,9 @@ mod tests {
             "kiln_service_queue_depth 4",
             // The latest run's count, whatever the order of the runs.
             r#"kiln_drifted_features{pipeline="q",task="predict"} 3"#,
+            r#"kiln_service_job_duration_seconds_count{type="fuse",state="succeeded"} 1"#,
+            r#"kiln_http_requests_total{method="GET",route="/runs/{run_id}",status="404"} 1"#,
+            r#"kiln_http_request_duration_seconds_bucket{le="0.05",method="GET",route="/runs/{run_id}"} 2"#,
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "'{line}' not in:\n{text}");

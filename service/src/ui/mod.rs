@@ -7,8 +7,10 @@
 //! from elsewhere and work without JavaScript.
 
 pub mod charts;
+pub mod lake;
 pub mod metrics;
 pub mod pages;
+pub mod reports;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -20,7 +22,7 @@ use futures::{Stream, StreamExt};
 use kiln_engine::storage::Lake;
 use kiln_engine::{KilnError, KilnSession, Master, Result};
 use kiln_pipelines::observer::RunState;
-use kiln_pipelines::run_log;
+use kiln_pipelines::run_log::{self, RunCache, RunRecord};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +35,10 @@ pub struct UiState {
     pub lake: Lake,
     /// The job queue, when the pages are part of `kiln serve`.
     pub jobs: Option<crate::store::Store>,
+    /// The runs read so far, read again when their log changes.
+    pub runs: Arc<RunCache>,
+    /// The requests this process served.
+    pub http: metrics::HttpMetrics,
 }
 
 impl UiState {
@@ -40,24 +46,38 @@ impl UiState {
     pub async fn open(lake: &str) -> Result<Self> {
         let master: Master = "local[1]".parse()?;
         let session = KilnSession::connect(&master, &kiln_pipelines::extensions()).await?;
-        Ok(UiState {
-            session: Arc::new(session),
-            lake: Lake::new(lake)?,
-            jobs: None,
-        })
+        Ok(UiState::new(Arc::new(session), Lake::new(lake)?, None))
+    }
+
+    pub fn new(session: Arc<KilnSession>, lake: Lake, jobs: Option<crate::store::Store>) -> Self {
+        UiState {
+            session,
+            lake,
+            jobs,
+            runs: Arc::default(),
+            http: metrics::HttpMetrics::default(),
+        }
     }
 }
 
-/// The pages and `/metrics`.
+/// The pages, the lake's files and `/metrics`.
 pub fn router(state: UiState) -> Router {
     Router::new()
         .route("/", get(runs_page))
         .route("/runs/{run_id}", get(run_page))
+        .route("/runs/{run_id}/tasks/{task}", get(task_page))
         .route("/runs/{run_id}/events.jsonl", get(run_events))
         .route("/runs/{run_id}/stream", get(run_stream))
         .route("/models", get(models_page))
+        .route("/schedules", get(schedules_page))
+        .route("/lake/", get(lake::serve_root))
+        .route("/lake/{*path}", get(lake::serve))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.http.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -173,12 +193,13 @@ async fn runs_page(
     Query(query): Query<RunsQuery>,
 ) -> std::result::Result<Html<String>, PageError> {
     let state = query.state()?;
-    let runs = run_log::list_runs(&ui.session, &ui.lake).await?;
+    let runs = ui.runs.list(&ui.session, &ui.lake).await?;
     let mut pipelines: Vec<&str> = runs.iter().map(|r| r.pipeline.as_str()).collect();
     pipelines.sort_unstable();
     pipelines.dedup();
     let selected: Vec<&run_log::RunRecord> = runs
         .iter()
+        .map(|r| r.as_ref())
         .filter(|r| query.pipeline.is_empty() || r.pipeline == query.pipeline)
         .filter(|r| state.is_none_or(|s| r.state == s))
         .collect();
@@ -205,13 +226,131 @@ async fn run_page(
     State(ui): State<UiState>,
     Path(run_id): Path<String>,
 ) -> std::result::Result<Html<String>, PageError> {
-    match run_log::read_run(&ui.session, &ui.lake, &run_id).await? {
-        Some(run) => Ok(Html(pages::run_page(&run))),
-        None => Err(PageError::not_found(format!(
-            "no run '{run_id}' in {}: the runs are listed at /",
-            ui.lake.root()
-        ))),
+    let run = read_run(&ui, &run_id).await?;
+    let progress = match run.state {
+        RunState::Running => run_log::read_progress(&ui.session, &ui.lake, &run_id).await?,
+        _ => None,
+    };
+    let links = output_links(&ui, &run);
+    Ok(Html(pages::run_page(&run, progress.as_ref(), &links)))
+}
+
+async fn read_run(ui: &UiState, run_id: &str) -> std::result::Result<RunRecord, PageError> {
+    run_log::read_run(&ui.session, &ui.lake, run_id)
+        .await?
+        .ok_or_else(|| {
+            PageError::not_found(format!(
+                "no run '{run_id}' in {}: the runs are listed at /",
+                ui.lake.root()
+            ))
+        })
+}
+
+/// Each task's outputs with their `/lake/` links (when in the lake).
+fn output_links(ui: &UiState, run: &RunRecord) -> pages::OutputLinks {
+    run.tasks
+        .iter()
+        .map(|t| {
+            let links = t
+                .outputs
+                .iter()
+                .map(|o| (o.clone(), lake::href(ui.lake.root(), o)))
+                .collect();
+            (t.name.clone(), links)
+        })
+        .collect()
+}
+
+/// A task of a run: its attempts, events, metrics and outputs, and the
+/// reports it left (a training task's model selection, a monitored
+/// batch's drift).
+async fn task_page(
+    State(ui): State<UiState>,
+    Path((run_id, task_name)): Path<(String, String)>,
+) -> std::result::Result<Html<String>, PageError> {
+    let run = read_run(&ui, &run_id).await?;
+    let Some(task) = run.tasks.iter().find(|t| t.name == task_name) else {
+        return Err(PageError::not_found(format!(
+            "run '{run_id}' has no task '{task_name}': its tasks are {}",
+            run.tasks
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    let log = run_log::read_events(&ui.session, &ui.lake, &run_id)
+        .await?
+        .unwrap_or_default();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e.get("task").and_then(|t| t.as_str()) == Some(task_name.as_str()))
+        .collect();
+    let progress = match task.status {
+        run_log::TaskStatus::Running => run_log::read_progress(&ui.session, &ui.lake, &run_id)
+            .await?
+            .and_then(|p| p.tasks.get(&task_name).cloned()),
+        _ => None,
+    };
+    let mut sections = Vec::new();
+    for output in &task.outputs {
+        if let Some(section) = report_section(&ui, output).await {
+            sections.push(section);
+        }
     }
+    let links = output_links(&ui, &run).remove(&task_name).unwrap_or_default();
+    Ok(Html(pages::task_page(&pages::TaskView {
+        run: &run,
+        task,
+        events: &events,
+        progress: progress.as_ref(),
+        outputs: &links,
+        sections: &sections,
+    })))
+}
+
+/// The report an output stands for, drawn: a model version's
+/// `report.json`, a batch's drift report. `None` for other outputs, and
+/// for a report that is gone or unreadable (the page still shows).
+async fn report_section(ui: &UiState, output: &str) -> Option<maud::Markup> {
+    let read = |url: url::Url| async move {
+        match ui.session.stores().read_object(&url).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!("ui: {url}: {e}");
+                None
+            }
+        }
+    };
+    if let Some(dir) = output.strip_suffix(kiln_models::registry::MODEL_FILE) {
+        let bytes = read(url::Url::parse(&format!("{dir}report.json")).ok()?).await?;
+        let report: reports::TrainingReport = serde_json::from_slice(&bytes)
+            .map_err(|e| tracing::warn!("ui: {dir}report.json: {e}"))
+            .ok()?;
+        let files = lake::href(ui.lake.root(), dir);
+        return Some(reports::training(&report, files.as_deref()));
+    }
+    if let Some(dir) = output.strip_suffix("drift/report.json") {
+        let bytes = read(url::Url::parse(output).ok()?).await?;
+        let report: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let plot = lake::href(ui.lake.root(), &format!("{dir}drift/drift.svg"));
+        return Some(reports::drift(&report, plot.as_deref()));
+    }
+    None
+}
+
+/// The schedules recorded in the lake by `kiln schedule`, with the recent
+/// runs of each pipeline.
+async fn schedules_page(State(ui): State<UiState>) -> std::result::Result<Html<String>, PageError> {
+    let records = kiln_pipelines::schedule::list_records(ui.session.stores(), &ui.lake).await?;
+    let runs = ui.runs.list(&ui.session, &ui.lake).await?;
+    Ok(Html(pages::schedules_page(
+        ui.lake.root().as_str(),
+        &records,
+        &runs,
+        chrono::Utc::now().timestamp_millis(),
+    )))
 }
 
 /// Every model repository in the lake with its versions and metrics.
@@ -245,15 +384,19 @@ async fn metrics_text(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
-    let runs = run_log::list_runs(&ui.session, &ui.lake).await?;
-    let jobs = match &ui.jobs {
-        Some(store) => Some(store.job_counts().await.map_err(|e| PageError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("the job database cannot be read: {e}"),
-        })?),
+    let runs = ui.runs.list(&ui.session, &ui.lake).await?;
+    let unavailable = |e: crate::db::DbError| PageError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: format!("the job database cannot be read: {e}"),
+    };
+    let service = match &ui.jobs {
+        Some(store) => Some(metrics::ServiceStats {
+            jobs: store.job_counts().await.map_err(unavailable)?,
+            durations: store.job_durations().await.map_err(unavailable)?,
+        }),
         None => None,
     };
-    let text = metrics::encode(&runs, jobs.as_deref()).map_err(|e| PageError {
+    let text = metrics::encode(&runs, service.as_ref(), &ui.http).map_err(|e| PageError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         message: format!("bug in kiln: metrics did not encode: {e}"),
     })?;
@@ -280,7 +423,8 @@ pub struct StreamQuery {
 }
 
 /// The run's event log lines after `after`, as Server-Sent Events (one
-/// JSON line per `data:`), as they are appended; the stream ends after
+/// JSON line per `data:`), as they are appended, and the running tasks'
+/// progress as `progress` events when it changes; the stream ends after
 /// `run_finished`. Polls the lake, so it follows runs of any process.
 async fn run_stream(
     State(ui): State<UiState>,
@@ -298,8 +442,8 @@ async fn run_stream(
     }
     let finished = |line: &str| line.contains("\"event\":\"run_finished\"");
     let stream = futures::stream::unfold(
-        (ui, run_id, query.after, false),
-        move |(ui, run_id, seen, done)| async move {
+        (ui, run_id, query.after, 0_i64, false),
+        move |(ui, run_id, seen, progress_ms, done)| async move {
             if done {
                 return None;
             }
@@ -318,11 +462,24 @@ async fn run_stream(
                         .iter()
                         .map(|l| Ok(Event::default().data(*l)))
                         .collect();
-                    let next = (ui, run_id, lines.len(), ended);
+                    let next = (ui, run_id, lines.len(), progress_ms, ended);
                     return Some((futures::stream::iter(events), next));
                 }
                 if ended {
                     return None;
+                }
+                let progress = run_log::read_progress(&ui.session, &ui.lake, &run_id)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!("ui: progress of {run_id}: {e}");
+                        None
+                    });
+                if let Some(p) = progress.filter(|p| p.ts_ms > progress_ms)
+                    && let Ok(data) = serde_json::to_string(&p)
+                {
+                    let event = Ok(Event::default().event("progress").data(data));
+                    let next = (ui, run_id, seen, p.ts_ms, false);
+                    return Some((futures::stream::iter(vec![event]), next));
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

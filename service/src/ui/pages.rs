@@ -3,8 +3,15 @@
 
 use super::{PAGE_SIZE, RunsQuery, charts};
 use kiln_pipelines::observer::RunState;
-use kiln_pipelines::run_log::{RunRecord, TaskStatus};
+use kiln_pipelines::progress::{ProgressFile, TaskSnapshot};
+use kiln_pipelines::run_log::{AttemptOutcome, RunRecord, TaskRecord, TaskStatus};
+use kiln_pipelines::schedule::{FiringOutcome, ScheduleRecord};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Each task's outputs (URI, and its `/lake/` link when in the lake).
+pub type OutputLinks = HashMap<String, Vec<(String, Option<String>)>>;
 
 const STYLE: &str = r#"
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #222; }
@@ -23,6 +30,12 @@ pre { background: #f7f7f7; padding: 8px; overflow-x: auto; }
 .error { color: #a50f15; white-space: pre-wrap; }
 form.filters { display: flex; gap: 12px; align-items: end; }
 .muted { color: #777; }
+tr.winner td, tr.best td { background: #f0f7ec; font-weight: 600; }
+tr.drifted td { background: #fdecea; }
+td.diagonal { background: #eef5fb; }
+.charts { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+img.drift { max-width: 100%; border: 1px solid #eee; }
+.progress { color: #08519c; }
 svg text { font: 12px system-ui, sans-serif; } svg .node-class, svg .tick { font-size: 10px; fill: #444; }
 "#;
 
@@ -41,6 +54,8 @@ fn layout(title: &str, body: Markup) -> String {
                     a.brand href="/" { "kiln" }
                     a href="/" { "Runs" }
                     a href="/models" { "Models" }
+                    a href="/schedules" { "Schedules" }
+                    a href="/lake/" { "Lake" }
                     a href="/metrics" { "Metrics" }
                 }
                 main { (body) }
@@ -163,7 +178,49 @@ pub fn runs_page(view: &RunsView<'_>) -> String {
     )
 }
 
-pub fn run_page(run: &RunRecord) -> String {
+/// A task's progress as one line: `stage · N rows`.
+pub fn progress_text(p: &TaskSnapshot) -> String {
+    if p.rows > 0 {
+        format!("{} · {} rows", p.stage, p.rows)
+    } else {
+        p.stage.clone()
+    }
+}
+
+/// The live script of a running run's or task's page: progress events
+/// update the progress cells in place; any new event line reloads the page.
+fn live_script(run: &RunRecord) -> Markup {
+    html! {
+        script { (PreEscaped(format!(
+            "const s = new EventSource('/runs/{}/stream?after={}');\n\
+             s.onmessage = () => location.reload();\n\
+             s.addEventListener('progress', e => {{\n\
+               for (const [task, p] of Object.entries(JSON.parse(e.data).tasks)) {{\n\
+                 const cell = document.getElementById('progress-' + task);\n\
+                 if (cell) cell.textContent = p.stage + (p.rows > 0 ? ' · ' + p.rows + ' rows' : '');\n\
+               }}\n\
+             }});",
+            run.run_id, run.event_lines
+        ))) }
+    }
+}
+
+fn task_href(run: &RunRecord, task: &TaskRecord) -> String {
+    format!("/runs/{}/tasks/{}", run.run_id, task.name)
+}
+
+fn output_list(outputs: &[(String, Option<String>)]) -> Markup {
+    html! {
+        @for (uri, link) in outputs {
+            div { "→ " @match link {
+                Some(href) => a href=(href) { (uri) },
+                None => code { (uri) },
+            } }
+        }
+    }
+}
+
+pub fn run_page(run: &RunRecord, progress: Option<&ProgressFile>, outputs: &OutputLinks) -> String {
     layout(
         &run.run_id,
         html! {
@@ -177,12 +234,9 @@ pub fn run_page(run: &RunRecord) -> String {
             }
             @if run.state == RunState::Running {
                 p.muted #live { "No end is recorded: the run is still going, or its process died. "
-                    "With JavaScript, this page reloads as the run's events arrive." }
+                    "With JavaScript, this page follows the run: progress in place, and a reload as its events arrive." }
                 // The one script of the UI: live updates over Server-Sent Events.
-                script { (PreEscaped(format!(
-                    "new EventSource('/runs/{}/stream?after={}').onmessage = () => location.reload();",
-                    run.run_id, run.event_lines
-                ))) }
+                (live_script(run))
             }
             @if let Some(error) = &run.error { p.error { (error) } }
             @if run.unreadable_lines > 0 {
@@ -197,21 +251,29 @@ pub fn run_page(run: &RunRecord) -> String {
                 thead { tr {
                     th { "Task" } th { "Class" } th { "State" } th { "Attempts" }
                     th { "Duration" } th { "Rows in" } th { "Rows out" } th { "Depends on" }
+                    th { "Progress" }
                 } }
                 tbody {
                     @for task in &run.tasks {
                         tr id=(format!("task-{}", task.name)) {
-                            td { (task.name) } td { (task.classname) }
+                            td { a href=(task_href(run, task)) { (task.name) } } td { (task.classname) }
                             td { (state_badge(task.status.as_str())) }
                             td.num { (task.attempts.len()) }
                             td.num { (duration(task.seconds)) }
                             td.num { (task.rows_in.map(|r| r.to_string()).unwrap_or_default()) }
                             td.num { (task.rows_out.map(|r| r.to_string()).unwrap_or_default()) }
                             td { (task.depends_on.join(", ")) }
+                            td.progress id=(format!("progress-{}", task.name)) {
+                                @if task.status == TaskStatus::Running {
+                                    (progress.and_then(|p| p.tasks.get(&task.name)).map(progress_text).unwrap_or_default())
+                                }
+                            }
                         }
-                        @if !task.summary.is_empty() || task.error.is_some() || task.skipped.is_some() {
-                            tr { td colspan="8" {
+                        @let task_outputs = outputs.get(&task.name).map(Vec::as_slice).unwrap_or_default();
+                        @if !task.summary.is_empty() || task.error.is_some() || task.skipped.is_some() || !task_outputs.is_empty() {
+                            tr { td colspan="9" {
                                 @for line in &task.summary { div { (line) } }
+                                (output_list(task_outputs))
                                 @if let Some(error) = &task.error { div.error { (error) } }
                                 @if let Some((_, reason)) = &task.skipped { div.muted { "skipped: " (reason) } }
                             } }
@@ -268,6 +330,239 @@ pub fn models_page(lake: &str, repositories: &[crate::models::ModelRepository]) 
                                 }
                                 td { code { (v.training_fingerprint.as_deref().unwrap_or("")) } }
                                 td { (v.kiln_version.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// What a task's page shows.
+pub struct TaskView<'a> {
+    pub run: &'a RunRecord,
+    pub task: &'a TaskRecord,
+    /// The task's lines of the event log, in order.
+    pub events: &'a [serde_json::Value],
+    pub progress: Option<&'a TaskSnapshot>,
+    pub outputs: &'a [(String, Option<String>)],
+    /// Its reports, drawn.
+    pub sections: &'a [Markup],
+}
+
+pub fn task_page(view: &TaskView<'_>) -> String {
+    let (run, task) = (view.run, view.task);
+    let metrics: Vec<(String, String)> = match &task.metrics {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    layout(
+        &format!("{} · {}", task.name, run.run_id),
+        html! {
+            h1 { "Task " (task.name) " " (state_badge(task.status.as_str())) }
+            p {
+                (task.classname) " in run " a href=(format!("/runs/{}#task-{}", run.run_id, task.name)) { (run.run_id) }
+                " of " b { (run.pipeline) } "."
+                @if !task.depends_on.is_empty() { " Depends on " (task.depends_on.join(", ")) "." }
+                " Duration " (duration(task.seconds)) "."
+                @if let Some(rows) = task.rows_in { " Rows in: " (rows) "." }
+                @if let Some(rows) = task.rows_out { " Rows out: " (rows) "." }
+            }
+            @if task.status == TaskStatus::Running {
+                p.progress id=(format!("progress-{}", task.name)) {
+                    (view.progress.map(progress_text).unwrap_or_else(|| "running".into()))
+                }
+                @if run.state == RunState::Running { (live_script(run)) }
+            }
+            @if let Some(error) = &task.error { p.error { (error) } }
+            @if let Some((_, reason)) = &task.skipped { p.muted { "Skipped: " (reason) } }
+            @if !task.summary.is_empty() {
+                h2 { "Summary" }
+                pre { @for line in &task.summary { (line) "\n" } }
+            }
+            @if !view.outputs.is_empty() {
+                h2 { "Outputs" }
+                (output_list(view.outputs))
+            }
+            @if !metrics.is_empty() {
+                h2 { "Metrics" }
+                table { tbody { @for (k, v) in &metrics { tr { th { (k) } td.num { (v) } } } } }
+            }
+            @for section in view.sections { (section) }
+            h2 { "Attempts" }
+            table {
+                thead { tr { th { "#" } th { "Started" } th { "Ended" } th { "Outcome" } } }
+                tbody {
+                    @for (i, a) in task.attempts.iter().enumerate() {
+                        tr {
+                            td.num { (i + 1) }
+                            td { (utc(a.start_ms)) }
+                            td { (a.end_ms.map(utc).unwrap_or_default()) }
+                            td { @match &a.outcome {
+                                AttemptOutcome::Running => "running",
+                                AttemptOutcome::Succeeded => "succeeded",
+                                AttemptOutcome::Retried { error } => { span.error { "retried: " (error) } },
+                                AttemptOutcome::Failed { error } => { span.error { "failed: " (error) } },
+                            } }
+                        }
+                    }
+                }
+            }
+            h2 { "Events" }
+            table {
+                thead { tr { th { "Time" } th { "Event" } th { "Details" } } }
+                tbody {
+                    @for e in view.events {
+                        tr {
+                            td { (e.get("ts_ms").and_then(|t| t.as_i64()).map(utc).unwrap_or_default()) }
+                            td { (e.get("event").and_then(|t| t.as_str()).unwrap_or_default()) }
+                            td { code { (event_details(e)) } }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// An event line without the keys the other columns show.
+fn event_details(event: &serde_json::Value) -> String {
+    match event {
+        serde_json::Value::Object(map) => {
+            let rest: serde_json::Map<String, serde_json::Value> = map
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "ts_ms" | "event" | "task" | "summary"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            serde_json::Value::Object(rest).to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One entry of a lake directory.
+pub struct LakeEntry {
+    /// Ends with `/` for a directory.
+    pub name: String,
+    pub size: Option<u64>,
+    pub modified_ms: Option<i64>,
+}
+
+/// A directory of the lake: `entries` with their `links`.
+pub fn lake_page(url: &str, relative: &str, entries: &[LakeEntry], links: &[String]) -> String {
+    let parent = relative
+        .trim_end_matches('/')
+        .rsplit_once('/')
+        .map_or(String::from("/lake/"), |(p, _)| format!("/lake/{p}/"));
+    layout(
+        url,
+        html! {
+            h1 { "Lake" }
+            p.muted { code { (url) } }
+            @if !relative.is_empty() { p { a href=(parent) { "↑ up" } } }
+            table {
+                thead { tr { th { "Name" } th { "Size" } th { "Modified" } } }
+                tbody {
+                    @for (entry, link) in entries.iter().zip(links) {
+                        tr {
+                            td { a href=(link) { (entry.name) } }
+                            td.num { (entry.size.map(|s| bytesize::ByteSize(s).to_string()).unwrap_or_default()) }
+                            td { (entry.modified_ms.map(utc).unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A scheduler that has not refreshed its record for this long is shown
+/// as not heard from (it refreshes every 30 s while it runs).
+const SCHEDULER_SILENT_MS: i64 = 120_000;
+
+/// Recent firings shown per schedule.
+const FIRINGS_SHOWN: usize = 10;
+
+/// The schedules recorded in the lake: cron, next fire times, the
+/// scheduler's state, recent firings (started and skipped) and recent runs.
+pub fn schedules_page(
+    lake: &str,
+    records: &[ScheduleRecord],
+    runs: &[Arc<RunRecord>],
+    now_ms: i64,
+) -> String {
+    layout(
+        "Schedules",
+        html! {
+            h1 { "Schedules" }
+            p.muted { "Lake: " (lake) ". " (records.len()) " schedule(s), as recorded by " code { "kiln schedule" } "." }
+            @if records.is_empty() {
+                p { "No schedule recorded in this lake: start one with " code { "kiln schedule CONFIG…" } "." }
+            }
+            @for record in records {
+                @let silent = now_ms - record.updated_ms > SCHEDULER_SILENT_MS;
+                h2 { (record.pipeline) " "
+                    @if record.stopped { span.state.state-pending { "stopped" } }
+                    @else if silent { span.state.state-failed { "not heard from" } }
+                    @else { span.state.state-running { "active" } }
+                }
+                p {
+                    code { (record.schedule) } " in " (record.time_zone)
+                    ", concurrency policy " (serde_json::json!(record.concurrency_policy).as_str().unwrap_or_default())
+                    @if record.catchup { ", with catch-up" }
+                    ". Config " code { (record.config) } ", master " code { (record.master) } "."
+                    br;
+                    "Scheduler " (record.scheduler) ", last heard from " (utc(record.updated_ms)) "."
+                }
+                @if !record.stopped && !record.next_fires_ms.is_empty() {
+                    p { "Next: " (record.next_fires_ms.iter().map(|t| utc(*t)).collect::<Vec<_>>().join(", ")) }
+                }
+                h3 { "Recent firings" }
+                @if record.firings.is_empty() { p.muted { "None yet." } }
+                @else {
+                    table.firings {
+                        thead { tr { th { "Due" } th { "Outcome" } th { "Run" } } }
+                        tbody {
+                            @for f in record.firings.iter().rev().take(FIRINGS_SHOWN) {
+                                tr {
+                                    td { (utc(f.due_ms)) }
+                                    @match &f.outcome {
+                                        FiringOutcome::Started { run_id } => {
+                                            td { (state_badge("succeeded")) " started" }
+                                            td { a href=(format!("/runs/{run_id}")) { (run_id) } }
+                                        }
+                                        FiringOutcome::Skipped { reason } => {
+                                            td { (state_badge("skipped")) " skipped" }
+                                            td.muted { (reason) }
+                                        }
+                                        FiringOutcome::Failed { error } => {
+                                            td { (state_badge("failed")) " not started" }
+                                            td.error { (error) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                h3 { "Recent runs" }
+                @let recent: Vec<&Arc<RunRecord>> = runs.iter().filter(|r| r.pipeline == record.pipeline).take(5).collect();
+                @if recent.is_empty() { p.muted { "No run of " (record.pipeline) " in this lake." } }
+                @else {
+                    table {
+                        thead { tr { th { "Run" } th { "State" } th { "Started" } th { "Duration" } } }
+                        tbody {
+                            @for r in recent {
+                                tr {
+                                    td { a href=(format!("/runs/{}", r.run_id)) { (r.run_id) } }
+                                    td { (state_badge(r.state.as_str())) }
+                                    td { (utc(r.start_ms)) }
+                                    td.num { (duration(r.seconds)) }
+                                }
                             }
                         }
                     }
