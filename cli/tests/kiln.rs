@@ -513,6 +513,40 @@ fn checksum_of(dir: &Path, by_name: bool) -> Result<(u64, u64), Box<dyn std::err
     })
 }
 
+/// `text` with `from` replaced, which must occur (a config edited under a
+/// test's feet fails the test instead of silently running the full size).
+fn replaced(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "'{from}' is not in the text any more");
+    text.replace(from, to)
+}
+
+/// The demo pipeline, small (6,000 training rows, 3,000 to predict, one
+/// grid point per estimator), with its lake at `lake`.
+fn small_demo(lake: &Path) -> Result<String, std::io::Error> {
+    let demo = std::fs::read_to_string(workspace().join("configs/indoor_outdoor.yaml"))?;
+    Ok([
+        (
+            "rows: ${KILN_TRAINING_ROWS:-544511}",
+            "rows: 6000".to_string(),
+        ),
+        ("rows: 200000", "rows: 3000".into()),
+        (
+            "grid: { maxDepth: [3, 5], stepSize: [0.1, 0.2] }",
+            "grid: { maxDepth: [3] }".into(),
+        ),
+        (
+            "grid: { maxDepth: [5, 8], impurity: [gini, entropy] }",
+            "grid: { maxDepth: [5] }".into(),
+        ),
+        (
+            "${KILN_LAKE:-file://./lake}",
+            format!("file://{}", lake.display()),
+        ),
+    ]
+    .iter()
+    .fold(demo, |text, (from, to)| replaced(&text, from, to)))
+}
+
 #[test]
 fn ballista_cluster_matches_local_execution() -> TestResult {
     let dir = tempdir("cluster");
@@ -521,27 +555,13 @@ fn ballista_cluster_matches_local_execution() -> TestResult {
 
     // The demo pipeline, small: generation, a 7-table join, features
     // (window functions, UDFs, fitted stages), training and prediction.
-    let demo = std::fs::read_to_string(workspace().join("configs/indoor_outdoor.yaml"))?
-        .replace("rows: 544511", "rows: 6000")
-        .replace("rows: 200000", "rows: 3000")
-        .replace(
-            "grid: { maxDepth: [3, 5], stepSize: [0.1, 0.2] }",
-            "grid: { maxDepth: [3] }",
-        )
-        .replace(
-            "grid: { maxDepth: [5, 8], impurity: [gini, entropy] }",
-            "grid: { maxDepth: [5] }",
-        );
     let mut outputs = Vec::new();
     for (name, master) in [
         ("local", "local[2]".to_string()),
         ("cluster", cluster.master()),
     ] {
         let lake = dir.join(name);
-        let config = demo.replace(
-            "${KILN_LAKE:-file://./lake}",
-            &format!("file://{}", lake.display()),
-        );
+        let config = small_demo(&lake)?;
         // Executors may still be registering: retry the first run briefly.
         let mut o = submit(&dir, &format!("{name}.yaml"), &config, &master)?;
         while !o.status.success()
@@ -1010,14 +1030,19 @@ fn schedule_scenario(dir: &Path, master: &str) -> TestResult {
         assert_eq!(record["stopped"], true, "{record}");
         let firings = record["firings"].as_array().ok_or("firings")?;
         let of = |outcome: &str| firings.iter().filter(|f| f["outcome"] == outcome).count();
-        assert_eq!((of("started"), of("skipped")), (started, skipped), "{record}");
+        assert_eq!(
+            (of("started"), of("skipped")),
+            (started, skipped),
+            "{record}"
+        );
         let first = firings
             .iter()
             .find(|f| f["outcome"] == "started")
             .and_then(|f| f["run_id"].as_str())
             .ok_or("no started run")?;
         assert!(
-            dir.join(format!("_kiln/runs/{first}/events.jsonl")).is_file(),
+            dir.join(format!("_kiln/runs/{first}/events.jsonl"))
+                .is_file(),
             "{first} has no event log"
         );
     }
@@ -2232,13 +2257,33 @@ processing_tasks:
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let bad_id = run_id_of(&stderr(&o)).ok_or("run id")?;
 
-    generate(&dir, 600, 2, "raw")?;
-    let model = format!(
-        "name: model\nstorage: {{root: {}}}\nprocessing_tasks:\n  - name: train\n    classname: ModelTraining\n    initialization_parameters:\n      input: {}/\n      label_col: label_indoor\n      feature_cols: [rsrp, rsrq, sinr]\n      estimators: [{{classname: GBTClassifier, params: {{maxIter: 2}}}}]\n    transformation_parameters: {{path_model_repository: models/m/}}\n",
-        lake.display(),
-        dir.join("raw").display()
+    // The demo, small: its DAG, its training report, its predictions.
+    let demo = replaced(
+        &small_demo(&lake)?,
+        "grid: { maxDepth: [3] }",
+        "grid: { maxDepth: [2, 3] }",
     );
-    let o = submit(&dir, "model.yaml", &model, "local[2]")?;
+    let o = submit(&dir, "demo.yaml", &demo, "local[2]")?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let demo_id = run_id_of(&stderr(&o)).ok_or("run id")?;
+    // The last progress of each task, published beside the event log.
+    let progress = json_file(&lake.join(format!("_kiln/runs/{demo_id}/progress.json")))?;
+    for task in ["generate_training", "features", "train"] {
+        assert!(
+            progress["tasks"][task]["stage"].is_string(),
+            "no progress of {task}: {progress}"
+        );
+    }
+    // A schedule, recorded in the lake by `kiln schedule`.
+    let nightly = format!(
+        "name: nightly\nschedule: \"* * * * * *\"\nstorage: {{root: {}}}\nprocessing_tasks:\n  - {{name: noop, classname: ShellCommand, initialization_parameters: {{command: [\"true\"]}}}}\n",
+        lake.display()
+    );
+    std::fs::write(dir.join("nightly.yaml"), nightly)?;
+    let o = kiln()
+        .args(["schedule", "--for", "2.5", "--master", "local[1]"])
+        .arg(dir.join("nightly.yaml"))
+        .output_bounded()?;
     assert!(o.status.success(), "{}", stderr(&o));
 
     let ui = listening(
@@ -2312,11 +2357,84 @@ processing_tasks:
     assert_eq!(status, 200);
     assert!(events.contains("\"event\":\"run_finished\""), "{events}");
 
+    // A training task's page: the competing models, curves, matrices,
+    // importances and CV scores; its files in the lake.
+    let (status, train) = get(&format!("/runs/{demo_id}/tasks/train"))?;
+    assert_eq!(status, 200, "{train}");
+    for needle in [
+        "Model selection",
+        "GBTClassifier",
+        "RandomForestClassifier",
+        " ★",
+        "Confusion matrix",
+        "Feature importances",
+        "Cross-validation: 2 grid point(s)",
+        "href=\"/lake/models/indoor_outdoor/v1/\"",
+        "task_succeeded",
+    ] {
+        assert!(
+            train.contains(needle),
+            "'{needle}' not on the train page:\n{train}"
+        );
+    }
+    assert_eq!(
+        train.matches("class=\"curves\"").count(),
+        2,
+        "ROC and PR: {train}"
+    );
+    let (status, files) = get("/lake/models/indoor_outdoor/v1/")?;
+    assert_eq!(status, 200, "{files}");
+    assert!(
+        files.contains("report.json") && files.contains("roc_GBTClassifier.svg"),
+        "{files}"
+    );
+    let (status, svg) = get("/lake/models/indoor_outdoor/v1/roc_GBTClassifier.svg")?;
+    assert_eq!(status, 200, "{svg}");
+    let head = svg
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: image/svg+xml")
+            && head.contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    for outside in [
+        "/lake/models/%2E%2E/%2E%2E/%2E%2E/etc/passwd",
+        "/lake/nothing-here/",
+    ] {
+        let (status, page) = get(outside)?;
+        assert_eq!(status, 404, "{outside}: {page}");
+    }
+    let (status, page) = get(&format!("/runs/{demo_id}/tasks/nope"))?;
+    assert_eq!(status, 404, "{page}");
+    assert!(page.contains("its tasks are generate_training"), "{page}");
+    let (_, demo) = get(&format!("/runs/{demo_id}"))?;
+    assert!(
+        demo.contains(&format!("href=\"/runs/{demo_id}/tasks/train\""))
+            && demo.contains("href=\"/lake/predictions/"),
+        "{demo}"
+    );
+
+    // The schedule: its cron, that it stopped, its started runs.
+    let (status, schedules) = get("/schedules")?;
+    assert_eq!(status, 200, "{schedules}");
+    for needle in ["nightly", "* * * * * *", "stopped", "href=\"/runs/nightly-"] {
+        assert!(
+            schedules.contains(needle),
+            "'{needle}' not on /schedules:\n{schedules}"
+        );
+    }
+
     let (status, models) = get("/models")?;
     assert_eq!(status, 200, "{models}");
+    let report = json_file(&lake.join("models/indoor_outdoor/v1/report.json"))?;
+    let winner = report["winner"].as_str().ok_or("no winner")?;
+    assert!(train.contains(&format!("{winner} ★")), "{train}");
     for needle in [
-        "models/m/",
-        "GBTClassifier",
+        "models/indoor_outdoor/",
+        winner,
         "areaUnderROC",
         "champion (deployed)",
         "rows=",
@@ -2371,6 +2489,15 @@ processing_tasks:
     assert!(running.wait()?.success());
     assert!(rest.contains("\"event\":\"run_finished\""), "{rest}");
     assert!(!rest.contains("\"event\":\"run_started\""), "{rest}");
+    // The task's progress came as it ran, before the end.
+    let progress_at = rest
+        .find("event: progress")
+        .ok_or_else(|| format!("no progress: {rest}"))?;
+    assert!(rest[progress_at..].contains("running sleep"), "{rest}");
+    assert!(
+        progress_at < rest.find("run_finished").unwrap_or(0),
+        "{rest}"
+    );
 
     // A resumed run: its first attempt failed in `second`; the resume
     // skips `first` and runs `second` again.
@@ -2437,9 +2564,25 @@ processing_tasks:
             "{}",
             resumed.dom
         );
+        let train = page(&format!("/runs/{demo_id}/tasks/train"), "train-task")?;
+        assert!(
+            train.dom.contains(" ★") && train.dom.contains("Confusion matrix"),
+            "{}",
+            train.dom
+        );
+        let demo = page(&format!("/runs/{demo_id}"), "demo-run")?;
+        for node in [
+            "extract: succeeded",
+            "features: succeeded",
+            "train: succeeded",
+        ] {
+            assert!(demo.dom.contains(node), "DAG node '{node}': {}", demo.dom);
+        }
+        let schedules = page("/schedules", "schedules")?;
+        assert!(schedules.dom.contains("nightly"), "{}", schedules.dom);
         let models = page("/models", "models")?;
         assert!(
-            models.dom.contains("champion (deployed)") && models.dom.contains("GBTClassifier"),
+            models.dom.contains("champion (deployed)") && models.dom.contains(winner),
             "{}",
             models.dom
         );
@@ -2448,6 +2591,9 @@ processing_tasks:
             ("run", &good),
             ("failed run", &broken),
             ("resumed run", &resumed),
+            ("train task", &train),
+            ("demo run", &demo),
+            ("/schedules", &schedules),
             ("/models", &models),
         ] {
             assert!(
@@ -2485,12 +2631,20 @@ processing_tasks:
         "kiln_task_retries_total{pipeline=\"ui\"} 2",
         "kiln_run_duration_seconds_count{pipeline=\"ui\"} 1",
         "# TYPE kiln_task_retries_total counter",
+        "# TYPE kiln_http_requests_total counter",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
             "'{line}' not in:\n{metrics}"
         );
     }
+    // This server's own requests, by route pattern: the unknown runs above.
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "kiln_http_requests_total{method=\"GET\",route=\"/runs/{run_id}\",status=\"404\"} "
+        )),
+        "{metrics}"
+    );
     Ok(())
 }
 

@@ -479,11 +479,7 @@ pub struct RunCache {
 
 impl RunCache {
     /// Every run in the lake, newest first.
-    pub async fn list(
-        &self,
-        session: &KilnSession,
-        lake: &Lake,
-    ) -> Result<Vec<Arc<RunRecord>>> {
+    pub async fn list(&self, session: &KilnSession, lake: &Lake) -> Result<Vec<Arc<RunRecord>>> {
         let logs = list_logs(session, lake).await?;
         let mut runs = Vec::with_capacity(logs.len());
         let mut live = HashSet::with_capacity(logs.len());

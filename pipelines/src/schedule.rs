@@ -327,10 +327,16 @@ pub struct Firing {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum FiringOutcome {
-    Started { run_id: String },
-    Skipped { reason: String },
+    Started {
+        run_id: String,
+    },
+    Skipped {
+        reason: String,
+    },
     /// `kiln submit` could not be started.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 impl ScheduleRecord {
@@ -457,9 +463,10 @@ pub fn run_schedule(
         .map(|s| {
             let mut record = ScheduleRecord::new(s, master);
             // Keep the firings of earlier schedulers of the pipeline.
-            if let Some(old) = recorder.as_ref().and_then(|r| {
-                r.read(&ScheduleRecord::url(&s.lake, &s.name).ok()?)
-            }) {
+            if let Some(old) = recorder
+                .as_ref()
+                .and_then(|r| r.read(&ScheduleRecord::url(&s.lake, &s.name).ok()?))
+            {
                 record.firings = old.firings;
             }
             record

@@ -51,6 +51,8 @@ impl Task for ShellCommand {
                 cmd.current_dir(dir);
             }
             let what = format!("command {:?}", self.init.command);
+            ctx.progress
+                .stage(format!("running {}", self.init.command[0]));
             let out = cmd.output().await.map_err(|e| {
                 KilnError::config_fix(
                     format!("cannot start {what}: {e}"),

@@ -219,7 +219,14 @@ pub fn curves(
         points
             .iter()
             .enumerate()
-            .map(|(i, &(px, py))| format!("{}{:.1},{:.1}", if i == 0 { "M" } else { " L" }, x(px), y(py)))
+            .map(|(i, &(px, py))| {
+                format!(
+                    "{}{:.1},{:.1}",
+                    if i == 0 { "M" } else { " L" },
+                    x(px),
+                    y(py)
+                )
+            })
             .collect::<String>()
     };
     html! {

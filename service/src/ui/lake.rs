@@ -12,9 +12,9 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use kiln_engine::KilnError;
 use kiln_engine::storage::object_path;
+use object_store::ObjectStoreExt;
 use url::Url;
 
 /// What a served file may do: show itself and its inline styles.
@@ -162,7 +162,10 @@ mod tests {
     fn only_plain_paths_under_the_root_resolve() -> Result<(), url::ParseError> {
         let root = Url::parse("s3://bucket/lake/")?;
         let ok = resolve(&root, "models/io/v1/report.json").map(|u| u.to_string());
-        assert_eq!(ok.as_deref(), Some("s3://bucket/lake/models/io/v1/report.json"));
+        assert_eq!(
+            ok.as_deref(),
+            Some("s3://bucket/lake/models/io/v1/report.json")
+        );
         assert_eq!(
             resolve(&root, "models/").map(|u| u.to_string()).as_deref(),
             Some("s3://bucket/lake/models/")

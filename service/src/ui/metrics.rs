@@ -24,13 +24,13 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use kiln_pipelines::run_log::RunRecord;
-use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::Arc;
 
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -356,10 +356,9 @@ pub fn encode(
             "Jobs queued and not yet started",
             queued,
         );
-        let job_seconds =
-            Family::<JobLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                duration_buckets,
-            );
+        let job_seconds = Family::<JobLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_buckets,
+        );
         for (job_type, state, seconds) in &service.durations {
             job_seconds
                 .get_or_create(&JobLabels {

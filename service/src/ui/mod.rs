@@ -299,7 +299,9 @@ async fn task_page(
             sections.push(section);
         }
     }
-    let links = output_links(&ui, &run).remove(&task_name).unwrap_or_default();
+    let links = output_links(&ui, &run)
+        .remove(&task_name)
+        .unwrap_or_default();
     Ok(Html(pages::task_page(&pages::TaskView {
         run: &run,
         task,

@@ -36,6 +36,8 @@ td.diagonal { background: #eef5fb; }
 .charts { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
 img.drift { max-width: 100%; border: 1px solid #eee; }
 .progress { color: #08519c; }
+table.compact { width: auto; min-width: 320px; }
+td code { white-space: normal; overflow-wrap: anywhere; }
 svg text { font: 12px system-ui, sans-serif; } svg .node-class, svg .tick { font-size: 10px; fill: #444; }
 "#;
 
@@ -356,7 +358,13 @@ pub fn task_page(view: &TaskView<'_>) -> String {
     let metrics: Vec<(String, String)> = match &task.metrics {
         serde_json::Value::Object(map) => map
             .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
+            .map(|(k, v)| {
+                let shown = match v.as_f64() {
+                    Some(x) if v.is_f64() => format!("{x:.6}"),
+                    _ => v.to_string(),
+                };
+                (k.clone(), shown)
+            })
             .collect(),
         _ => Vec::new(),
     };
@@ -380,19 +388,19 @@ pub fn task_page(view: &TaskView<'_>) -> String {
             }
             @if let Some(error) = &task.error { p.error { (error) } }
             @if let Some((_, reason)) = &task.skipped { p.muted { "Skipped: " (reason) } }
-            @if !task.summary.is_empty() {
-                h2 { "Summary" }
-                pre { @for line in &task.summary { (line) "\n" } }
+            @for section in view.sections { (section) }
+            @if !metrics.is_empty() {
+                h2 { "Metrics" }
+                table.compact { tbody { @for (k, v) in &metrics { tr { th { (k) } td.num { (v) } } } } }
             }
             @if !view.outputs.is_empty() {
                 h2 { "Outputs" }
                 (output_list(view.outputs))
             }
-            @if !metrics.is_empty() {
-                h2 { "Metrics" }
-                table { tbody { @for (k, v) in &metrics { tr { th { (k) } td.num { (v) } } } } }
+            @if !task.summary.is_empty() {
+                h2 { "Summary" }
+                pre { @for line in &task.summary { (line) "\n" } }
             }
-            @for section in view.sections { (section) }
             h2 { "Attempts" }
             table {
                 thead { tr { th { "#" } th { "Started" } th { "Ended" } th { "Outcome" } } }

@@ -224,7 +224,10 @@ fn top_features(importances: &BTreeMap<String, f64>) -> Vec<(String, f64)> {
 fn best_score(grid: &[GridPoint], metric: &str) -> Option<f64> {
     let larger_is_better = serde_json::from_value::<Metric>(serde_json::json!(metric))
         .map_or(true, |m| m.larger_is_better());
-    let scores = grid.iter().filter_map(|g| g.metric).filter(|v| v.is_finite());
+    let scores = grid
+        .iter()
+        .filter_map(|g| g.metric)
+        .filter(|v| v.is_finite());
     if larger_is_better {
         scores.max_by(f64::total_cmp)
     } else {
