@@ -45,6 +45,18 @@ pub struct ServeArgs {
     /// Least seconds between JWKS re-fetches caused by unknown key ids.
     #[arg(long, default_value_t = 10.0)]
     oidc_jwks_refresh_seconds: f64,
+    /// The client the web UI signs in as (authorization code flow with
+    /// PKCE; default: the audience). Register PUBLIC_URL/auth/callback as
+    /// its redirect URI.
+    #[arg(long, env = "KILN_OIDC_CLIENT_ID")]
+    oidc_client_id: Option<String>,
+    /// The client's secret, for a confidential client.
+    #[arg(long, env = "KILN_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    oidc_client_secret: Option<String>,
+    /// The URL browsers reach this server at, behind a proxy or ingress
+    /// (default: http://BIND).
+    #[arg(long, env = "KILN_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Largest upload, in bytes.
     #[arg(long, env = "KILN_MAX_UPLOAD_BYTES", default_value_t = 1 << 30)]
     max_upload_bytes: u64,
@@ -96,6 +108,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             settings.roles_claim = args.oidc_roles_claim.clone();
             settings.jwks_refresh_interval =
                 Duration::from_secs_f64(args.oidc_jwks_refresh_seconds.max(0.0));
+            if let Some(client) = &args.oidc_client_id {
+                settings.client_id = client.clone();
+            }
+            settings.client_secret = args.oidc_client_secret.clone();
             Some(settings)
         }
     };
@@ -113,8 +129,21 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         max_attempts: args.max_attempts.max(1),
         ..Default::default()
     };
+    let public_url = args
+        .public_url
+        .as_deref()
+        .map(|u| {
+            url::Url::parse(u).map_err(|e| {
+                KilnError::config_fix(
+                    format!("--public-url {u}: {e}"),
+                    "pass the URL browsers use, e.g. https://kiln.example.com/",
+                )
+            })
+        })
+        .transpose()?;
     kiln_service::serve(kiln_service::ServeOptions {
         bind: args.bind,
+        public_url,
         lake,
         db,
         master,

@@ -2305,7 +2305,12 @@ processing_tasks:
 
     let (status, page) = get("/")?;
     assert_eq!(status, 200, "{page}");
-    for needle in [&good_id, &bad_id, "state-succeeded", "state-failed"] {
+    for needle in [
+        &good_id,
+        &bad_id,
+        "class=\"state state-succeeded\"",
+        "class=\"state state-failed\"",
+    ] {
         assert!(page.contains(needle), "'{needle}' not on /:\n{page}");
     }
     let (_, failed) = get("/?state=failed")?;
@@ -2483,7 +2488,7 @@ processing_tasks:
     };
     let (_, page) = get(&format!("/runs/{live_id}"))?;
     let shown = followed_from(&page)?;
-    assert!(page.contains("state-running"), "{page}");
+    assert!(page.contains("class=\"state state-running\""), "{page}");
     let (status, rest) = get(&format!("/runs/{live_id}/stream?after={shown}"))?;
     assert_eq!(status, 200);
     assert!(running.wait()?.success());

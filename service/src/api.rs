@@ -62,6 +62,8 @@ pub struct AppState {
     pub limits: Arc<ApiLimits>,
     /// Wakes this process's idle workers after a submission.
     pub wake: Arc<Notify>,
+    /// The web UI's sign-ins in progress.
+    pub logins: Arc<crate::ui::login::Logins>,
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -76,7 +78,47 @@ impl FromRequestParts<AppState> for Principal {
                     .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))
             })
             .transpose()?;
+        if header.is_none()
+            && let Some(token) = crate::auth::token_cookie(&parts.headers)
+        {
+            // The web UI's sign-in cookie: for reads, and for writes only
+            // from a page of this server (another site's form is refused).
+            if !parts.method.is_safe() && !same_origin(parts) {
+                return Err(ApiError::forbidden(
+                    "a cross-site request carrying the sign-in cookie was refused",
+                )
+                .fix("send the request from kiln's own pages, or with a bearer token"));
+            }
+            return state
+                .auth
+                .authenticate(Some(&format!("Bearer {token}")))
+                .await;
+        }
         state.auth.authenticate(header).await
+    }
+}
+
+/// Whether a request's `Origin` names the host it was sent to.
+fn same_origin(parts: &Parts) -> bool {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let origin = parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .and_then(|o| url::Url::parse(o).ok());
+    match (host, origin) {
+        (Some(host), Some(origin)) => {
+            let authority = match (origin.host_str(), origin.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_string(),
+                _ => return false,
+            };
+            authority.eq_ignore_ascii_case(host)
+        }
+        _ => false,
     }
 }
 
@@ -377,7 +419,11 @@ fn page(limit: Option<i64>, offset: Option<i64>) -> ApiResult<(i64, i64)> {
 
 /// A dataset the caller may read (own, shared, or any for admins); others
 /// look missing.
-async fn visible_dataset(state: &AppState, who: &Principal, id: &str) -> ApiResult<DatasetRecord> {
+pub(crate) async fn visible_dataset(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<DatasetRecord> {
     match state.store.dataset(id).await? {
         Some(d) if d.owner == who.subject || d.shared || who.is_admin() => Ok(d),
         _ => Err(ApiError::not_found("dataset", id)),
@@ -395,7 +441,11 @@ async fn owned_dataset(state: &AppState, who: &Principal, id: &str) -> ApiResult
     Ok(d)
 }
 
-async fn visible_job(state: &AppState, who: &Principal, id: &str) -> ApiResult<JobRecord> {
+pub(crate) async fn visible_job(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<JobRecord> {
     match state.store.job(id).await? {
         Some(j) if j.owner == who.subject || who.is_admin() => Ok(j),
         _ => Err(ApiError::not_found("job", id)),
@@ -494,11 +544,22 @@ pub async fn upload_dataset(
     who: Principal,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<DatasetInfo>)> {
-    who.require(Role::User)?;
-    let mut multipart = multipart.map_err(|e| {
+    let multipart = multipart.map_err(|e| {
         ApiError::unsupported_media(e.body_text())
             .fix("send multipart/form-data with the fields name and file")
     })?;
+    let record = upload(&state, &who, multipart).await?;
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+/// Streams an upload (multipart: `name`, `file`) into the lake and records
+/// it (the API's and the web UI's uploads).
+pub async fn upload(
+    state: &AppState,
+    who: &Principal,
+    mut multipart: Multipart,
+) -> ApiResult<DatasetRecord> {
+    who.require(Role::User)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let mut name: Option<String> = None;
     let mut staged: Option<(url::Url, u64, kiln_engine::io::FileFormat, Option<String>)> = None;
@@ -590,14 +651,14 @@ pub async fn upload_dataset(
     };
     state.store.insert_dataset(&record).await?;
     audit(
-        &state,
-        &who,
+        state,
+        who,
         "dataset.upload",
         &id,
         serde_json::json!({"name": record.name, "bytes": size, "rows": rows}),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(record.into())))
+    Ok(record)
 }
 
 /// A dataset's metadata.
@@ -831,10 +892,29 @@ pub async fn submit_job(
     who: Principal,
     ApiJson(body): ApiJson<SubmitJob>,
 ) -> ApiResult<(StatusCode, Json<Submitted>)> {
-    who.require(Role::User)?;
     let job_type = JobType::parse(&body.job_type)?;
+    let id = submit(&state, &who, job_type, body.params, body.time_limit_seconds).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Submitted {
+            id,
+            state: JobState::Queued,
+        }),
+    ))
+}
+
+/// Checks and queues a job of `who` (the API's and the web UI's
+/// submissions): its id.
+pub async fn submit(
+    state: &AppState,
+    who: &Principal,
+    job_type: JobType,
+    params: serde_json::Value,
+    time_limit_seconds: Option<u64>,
+) -> ApiResult<String> {
+    who.require(Role::User)?;
     let limits = &state.limits;
-    let time_limit = match body.time_limit_seconds {
+    let time_limit = match time_limit_seconds {
         None => limits.default_time_limit,
         Some(s) if s >= 1 && s <= limits.max_time_limit.as_secs() => Duration::from_secs(s),
         Some(s) => {
@@ -849,9 +929,9 @@ pub async fn submit_job(
     };
     // Rules and configs are parsed on the blocking pool: a large document
     // must not stall the server's event loop.
-    let params = body.params.clone();
+    let checked = params.clone();
     let job_limits = limits.jobs.clone();
-    tokio::task::spawn_blocking(move || JobSpec::check(job_type, &params, &job_limits))
+    tokio::task::spawn_blocking(move || JobSpec::check(job_type, &checked, &job_limits))
         .await
         .map_err(|e| ApiError::internal("checking job parameters", e))??;
     if state.store.open_jobs(&who.subject).await? >= limits.max_open_jobs_per_user {
@@ -867,7 +947,7 @@ pub async fn submit_job(
         id: id.clone(),
         owner: who.subject.clone(),
         job_type: job_type.as_str().to_string(),
-        params: body.params,
+        params,
         state: JobState::Queued,
         attempts: 0,
         max_attempts: limits.max_attempts,
@@ -886,21 +966,15 @@ pub async fn submit_job(
         .add_event(&id, "queued", &serde_json::json!({"type": record.job_type}))
         .await?;
     audit(
-        &state,
-        &who,
+        state,
+        who,
         "job.submit",
         &id,
         serde_json::json!({"type": record.job_type}),
     )
     .await;
     state.wake.notify_one();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Submitted {
-            id,
-            state: JobState::Queued,
-        }),
-    ))
+    Ok(id)
 }
 
 /// Lists the caller's jobs (everyone's with `all=true`, for admins).
@@ -1222,8 +1296,27 @@ pub async fn require_viewer(
             next.run(axum::extract::Request::from_parts(parts, body))
                 .await
         }
+        // A browser without a sign-in goes to sign in, and comes back.
+        Err(e) if e.status == StatusCode::UNAUTHORIZED && wants_html(&parts) => {
+            let back = parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            axum::response::Redirect::to(&crate::ui::login::login_link(&back)).into_response()
+        }
         Err(e) => e.into_response(),
     }
+}
+
+/// Whether a request is a browser's page load.
+fn wants_html(parts: &Parts) -> bool {
+    parts.method == axum::http::Method::GET
+        && parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
 }
 
 pub fn router(state: AppState) -> Router {

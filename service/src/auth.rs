@@ -91,6 +91,11 @@ pub struct OidcSettings {
     pub jwks_refresh_interval: Duration,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     pub leeway_seconds: u64,
+    /// The client the web UI signs in as (authorization code flow with
+    /// PKCE); the audience by default.
+    pub client_id: String,
+    /// Its secret, for a confidential client (none for a public one).
+    pub client_secret: Option<String>,
 }
 
 impl OidcSettings {
@@ -102,8 +107,28 @@ impl OidcSettings {
             algorithms: vec![Algorithm::RS256, Algorithm::ES256],
             jwks_refresh_interval: Duration::from_secs(10),
             leeway_seconds: 30,
+            client_id: audience.to_string(),
+            client_secret: None,
         }
     }
+}
+
+/// The cookie that carries a browser's access token after the web UI's
+/// sign-in: `HttpOnly`, `SameSite=Lax`, so pages' scripts cannot read it
+/// and other sites' forms do not send it.
+pub const TOKEN_COOKIE: &str = "kiln_token";
+
+/// The access token of the `kiln_token` cookie in a `Cookie` header.
+pub fn token_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .map(|(_, value)| value)
+        .filter(|v| !v.is_empty())
 }
 
 /// How requests are authenticated.
@@ -140,6 +165,18 @@ impl Auth {
 struct Discovery {
     issuer: String,
     jwks_uri: String,
+    /// Where browsers sign in (the web UI's login); optional in the spec.
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint: Option<String>,
+}
+
+/// The issuer's endpoints of the authorization code flow.
+#[derive(Debug, Clone)]
+pub struct LoginEndpoints {
+    pub authorization: String,
+    pub token: String,
 }
 
 struct Keys {
@@ -152,6 +189,7 @@ pub struct OidcVerifier {
     settings: OidcSettings,
     http: reqwest::Client,
     jwks_uri: String,
+    login: Option<LoginEndpoints>,
     keys: RwLock<Keys>,
     refreshing: Mutex<()>,
 }
@@ -173,10 +211,18 @@ impl OidcVerifier {
             ));
         }
         let set: JwkSet = fetch_json(&http, &discovery.jwks_uri).await?;
+        let login = match (discovery.authorization_endpoint, discovery.token_endpoint) {
+            (Some(authorization), Some(token)) => Some(LoginEndpoints {
+                authorization,
+                token,
+            }),
+            _ => None,
+        };
         Ok(OidcVerifier {
             settings,
             http,
             jwks_uri: discovery.jwks_uri,
+            login,
             keys: RwLock::new(Keys {
                 set,
                 last_refresh: None,
@@ -187,6 +233,17 @@ impl OidcVerifier {
 
     pub fn settings(&self) -> &OidcSettings {
         &self.settings
+    }
+
+    /// Where a browser signs in; `None` when the issuer names no
+    /// authorization and token endpoints.
+    pub fn login_endpoints(&self) -> Option<&LoginEndpoints> {
+        self.login.as_ref()
+    }
+
+    /// The client that talks to the issuer.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     async fn key(&self, kid: &str) -> Option<Jwk> {

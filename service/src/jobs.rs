@@ -53,6 +53,34 @@ impl JobType {
         }
     }
 
+    /// What a job of this type does, in one line (the web UI's job list).
+    pub fn description(self) -> &'static str {
+        match self {
+            JobType::Generate => "Rows from a rule file (kiln generate)",
+            JobType::Pipeline => "A kiln pipeline (kiln submit)",
+            JobType::ReproduceTrain => "Fit a generative model to a dataset (kiln reproduce fit)",
+            JobType::ReproduceGenerate => {
+                "Sample a fitted model into a new dataset (kiln reproduce sample)"
+            }
+            JobType::Fuse => "Combine datasets into one: union, key join or as-of join",
+            JobType::Evaluate => "Judge a synthetic dataset against the real one (kiln evaluate)",
+        }
+    }
+
+    /// The JSON Schema of the type's parameters, from the parameter
+    /// structs themselves: the web UI's job forms are generated from it.
+    pub fn params_schema(self) -> serde_json::Value {
+        let schema = match self {
+            JobType::Generate => schemars::schema_for!(GenerateParams),
+            JobType::Pipeline => schemars::schema_for!(PipelineParams),
+            JobType::ReproduceTrain => schemars::schema_for!(ReproduceTrainParams),
+            JobType::ReproduceGenerate => schemars::schema_for!(ReproduceGenerateParams),
+            JobType::Fuse => schemars::schema_for!(FuseParams),
+            JobType::Evaluate => schemars::schema_for!(EvaluateParams),
+        };
+        schema.to_value()
+    }
+
     /// Parses a submitted `type`, with the nearest known name on a typo.
     pub fn parse(text: &str) -> ApiResult<Self> {
         if let Some(t) = Self::ALL.into_iter().find(|t| t.as_str() == text) {
@@ -70,7 +98,18 @@ impl JobType {
 }
 
 /// Output format of generated data.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     #[default]
@@ -88,7 +127,7 @@ impl From<OutputFormat> for FileFormat {
 }
 
 /// Parameters of a `generate` job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
     "rules": "entities:\n  count: 10\ncolumns:\n  - name: x\n    normal: {mean: 0, std: 1}\n",
@@ -110,7 +149,7 @@ pub struct GenerateParams {
 }
 
 /// Parameters of a `pipeline` job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
     "config": "name: demo\nstorage: {root: lake/}\nprocessing_tasks: []\n",
@@ -126,7 +165,7 @@ pub struct PipelineParams {
 }
 
 /// Parameters of a `reproduce-train` job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"dataset": "3f2a…", "seed": 1, "types": {"sample_id": "id"}}))]
 pub struct ReproduceTrainParams {
@@ -147,7 +186,18 @@ pub struct ReproduceTrainParams {
 }
 
 /// The generative model of a `reproduce-train` job.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ReproductionKind {
     /// Empirical marginals joined by the correlation of normal scores.
@@ -158,7 +208,7 @@ pub enum ReproductionKind {
 }
 
 /// Parameters of a `reproduce-generate` job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"model_job": "9c1e…", "rows": 100000, "seed": 7, "where": "rsrp BETWEEN -140 AND -120"}))]
 pub struct ReproduceGenerateParams {
@@ -178,7 +228,7 @@ pub struct ReproduceGenerateParams {
 }
 
 /// One input of a `fuse` job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FuseInput {
     /// A dataset id.
@@ -196,7 +246,7 @@ pub struct FuseInput {
 pub type FuseParams = kiln_synth::fusion::FusionSpec<FuseInput>;
 
 /// Parameters of an `evaluate` job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"real": "a…", "synthetic": "b…", "types": {"sample_id": "id"}}))]
 pub struct EvaluateParams {

@@ -44,6 +44,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub bind: SocketAddr,
+    /// The URL browsers reach the server at (default: `http://BIND`).
+    pub public_url: Option<url::Url>,
     /// The lake root (datasets, job outputs).
     pub lake: String,
     /// `sqlite:PATH` or `postgres://…`.
@@ -113,34 +115,46 @@ impl Server {
             Some(store.clone()),
         );
         let http = pages.http.clone();
-        let state = api::AppState {
-            store,
-            datasets,
-            auth,
-            limits: Arc::new(options.limits.clone()),
-            wake: workers.waker(),
-        };
-        // The pages and /metrics of the lake's runs, behind the API's
-        // authentication (the viewer role).
-        let pages = ui::router(pages).layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            api::require_viewer,
-        ));
         let listener = tokio::net::TcpListener::bind(options.bind)
             .await
             .map_err(|e| KilnError::config(format!("cannot listen on {}: {e}", options.bind)))?;
         let address = listener
             .local_addr()
             .map_err(|e| KilnError::io(options.bind, e))?;
+        let public_url = match options.public_url {
+            Some(url) => url,
+            None => url::Url::parse(&format!("http://{address}/"))
+                .map_err(|e| KilnError::config(format!("http://{address}/: {e}")))?,
+        };
+        let state = api::AppState {
+            store,
+            datasets,
+            auth,
+            limits: Arc::new(options.limits.clone()),
+            wake: workers.waker(),
+            logins: Arc::new(ui::login::Logins::new(&public_url)),
+        };
+        // The pages and /metrics of the lake's runs, and the platform's
+        // pages (datasets, jobs), behind the API's authentication (the
+        // viewer role); a browser without a sign-in is sent to sign in.
+        let viewer = axum::middleware::from_fn_with_state(state.clone(), api::require_viewer);
+        let track = axum::middleware::from_fn_with_state(http.clone(), ui::metrics::track);
+        let pages = ui::router(pages)
+            .merge(ui::platform::router(state.clone()).route_layer(track.clone()))
+            .layer(viewer);
+        let login = axum::Router::new()
+            .route("/login", axum::routing::get(ui::login::login))
+            .route("/auth/callback", axum::routing::get(ui::login::callback))
+            .route("/logout", axum::routing::get(ui::login::logout))
+            .route_layer(track.clone())
+            .with_state(state.clone());
         Ok(Server {
             address,
             listener,
             router: api::router(state)
-                .route_layer(axum::middleware::from_fn_with_state(
-                    http,
-                    ui::metrics::track,
-                ))
-                .merge(pages),
+                .route_layer(track)
+                .merge(pages)
+                .merge(login),
             workers,
         })
     }

@@ -33,6 +33,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut options = ServeOptions {
             bind: "127.0.0.1:0".parse().expect("address"),
+            public_url: None,
             lake: format!("{}/lake/", dir.path().display()),
             db: format!("sqlite:{}/service.sqlite", dir.path().display()),
             master: "local[2]".parse().expect("master"),
@@ -834,9 +835,17 @@ impl Issuer {
             "http://{}/realms/test",
             listener.local_addr().expect("address")
         );
-        let discovery =
-            json!({"issuer": url, "jwks_uri": format!("{url}/protocol/openid-connect/certs")});
+        let discovery = json!({"issuer": url,
+            "jwks_uri": format!("{url}/protocol/openid-connect/certs"),
+            "authorization_endpoint": format!("{url}/protocol/openid-connect/auth"),
+            "token_endpoint": format!("{url}/protocol/openid-connect/token")});
         let keys = Arc::clone(&jwks);
+        // The browser sign-in: the user "alice" (role user) signs in at
+        // once; a code is good for one exchange with its PKCE verifier.
+        let codes: Arc<Mutex<std::collections::HashMap<String, (String, String)>>> = Arc::default();
+        let (authorize_codes, token_codes) = (Arc::clone(&codes), Arc::clone(&codes));
+        let signer = EncodingKey::from_rsa_der(der.as_bytes());
+        let token_issuer = url.clone();
         let app = axum::Router::new()
             .route(
                 "/realms/test/.well-known/openid-configuration",
@@ -851,6 +860,60 @@ impl Issuer {
                     let keys = keys.lock().expect("keys").clone();
                     async move { axum::Json(json!({"keys": keys})) }
                 }),
+            )
+            .route(
+                "/realms/test/protocol/openid-connect/auth",
+                axum::routing::get(
+                    move |axum::extract::Query(q): axum::extract::Query<
+                        std::collections::HashMap<String, String>,
+                    >| {
+                        let codes = Arc::clone(&authorize_codes);
+                        async move {
+                            assert_eq!(q.get("code_challenge_method").map(String::as_str), Some("S256"));
+                            assert_eq!(q.get("client_id").map(String::as_str), Some("kiln"));
+                            let code = format!("code-{}", codes.lock().expect("codes").len());
+                            codes.lock().expect("codes").insert(
+                                code.clone(),
+                                (q["code_challenge"].clone(), q["redirect_uri"].clone()),
+                            );
+                            let mut back = url::Url::parse(&q["redirect_uri"]).expect("redirect_uri");
+                            back.query_pairs_mut()
+                                .append_pair("code", &code)
+                                .append_pair("state", &q["state"]);
+                            axum::response::Redirect::to(back.as_str())
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/realms/test/protocol/openid-connect/token",
+                axum::routing::post(
+                    move |axum::Form(f): axum::Form<std::collections::HashMap<String, String>>| {
+                        let codes = Arc::clone(&token_codes);
+                        let signer = signer.clone();
+                        let issuer = token_issuer.clone();
+                        async move {
+                            use sha2::Digest;
+                            let known = codes.lock().expect("codes").remove(&f["code"]);
+                            let Some((challenge, redirect_uri)) = known else {
+                                return (axum::http::StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"})));
+                            };
+                            let proof = B64.encode(sha2::Sha256::digest(f["code_verifier"].as_bytes()));
+                            if proof != challenge || f["redirect_uri"] != redirect_uri
+                                || f["grant_type"] != "authorization_code"
+                            {
+                                return (axum::http::StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"})));
+                            }
+                            let now = jsonwebtoken::get_current_timestamp();
+                            let claims = json!({"iss": issuer, "aud": "kiln", "sub": "alice", "exp": now + 600,
+                                "iat": now, "realm_access": {"roles": ["user"]}});
+                            let mut header = Header::new(Algorithm::RS256);
+                            header.kid = Some("k1".into());
+                            let token = jsonwebtoken::encode(&header, &claims, &signer).expect("sign");
+                            (axum::http::StatusCode::OK, axum::Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 600})))
+                        }
+                    },
+                ),
             );
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -1766,6 +1829,271 @@ async fn synthesis_jobs_reproduce_fuse_and_evaluate_datasets() {
             .unwrap_or_default()
             .contains("params.synthetic: dataset 'no-such-dataset' not found"),
         "{job}"
+    );
+    server.stop().await;
+}
+
+/// A browser's requests: no redirects followed, a cookie carried by hand.
+struct Browser {
+    client: reqwest::Client,
+    cookie: Option<String>,
+    origin: String,
+}
+
+impl Browser {
+    fn new(origin: &str) -> Self {
+        Browser {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            cookie: None,
+            origin: origin.to_string(),
+        }
+    }
+
+    fn with_cookie(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let r = r.header("accept", "text/html");
+        match &self.cookie {
+            Some(c) => r.header("cookie", c),
+            None => r,
+        }
+    }
+
+    async fn get(&self, url: &str) -> reqwest::Response {
+        self.with_cookie(self.client.get(url))
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    /// A form post from a page of the server (its `Origin`).
+    async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.with_cookie(self.client.post(url))
+            .header("origin", &self.origin)
+            .form(form)
+            .send()
+            .await
+            .expect("POST")
+    }
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The web UI of `kiln serve` as a researcher's browser uses it: sent to
+/// sign in, the OIDC code flow with PKCE, the cookie; a dataset uploaded
+/// and a job started from their forms (bad input answered on the form),
+/// the job followed to its result and the result previewed; cross-site
+/// posts refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn researchers_sign_in_upload_and_run_jobs_from_the_pages() {
+    let issuer = Issuer::start().await;
+    let server = TestServer::start(Some(OidcSettings::new(&issuer.url, "kiln")), |_| {}).await;
+    let mut browser = Browser::new(&server.base);
+
+    // Not signed in: to /login and back.
+    let r = browser.get(&server.url("/jobs")).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/login?next=%2Fjobs");
+    let r = browser.get(&server.url("/login?next=%2Fjobs")).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to_issuer = location(&r);
+    assert!(to_issuer.starts_with(&format!("{}/protocol/openid-connect/auth?", issuer.url)));
+    assert!(to_issuer.contains("code_challenge="), "{to_issuer}");
+    let r = browser.get(&to_issuer).await;
+    let callback = location(&r);
+    assert!(
+        callback.starts_with(&server.url("/auth/callback?code=")),
+        "{callback}"
+    );
+    let r = browser.get(&callback).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/jobs");
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        cookie.starts_with("kiln_token=") && cookie.contains("HttpOnly; SameSite=Lax"),
+        "{cookie}"
+    );
+    // A callback is good once.
+    let r = browser.get(&callback).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    browser.cookie = cookie.split(';').next().map(str::to_string);
+    let r = browser.get(&server.url("/jobs")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.expect("page").contains("signed in as alice"));
+
+    // The generated form of a job type.
+    let form = browser
+        .get(&server.url("/jobs/new/generate"))
+        .await
+        .text()
+        .await
+        .expect("form");
+    for needle in [
+        "<textarea id=\"field-rules\" name=\"rules\"",
+        "name=\"rows\" type=\"number\"",
+        "<option value=\"csv\">",
+    ] {
+        assert!(form.contains(needle), "'{needle}' not in the form:\n{form}");
+    }
+    // Bad input is answered on the form, naming the field.
+    let r = browser
+        .post_form(
+            &server.url("/jobs/new/generate"),
+            &[("rules", RULES), ("rows", "many")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.text()
+            .await
+            .expect("page")
+            .contains("rows must be a whole number, not 'many'")
+    );
+    let r = browser
+        .post_form(
+            &server.url("/jobs/new/generate"),
+            &[("rules", "columns: [oops"), ("rows", "10")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.expect("page").contains("id=\"form-error\""));
+    // Another site's form carrying the cookie is refused.
+    let r = browser
+        .with_cookie(browser.client.post(server.url("/jobs/new/generate")))
+        .header("origin", "https://evil.example")
+        .form(&[("rules", RULES), ("rows", "10")])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // A job from the form, followed to its dataset.
+    let r = browser
+        .post_form(
+            &server.url("/jobs/new/generate"),
+            &[
+                ("rules", RULES),
+                ("rows", "300"),
+                ("seed", "3"),
+                ("format", "csv"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let job_page = location(&r);
+    let job_id = job_page.trim_start_matches("/jobs/").to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let page = loop {
+        let page = browser
+            .get(&server.url(&job_page))
+            .await
+            .text()
+            .await
+            .expect("job");
+        // The job's badge (the style sheet names every state too).
+        if page.contains("class=\"state state-succeeded\"") {
+            break page;
+        }
+        assert!(!page.contains("class=\"state state-failed\""), "{page}");
+        assert!(
+            Instant::now() < deadline,
+            "job {job_id} did not finish: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        !page.contains("EventSource"),
+        "a finished job is not followed"
+    );
+    let at = page.find("href=\"/datasets/").expect("a result link");
+    let dataset_link = page[at + 6..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let dataset = browser
+        .get(&server.url(&dataset_link))
+        .await
+        .text()
+        .await
+        .expect("dataset");
+    for needle in [
+        "300 rows",
+        "sample_id",
+        "speed",
+        "Preview (20 random rows)",
+        "/content\" download",
+    ] {
+        assert!(
+            dataset.contains(needle),
+            "'{needle}' not on the dataset page:\n{dataset}"
+        );
+    }
+
+    // An upload from the form: the dataset's page; a bad file: the form again.
+    let csv = "a,b\n1,x\n2,y\n".as_bytes().to_vec();
+    let upload = |name: &'static str, file: &'static str, bytes: Vec<u8>| {
+        let form = reqwest::multipart::Form::new().text("name", name).part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(file),
+        );
+        browser
+            .with_cookie(browser.client.post(server.url("/datasets")))
+            .header("origin", &browser.origin)
+            .multipart(form)
+            .send()
+    };
+    let r = upload("small", "small.csv", csv).await.expect("upload");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let uploaded = browser
+        .get(&server.url(&location(&r)))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        uploaded.contains("Dataset small") && uploaded.contains("2 rows"),
+        "{uploaded}"
+    );
+    let r = upload("notes", "notes.txt", b"hello".to_vec())
+        .await
+        .expect("upload");
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert!(
+        r.text()
+            .await
+            .expect("page")
+            .contains("id=\"upload-error\"")
+    );
+    let list = browser
+        .get(&server.url("/datasets"))
+        .await
+        .text()
+        .await
+        .expect("list");
+    assert!(list.contains(">small<"), "{list}");
+
+    // Signing out drops the cookie.
+    let r = browser.get(&server.url("/logout")).await;
+    assert!(
+        location(&r) == "/"
+            && r.headers()["set-cookie"]
+                .to_str()
+                .unwrap_or_default()
+                .contains("Max-Age=0")
     );
     server.stop().await;
 }

@@ -7,9 +7,12 @@
 //! from elsewhere and work without JavaScript.
 
 pub mod charts;
+pub mod forms;
 pub mod lake;
+pub mod login;
 pub mod metrics;
 pub mod pages;
+pub mod platform;
 pub mod reports;
 
 use axum::Router;
@@ -102,7 +105,19 @@ pub async fn history_server(lake: &str, bind: SocketAddr) -> Result<()> {
         );
     }
     eprintln!("listening on http://{address}");
-    axum::serve(listener, router(state))
+    // Jobs and datasets belong to the service: say so instead of a 404.
+    let service_only = |what: &'static str| {
+        get(move || async move {
+            PageError::not_found(format!(
+                "{what} are part of the job service: this is `kiln ui`, the read-only history \
+                 server of the lake; open them on `kiln serve`"
+            ))
+        })
+    };
+    let app = router(state)
+        .route("/jobs", service_only("jobs"))
+        .route("/datasets", service_only("datasets"));
+    axum::serve(listener, app)
         .with_graceful_shutdown(crate::shutdown_signal())
         .await
         .map_err(|e| KilnError::io(address, e))
@@ -142,9 +157,13 @@ impl From<KilnError> for PageError {
 
 impl From<crate::problem::ApiError> for PageError {
     fn from(e: crate::problem::ApiError) -> Self {
+        let message = match e.fix {
+            Some(fix) => format!("{} (fix: {fix})", e.detail),
+            None => e.detail,
+        };
         PageError {
             status: e.status,
-            message: e.detail,
+            message,
         }
     }
 }

@@ -36,12 +36,15 @@ td.diagonal { background: #eef5fb; }
 .charts { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
 img.drift { max-width: 100%; border: 1px solid #eee; }
 .progress { color: #08519c; }
+form.job .field, form.upload .field { margin: 10px 0; }
+form.job textarea { font: 13px ui-monospace, monospace; width: 100%; max-width: 900px; }
+div.scroll { overflow-x: auto; }
 table.compact { width: auto; min-width: 320px; }
 td code { white-space: normal; overflow-wrap: anywhere; }
 svg text { font: 12px system-ui, sans-serif; } svg .node-class, svg .tick { font-size: 10px; fill: #444; }
 "#;
 
-fn layout(title: &str, body: Markup) -> String {
+pub(crate) fn layout(title: &str, body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -57,6 +60,8 @@ fn layout(title: &str, body: Markup) -> String {
                     a href="/" { "Runs" }
                     a href="/models" { "Models" }
                     a href="/schedules" { "Schedules" }
+                    a href="/jobs" { "Jobs" }
+                    a href="/datasets" { "Datasets" }
                     a href="/lake/" { "Lake" }
                     a href="/metrics" { "Metrics" }
                 }
@@ -67,7 +72,7 @@ fn layout(title: &str, body: Markup) -> String {
     .into_string()
 }
 
-fn state_badge(state: &str) -> Markup {
+pub(crate) fn state_badge(state: &str) -> Markup {
     html! { span class=(format!("state state-{state}")) { (state) } }
 }
 

@@ -1,0 +1,328 @@
+//! Signing in to the web UI of `kiln serve` with the OIDC issuer that
+//! signs the API's tokens (Keycloak): the authorization code flow with
+//! PKCE (RFC 7636, `S256`). `/login` sends the browser to the issuer,
+//! `/auth/callback` exchanges the code for an access token, checks it like
+//! any bearer token and keeps it in an `HttpOnly`, `SameSite=Lax` cookie;
+//! `/logout` drops it. Pages that need a sign-in send the browser to
+//! `/login` and back.
+//!
+//! A pending sign-in lives in this process for ten minutes: a replica
+//! that did not start it refuses its callback, and the user signs in
+//! again (sticky sessions avoid that).
+
+use crate::api::AppState;
+use crate::auth::{Auth, TOKEN_COOKIE};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use sha2::Digest;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a sign-in may take at the issuer.
+const PENDING_FOR: Duration = Duration::from_secs(600);
+/// Most sign-ins pending at once (a flood of `/login` cannot grow memory).
+const MAX_PENDING: usize = 10_000;
+
+struct Pending {
+    verifier: String,
+    next: String,
+    started: Instant,
+}
+
+/// The sign-ins in progress and where the issuer sends browsers back.
+pub struct Logins {
+    pending: Mutex<HashMap<String, Pending>>,
+    /// `PUBLIC_URL/auth/callback`.
+    redirect_uri: String,
+    /// Cookies only over HTTPS when the public URL is HTTPS.
+    secure: bool,
+}
+
+impl Logins {
+    /// Sign-ins for a server that browsers reach at `public_url`.
+    pub fn new(public_url: &url::Url) -> Self {
+        let redirect_uri = public_url
+            .join("auth/callback")
+            .map_or_else(|_| format!("{public_url}auth/callback"), |u| u.to_string());
+        Logins {
+            pending: Mutex::new(HashMap::new()),
+            redirect_uri,
+            secure: public_url.scheme() == "https",
+        }
+    }
+
+    fn start(&self, next: String) -> Option<(String, String)> {
+        let state = random_token();
+        let verifier = random_token();
+        let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+        let mut pending = self.pending.lock().ok()?;
+        pending.retain(|_, p| p.started.elapsed() < PENDING_FOR);
+        if pending.len() >= MAX_PENDING {
+            return None;
+        }
+        pending.insert(
+            state.clone(),
+            Pending {
+                verifier,
+                next,
+                started: Instant::now(),
+            },
+        );
+        Some((state, challenge))
+    }
+
+    fn finish(&self, state: &str) -> Option<Pending> {
+        let pending = self.pending.lock().ok()?.remove(state)?;
+        (pending.started.elapsed() < PENDING_FOR).then_some(pending)
+    }
+
+    fn cookie(&self, token: &str, max_age: u64) -> String {
+        format!(
+            "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
+}
+
+/// 32 random bytes, URL-safe: a PKCE verifier or a `state`.
+fn random_token() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+/// Where to go after signing in: a path of this server, nothing else
+/// (`//evil.example` and full URLs become `/`).
+pub fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        _ => "/".into(),
+    }
+}
+
+/// The `/login` link that brings a browser back to `path`.
+pub fn login_link(path: &str) -> String {
+    let mut url = url::Url::parse("http://ui/login").expect("a constant URL parses");
+    url.query_pairs_mut().append_pair("next", path);
+    format!("/login?{}", url.query().unwrap_or_default())
+}
+
+fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    (status, Html(super::pages::error_page(title, message))).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// `GET /login?next=PATH`: to the issuer's sign-in page.
+pub async fn login(State(app): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
+    let next = local_path(q.next.as_deref());
+    let Auth::Oidc(verifier) = &app.auth else {
+        return Redirect::to(&next).into_response();
+    };
+    let Some(endpoints) = verifier.login_endpoints() else {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in unavailable",
+            "the OIDC issuer's discovery document names no authorization and token endpoints: \
+             sign in with a bearer token (kiln jobs --server, KILN_TOKEN) instead",
+        );
+    };
+    let Some((state, challenge)) = app.logins.start(next) else {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in unavailable",
+            "too many sign-ins are in progress: try again in a few minutes",
+        );
+    };
+    let Ok(mut url) = url::Url::parse(&endpoints.authorization) else {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in unavailable",
+            &format!(
+                "the issuer's authorization endpoint '{}' is not a URL",
+                endpoints.authorization
+            ),
+        );
+    };
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &verifier.settings().client_id)
+        .append_pair("redirect_uri", &app.logins.redirect_uri)
+        .append_pair("scope", "openid")
+        .append_pair("state", &state)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    Redirect::to(url.as_str()).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CallbackQuery {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// `GET /auth/callback?code&state`: the code for a token, the token into
+/// the cookie, and back to the page the sign-in started from.
+pub async fn callback(State(app): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
+    let Auth::Oidc(verifier) = &app.auth else {
+        return Redirect::to("/").into_response();
+    };
+    if let Some(error) = &q.error {
+        return page(
+            StatusCode::UNAUTHORIZED,
+            "Not signed in",
+            &format!(
+                "the issuer refused the sign-in: {error}{}",
+                q.error_description
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+    let (Some(code), Some(state)) = (&q.code, &q.state) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Not signed in",
+            "the callback has no code or state: start again at /login",
+        );
+    };
+    let Some(pending) = app.logins.finish(state) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Not signed in",
+            "this sign-in is unknown or took longer than ten minutes: start again at /login",
+        );
+    };
+    let Some(endpoints) = verifier.login_endpoints() else {
+        return Redirect::to("/login").into_response();
+    };
+    let settings = verifier.settings();
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", app.logins.redirect_uri.as_str()),
+        ("client_id", settings.client_id.as_str()),
+        ("code_verifier", pending.verifier.as_str()),
+    ];
+    if let Some(secret) = &settings.client_secret {
+        form.push(("client_secret", secret.as_str()));
+    }
+    let exchanged = async {
+        let response = verifier
+            .http()
+            .post(&endpoints.token)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the token endpoint: {e}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("the token endpoint answered {status}"));
+        }
+        response
+            .json::<TokenResponse>()
+            .await
+            .map_err(|e| format!("the token endpoint's answer has no access token: {e}"))
+    }
+    .await;
+    let tokens = match exchanged {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!("sign-in: {e}");
+            return page(StatusCode::BAD_GATEWAY, "Not signed in", &e);
+        }
+    };
+    // The token must be one the API accepts (issuer, audience, signature).
+    if let Err(e) = verifier.verify(&tokens.access_token).await {
+        return page(
+            StatusCode::UNAUTHORIZED,
+            "Not signed in",
+            &format!(
+                "the issuer's token is not accepted: {}; check that the client {} puts the audience {} in its access tokens",
+                e.detail, settings.client_id, settings.audience
+            ),
+        );
+    }
+    let max_age = tokens.expires_in.unwrap_or(300);
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (
+                header::SET_COOKIE,
+                app.logins.cookie(&tokens.access_token, max_age),
+            ),
+            (header::LOCATION, pending.next),
+        ],
+    )
+        .into_response()
+}
+
+/// `GET /logout`: drops the cookie.
+pub async fn logout(State(app): State<AppState>) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, app.logins.cookie("", 0)),
+            (header::LOCATION, "/".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed_after_sign_in() {
+        assert_eq!(local_path(Some("/jobs?x=1")), "/jobs?x=1");
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil.example",
+            "jobs",
+        ] {
+            assert_eq!(local_path(Some(bad)), "/", "{bad}");
+        }
+        assert_eq!(local_path(None), "/");
+    }
+
+    #[test]
+    fn a_sign_in_is_finished_once() {
+        let logins = Logins::new(&url::Url::parse("https://kiln.example/").expect("url"));
+        assert_eq!(logins.redirect_uri, "https://kiln.example/auth/callback");
+        let (state, challenge) = logins.start("/jobs".into()).expect("started");
+        assert_eq!(challenge.len(), 43, "base64url of a SHA-256");
+        let pending = logins.finish(&state).expect("pending");
+        assert_eq!(pending.next, "/jobs");
+        // The PKCE challenge is the verifier's digest.
+        assert_eq!(
+            URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(pending.verifier.as_bytes())),
+            challenge
+        );
+        assert!(logins.finish(&state).is_none(), "a state is used once");
+        assert!(logins.cookie("t", 60).contains("HttpOnly; SameSite=Lax"));
+        assert!(logins.cookie("t", 60).ends_with("; Secure"));
+    }
+}
