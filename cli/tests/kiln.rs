@@ -1324,6 +1324,50 @@ fn s3_lake_matches_local_files() -> TestResult {
         !all.iter().any(|(k, _)| k.contains(".kiln-")),
         "staging left: {all:?}"
     );
+
+    // The history server over the S3 lake, on a machine whose run history
+    // (an empty KILN_HOME) knows none of its runs: the runs, a run's page,
+    // its files, in a real browser too.
+    let ui = listening(
+        s3.kiln()
+            .args(["ui", "--bind", "127.0.0.1:0", "--lake", &root])
+            .env("KILN_HOME", dir.join("empty-home")),
+        dir.join("ui.log"),
+    )?;
+    let port: u16 = ui.base.rsplit(':').next().ok_or("port")?.trim().parse()?;
+    let runs = http_get(port, "/?pipeline=parted")?;
+    let at = runs
+        .find("href=\"/runs/parted-")
+        .ok_or_else(|| format!("no run of the S3 lake on /: {runs}"))?;
+    let run_id = runs[at + "href=\"/runs/".len()..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let run = http_get(port, &format!("/runs/{run_id}"))?;
+    assert!(
+        run.starts_with("HTTP/1.0 200") && run.contains("extract: succeeded"),
+        "{run}"
+    );
+    let task = http_get(port, &format!("/runs/{run_id}/tasks/extract"))?;
+    assert!(task.contains("href=\"/lake/parted/\""), "{task}");
+    let files = http_get(port, "/lake/parted/")?;
+    assert!(
+        files.contains("gps_provider=gps/") && files.contains("_SUCCESS"),
+        "{files}"
+    );
+    if let Some(chromium) = ui_tool("chromium") {
+        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+        std::fs::create_dir_all(&shots)?;
+        let page = browse(
+            &chromium,
+            &dir.join("chromium-profile"),
+            &format!("{}/runs/{run_id}", ui.base),
+            &shots.join("s3-lake-run.png"),
+        )?;
+        assert!(page.dom.contains("extract: succeeded"), "{}", page.dom);
+        assert!(page.console.is_empty(), "{:?}", page.console);
+    }
     Ok(())
 }
 
