@@ -3084,3 +3084,263 @@ fn drift_triggers_retraining_and_promotion_follows_the_champion() -> TestResult 
     assert_eq!(models_json(&repo)?.len(), 3, "no retraining started");
     Ok(())
 }
+
+/// A W3C WebDriver session of headless Chromium (Debian's
+/// `chromium-driver`), ended and its driver killed on drop.
+struct WebDriver {
+    driver: Child,
+    runtime: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    session: String,
+}
+
+/// The key W3C WebDriver gives element references under.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Drop for WebDriver {
+    fn drop(&mut self) {
+        let _ = self.call(reqwest::Method::DELETE, "", None);
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl WebDriver {
+    fn start(
+        chromedriver: &Path,
+        chromium: &Path,
+        profile: &Path,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let port = free_port()?;
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let mut webdriver = WebDriver {
+            driver,
+            runtime,
+            http,
+            session: format!("http://127.0.0.1:{port}"),
+        };
+        let capabilities = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1366,900",
+                    "--no-first-run", "--disable-background-networking", "--disable-sync",
+                    format!("--user-data-dir={}", profile.display())],
+            },
+        }}});
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let created = loop {
+            match webdriver.call(reqwest::Method::POST, "/session", Some(&capabilities)) {
+                Ok(v) => break v,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("waiting for chromedriver: {e}");
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let id = created["sessionId"]
+            .as_str()
+            .ok_or_else(|| format!("no session: {created}"))?;
+        webdriver.session = format!("{}/session/{id}", webdriver.session);
+        Ok(webdriver)
+    }
+
+    /// One WebDriver command; its `value`.
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        // Before the session exists, `session` is the driver's address.
+        let request = self.http.request(method, format!("{}{path}", self.session));
+        let request = match body {
+            Some(b) => request.json(b),
+            None => request,
+        };
+        let answer: serde_json::Value = self
+            .runtime
+            .block_on(async { request.send().await?.json().await })?;
+        if answer["value"]["error"].is_string() {
+            return Err(format!("webdriver {path}: {}", answer["value"]).into());
+        }
+        Ok(answer["value"].clone())
+    }
+
+    fn open(&self, url: &str) -> Result<(), Box<dyn std::error::Error>> {
+        self.call(
+            reqwest::Method::POST,
+            "/url",
+            Some(&serde_json::json!({"url": url})),
+        )?;
+        Ok(())
+    }
+
+    fn url(&self) -> Result<String, Box<dyn std::error::Error>> {
+        Ok(self
+            .call(reqwest::Method::GET, "/url", None)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    fn source(&self) -> Result<String, Box<dyn std::error::Error>> {
+        Ok(self
+            .call(reqwest::Method::GET, "/source", None)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    fn element(&self, css: &str) -> Result<String, Box<dyn std::error::Error>> {
+        let found = self.call(
+            reqwest::Method::POST,
+            "/element",
+            Some(&serde_json::json!({"using": "css selector", "value": css})),
+        )?;
+        Ok(found[ELEMENT]
+            .as_str()
+            .ok_or_else(|| format!("no element {css}"))?
+            .to_string())
+    }
+
+    /// Types `text` into the element `css` (a file input takes a path).
+    fn type_into(&self, css: &str, text: &str) -> Result<(), Box<dyn std::error::Error>> {
+        let element = self.element(css)?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/value"),
+            Some(&serde_json::json!({"text": text})),
+        )?;
+        Ok(())
+    }
+
+    fn click(&self, css: &str) -> Result<(), Box<dyn std::error::Error>> {
+        let element = self.element(css)?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/click"),
+            Some(&serde_json::json!({})),
+        )?;
+        Ok(())
+    }
+
+    /// Waits until the page's source contains `needle`; the source.
+    fn wait_for(
+        &self,
+        needle: &str,
+        limit: Duration,
+    ) -> Result<String, Box<dyn std::error::Error>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let source = self.source()?;
+            if source.contains(needle) {
+                return Ok(source);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("'{needle}' never appeared:\n{source}").into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn screenshot(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+        use base64::Engine;
+        let png = self.call(reqwest::Method::GET, "/screenshot", None)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().ok_or("no screenshot")?)?;
+        std::fs::write(path, bytes)?;
+        Ok(())
+    }
+
+    /// The browser's console messages so far (warnings and errors).
+    fn console_problems(&self) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let log = self.call(
+            reqwest::Method::POST,
+            "/se/log",
+            Some(&serde_json::json!({"type": "browser"})),
+        )?;
+        Ok(log
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| e["level"] != "INFO" && e["level"] != "DEBUG")
+                    .map(|e| e["message"].to_string())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// The platform's pages of `kiln serve` driven in headless Chromium over
+/// WebDriver, as a researcher uses them: a CSV uploaded from the upload
+/// form, a generate job started from its generated form, the job's page
+/// following the job live until its result, the result's preview; no
+/// console errors; screenshots.
+#[test]
+fn researchers_upload_and_run_jobs_in_a_real_browser() -> TestResult {
+    let (Some(chromium), Some(chromedriver)) = (ui_tool("chromium"), ui_tool("chromedriver"))
+    else {
+        return Ok(());
+    };
+    let dir = tempdir("browser");
+    let server = start_serve(
+        &dir,
+        &format!("sqlite:{}/serve.sqlite", dir.display()),
+        "serve.log",
+    )?;
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    std::fs::create_dir_all(&shots)?;
+    let browser = WebDriver::start(&chromedriver, &chromium, &dir.join("profile"))?;
+
+    let csv = dir.join("readings.csv");
+    std::fs::write(&csv, "device,rsrp\na,-95.5\nb,-101\nc,-87.25\n")?;
+    browser.open(&format!("{}/datasets", server.base))?;
+    browser.type_into("#upload-name", "readings")?;
+    browser.type_into("#upload-file", &csv.display().to_string())?;
+    browser.click("form.upload button")?;
+    let dataset = browser.wait_for("Dataset readings", Duration::from_secs(30))?;
+    assert!(
+        dataset.contains("3 rows") && dataset.contains("-87.25"),
+        "{dataset}"
+    );
+    browser.screenshot(&shots.join("dataset.png"))?;
+
+    browser.open(&format!("{}/jobs/new/generate", server.base))?;
+    browser.type_into(
+        "#field-rules",
+        "name: t\nentity: { column: device_id, mean_rows: 50, sigma: 0.5 }\ncolumns:\n  - name: sample_id\n    gen: { unique_id: { start: 1 } }\n",
+    )?;
+    browser.type_into("#field-rows", "20000")?;
+    browser.click("#field-format option[value=csv]")?;
+    browser.screenshot(&shots.join("job-form.png"))?;
+    browser.click("form.job button")?;
+    // The job's page, reloaded by its live stream until the job is done.
+    let job = browser.wait_for("class=\"state state-succeeded\"", Duration::from_secs(120))?;
+    assert!(browser.url()?.contains("/jobs/"), "{job}");
+    browser.screenshot(&shots.join("job.png"))?;
+    browser.click("a[href^=\"/datasets/\"]")?;
+    let result = browser.wait_for("Preview (20 random rows)", Duration::from_secs(30))?;
+    assert!(
+        result.contains("20000 rows") && result.contains("sample_id"),
+        "{result}"
+    );
+    browser.screenshot(&shots.join("job-result.png"))?;
+    let problems = browser.console_problems()?;
+    assert!(problems.is_empty(), "console: {problems:?}");
+    drop(server);
+    Ok(())
+}

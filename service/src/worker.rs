@@ -8,6 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// The kinds of a job's events, as its event stream names them.
+pub const EVENT_KINDS: [&str; 8] = [
+    "queued",
+    "started",
+    "result",
+    "succeeded",
+    "failed",
+    "retry",
+    "cancelled",
+    "timed_out",
+];
+
 /// How the workers behave.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {

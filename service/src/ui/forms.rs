@@ -90,7 +90,8 @@ fn type_of(schema: &Value) -> Option<&str> {
     }
 }
 
-/// The fields of a parameter schema, in the schema's order.
+/// The fields of a parameter schema: the required ones first, each group
+/// in the schema's order.
 pub fn fields(schema: &Value) -> Vec<Field> {
     let required: Vec<&str> = schema
         .get("required")
@@ -100,7 +101,7 @@ pub fn fields(schema: &Value) -> Vec<Field> {
     let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) else {
         return Vec::new();
     };
-    properties
+    let mut fields: Vec<Field> = properties
         .iter()
         .map(|(name, property)| {
             let resolved = resolve(schema, property);
@@ -127,7 +128,9 @@ pub fn fields(schema: &Value) -> Vec<Field> {
                 default: property.get("default").cloned(),
             }
         })
-        .collect()
+        .collect();
+    fields.sort_by_key(|f| !f.required);
+    fields
 }
 
 /// A field the form cannot turn into a parameter, and why.

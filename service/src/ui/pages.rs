@@ -37,6 +37,7 @@ td.diagonal { background: #eef5fb; }
 img.drift { max-width: 100%; border: 1px solid #eee; }
 .progress { color: #08519c; }
 form.job .field, form.upload .field { margin: 10px 0; }
+form.job .field label { display: block; }
 form.job textarea { font: 13px ui-monospace, monospace; width: 100%; max-width: 900px; }
 div.scroll { overflow-x: auto; }
 table.compact { width: auto; min-width: 320px; }
@@ -52,6 +53,8 @@ pub(crate) fn layout(title: &str, body: Markup) -> String {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · kiln" }
+                // No icon to fetch: nothing leaves for a missing favicon.
+                link rel="icon" href="data:,";
                 style { (PreEscaped(STYLE)) }
             }
             body {

@@ -213,11 +213,15 @@ async fn job_page(
             }
             @if !job.state.is_final() {
                 p.muted { "With JavaScript, this page follows the job." }
-                // Reloads on the first event after the ones shown.
+                // Reloads on the first event after the ones shown (the
+                // stream names each event by its kind).
                 script { (PreEscaped(format!(
                     "let seen = 0;\nconst s = new EventSource('/api/v1/jobs/{}/events/stream');\n\
-                     s.onmessage = () => {{ if (++seen > {}) location.reload(); }};",
-                    job.id, events.len()
+                     const next = () => {{ if (++seen > {}) location.reload(); }};\n\
+                     for (const kind of {}) s.addEventListener(kind, next);",
+                    job.id,
+                    events.len(),
+                    serde_json::json!(crate::worker::EVENT_KINDS)
                 ))) }
             }
             h2 { "Parameters" }
