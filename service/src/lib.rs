@@ -16,7 +16,8 @@
 //!   that lease, run, heartbeat, retry, time out and cancel jobs;
 //! * [`client`]: the HTTP client behind `kiln jobs` and `kiln datasets`;
 //! * [`ui`]: the web pages over the runs in the lake and `/metrics`
-//!   (`kiln ui`, the history server).
+//!   (`kiln ui`, the history server), and in `kiln serve` the platform's
+//!   datasets and jobs pages with the browser sign-in.
 //!
 //! Nothing below this crate knows HTTP: jobs call the same functions as
 //! `kiln generate` and `kiln submit`.
