@@ -2367,6 +2367,19 @@ processing_tasks:
         only_ui.contains(&good_id) && !only_ui.contains(&format!("/runs/{bad_id}")),
         "{only_ui}"
     );
+    // The time window: a day long ago shows nothing; a bad day is a 400.
+    let (_, old) = get("/?since=2000-01-01&until=2000-01-02")?;
+    assert!(
+        old.contains("No run matches.") && !old.contains(&good_id),
+        "{old}"
+    );
+    let today = Command::new("date").args(["-u", "+%Y-%m-%d"]).output()?;
+    let today = String::from_utf8_lossy(&today.stdout).trim().to_string();
+    let (_, recent) = get(&format!("/?since=2000-01-01&until={today}"))?;
+    assert!(recent.contains(&good_id), "{recent}");
+    let (status, page) = get("/?since=yesterday")?;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("write it as YYYY-MM-DD"), "{page}");
     let (status, page) = get("/?state=bogus")?;
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("use running, succeeded or failed"), "{page}");
@@ -2481,8 +2494,10 @@ processing_tasks:
     let report = json_file(&lake.join("models/indoor_outdoor/v1/report.json"))?;
     let winner = report["winner"].as_str().ok_or("no winner")?;
     assert!(train.contains(&format!("{winner} ★")), "{train}");
+    let trained_by = format!("href=\"/runs/{demo_id}/tasks/train\"");
     for needle in [
         "models/indoor_outdoor/",
+        trained_by.as_str(),
         winner,
         "areaUnderROC",
         "champion (deployed)",

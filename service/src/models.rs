@@ -26,6 +26,10 @@ pub struct ModelVersion {
     /// Rows, columns and checksum of the training data.
     pub training_fingerprint: Option<String>,
     pub kiln_version: Option<String>,
+    /// Where it came from: `created`, `run_id`, `pipeline`, `task` and
+    /// `triggered_by` (the drift that started its training), when recorded.
+    #[schema(value_type = Option<Object>)]
+    pub lineage: Option<kiln_models::model::Lineage>,
 }
 
 /// A model repository.
@@ -127,7 +131,13 @@ async fn describe(repo: &ArtifactRepo, version: u64) -> ModelVersion {
         metrics: BTreeMap::new(),
         training_fingerprint: None,
         kiln_version: None,
+        lineage: None,
     };
+    if let Ok(bytes) = repo.read(version, kiln_models::model::LINEAGE_FILE).await {
+        v.lineage = serde_json::from_slice(&bytes)
+            .map_err(|e| tracing::warn!("{}: unreadable lineage: {e}", repo.url(version, "")))
+            .ok();
+    }
     if let Ok(bytes) = repo.read(version, "model.json").await {
         match serde_json::from_slice::<ArtifactSummary>(&bytes) {
             Ok(s) => {

@@ -280,6 +280,57 @@ pub fn bars(values: &[(String, f64)]) -> Markup {
     }
 }
 
+/// A metric across a repository's versions: one point per version, the
+/// y axis fitted to the values.
+pub fn trend(metric: &str, points: &[(u64, f64)]) -> Markup {
+    const W: f64 = 420.0;
+    const H: f64 = 180.0;
+    const M: f64 = 40.0;
+    let finite: Vec<(u64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(_, v)| v.is_finite())
+        .collect();
+    let (lo, hi) = finite
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, v)| {
+            (lo.min(*v), hi.max(*v))
+        });
+    let pad = ((hi - lo) * 0.1).max(1e-3);
+    let (lo, hi) = (lo - pad, hi + pad);
+    let n = finite.len().max(2) as f64 - 1.0;
+    let x = |i: usize| M + i as f64 / n * (W - 2.0 * M);
+    let y = |v: f64| H - M + (lo - v) / (hi - lo) * (H - 2.0 * M);
+    let path: String = finite
+        .iter()
+        .enumerate()
+        .map(|(i, (_, v))| {
+            format!(
+                "{}{:.1},{:.1}",
+                if i == 0 { "M" } else { " L" },
+                x(i),
+                y(*v)
+            )
+        })
+        .collect();
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" class="trend" width=(W) height=(H)
+            viewBox=(format!("0 0 {W} {H}")) role="img" aria-label=(format!("{metric} by version")) {
+            text x=(W / 2.0) y="16" text-anchor="middle" { (metric) " by version" }
+            rect x=(M) y=(M) width=(W - 2.0 * M) height=(H - 2.0 * M) fill="none" stroke="#ccc" {}
+            text x=(M - 4.0) y=(M + 4.0) text-anchor="end" class="tick" { (format!("{hi:.3}")) }
+            text x=(M - 4.0) y=(H - M + 4.0) text-anchor="end" class="tick" { (format!("{lo:.3}")) }
+            path d=(path) fill="none" stroke=(SERIES[0]) stroke-width="2" {}
+            @for (i, (version, v)) in finite.iter().enumerate() {
+                circle.point cx=(x(i)) cy=(y(*v)) r="3.5" fill=(SERIES[0]) {
+                    title { "v" (version) ": " (format!("{v:.4}")) }
+                }
+                text x=(x(i)) y=(H - M + 14.0) text-anchor="middle" class="tick" { "v" (version) }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -182,6 +182,12 @@ pub struct RunsQuery {
     pub pipeline: String,
     #[serde(default)]
     pub state: String,
+    /// Runs started on or after this day (`YYYY-MM-DD`, UTC).
+    #[serde(default)]
+    pub since: String,
+    /// Runs started on or before this day (`YYYY-MM-DD`, UTC).
+    #[serde(default)]
+    pub until: String,
     #[serde(default)]
     pub page: Option<usize>,
 }
@@ -190,6 +196,32 @@ pub struct RunsQuery {
 pub const PAGE_SIZE: usize = 50;
 
 impl RunsQuery {
+    /// The start-time window `[since, until + 1 day)` in milliseconds.
+    fn window(&self) -> std::result::Result<(i64, i64), PageError> {
+        let day = |name: &str, text: &str, end: bool| -> std::result::Result<i64, PageError> {
+            if text.is_empty() {
+                return Ok(if end { i64::MAX } else { i64::MIN });
+            }
+            let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+                PageError::bad_request(format!(
+                    "{name} '{text}' is not a day: write it as YYYY-MM-DD"
+                ))
+            })?;
+            let date = if end {
+                date.succ_opt().unwrap_or(date)
+            } else {
+                date
+            };
+            Ok(date
+                .and_hms_opt(0, 0, 0)
+                .map_or(0, |t| t.and_utc().timestamp_millis()))
+        };
+        Ok((
+            day("since", &self.since, false)?,
+            day("until", &self.until, true)?,
+        ))
+    }
+
     fn state(&self) -> std::result::Result<Option<RunState>, PageError> {
         if self.state.is_empty() {
             return Ok(None);
@@ -212,6 +244,7 @@ async fn runs_page(
     Query(query): Query<RunsQuery>,
 ) -> std::result::Result<Html<String>, PageError> {
     let state = query.state()?;
+    let (since, until) = query.window()?;
     let runs = ui.runs.list(&ui.session, &ui.lake).await?;
     let mut pipelines: Vec<&str> = runs.iter().map(|r| r.pipeline.as_str()).collect();
     pipelines.sort_unstable();
@@ -221,6 +254,7 @@ async fn runs_page(
         .map(|r| r.as_ref())
         .filter(|r| query.pipeline.is_empty() || r.pipeline == query.pipeline)
         .filter(|r| state.is_none_or(|s| r.state == s))
+        .filter(|r| (since..until).contains(&r.start_ms))
         .collect();
     let pages = selected.len().div_ceil(PAGE_SIZE).max(1);
     let page = query.page.unwrap_or(1);

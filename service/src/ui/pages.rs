@@ -127,6 +127,8 @@ fn page_link(query: &RunsQuery, page: usize) -> String {
     url.query_pairs_mut()
         .append_pair("pipeline", &query.pipeline)
         .append_pair("state", &query.state)
+        .append_pair("since", &query.since)
+        .append_pair("until", &query.until)
         .append_pair("page", &page.to_string());
     format!("/?{}", url.query().unwrap_or_default())
 }
@@ -153,6 +155,12 @@ pub fn runs_page(view: &RunsView<'_>) -> String {
                             option value=(s.as_str()) selected[s.as_str() == view.query.state] { (s.as_str()) }
                         }
                     }
+                }
+                label { "Started from " br;
+                    input type="date" name="since" value=(view.query.since);
+                }
+                label { "to " br;
+                    input type="date" name="until" value=(view.query.until);
                 }
                 button type="submit" { "Filter" }
             }
@@ -300,6 +308,24 @@ pub fn run_page(run: &RunRecord, progress: Option<&ProgressFile>, outputs: &Outp
     )
 }
 
+/// The metric drawn across a repository's versions.
+const TREND_METRIC: &str = "areaUnderROC";
+
+/// Where a version came from: the training task's page, and the drift
+/// that started it.
+fn lineage(l: &kiln_models::model::Lineage) -> Markup {
+    html! {
+        @if let (Some(run), Some(task)) = (&l.run_id, &l.task) {
+            a href=(format!("/runs/{run}/tasks/{task}")) { (run) " / " (task) }
+        }
+        @if let Some(by) = &l.triggered_by {
+            @let (run, task) = by.split_once('/').unwrap_or((by.as_str(), ""));
+            br; "retrained after drift in " a href=(format!("/runs/{run}/tasks/{task}")) { (by) }
+        }
+        @if let Some(created) = &l.created { br; span.muted { (created) } }
+    }
+}
+
 /// The model repositories: each version's kind, estimator, test metrics
 /// (Spark's names) and training-data fingerprint; the latest marked.
 pub fn models_page(lake: &str, repositories: &[crate::models::ModelRepository]) -> String {
@@ -318,11 +344,15 @@ pub fn models_page(lake: &str, repositories: &[crate::models::ModelRepository]) 
             @if repositories.is_empty() { p { "No model repository in this lake yet." } }
             @for repo in repositories {
                 h2 { code { (repo.uri) } }
+                @let trend: Vec<(u64, f64)> = repo.versions.iter()
+                    .filter_map(|v| Some((v.version, *v.metrics.get(TREND_METRIC)?)))
+                    .collect();
+                @if trend.len() > 1 { (charts::trend(TREND_METRIC, &trend)) }
                 table {
                     thead { tr {
                         th { "Version" } th { "Kind" } th { "Estimator" }
                         @for m in &metric_names { th { (m) } }
-                        th { "Training data" } th { "kiln" }
+                        th { "Training data" } th { "Lineage" } th { "kiln" }
                     } }
                     tbody {
                         @for v in repo.versions.iter().rev() {
@@ -339,6 +369,7 @@ pub fn models_page(lake: &str, repositories: &[crate::models::ModelRepository]) 
                                     td.num { (v.metrics.get(*m).map(|x| format!("{x:.4}")).unwrap_or_default()) }
                                 }
                                 td { code { (v.training_fingerprint.as_deref().unwrap_or("")) } }
+                                td { @if let Some(l) = &v.lineage { (lineage(l)) } }
                                 td { (v.kiln_version.as_deref().unwrap_or("")) }
                             }
                         }
