@@ -3354,6 +3354,43 @@ fn researchers_upload_and_run_jobs_in_a_real_browser() -> TestResult {
         "{result}"
     );
     browser.screenshot(&shots.join("job-result.png"))?;
+
+    // A run in progress: its page shows the task's progress in place (no
+    // reload), then reloads into the finished run when it ends.
+    let live = format!(
+        "name: live\nstorage: {{root: {}/lake/}}\nprocessing_tasks:\n  - {{name: wait, classname: ShellCommand, initialization_parameters: {{command: [sleep, \"4\"]}}}}\n",
+        dir.display()
+    );
+    std::fs::write(dir.join("live.yaml"), live)?;
+    let mut running = kiln()
+        .args([
+            "submit",
+            "--master",
+            "local[1]",
+            "--run-id",
+            "live-in-browser",
+        ])
+        .arg(dir.join("live.yaml"))
+        .env("KILN_HOME", dir.join("home"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir
+        .join("lake/_kiln/runs/live-in-browser/events.jsonl")
+        .exists()
+    {
+        assert!(Instant::now() < deadline, "the live run never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    browser.open(&format!("{}/runs/live-in-browser", server.base))?;
+    let during = browser.wait_for("running sleep", Duration::from_secs(30))?;
+    assert!(during.contains("class=\"state state-running\""), "{during}");
+    browser.screenshot(&shots.join("live-run.png"))?;
+    let after = browser.wait_for("wait: succeeded", Duration::from_secs(60))?;
+    assert!(after.contains("class=\"state state-succeeded\""), "{after}");
+    assert!(running.wait()?.success());
+
     let problems = browser.console_problems()?;
     assert!(problems.is_empty(), "console: {problems:?}");
     drop(server);

@@ -142,10 +142,13 @@ const ROW_H: f64 = 26.0;
 
 /// The Gantt timeline: a row per task, a bar per attempt (retried attempts
 /// in orange, the back-off between them as a gap), skips from a resume as
-/// a marker at the time they were decided.
-pub fn timeline(run: &RunRecord) -> Markup {
+/// a marker at the time they were decided. `end_ms` is where the time axis
+/// ends: the run's last event, or now for a run still going (its running
+/// attempts' bars reach there).
+pub fn timeline(run: &RunRecord, end_ms: i64) -> Markup {
     let start = run.start_ms;
-    let span = (run.last_ms() - start).max(1) as f64;
+    let end_ms = end_ms.max(run.last_ms());
+    let span = (end_ms - start).max(1) as f64;
     let x = |ms: i64| LABEL_W + (ms - start) as f64 / span * PLOT_W;
     let height = 30.0 + run.tasks.len() as f64 * ROW_H;
     let width = LABEL_W + PLOT_W + 20.0;
@@ -164,7 +167,7 @@ pub fn timeline(run: &RunRecord) -> Markup {
                 @let y = 4.0 + row as f64 * ROW_H;
                 text x="4" y=(y + 15.0) class="lane" { (truncate(&task.name, 24)) }
                 @for (n, attempt) in task.attempts.iter().enumerate() {
-                    @let end = attempt.end_ms.unwrap_or(run.last_ms());
+                    @let end = attempt.end_ms.unwrap_or(end_ms);
                     @let (x0, x1) = (x(attempt.start_ms), x(end));
                     rect.attempt x=(x0) y=(y) width=((x1 - x0).max(2.0)) height=(ROW_H - 8.0)
                         fill=(outcome_color(&attempt.outcome)) stroke="#333" stroke-width="0.5" {
@@ -364,7 +367,7 @@ mod tests {
             "\n",
             r#"{"ts_ms":1000,"event":"task_succeeded","task":"b","attempts":2,"seconds":1.0,"rows_in":null,"rows_out":null,"summary":[]}"#,
         ));
-        let svg = timeline(&r).into_string();
+        let svg = timeline(&r, r.last_ms()).into_string();
         assert_eq!(svg.matches("<rect").count(), 2, "{svg}");
         assert!(svg.contains("retried: timed out"), "{svg}");
         assert!(svg.contains("skipped: checkpoint &lt;reused&gt;"), "{svg}");

@@ -263,7 +263,10 @@ pub fn run_page(run: &RunRecord, progress: Option<&ProgressFile>, outputs: &Outp
             h2 { "Task graph" }
             (charts::task_graph(run))
             h2 { "Timeline" }
-            (charts::timeline(run))
+            (charts::timeline(run, match run.state {
+                RunState::Running => chrono::Utc::now().timestamp_millis(),
+                _ => run.last_ms(),
+            }))
             h2 { "Tasks" }
             table {
                 thead { tr {
