@@ -49,6 +49,14 @@ pub struct ApiError {
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
 
 impl ApiError {
+    /// What a page shows: the detail, and the fix when there is one.
+    pub fn message(&self) -> String {
+        match &self.fix {
+            Some(fix) => format!("{} (fix: {fix})", self.detail),
+            None => self.detail.clone(),
+        }
+    }
+
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
         ApiError {
             status,

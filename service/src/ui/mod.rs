@@ -157,13 +157,9 @@ impl From<KilnError> for PageError {
 
 impl From<crate::problem::ApiError> for PageError {
     fn from(e: crate::problem::ApiError) -> Self {
-        let message = match e.fix {
-            Some(fix) => format!("{} (fix: {fix})", e.detail),
-            None => e.detail,
-        };
         PageError {
             status: e.status,
-            message,
+            message: e.message(),
         }
     }
 }

@@ -176,13 +176,7 @@ async fn submit_form(
     };
     match api::submit(&app, &who, job_type, params, time_limit).await {
         Ok(id) => Ok(Redirect::to(&format!("/jobs/{id}")).into_response()),
-        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
-            let mut message = e.detail.clone();
-            if let Some(fix) = &e.fix {
-                message.push_str(&format!(" (fix: {fix})"));
-            }
-            Ok(again(message))
-        }
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => Ok(again(e.message())),
         Err(e) => Err(e.into()),
     }
 }
@@ -309,13 +303,9 @@ async fn upload_form(
                 .datasets(Scope::Visible, &who.subject, LISTED, 0)
                 .await
                 .map_err(db_error)?;
-            let mut message = e.detail.clone();
-            if let Some(fix) = &e.fix {
-                message.push_str(&format!(" (fix: {fix})"));
-            }
             Ok((
                 e.status,
-                Html(datasets_markup(&who, &datasets, Some(&message))),
+                Html(datasets_markup(&who, &datasets, Some(&e.message()))),
             )
                 .into_response())
         }
