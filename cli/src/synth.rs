@@ -2,13 +2,14 @@
 //! `kiln_synth`.
 
 use crate::FormatArg;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use kiln_engine::io::{read_table, write_files};
 use kiln_engine::storage::parse_location;
 use kiln_engine::{KilnError, KilnSession, Master, Result};
 use kiln_synth::copula::sample::Sampler;
 use kiln_synth::copula::{
-    Conditions, CopulaParams, FitProgress, Reproduction, load_model, publish_model, write_sample,
+    Conditions, CopulaParams, DistributionKind, FitProgress, Reproduction, load_model,
+    publish_model, write_sample,
 };
 use kiln_synth::evaluate::{EvaluationParams, FilterParams, SdType, report_files, write_filtered};
 use std::collections::BTreeMap;
@@ -196,7 +197,7 @@ pub enum ReproduceCommand {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, ValueEnum)]
 pub enum ModelArg {
     /// Gaussian copula: empirical marginals joined by the correlation of
     /// normal scores.
@@ -206,6 +207,41 @@ pub enum ModelArg {
     /// pairs with the most mutual information.
     #[value(name = "chow_liu", alias = "chow-liu")]
     ChowLiu,
+}
+
+/// `--distribution`: how continuous columns are modelled.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DistributionArg {
+    Empirical,
+    Norm,
+    Truncnorm,
+    Uniform,
+    Lognorm,
+    Auto,
+}
+
+impl From<DistributionArg> for DistributionKind {
+    fn from(d: DistributionArg) -> Self {
+        match d {
+            DistributionArg::Empirical => DistributionKind::Empirical,
+            DistributionArg::Norm => DistributionKind::Norm,
+            DistributionArg::Truncnorm => DistributionKind::TruncNorm,
+            DistributionArg::Uniform => DistributionKind::Uniform,
+            DistributionArg::Lognorm => DistributionKind::LogNorm,
+            DistributionArg::Auto => DistributionKind::Auto,
+        }
+    }
+}
+
+/// `COLUMN=KIND` of `--column-distribution`.
+fn parse_distribution(text: &str) -> std::result::Result<(String, DistributionKind), String> {
+    let (column, kind) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not COLUMN=KIND"))?;
+    let kind = DistributionArg::from_str(kind, true).map_err(|_| {
+        format!("'{kind}' is not a distribution: use empirical, norm, truncnorm, uniform, lognorm or auto")
+    })?;
+    Ok((column.to_string(), kind.into()))
 }
 
 #[derive(Args)]
@@ -230,6 +266,15 @@ pub struct FitArgs {
     /// Rows in the uniform sample the quantiles come from.
     #[arg(long, default_value_t = 100_000)]
     sample_rows: usize,
+    /// How continuous columns are modelled: empirical quantiles, a
+    /// parametric fit, or auto (the fit closest to the data by the KS
+    /// statistic).
+    #[arg(long, value_enum, default_value = "empirical")]
+    distribution: DistributionArg,
+    /// One column's distribution, overriding --distribution:
+    /// COLUMN=empirical|norm|truncnorm|uniform|lognorm|auto (repeatable).
+    #[arg(long = "column-distribution", value_name = "COLUMN=KIND", value_parser = parse_distribution)]
+    column_distributions: Vec<(String, DistributionKind)>,
     /// Format of the input table.
     #[arg(long, value_enum, default_value = "parquet")]
     format: FormatArg,
@@ -313,6 +358,16 @@ fn describe_column(c: &kiln_synth::copula::CopulaColumn) -> String {
             quantiles[quantiles.len() - 1],
             quantiles[quantiles.len() / 2]
         ),
+        Marginal::Parametric {
+            null_rate,
+            distribution,
+            min,
+            max,
+        } => format!(
+            "{}, range {min} .. {max}, {}",
+            nulls(*null_rate),
+            serde_json::to_string(distribution).unwrap_or_default()
+        ),
         Marginal::Discrete {
             null_rate, values, ..
         } => format!(
@@ -363,6 +418,8 @@ async fn fit(args: FitArgs) -> Result<()> {
         sample_rows: args.sample_rows,
         types: type_map(args.types)?,
         ignore: args.ignore,
+        default_distribution: args.distribution.into(),
+        numerical_distributions: args.column_distributions.into_iter().collect(),
         ..CopulaParams::default()
     };
     let started = std::time::Instant::now();

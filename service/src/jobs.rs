@@ -183,6 +183,15 @@ pub struct ReproduceTrainParams {
     /// Columns not modelled.
     #[serde(default)]
     pub ignore: Vec<String>,
+    /// How continuous columns are modelled: empirical (default), norm,
+    /// truncnorm, uniform, lognorm or auto (the closest fit by KS).
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub default_distribution: kiln_synth::copula::DistributionKind,
+    /// The same per column.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub numerical_distributions: BTreeMap<String, kiln_synth::copula::DistributionKind>,
 }
 
 /// The generative model of a `reproduce-train` job.

@@ -100,6 +100,8 @@ pub async fn reproduce_train(
         seed: p.seed,
         types: p.types,
         ignore: p.ignore,
+        default_distribution: p.default_distribution,
+        numerical_distributions: p.numerical_distributions,
         ..CopulaParams::default()
     };
     let report = |f: kiln_synth::copula::FitProgress| {

@@ -10,7 +10,8 @@ use kiln_engine::io::{FileFormat, ParquetWriteOptions, write_files, write_table}
 use kiln_engine::{KilnError, Result};
 use kiln_synth::copula::sample::Sampler;
 use kiln_synth::copula::{
-    Conditions, CopulaParams, Reproduction, load_model, publish_model, write_sample,
+    Conditions, CopulaParams, DistributionKind, Reproduction, load_model, publish_model,
+    write_sample,
 };
 use kiln_synth::evaluate::{EvaluationParams, SdType, report_files};
 use kiln_synth::fusion::{FusionSpec, Input};
@@ -61,6 +62,14 @@ pub struct TrainingInit {
     /// More distinct text values than this is an error (default 10000).
     #[serde(default)]
     max_categories: Option<usize>,
+    /// How continuous columns are modelled: empirical (default), norm,
+    /// truncnorm, uniform, lognorm, or auto (the fit closest to the data
+    /// by the KS statistic; SDV's parameter of the same name).
+    #[serde(default)]
+    default_distribution: DistributionKind,
+    /// The same per column.
+    #[serde(default)]
+    numerical_distributions: BTreeMap<String, DistributionKind>,
 }
 
 impl TrainingInit {
@@ -74,6 +83,8 @@ impl TrainingInit {
             max_categories: self.max_categories.unwrap_or(d.max_categories),
             types: self.types.clone(),
             ignore: self.ignore.clone(),
+            default_distribution: self.default_distribution,
+            numerical_distributions: self.numerical_distributions.clone(),
         }
     }
 }

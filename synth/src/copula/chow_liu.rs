@@ -67,7 +67,9 @@ fn bin_edges(marginal: &Marginal) -> Vec<f64> {
         Marginal::Discrete { probabilities, .. } | Marginal::Categorical { probabilities, .. } => {
             probabilities.clone()
         }
-        Marginal::Continuous { .. } => vec![1.0 / CONTINUOUS_BINS as f64; CONTINUOUS_BINS],
+        Marginal::Continuous { .. } | Marginal::Parametric { .. } => {
+            vec![1.0 / CONTINUOUS_BINS as f64; CONTINUOUS_BINS]
+        }
         Marginal::Null => Vec::new(),
     };
     let keep = masses.len().min(MAX_BINS - 1);

@@ -15,6 +15,7 @@
 
 use super::linalg::{Matrix, nearest_definite};
 use super::marginal::{Marginal, Prepared};
+use super::parametric::{Distribution, DistributionKind};
 use super::{CopulaColumn, CopulaParams, FORMAT_VERSION, GaussianCopula, SourceInfo, normal};
 use crate::frame::{Metadata, SdType, append_numbers};
 use crate::mix;
@@ -209,6 +210,24 @@ pub(crate) async fn marginals(
     if columns.is_empty() {
         return Err(KilnError::config("no columns are left to model"));
     }
+    for name in params.numerical_distributions.keys() {
+        if !columns
+            .iter()
+            .any(|c| &c.name == name && c.sdtype.is_continuous())
+        {
+            let continuous: Vec<&str> = columns
+                .iter()
+                .filter(|c| c.sdtype.is_continuous())
+                .map(|c| c.name.as_str())
+                .collect();
+            return Err(KilnError::config_fix(
+                format!(
+                    "numerical_distributions names '{name}', which is not a numeric or datetime column of the table"
+                ),
+                format!("name one of: {}", continuous.join(", ")),
+            ));
+        }
+    }
     let mut stats: Vec<Stats> = columns
         .iter()
         .map(|c| match c.sdtype {
@@ -275,7 +294,8 @@ pub(crate) async fn marginals(
     shrink(&mut sample, params.sample_rows);
     for (c, st) in stats.into_iter().enumerate() {
         let k = continuous.iter().position(|&x| x == c);
-        columns[c].marginal = marginal(st, rows, k.map(|k| column_of(&sample, k)), params);
+        let sample = k.map(|k| column_of(&sample, k));
+        columns[c].marginal = marginal(st, rows, sample, &columns[c].name, params)?;
     }
     Ok(Marginals {
         columns,
@@ -524,8 +544,14 @@ fn accumulate(
     Ok(())
 }
 
-fn marginal(st: Stats, rows: u64, sample: Option<Vec<f64>>, params: &CopulaParams) -> Marginal {
-    match st {
+fn marginal(
+    st: Stats,
+    rows: u64,
+    sample: Option<Vec<f64>>,
+    name: &str,
+    params: &CopulaParams,
+) -> Result<Marginal> {
+    Ok(match st {
         Stats::Key => Marginal::Null,
         Stats::Numbers {
             nulls,
@@ -536,22 +562,49 @@ fn marginal(st: Stats, rows: u64, sample: Option<Vec<f64>>, params: &CopulaParam
         } => {
             let null_rate = nulls as f64 / rows as f64;
             if count == 0 {
-                return Marginal::Null;
+                return Ok(Marginal::Null);
             }
             if let Some(m) = distinct {
                 let mut values: Vec<(f64, u64)> =
                     m.into_iter().map(|(b, c)| (f64::from_bits(b), c)).collect();
                 values.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-                return Marginal::Discrete {
+                return Ok(Marginal::Discrete {
                     null_rate,
                     probabilities: values
                         .iter()
                         .map(|(_, c)| *c as f64 / count as f64)
                         .collect(),
                     values: values.into_iter().map(|(v, _)| v).collect(),
-                };
+                });
             }
             let sample = sample.unwrap_or_default();
+            let asked = params.numerical_distributions.get(name);
+            let kind = asked.copied().unwrap_or(params.default_distribution);
+            if kind != DistributionKind::Empirical {
+                match Distribution::fit(kind, &sample) {
+                    Some(distribution) => {
+                        return Ok(Marginal::Parametric {
+                            null_rate,
+                            distribution,
+                            min,
+                            max,
+                        });
+                    }
+                    // Asked for this column by name: say why it cannot be.
+                    None if asked.is_some() => {
+                        return Err(KilnError::data_fix(
+                            format!("column '{name}'"),
+                            format!(
+                                "a {} distribution cannot be fitted to it (constant, or not positive for lognorm)",
+                                serde_json::json!(kind).as_str().unwrap_or_default()
+                            ),
+                            "choose another distribution for it in numerical_distributions, or empirical",
+                        ));
+                    }
+                    // The default: the empirical quantiles, recorded as such.
+                    None => {}
+                }
+            }
             let m = params.quantiles.max(2);
             let mut quantiles: Vec<f64> = (0..m)
                 .map(|k| {
@@ -578,7 +631,7 @@ fn marginal(st: Stats, rows: u64, sample: Option<Vec<f64>>, params: &CopulaParam
         Stats::Categories { nulls, counts } => {
             let total: u64 = counts.values().sum();
             if total == 0 {
-                return Marginal::Null;
+                return Ok(Marginal::Null);
             }
             let mut counts: Vec<(String, u64)> = counts.into_iter().collect();
             counts.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -591,7 +644,7 @@ fn marginal(st: Stats, rows: u64, sample: Option<Vec<f64>>, params: &CopulaParam
                 categories: counts.into_iter().map(|(v, _)| v).collect(),
             }
         }
-    }
+    })
 }
 
 /// The unit-line interval of row `r`'s value.

@@ -7,8 +7,12 @@
 //! - `Discrete`: a numeric column with few distinct values, each with its
 //!   probability;
 //! - `Categorical`: categories (most frequent first) with their
-//!   probabilities, each owning an interval of the unit line.
+//!   probabilities, each owning an interval of the unit line;
+//! - `Parametric`: a fitted distribution ([`super::parametric`]) on the
+//!   observed `[min, max]`: the probability below `min` (above `max`) is a
+//!   mass at `min` (`max`), so samples keep the column's range.
 
+use super::parametric::Distribution;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +33,12 @@ pub enum Marginal {
         null_rate: f64,
         categories: Vec<String>,
         probabilities: Vec<f64>,
+    },
+    Parametric {
+        null_rate: f64,
+        distribution: Distribution,
+        min: f64,
+        max: f64,
     },
     /// Every value missing.
     Null,
@@ -53,7 +63,8 @@ impl Marginal {
         match self {
             Marginal::Continuous { null_rate, .. }
             | Marginal::Discrete { null_rate, .. }
-            | Marginal::Categorical { null_rate, .. } => *null_rate,
+            | Marginal::Categorical { null_rate, .. }
+            | Marginal::Parametric { null_rate, .. } => *null_rate,
             Marginal::Null => 1.0,
         }
     }
@@ -74,6 +85,12 @@ impl Marginal {
                 categories,
                 ..
             } => *null_rate == 0.0 && categories.len() <= 1,
+            Marginal::Parametric {
+                null_rate,
+                min,
+                max,
+                ..
+            } => *null_rate == 0.0 && min >= max,
             Marginal::Null => true,
         }
     }
@@ -152,6 +169,23 @@ impl Prepared<'_> {
                 let k = values.partition_point(|&v| v < x);
                 (values.get(k) == Some(&x)).then(|| (self.cum[k], self.cum[k + 1]))
             }
+            Marginal::Parametric {
+                null_rate,
+                distribution,
+                min,
+                max,
+            } => {
+                let scale = |v: f64| null_rate + (1.0 - null_rate) * v;
+                // The masses at the ends of the range.
+                if x <= *min {
+                    return Some((scale(0.0), scale(distribution.cdf(*min))));
+                }
+                if x >= *max {
+                    return Some((scale(distribution.cdf(*max)), scale(1.0)));
+                }
+                let u = scale(distribution.cdf(x));
+                Some((u, u))
+            }
             Marginal::Categorical { .. } | Marginal::Null => None,
         }
     }
@@ -183,6 +217,14 @@ impl Prepared<'_> {
                 let first = values.partition_point(|&v| v < lo);
                 let after = values.partition_point(|&v| v <= hi);
                 (first < after).then(|| (self.cum[first], self.cum[after]))
+            }
+            Marginal::Parametric { min, max, .. } => {
+                if hi < *min || lo > *max || lo > hi {
+                    return None;
+                }
+                let a = self.interval_of_number(lo.max(*min))?.0;
+                let b = self.interval_of_number(hi.min(*max))?.1;
+                Some((a, b))
             }
             Marginal::Categorical { .. } | Marginal::Null => None,
         }
@@ -217,6 +259,18 @@ impl Prepared<'_> {
                     .partition_point(|&c| c <= u)
                     .min(values.len() - 1);
                 Some(values[k])
+            }
+            Marginal::Parametric {
+                null_rate,
+                distribution,
+                min,
+                max,
+            } => {
+                if u < *null_rate {
+                    return None;
+                }
+                let v = ((u - null_rate) / (1.0 - null_rate)).clamp(0.0, 1.0);
+                Some(distribution.ppf(v).clamp(*min, *max))
             }
             Marginal::Categorical { .. } | Marginal::Null => None,
         }

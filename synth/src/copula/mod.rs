@@ -11,6 +11,7 @@ pub mod fit;
 pub mod linalg;
 pub mod marginal;
 pub mod normal;
+pub mod parametric;
 pub mod sample;
 
 #[cfg(test)]
@@ -24,6 +25,7 @@ use crate::frame::SdType;
 use kiln_engine::artifacts::ArtifactRepo;
 use kiln_engine::{KilnError, KilnSession, Result};
 use marginal::Marginal;
+pub use parametric::DistributionKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use url::Url;
@@ -52,6 +54,13 @@ pub struct CopulaParams {
     pub types: BTreeMap<String, SdType>,
     /// Columns not modelled (they are absent from samples).
     pub ignore: Vec<String>,
+    /// How continuous columns are modelled: `empirical` quantiles (the
+    /// default), a parametric fit (`norm`, `truncnorm`, `uniform`,
+    /// `lognorm`), or `auto`, the fit closest to the data by the KS
+    /// statistic. SDV's parameter of the same name.
+    pub default_distribution: DistributionKind,
+    /// The same per column, overriding the default.
+    pub numerical_distributions: BTreeMap<String, DistributionKind>,
 }
 
 impl Default for CopulaParams {
@@ -64,6 +73,8 @@ impl Default for CopulaParams {
             max_categories: 10_000,
             types: BTreeMap::new(),
             ignore: Vec::new(),
+            default_distribution: DistributionKind::Empirical,
+            numerical_distributions: BTreeMap::new(),
         }
     }
 }

@@ -330,6 +330,7 @@ impl Sampler {
         matches!(
             self.model.columns()[c].marginal,
             super::marginal::Marginal::Continuous { .. }
+                | super::marginal::Marginal::Parametric { .. }
         )
     }
 

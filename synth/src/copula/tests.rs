@@ -421,3 +421,86 @@ async fn chow_liu_tree_meets_conditions_and_keeps_more_pair_structure() {
     assert!(t > c + 0.1, "pair trends: tree {t}, copula {c}");
     assert!(q_tree.overall > q_copula.overall);
 }
+
+#[tokio::test]
+async fn parametric_marginals_keep_ranges_and_meet_conditions() {
+    let settings = CopulaParams {
+        default_distribution: DistributionKind::Auto,
+        numerical_distributions: [("rsrp".to_string(), DistributionKind::Norm)].into(),
+        ..params()
+    };
+    let model = fit(real().await, "generated_real", &settings, &|_| {})
+        .await
+        .expect("fit");
+    let parametric: Vec<(String, parametric::Distribution, f64, f64)> = model
+        .columns
+        .iter()
+        .filter_map(|c| match c.marginal {
+            Marginal::Parametric {
+                distribution,
+                min,
+                max,
+                ..
+            } => Some((c.name.clone(), distribution, min, max)),
+            _ => None,
+        })
+        .collect();
+    let rsrp = parametric
+        .iter()
+        .find(|(name, ..)| name == "rsrp")
+        .expect("rsrp is parametric");
+    assert!(
+        matches!(rsrp.1, parametric::Distribution::Norm { .. }),
+        "{rsrp:?}"
+    );
+    assert!(
+        parametric.len() >= 3,
+        "auto fits the continuous columns: {parametric:?}"
+    );
+    // Columns with few values stay exact.
+    assert!(
+        model
+            .columns
+            .iter()
+            .any(|c| matches!(c.marginal, Marginal::Discrete { .. }))
+    );
+
+    let model = Arc::new(Reproduction::GaussianCopula(model));
+    let batches = draw(&model, 5000, 3, None).expect("sample");
+    let sample = table_of(batches).await;
+    for (name, _, min, max) in &parametric {
+        let column = |n: &str| model.columns().iter().find(|c| c.name == n).cloned();
+        if column(name).is_some_and(|c| c.sdtype == SdType::Datetime) {
+            // Its bounds are numbers in its time unit; the clamp is the same.
+            continue;
+        }
+        let outside = count(sample.clone(), &format!("{name} < {min} OR {name} > {max}")).await;
+        assert_eq!(outside, 0, "{name} leaves [{min}, {max}]");
+    }
+    let rare = "rsrp BETWEEN -139 AND -135";
+    let batches = draw(&model, 2000, 4, Some(rare)).expect("conditional sample");
+    assert_eq!(rows(&batches), 2000);
+    let failing = count(table_of(batches).await, &format!("({rare}) IS NOT TRUE")).await;
+    assert_eq!(failing, 0);
+
+    // A column named but absent, or a family that cannot fit it: errors
+    // naming the column.
+    for (column, kind, needle) in [
+        (
+            "nope",
+            DistributionKind::Norm,
+            "numerical_distributions names 'nope'",
+        ),
+        ("rsrp", DistributionKind::LogNorm, "column 'rsrp'"),
+    ] {
+        let bad = CopulaParams {
+            numerical_distributions: [(column.to_string(), kind)].into(),
+            ..params()
+        };
+        let err = fit(real().await, "generated_real", &bad, &|_| {})
+            .await
+            .expect_err(column)
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+}
