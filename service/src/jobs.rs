@@ -274,6 +274,10 @@ pub struct EvaluateParams {
     /// A binary label column for usefulness.
     #[serde(default)]
     pub target: Option<String>,
+    /// Most rows read from each dataset; a larger one is evaluated on a
+    /// uniform sample of about this many (default 1000000).
+    #[serde(default)]
+    pub max_rows: Option<usize>,
 }
 
 /// A job's parameters, checked.

@@ -259,6 +259,7 @@ pub async fn evaluate(
         ignore: p.ignore,
         seed: p.seed,
         target: p.target,
+        max_rows: p.max_rows.unwrap_or(EvaluationParams::default().max_rows),
         ..EvaluationParams::default()
     };
     progress.set("evaluating", None);

@@ -208,16 +208,40 @@ pub struct Frame {
     pub rows: usize,
     pub columns: Vec<Values>,
     pub precision: Vec<Precision>,
+    /// The table's rows when `rows` is a sample of them.
+    pub sampled_from: Option<usize>,
 }
 
 /// Reads `df` into a [`Frame`] with the metadata's columns, coding discrete
 /// values with (and extending) `dictionaries`, one per column.
+///
+/// A table of more than `max_rows` rows is read as a uniform sample of
+/// about `max_rows` of them: the rows whose content hash falls below
+/// `max_rows / total` of the hash range, so the sample does not depend on
+/// file order or partitioning, and equal rows are kept or left together.
 pub async fn load(
     df: DataFrame,
     metadata: &Metadata,
     dictionaries: &mut [Dictionary],
     what: &str,
+    max_rows: Option<usize>,
 ) -> Result<Frame> {
+    let total = match max_rows {
+        Some(_) => Some(
+            df.clone()
+                .count()
+                .await
+                .map_err(|e| KilnError::execution(format!("counting the {what} table"), e))?,
+        ),
+        None => None,
+    };
+    // Rows kept: those with a content hash below this.
+    let keep_below = match (max_rows, total) {
+        (Some(cap), Some(total)) if total > cap => {
+            Some((cap as f64 / total as f64 * u64::MAX as f64) as u64)
+        }
+        _ => None,
+    };
     let mut columns: Vec<Values> = metadata
         .columns
         .iter()
@@ -251,6 +275,17 @@ pub async fn load(
         while let Some(batch) = stream.next().await {
             let batch =
                 batch.map_err(|e| KilnError::execution(format!("reading the {what} table"), e))?;
+            let batch = match keep_below {
+                Some(limit) => {
+                    let keep: arrow::array::BooleanArray = row_hashes(&batch, metadata, what)?
+                        .into_iter()
+                        .map(|h| Some(h < limit))
+                        .collect();
+                    arrow::compute::filter_record_batch(&batch, &keep)
+                        .map_err(|e| KilnError::internal(format!("sampling the {what} table"), e))?
+                }
+                None => batch,
+            };
             append(&batch, metadata, dictionaries, &mut columns, what)?;
             rows += batch.num_rows();
         }
@@ -259,7 +294,46 @@ pub async fn load(
         rows,
         columns,
         precision,
+        sampled_from: keep_below.and(total),
     })
+}
+
+/// A content hash of each row over the metadata's columns (numbers by
+/// value, everything else by its text), independent of batch boundaries.
+fn row_hashes(batch: &RecordBatch, metadata: &Metadata, what: &str) -> Result<Vec<u64>> {
+    let mut hashes = vec![0x9E37_79B9_7F4A_7C15u64; batch.num_rows()];
+    for (c, (name, sdtype)) in metadata.columns.iter().enumerate() {
+        let array = batch.column_by_name(name).ok_or_else(|| {
+            KilnError::data(
+                format!("the {what} table"),
+                format!("column '{name}' is missing"),
+            )
+        })?;
+        if sdtype.is_continuous() {
+            let mut numbers = Vec::with_capacity(array.len());
+            append_numbers(array, &mut numbers, name, what)?;
+            for (h, x) in hashes.iter_mut().zip(numbers) {
+                let bits = if x.is_nan() {
+                    u64::MAX
+                } else {
+                    (x + 0.0).to_bits()
+                };
+                *h = crate::mix(*h, bits, c as u64);
+            }
+        } else {
+            let text = cast(array, &DataType::Utf8).map_err(|e| cast_error(name, what, e))?;
+            let text = text.as_string::<i32>();
+            for (r, h) in hashes.iter_mut().enumerate() {
+                let v = if text.is_valid(r) {
+                    twox_hash::XxHash3_64::oneshot(text.value(r).as_bytes())
+                } else {
+                    u64::MAX - 1
+                };
+                *h = crate::mix(*h, v, c as u64);
+            }
+        }
+    }
+    Ok(hashes)
 }
 
 fn append(

@@ -272,10 +272,18 @@ pub struct EvaluationInit {
     /// real, with kiln's GBT).
     #[serde(default)]
     target: Option<String>,
+    /// Most rows read from each table; a larger one is evaluated on a
+    /// uniform sample of about this many (default 1000000).
+    #[serde(default = "default_max_rows")]
+    max_rows: usize,
 }
 
 fn default_privacy_rows() -> usize {
     EvaluationParams::default().privacy_rows
+}
+
+fn default_max_rows() -> usize {
+    EvaluationParams::default().max_rows
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -329,6 +337,7 @@ impl Task for SyntheticEvaluation {
                 privacy_rows: self.init.privacy_rows,
                 seed: self.init.seed,
                 target: self.init.target.clone(),
+                max_rows: self.init.max_rows,
             };
             ctx.progress.stage("evaluating");
             let (report, loaded) =

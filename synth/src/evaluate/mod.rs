@@ -42,6 +42,10 @@ pub struct EvaluationParams {
     /// A binary label column: usefulness trains kiln's GBT on the synthetic
     /// rows and tests it on real ones.
     pub target: Option<String>,
+    /// Largest number of rows read from each table: a larger table is
+    /// evaluated on a uniform sample of about this many rows (by content
+    /// hash, whatever the file order), and the report says so.
+    pub max_rows: usize,
 }
 
 impl Default for EvaluationParams {
@@ -52,6 +56,7 @@ impl Default for EvaluationParams {
             privacy_rows: 5_000,
             seed: 0,
             target: None,
+            max_rows: 1_000_000,
         }
     }
 }
@@ -63,6 +68,10 @@ pub struct Rows {
     pub synthetic: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holdout: Option<usize>,
+    /// The tables' sizes where the evaluation read a sample of them
+    /// (`max_rows`): `{"real": 38148040}`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sampled_from: BTreeMap<String, usize>,
 }
 
 /// The evaluation report (`report.json`). Scores are in [0, 1]; a score
@@ -160,7 +169,14 @@ pub async fn load(
         metadata.check_compatible(&real_schema, h.schema().as_arrow(), "holdout")?;
     }
     let mut dictionaries = vec![Dictionary::default(); metadata.columns.len()];
-    let real = frame::load(real, &metadata, &mut dictionaries, "real").await?;
+    if params.max_rows == 0 {
+        return Err(KilnError::config_fix(
+            "max_rows is 0",
+            "give the largest number of rows to read from each table (default 1000000)",
+        ));
+    }
+    let cap = Some(params.max_rows);
+    let real = frame::load(real, &metadata, &mut dictionaries, "real", cap).await?;
     if real.rows == 0 {
         return Err(KilnError::data_fix(
             "the real table",
@@ -168,7 +184,7 @@ pub async fn load(
             "evaluate against a real table with data",
         ));
     }
-    let synthetic = frame::load(synthetic, &metadata, &mut dictionaries, "synthetic").await?;
+    let synthetic = frame::load(synthetic, &metadata, &mut dictionaries, "synthetic", cap).await?;
     if synthetic.rows == 0 {
         return Err(KilnError::data_fix(
             "the synthetic table",
@@ -177,7 +193,7 @@ pub async fn load(
         ));
     }
     let holdout = match holdout {
-        Some(h) => Some(frame::load(h, &metadata, &mut dictionaries, "holdout").await?),
+        Some(h) => Some(frame::load(h, &metadata, &mut dictionaries, "holdout", cap).await?),
         None => None,
     };
     Ok(Loaded {
@@ -210,6 +226,11 @@ pub fn evaluate_loaded(loaded: &Loaded, params: &EvaluationParams) -> Result<Rep
             real: real.rows,
             synthetic: synthetic.rows,
             holdout: holdout.map(|h| h.rows),
+            sampled_from: [("real", &loaded.real), ("synthetic", &loaded.synthetic)]
+                .into_iter()
+                .chain(loaded.holdout.as_ref().map(|h| ("holdout", h)))
+                .filter_map(|(name, f)| Some((name.to_string(), f.sampled_from?)))
+                .collect(),
         },
         metadata: loaded.metadata.to_sdv_json(),
         quality: quality::quality(real, synthetic),

@@ -419,3 +419,75 @@ async fn usefulness_trains_on_synthetic_and_tests_on_real() {
         "{json}"
     );
 }
+
+/// A table above `max_rows` is evaluated on a uniform sample of about that
+/// many rows, the same sample whatever the partitioning, with scores close
+/// to the whole table's; the report says which tables were sampled.
+#[tokio::test]
+async fn large_tables_are_evaluated_on_a_uniform_sample() {
+    let ctx = SessionContext::new();
+    let whole = EvaluationParams {
+        types: [("sample_id".to_string(), SdType::Id)].into(),
+        privacy_rows: 500,
+        ..EvaluationParams::default()
+    };
+    let capped = EvaluationParams {
+        max_rows: 1500,
+        ..whole.clone()
+    };
+    let run = |params: EvaluationParams, partitions: usize| {
+        let ctx = ctx.clone();
+        async move {
+            let real = parquet(&ctx, "generated_real.parquet")
+                .await
+                .repartition(datafusion::logical_expr::Partitioning::RoundRobinBatch(
+                    partitions,
+                ))
+                .expect("repartition");
+            let synthetic = parquet(&ctx, "generated_perturbed.parquet").await;
+            evaluate(real, synthetic, None, &params)
+                .await
+                .expect("evaluation")
+                .0
+        }
+    };
+    let full = run(whole, 1).await;
+    assert!(full.rows.sampled_from.is_empty(), "{:?}", full.rows);
+    let one = run(capped.clone(), 1).await;
+    let four = run(capped, 4).await;
+    assert_eq!(one.rows.sampled_from.get("real"), Some(&full.rows.real));
+    assert!(
+        (1200..=1800).contains(&one.rows.real),
+        "about 1500 of {} rows: {}",
+        full.rows.real,
+        one.rows.real
+    );
+    // The same rows, whatever the partitioning.
+    assert_eq!(one.rows.real, four.rows.real);
+    assert_eq!(one.quality.column_shapes, four.quality.column_shapes);
+    let (sampled, all) = (
+        one.quality.overall.expect("score"),
+        full.quality.overall.expect("score"),
+    );
+    assert!(
+        (sampled - all).abs() < 0.03,
+        "sample {sampled} vs all {all}"
+    );
+    let json = serde_json::to_value(&one).expect("json");
+    assert_eq!(json["rows"]["sampled_from"]["real"], full.rows.real);
+
+    let none = EvaluationParams {
+        max_rows: 0,
+        ..EvaluationParams::default()
+    };
+    let err = evaluate(
+        parquet(&ctx, "generated_real.parquet").await,
+        parquet(&ctx, "generated_perturbed.parquet").await,
+        None,
+        &none,
+    )
+    .await
+    .expect_err("max_rows 0")
+    .to_string();
+    assert!(err.contains("max_rows"), "{err}");
+}
