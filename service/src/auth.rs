@@ -118,17 +118,22 @@ impl OidcSettings {
 /// and other sites' forms do not send it.
 pub const TOKEN_COOKIE: &str = "kiln_token";
 
-/// The access token of the `kiln_token` cookie in a `Cookie` header.
-pub fn token_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+/// The value of cookie `name` in a request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value)
         .filter(|v| !v.is_empty())
+}
+
+/// The access token of the `kiln_token` cookie.
+pub fn token_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    cookie(headers, TOKEN_COOKIE)
 }
 
 /// How requests are authenticated.

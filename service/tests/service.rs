@@ -1904,6 +1904,16 @@ async fn researchers_sign_in_upload_and_run_jobs_from_the_pages() {
     assert_eq!(location(&r), "/login?next=%2Fjobs");
     let r = browser.get(&server.url("/login?next=%2Fjobs")).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // The sign-in in progress travels in its own cookie (any replica can
+    // finish it).
+    let login_cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        login_cookie.starts_with("kiln_login=") && login_cookie.contains("HttpOnly"),
+        "{login_cookie}"
+    );
     let to_issuer = location(&r);
     assert!(to_issuer.starts_with(&format!("{}/protocol/openid-connect/auth?", issuer.url)));
     assert!(to_issuer.contains("code_challenge="), "{to_issuer}");
@@ -1913,6 +1923,10 @@ async fn researchers_sign_in_upload_and_run_jobs_from_the_pages() {
         callback.starts_with(&server.url("/auth/callback?code=")),
         "{callback}"
     );
+    // Without the sign-in's cookie (another browser), the callback fails.
+    let r = browser.get(&callback).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    browser.cookie = login_cookie.split(';').next().map(str::to_string);
     let r = browser.get(&callback).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&r), "/jobs");
@@ -1926,9 +1940,25 @@ async fn researchers_sign_in_upload_and_run_jobs_from_the_pages() {
         cookie.starts_with("kiln_token=") && cookie.contains("HttpOnly; SameSite=Lax"),
         "{cookie}"
     );
-    // A callback is good once.
+    let cleared: Vec<&str> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| c.to_str().ok())
+        .collect();
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.starts_with("kiln_login=;") && c.contains("Max-Age=0")),
+        "the sign-in's cookie is dropped: {cleared:?}"
+    );
+    // A callback is good once: the issuer's code is used up.
     let r = browser.get(&callback).await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        r.status().is_client_error() || r.status().is_server_error(),
+        "{}",
+        r.status()
+    );
     browser.cookie = cookie.split(';').next().map(str::to_string);
     let r = browser.get(&server.url("/jobs")).await;
     assert_eq!(r.status(), StatusCode::OK);

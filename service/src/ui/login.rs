@@ -6,37 +6,45 @@
 //! `/logout` drops it. Pages that need a sign-in send the browser to
 //! `/login` and back.
 //!
-//! A pending sign-in lives in this process for ten minutes: a replica
-//! that did not start it refuses its callback, and the user signs in
-//! again (sticky sessions avoid that).
+//! A pending sign-in (its `state`, PKCE verifier and the page to return
+//! to) travels in a short-lived `HttpOnly` cookie of its own, not in the
+//! process: the callback may reach any replica of the service.
 
 use crate::api::AppState;
-use crate::auth::{Auth, TOKEN_COOKIE};
+use crate::auth::{Auth, TOKEN_COOKIE, cookie};
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a sign-in may take at the issuer.
 const PENDING_FOR: Duration = Duration::from_secs(600);
-/// Most sign-ins pending at once (a flood of `/login` cannot grow memory).
-const MAX_PENDING: usize = 10_000;
 
+/// The cookie of a sign-in in progress.
+const LOGIN_COOKIE: &str = "kiln_login";
+
+/// A sign-in in progress: what the callback needs to finish it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Pending {
+    state: String,
     verifier: String,
     next: String,
-    started: Instant,
+    /// Seconds since the epoch when it started.
+    started: u64,
 }
 
-/// The sign-ins in progress and where the issuer sends browsers back.
+fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Where the issuer sends browsers back, and how cookies are set.
 pub struct Logins {
-    pending: Mutex<HashMap<String, Pending>>,
     /// `PUBLIC_URL/auth/callback`.
     redirect_uri: String,
     /// Cookies only over HTTPS when the public URL is HTTPS.
@@ -50,40 +58,37 @@ impl Logins {
             .join("auth/callback")
             .map_or_else(|_| format!("{public_url}auth/callback"), |u| u.to_string());
         Logins {
-            pending: Mutex::new(HashMap::new()),
             redirect_uri,
             secure: public_url.scheme() == "https",
         }
     }
 
-    fn start(&self, next: String) -> Option<(String, String)> {
-        let state = random_token();
-        let verifier = random_token();
-        let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
-        let mut pending = self.pending.lock().ok()?;
-        pending.retain(|_, p| p.started.elapsed() < PENDING_FOR);
-        if pending.len() >= MAX_PENDING {
-            return None;
-        }
-        pending.insert(
-            state.clone(),
-            Pending {
-                verifier,
-                next,
-                started: Instant::now(),
-            },
-        );
-        Some((state, challenge))
+    /// A new sign-in: its cookie value, `state` and PKCE challenge.
+    fn start(&self, next: String) -> (String, String, String) {
+        let pending = Pending {
+            state: random_token(),
+            verifier: random_token(),
+            next,
+            started: now_seconds(),
+        };
+        let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(pending.verifier.as_bytes()));
+        let value = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&pending).unwrap_or_default());
+        (value, pending.state, challenge)
     }
 
-    fn finish(&self, state: &str) -> Option<Pending> {
-        let pending = self.pending.lock().ok()?.remove(state)?;
-        (pending.started.elapsed() < PENDING_FOR).then_some(pending)
+    /// The sign-in of the login cookie in `headers`, if it is the one the
+    /// callback's `state` names and it is recent.
+    fn finish(&self, headers: &axum::http::HeaderMap, state: &str) -> Option<Pending> {
+        let value = cookie(headers, LOGIN_COOKIE)?;
+        let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
+        let pending: Pending = serde_json::from_slice(&bytes).ok()?;
+        let fresh = now_seconds().saturating_sub(pending.started) < PENDING_FOR.as_secs();
+        (fresh && pending.state == state).then_some(pending)
     }
 
-    fn cookie(&self, token: &str, max_age: u64) -> String {
+    fn cookie(&self, name: &str, value: &str, max_age: u64) -> String {
         format!(
-            "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+            "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
             if self.secure { "; Secure" } else { "" }
         )
     }
@@ -134,13 +139,7 @@ pub async fn login(State(app): State<AppState>, Query(q): Query<LoginQuery>) -> 
              sign in with a bearer token (kiln jobs --server, KILN_TOKEN) instead",
         );
     };
-    let Some((state, challenge)) = app.logins.start(next) else {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Sign-in unavailable",
-            "too many sign-ins are in progress: try again in a few minutes",
-        );
-    };
+    let (pending, state, challenge) = app.logins.start(next);
     let Ok(mut url) = url::Url::parse(&endpoints.authorization) else {
         return page(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -159,7 +158,18 @@ pub async fn login(State(app): State<AppState>, Query(q): Query<LoginQuery>) -> 
         .append_pair("state", &state)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
-    Redirect::to(url.as_str()).into_response()
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (
+                header::SET_COOKIE,
+                app.logins
+                    .cookie(LOGIN_COOKIE, &pending, PENDING_FOR.as_secs()),
+            ),
+            (header::LOCATION, url.to_string()),
+        ],
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,7 +193,11 @@ struct TokenResponse {
 
 /// `GET /auth/callback?code&state`: the code for a token, the token into
 /// the cookie, and back to the page the sign-in started from.
-pub async fn callback(State(app): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
+pub async fn callback(
+    State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
     let Auth::Oidc(verifier) = &app.auth else {
         return Redirect::to("/").into_response();
     };
@@ -207,11 +221,11 @@ pub async fn callback(State(app): State<AppState>, Query(q): Query<CallbackQuery
             "the callback has no code or state: start again at /login",
         );
     };
-    let Some(pending) = app.logins.finish(state) else {
+    let Some(pending) = app.logins.finish(&headers, state) else {
         return page(
             StatusCode::BAD_REQUEST,
             "Not signed in",
-            "this sign-in is unknown or took longer than ten minutes: start again at /login",
+            "this sign-in was not started in this browser, was already used, or took longer than ten minutes: start again at /login",
         );
     };
     let Some(endpoints) = verifier.login_endpoints() else {
@@ -265,17 +279,20 @@ pub async fn callback(State(app): State<AppState>, Query(q): Query<CallbackQuery
         );
     }
     let max_age = tokens.expires_in.unwrap_or(300);
-    (
-        StatusCode::SEE_OTHER,
-        [
-            (
-                header::SET_COOKIE,
-                app.logins.cookie(&tokens.access_token, max_age),
-            ),
-            (header::LOCATION, pending.next),
-        ],
-    )
-        .into_response()
+    let mut response = Redirect::to(&pending.next).into_response();
+    let headers = response.headers_mut();
+    for cookie in [
+        app.logins
+            .cookie(TOKEN_COOKIE, &tokens.access_token, max_age),
+        // The sign-in is used up.
+        app.logins.cookie(LOGIN_COOKIE, "", 0),
+    ] {
+        if let Ok(value) = cookie.parse() {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    response
 }
 
 /// `GET /logout`: drops the cookie.
@@ -283,7 +300,7 @@ pub async fn logout(State(app): State<AppState>) -> Response {
     (
         StatusCode::SEE_OTHER,
         [
-            (header::SET_COOKIE, app.logins.cookie("", 0)),
+            (header::SET_COOKIE, app.logins.cookie(TOKEN_COOKIE, "", 0)),
             (header::LOCATION, "/".to_string()),
         ],
     )
@@ -309,20 +326,45 @@ mod tests {
     }
 
     #[test]
-    fn a_sign_in_is_finished_once() {
+    fn a_sign_in_finishes_only_with_its_own_cookie_and_state() {
         let logins = Logins::new(&url::Url::parse("https://kiln.example/").expect("url"));
         assert_eq!(logins.redirect_uri, "https://kiln.example/auth/callback");
-        let (state, challenge) = logins.start("/jobs".into()).expect("started");
+        let (value, state, challenge) = logins.start("/jobs".into());
         assert_eq!(challenge.len(), 43, "base64url of a SHA-256");
-        let pending = logins.finish(&state).expect("pending");
+        let mut headers = axum::http::HeaderMap::new();
+        let with = |headers: &mut axum::http::HeaderMap, v: &str| {
+            headers.insert(
+                header::COOKIE,
+                format!("other=1; {LOGIN_COOKIE}={v}")
+                    .parse()
+                    .expect("header"),
+            );
+        };
+        with(&mut headers, &value);
+        let pending = logins.finish(&headers, &state).expect("pending");
         assert_eq!(pending.next, "/jobs");
         // The PKCE challenge is the verifier's digest.
         assert_eq!(
             URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(pending.verifier.as_bytes())),
             challenge
         );
-        assert!(logins.finish(&state).is_none(), "a state is used once");
-        assert!(logins.cookie("t", 60).contains("HttpOnly; SameSite=Lax"));
-        assert!(logins.cookie("t", 60).ends_with("; Secure"));
+        // Another state, another browser's cookie, a stale or forged one.
+        assert!(logins.finish(&headers, "forged").is_none());
+        assert!(
+            logins
+                .finish(&axum::http::HeaderMap::new(), &state)
+                .is_none()
+        );
+        let stale = Pending {
+            started: now_seconds() - PENDING_FOR.as_secs() - 1,
+            ..pending
+        };
+        with(
+            &mut headers,
+            &URL_SAFE_NO_PAD.encode(serde_json::to_vec(&stale).expect("json")),
+        );
+        assert!(logins.finish(&headers, &state).is_none());
+        let cookie = logins.cookie(TOKEN_COOKIE, "t", 60);
+        assert!(cookie.contains("HttpOnly; SameSite=Lax") && cookie.ends_with("; Secure"));
     }
 }
