@@ -1127,7 +1127,7 @@ pub async fn job_events(
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/events/stream", tag = "jobs",
     params(("id" = String, Path, description = "job id")), security(("bearer" = [])),
     responses(
-        (status = 200, description = "text/event-stream of JobEvent JSON", content_type = "text/event-stream"),
+        (status = 200, description = "text/event-stream: each JobEvent as JSON, named by its kind, and `progress` events ({stage, rows}) when the job's progress changes", content_type = "text/event-stream"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn job_event_stream(
@@ -1139,10 +1139,11 @@ pub async fn job_event_stream(
     visible_job(&state, &who, &id).await?;
     let store = state.store.clone();
     // Polls the database, so events of jobs running on another replica
-    // arrive too.
+    // arrive too; the job's progress (stage, rows) comes as `progress`
+    // events when it changes.
     let stream = futures::stream::unfold(
-        (store, id, 0i64, false),
-        |(store, id, after, done)| async move {
+        (store, id, 0i64, None::<String>, false),
+        |(store, id, after, shown, done)| async move {
             if done {
                 return None;
             }
@@ -1151,17 +1152,26 @@ pub async fn job_event_stream(
                 if !events.is_empty() {
                     let last = events.last().map_or(after, |e| e.seq);
                     let out = sse_events(&events);
-                    return Some((futures::stream::iter(out), (store, id, last, false)));
+                    return Some((futures::stream::iter(out), (store, id, last, shown, false)));
                 }
-                let ended = match store.job(&id).await {
-                    Ok(Some(j)) => j.state.is_final(),
-                    _ => true,
-                };
-                if ended {
+                let job = store.job(&id).await.ok().flatten();
+                let progress = job
+                    .as_ref()
+                    .and_then(|j| j.progress.as_ref())
+                    .and_then(|p| serde_json::to_string(p).ok());
+                if progress.is_some() && progress != shown {
+                    let data = progress.clone().unwrap_or_default();
+                    let out = vec![Ok(Event::default().event("progress").data(data))];
+                    return Some((
+                        futures::stream::iter(out),
+                        (store, id, after, progress, false),
+                    ));
+                }
+                if job.is_none_or(|j| j.state.is_final()) {
                     // One more read catches the final event.
                     let events = stream_events(&store, &id, after).await;
                     let out = sse_events(&events);
-                    return Some((futures::stream::iter(out), (store, id, after, true)));
+                    return Some((futures::stream::iter(out), (store, id, after, shown, true)));
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

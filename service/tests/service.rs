@@ -552,6 +552,11 @@ async fn generate_jobs_run_stream_events_cancel_time_out_and_refuse_bad_input() 
         .expect("the stream ends")
         .expect("text");
     assert!(text.contains("event: succeeded"), "{text}");
+    // The job's progress, as the web UI's job page follows it.
+    assert!(
+        text.contains("event: progress\ndata: {\"stage\":"),
+        "{text}"
+    );
 
     // A long job cancelled stops within 5 s; one over its limit times out.
     let r =

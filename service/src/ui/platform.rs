@@ -199,7 +199,10 @@ async fn job_page(
                 @if let Some(t) = job.finished_ms { ", finished " (utc(t)) }
                 ". Attempt " (job.attempts) " of " (job.max_attempts) "."
             }
-            @if let Some(p) = &job.progress { p.progress #job-progress { (progress_text(p)) } }
+            // Always there while the job runs: the live script fills it in.
+            @if job.progress.is_some() || !job.state.is_final() {
+                p.progress #job-progress { (job.progress.as_ref().map(progress_text).unwrap_or_default()) }
+            }
             @if let Some(error) = &job.error { p.error { (error) } }
             @if !job.outputs.is_empty() {
                 h2 { "Results" }
@@ -212,7 +215,12 @@ async fn job_page(
                 script { (PreEscaped(format!(
                     "let seen = 0;\nconst s = new EventSource('/api/v1/jobs/{}/events/stream');\n\
                      const next = () => {{ if (++seen > {}) location.reload(); }};\n\
-                     for (const kind of {}) s.addEventListener(kind, next);",
+                     for (const kind of {}) s.addEventListener(kind, next);\n\
+                     s.addEventListener('progress', e => {{\n\
+                       const p = JSON.parse(e.data);\n\
+                       const cell = document.getElementById('job-progress');\n\
+                       if (cell) cell.textContent = p.stage + (p.rows ? ' · ' + p.rows + ' rows' : '');\n\
+                     }});",
                     job.id,
                     events.len(),
                     serde_json::json!(crate::worker::EVENT_KINDS)
