@@ -3354,6 +3354,21 @@ fn researchers_upload_and_run_jobs_in_a_real_browser() -> TestResult {
         "{result}"
     );
     browser.screenshot(&shots.join("job-result.png"))?;
+    let generated = browser.url()?;
+    let generated = generated.rsplit('/').next().unwrap_or_default().to_string();
+
+    // An evaluate job whose datasets are picked from lists, not typed.
+    browser.open(&format!("{}/jobs/new/evaluate", server.base))?;
+    browser.click(&format!("#field-real option[value=\"{generated}\"]"))?;
+    browser.click(&format!("#field-synthetic option[value=\"{generated}\"]"))?;
+    browser.screenshot(&shots.join("evaluate-form.png"))?;
+    browser.click("form.job button")?;
+    let evaluated =
+        browser.wait_for("class=\"state state-succeeded\"", Duration::from_secs(120))?;
+    assert!(
+        evaluated.contains(&format!("\"real\": \"{generated}\"")),
+        "{evaluated}"
+    );
 
     // A run in progress: its page shows the task's progress in place (no
     // reload), then reloads into the finished run when it ends.

@@ -170,6 +170,7 @@ pub struct PipelineParams {
 #[schema(example = json!({"dataset": "3f2a…", "seed": 1, "types": {"sample_id": "id"}}))]
 pub struct ReproduceTrainParams {
     /// The dataset to imitate (its id).
+    #[schemars(extend("x-kiln" = "dataset"))]
     pub dataset: String,
     #[serde(default)]
     pub model: ReproductionKind,
@@ -222,6 +223,7 @@ pub enum ReproductionKind {
 #[schema(example = json!({"model_job": "9c1e…", "rows": 100000, "seed": 7, "where": "rsrp BETWEEN -140 AND -120"}))]
 pub struct ReproduceGenerateParams {
     /// The `reproduce-train` job whose model to sample.
+    #[schemars(extend("x-kiln" = "job:reproduce-train"))]
     pub model_job: String,
     pub rows: u64,
     #[serde(default)]
@@ -259,10 +261,13 @@ pub type FuseParams = kiln_synth::fusion::FusionSpec<FuseInput>;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"real": "a…", "synthetic": "b…", "types": {"sample_id": "id"}}))]
 pub struct EvaluateParams {
+    #[schemars(extend("x-kiln" = "dataset"))]
     pub real: String,
+    #[schemars(extend("x-kiln" = "dataset"))]
     pub synthetic: String,
     /// Real rows the synthesizer did not see.
     #[serde(default)]
+    #[schemars(extend("x-kiln" = "dataset"))]
     pub holdout: Option<String>,
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, String>)]

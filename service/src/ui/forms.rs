@@ -20,6 +20,21 @@ pub enum FieldKind {
     Choice(Vec<String>),
     /// Lists and maps, written as JSON.
     Json,
+    /// The id of one of the user's datasets (schema extension
+    /// `x-kiln: dataset`): picked from a list.
+    Dataset,
+    /// The id of one of the user's finished jobs of a type (`x-kiln:
+    /// job:TYPE`): picked from a list.
+    Job(String),
+}
+
+/// What the pickers offer: the user's datasets and finished jobs.
+#[derive(Debug, Clone, Default)]
+pub struct Choices {
+    /// (id, name).
+    pub datasets: Vec<(String, String)>,
+    /// (id, type, when it finished).
+    pub jobs: Vec<(String, String, String)>,
 }
 
 /// One parameter of a job form.
@@ -105,14 +120,21 @@ pub fn fields(schema: &Value) -> Vec<Field> {
         .iter()
         .map(|(name, property)| {
             let resolved = resolve(schema, property);
-            let kind = match (choices(resolved), type_of(resolved)) {
-                (Some(values), _) => FieldKind::Choice(values),
-                (None, Some("string")) if DOCUMENTS.contains(&name.as_str()) => FieldKind::Document,
-                (None, Some("string")) => FieldKind::Text,
-                (None, Some("integer")) => FieldKind::Integer,
-                (None, Some("number")) => FieldKind::Number,
-                (None, Some("boolean")) => FieldKind::Boolean,
-                _ => FieldKind::Json,
+            let picker = property.get("x-kiln").and_then(|k| k.as_str());
+            let kind = match (picker, choices(resolved), type_of(resolved)) {
+                (Some("dataset"), ..) => FieldKind::Dataset,
+                (Some(p), ..) if p.starts_with("job:") => FieldKind::Job(p[4..].to_string()),
+                (_, choice, kind) => match (choice, kind) {
+                    (Some(values), _) => FieldKind::Choice(values),
+                    (None, Some("string")) if DOCUMENTS.contains(&name.as_str()) => {
+                        FieldKind::Document
+                    }
+                    (None, Some("string")) => FieldKind::Text,
+                    (None, Some("integer")) => FieldKind::Integer,
+                    (None, Some("number")) => FieldKind::Number,
+                    (None, Some("boolean")) => FieldKind::Boolean,
+                    _ => FieldKind::Json,
+                },
             };
             let description = property
                 .get("description")
@@ -167,7 +189,9 @@ pub fn params(fields: &[Field], form: &[(String, String)]) -> Result<Value, Fiel
             message: format!("{} must be {what}, not '{text}'", field.name),
         };
         let value = match &field.kind {
-            FieldKind::Text | FieldKind::Document => Value::String(text.to_string()),
+            FieldKind::Text | FieldKind::Document | FieldKind::Dataset | FieldKind::Job(_) => {
+                Value::String(text.to_string())
+            }
             FieldKind::Integer => text
                 .parse::<i64>()
                 .map(Value::from)
@@ -200,8 +224,8 @@ pub fn params(fields: &[Field], form: &[(String, String)]) -> Result<Value, Fiel
 }
 
 /// The inputs of `fields`, filled with `values` (a re-shown form) or
-/// their defaults.
-pub fn inputs(fields: &[Field], values: &[(String, String)]) -> Markup {
+/// their defaults; pickers offer `choices`.
+pub fn inputs(fields: &[Field], values: &[(String, String)], choices: &Choices) -> Markup {
     let value_of = |field: &Field| -> String {
         match values.iter().find(|(k, _)| *k == field.name) {
             Some((_, v)) => v.clone(),
@@ -255,6 +279,22 @@ pub fn inputs(fields: &[Field], values: &[(String, String)]) -> Markup {
                     FieldKind::Text => {
                         input id=(id) name=(field.name) type="text" size="60" value=(value) required[field.required];
                     },
+                    FieldKind::Dataset => {
+                        select id=(id) name=(field.name) required[field.required] {
+                            @if !field.required { option value="" { "none" } }
+                            @for (dataset, name) in &choices.datasets {
+                                option value=(dataset) selected[*dataset == value] { (name) " (" (dataset) ")" }
+                            }
+                        }
+                    },
+                    FieldKind::Job(job_type) => {
+                        select id=(id) name=(field.name) required[field.required] {
+                            @if !field.required { option value="" { "none" } }
+                            @for (job, t, finished) in choices.jobs.iter().filter(|(_, t, _)| t == job_type) {
+                                option value=(job) selected[*job == value] { (t) " " (job) ", " (finished) }
+                            }
+                        }
+                    },
                 }
             }
         }
@@ -297,6 +337,24 @@ mod tests {
         assert_eq!(field(&fuse, "tolerance_seconds").kind, FieldKind::Number);
         let evaluate = fields(&JobType::Evaluate.params_schema());
         assert_eq!(field(&evaluate, "types").kind, FieldKind::Json);
+        assert_eq!(field(&evaluate, "real").kind, FieldKind::Dataset);
+        assert_eq!(field(&evaluate, "holdout").kind, FieldKind::Dataset);
+        assert!(!field(&evaluate, "holdout").required);
+        let sample = fields(&JobType::ReproduceGenerate.params_schema());
+        assert_eq!(
+            field(&sample, "model_job").kind,
+            FieldKind::Job("reproduce-train".into())
+        );
+        // A picker lists the user's datasets by name.
+        let choices = Choices {
+            datasets: vec![("d1".into(), "readings".into())],
+            jobs: vec![],
+        };
+        let html = inputs(&evaluate, &[], &choices).into_string();
+        assert!(
+            html.contains("<option value=\"d1\">readings (d1)</option>"),
+            "{html}"
+        );
     }
 
     #[test]

@@ -104,7 +104,41 @@ async fn job_types_page(who: Principal) -> Result<Html<String>, PageError> {
     )))
 }
 
-fn form_page(job_type: JobType, values: &[(String, String)], error: Option<&str>) -> String {
+/// The user's datasets and finished jobs, for the form's pickers.
+async fn choices(app: &AppState, who: &Principal) -> Result<forms::Choices, PageError> {
+    let datasets = app
+        .store
+        .datasets(Scope::Visible, &who.subject, LISTED, 0)
+        .await
+        .map_err(db_error)?;
+    let jobs = app
+        .store
+        .jobs(
+            Some(&who.subject),
+            Some(crate::store::JobState::Succeeded),
+            LISTED,
+            0,
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(forms::Choices {
+        datasets: datasets.into_iter().map(|d| (d.id, d.name)).collect(),
+        jobs: jobs
+            .into_iter()
+            .map(|j| {
+                let finished = j.finished_ms.map(utc).unwrap_or_default();
+                (j.id, j.job_type, finished)
+            })
+            .collect(),
+    })
+}
+
+fn form_page(
+    job_type: JobType,
+    values: &[(String, String)],
+    choices: &forms::Choices,
+    error: Option<&str>,
+) -> String {
     let fields = forms::fields(&job_type.params_schema());
     let time_limit = values
         .iter()
@@ -115,10 +149,10 @@ fn form_page(job_type: JobType, values: &[(String, String)], error: Option<&str>
         &format!("New {} job", job_type.as_str()),
         html! {
             h1 { "New " (job_type.as_str()) " job" }
-            p.muted { (job_type.description()) ". Dataset parameters take dataset ids (see " a href="/datasets" { "Datasets" } ")." }
+            p.muted { (job_type.description()) ". Datasets are picked from yours and those shared with you (" a href="/datasets" { "upload one" } ")." }
             @if let Some(error) = error { p.error #form-error { (error) } }
             form.job method="post" action=(format!("/jobs/new/{}", job_type.as_str())) {
-                (forms::inputs(&fields, values))
+                (forms::inputs(&fields, values, choices))
                 div.field {
                     label for="field-time_limit_seconds" { b { "time_limit_seconds" } }
                     div.muted { "The job's time limit (default: the server's)." }
@@ -135,11 +169,13 @@ fn job_type(text: &str) -> Result<JobType, PageError> {
 }
 
 async fn job_form(
+    State(app): State<AppState>,
     who: Principal,
     Path(type_name): Path<String>,
 ) -> Result<Html<String>, PageError> {
     who.require(Role::User)?;
-    Ok(Html(form_page(job_type(&type_name)?, &[], None)))
+    let choices = choices(&app, &who).await?;
+    Ok(Html(form_page(job_type(&type_name)?, &[], &choices, None)))
 }
 
 /// `POST /jobs/new/{type}`: the form's parameters checked like the API's,
@@ -151,10 +187,11 @@ async fn submit_form(
     Form(values): Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     let job_type = job_type(&type_name)?;
+    let choices = choices(&app, &who).await?;
     let again = |message: String| {
         (
             StatusCode::UNPROCESSABLE_ENTITY,
-            Html(form_page(job_type, &values, Some(&message))),
+            Html(form_page(job_type, &values, &choices, Some(&message))),
         )
             .into_response()
     };
