@@ -2469,6 +2469,10 @@ processing_tasks:
         let (status, page) = get(outside)?;
         assert_eq!(status, 404, "{outside}: {page}");
     }
+    // Jobs and datasets belong to `kiln serve`: the history server says so.
+    let (status, page) = get("/jobs")?;
+    assert_eq!(status, 404, "{page}");
+    assert!(page.contains("part of the job service"), "{page}");
     let (status, page) = get(&format!("/runs/{demo_id}/tasks/nope"))?;
     assert_eq!(status, 404, "{page}");
     assert!(page.contains("its tasks are generate_training"), "{page}");
