@@ -140,9 +140,11 @@ impl Server {
         // viewer role); a browser without a sign-in is sent to sign in.
         let viewer = axum::middleware::from_fn_with_state(state.clone(), api::require_viewer);
         let track = axum::middleware::from_fn_with_state(http.clone(), ui::metrics::track);
+        let refresh = axum::middleware::from_fn_with_state(state.clone(), ui::login::refresh);
         let pages = ui::router(pages)
             .merge(ui::platform::router(state.clone()).route_layer(track.clone()))
-            .layer(viewer);
+            .layer(viewer)
+            .layer(refresh);
         let login = axum::Router::new()
             .route("/login", axum::routing::get(ui::login::login))
             .route("/auth/callback", axum::routing::get(ui::login::callback))

@@ -899,6 +899,23 @@ impl Issuer {
                         let issuer = token_issuer.clone();
                         async move {
                             use sha2::Digest;
+                            let now = jsonwebtoken::get_current_timestamp();
+                            let claims = json!({"iss": issuer, "aud": "kiln", "sub": "alice", "exp": now + 600,
+                                "iat": now, "realm_access": {"roles": ["user"]}});
+                            let mut header = Header::new(Algorithm::RS256);
+                            header.kid = Some("k1".into());
+                            let token = jsonwebtoken::encode(&header, &claims, &signer).expect("sign");
+                            // A refresh token is good until used (rotated).
+                            if f.get("grant_type").map(String::as_str) == Some("refresh_token") {
+                                let known = codes.lock().expect("codes").remove(&f["refresh_token"]);
+                                if known.is_none() {
+                                    return (axum::http::StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"})));
+                                }
+                                let next = format!("refresh-{now}-{}", f["refresh_token"].len());
+                                codes.lock().expect("codes").insert(next.clone(), (String::new(), String::new()));
+                                return (axum::http::StatusCode::OK, axum::Json(json!({"access_token": token,
+                                    "expires_in": 600, "refresh_token": next, "refresh_expires_in": 1800})));
+                            }
                             let known = codes.lock().expect("codes").remove(&f["code"]);
                             let Some((challenge, redirect_uri)) = known else {
                                 return (axum::http::StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"})));
@@ -909,13 +926,9 @@ impl Issuer {
                             {
                                 return (axum::http::StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"})));
                             }
-                            let now = jsonwebtoken::get_current_timestamp();
-                            let claims = json!({"iss": issuer, "aud": "kiln", "sub": "alice", "exp": now + 600,
-                                "iat": now, "realm_access": {"roles": ["user"]}});
-                            let mut header = Header::new(Algorithm::RS256);
-                            header.kid = Some("k1".into());
-                            let token = jsonwebtoken::encode(&header, &claims, &signer).expect("sign");
-                            (axum::http::StatusCode::OK, axum::Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 600})))
+                            codes.lock().expect("codes").insert("refresh-first".into(), (String::new(), String::new()));
+                            (axum::http::StatusCode::OK, axum::Json(json!({"access_token": token, "token_type": "Bearer",
+                                "expires_in": 600, "refresh_token": "refresh-first", "refresh_expires_in": 1800})))
                         }
                     },
                 ),
@@ -1968,6 +1981,44 @@ async fn researchers_sign_in_upload_and_run_jobs_from_the_pages() {
     let r = browser.get(&server.url("/jobs")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.expect("page").contains("signed in as alice"));
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.starts_with("kiln_refresh=refresh-first;")),
+        "{cleared:?}"
+    );
+
+    // An expired access token with a refresh token: a new token before
+    // the request is handled (a form posted late is not lost).
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut old = issuer.claims("alice", &["user"]);
+    old["exp"] = json!(now - 120);
+    let expired = issuer.sign(&old);
+    let late = Browser {
+        cookie: Some(format!("kiln_token={expired}; kiln_refresh=refresh-first")),
+        ..Browser::new(&server.base)
+    };
+    let r = late.get(&server.url("/jobs")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let renewed: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| c.to_str().ok().map(str::to_string))
+        .collect();
+    assert!(
+        renewed
+            .iter()
+            .any(|c| c.starts_with("kiln_token=") && !c.starts_with("kiln_token=;"))
+            && renewed
+                .iter()
+                .any(|c| c.starts_with("kiln_refresh=refresh-")),
+        "{renewed:?}"
+    );
+    // A refresh token used up (rotated) or unknown: sent to sign in.
+    let r = late.get(&server.url("/jobs")).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(location(&r).starts_with("/login"), "{}", location(&r));
 
     // The generated form of a job type.
     let form = browser

@@ -189,6 +189,134 @@ struct TokenResponse {
     access_token: String,
     #[serde(default)]
     expires_in: Option<u64>,
+    /// Keycloak's refresh token: a new access token without a new sign-in.
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    refresh_expires_in: Option<u64>,
+}
+
+/// The cookie that keeps the refresh token (HttpOnly, like the token).
+const REFRESH_COOKIE: &str = "kiln_refresh";
+
+/// Asks the token endpoint for tokens with `grant` (an authorization code
+/// or a refresh token); the client's id and secret are added.
+async fn tokens(
+    verifier: &crate::auth::OidcVerifier,
+    grant: &[(&str, &str)],
+) -> Result<TokenResponse, String> {
+    let endpoints = verifier
+        .login_endpoints()
+        .ok_or("the issuer names no token endpoint")?;
+    let settings = verifier.settings();
+    let mut form: Vec<(&str, &str)> = grant.to_vec();
+    form.push(("client_id", settings.client_id.as_str()));
+    if let Some(secret) = &settings.client_secret {
+        form.push(("client_secret", secret.as_str()));
+    }
+    let response = verifier
+        .http()
+        .post(&endpoints.token)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the token endpoint: {e}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("the token endpoint answered {status}"));
+    }
+    response
+        .json::<TokenResponse>()
+        .await
+        .map_err(|e| format!("the token endpoint's answer has no access token: {e}"))
+}
+
+impl Logins {
+    /// The cookies that keep `tokens` in the browser.
+    fn token_cookies(&self, tokens: &TokenResponse) -> Vec<String> {
+        let mut cookies = vec![self.cookie(
+            TOKEN_COOKIE,
+            &tokens.access_token,
+            tokens.expires_in.unwrap_or(300),
+        )];
+        if let Some(refresh) = &tokens.refresh_token {
+            cookies.push(self.cookie(
+                REFRESH_COOKIE,
+                refresh,
+                tokens.refresh_expires_in.unwrap_or(1800),
+            ));
+        }
+        cookies
+    }
+}
+
+fn set_cookies(response: &mut Response, cookies: &[String]) {
+    for cookie in cookies {
+        if let Ok(value) = cookie.parse() {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+}
+
+/// Middleware of the pages: a browser whose access token expired (or is
+/// gone) but that still holds a refresh token gets a new access token
+/// before the page sees the request, and keeps it in its cookie; so a
+/// form posted after the token's few minutes is not lost. Without a
+/// usable refresh token, the request goes on as it came (and a page load
+/// is sent to sign in).
+pub async fn refresh(
+    State(app): State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Auth::Oidc(verifier) = &app.auth else {
+        return next.run(request).await;
+    };
+    let headers = request.headers();
+    let refresh_token = match (
+        headers.get(header::AUTHORIZATION),
+        cookie(headers, TOKEN_COOKIE),
+        cookie(headers, REFRESH_COOKIE),
+    ) {
+        (None, token, Some(refresh)) => {
+            let valid = match token {
+                Some(t) => verifier.verify(t).await.is_ok(),
+                None => false,
+            };
+            (!valid).then(|| refresh.to_string())
+        }
+        _ => None,
+    };
+    let Some(refresh_token) = refresh_token else {
+        return next.run(request).await;
+    };
+    let grant = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token.as_str()),
+    ];
+    let refreshed = match tokens(verifier, &grant).await {
+        Ok(t) if verifier.verify(&t.access_token).await.is_ok() => Some(t),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::info!("refreshing a sign-in: {e}");
+            None
+        }
+    };
+    match refreshed {
+        Some(t) => {
+            if let Ok(value) = format!("Bearer {}", t.access_token).parse() {
+                request.headers_mut().insert(header::AUTHORIZATION, value);
+            }
+            let mut response = next.run(request).await;
+            set_cookies(&mut response, &app.logins.token_cookies(&t));
+            response
+        }
+        None => {
+            let mut response = next.run(request).await;
+            set_cookies(&mut response, &[app.logins.cookie(REFRESH_COOKIE, "", 0)]);
+            response
+        }
+    }
 }
 
 /// `GET /auth/callback?code&state`: the code for a token, the token into
@@ -228,39 +356,14 @@ pub async fn callback(
             "this sign-in was not started in this browser, was already used, or took longer than ten minutes: start again at /login",
         );
     };
-    let Some(endpoints) = verifier.login_endpoints() else {
-        return Redirect::to("/login").into_response();
-    };
     let settings = verifier.settings();
-    let mut form = vec![
+    let grant = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
         ("redirect_uri", app.logins.redirect_uri.as_str()),
-        ("client_id", settings.client_id.as_str()),
         ("code_verifier", pending.verifier.as_str()),
     ];
-    if let Some(secret) = &settings.client_secret {
-        form.push(("client_secret", secret.as_str()));
-    }
-    let exchanged = async {
-        let response = verifier
-            .http()
-            .post(&endpoints.token)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the token endpoint: {e}"))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("the token endpoint answered {status}"));
-        }
-        response
-            .json::<TokenResponse>()
-            .await
-            .map_err(|e| format!("the token endpoint's answer has no access token: {e}"))
-    }
-    .await;
-    let tokens = match exchanged {
+    let tokens = match tokens(verifier, &grant).await {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!("sign-in: {e}");
@@ -278,33 +381,27 @@ pub async fn callback(
             ),
         );
     }
-    let max_age = tokens.expires_in.unwrap_or(300);
     let mut response = Redirect::to(&pending.next).into_response();
-    let headers = response.headers_mut();
-    for cookie in [
-        app.logins
-            .cookie(TOKEN_COOKIE, &tokens.access_token, max_age),
-        // The sign-in is used up.
-        app.logins.cookie(LOGIN_COOKIE, "", 0),
-    ] {
-        if let Ok(value) = cookie.parse() {
-            headers.append(header::SET_COOKIE, value);
-        }
-    }
+    let mut cookies = app.logins.token_cookies(&tokens);
+    // The sign-in is used up.
+    cookies.push(app.logins.cookie(LOGIN_COOKIE, "", 0));
+    set_cookies(&mut response, &cookies);
     *response.status_mut() = StatusCode::SEE_OTHER;
     response
 }
 
-/// `GET /logout`: drops the cookie.
+/// `GET /logout`: drops the cookies.
 pub async fn logout(State(app): State<AppState>) -> Response {
-    (
-        StatusCode::SEE_OTHER,
-        [
-            (header::SET_COOKIE, app.logins.cookie(TOKEN_COOKIE, "", 0)),
-            (header::LOCATION, "/".to_string()),
+    let mut response = Redirect::to("/").into_response();
+    set_cookies(
+        &mut response,
+        &[
+            app.logins.cookie(TOKEN_COOKIE, "", 0),
+            app.logins.cookie(REFRESH_COOKIE, "", 0),
         ],
-    )
-        .into_response()
+    );
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    response
 }
 
 #[cfg(test)]
