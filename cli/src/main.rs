@@ -396,7 +396,9 @@ struct SubmitArgs {
     /// Overrides the pipeline name.
     #[arg(long)]
     name: Option<String>,
-    /// key=value: kiln.storage.root=URI, or any DataFusion setting.
+    /// key=value: kiln.storage.root=URI, kiln.cluster.executor_wait_seconds=N
+    /// (how long a run waits for a cluster's first executor, default 120),
+    /// or any DataFusion setting.
     #[arg(long = "conf", value_name = "KEY=VALUE")]
     conf: Vec<String>,
     /// Run only this task, against existing upstream outputs.

@@ -1491,7 +1491,11 @@ impl FaultCluster {
         let started = Instant::now();
         loop {
             let body = http_get(self.port, "/readyz").unwrap_or_default();
-            if body.contains(&format!("{n} executors registered")) {
+            // "ready: N executors registered", or for none
+            // "not ready: 0/1 executors registered".
+            if body.contains(&format!("{n} executors registered"))
+                || body.contains(&format!(": {n}/"))
+            {
                 return Ok(());
             }
             if started.elapsed() > Duration::from_secs(90) {
@@ -1760,6 +1764,61 @@ fn cluster_survives_lost_executors_and_a_restarted_scheduler() -> TestResult {
     assert!(o.status.success(), "{}", stderr(&o));
     let reference = checksum(&local.join("extraction/inference"))?;
     assert_eq!(reference.0, 300_000);
+
+    // A cluster without executors: the run says it waits, then gives up
+    // with what to do (instead of waiting silently for ever); once an
+    // executor registers, the same run goes.
+    {
+        let mut empty = FaultCluster::start(&dir.join("empty"), 0)?;
+        let noop = dir.join("noop.yaml");
+        std::fs::write(
+            &noop,
+            format!(
+                "name: noop\nstorage: {{root: {}}}\nprocessing_tasks:\n  - {{name: a, classname: ShellCommand, initialization_parameters: {{command: [\"true\"]}}}}\n",
+                dir.join("empty-lake").display()
+            ),
+        )?;
+        let master = empty.master();
+        let run = |wait: &str| {
+            kiln()
+                .args(["submit", "--master", &master, "--conf"])
+                .arg(format!("kiln.cluster.executor_wait_seconds={wait}"))
+                .arg(&noop)
+                .env("KILN_HOME", dir.join("home"))
+                .output_bounded()
+        };
+        let o = run("2")?;
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("waiting for executors")
+                && err.contains("has no live executor after 2 s")
+                && err.contains("kiln executor --scheduler-host"),
+            "{err}"
+        );
+        empty.add_executor()?;
+        empty.wait_ready(1)?;
+        let o = run("60")?;
+        assert!(o.status.success(), "{}", stderr(&o));
+        // A misspelt kiln setting is a configuration error.
+        let o = kiln()
+            .args([
+                "submit",
+                "--master",
+                "local[1]",
+                "--conf",
+                "kiln.cluster.executor_wait=5",
+            ])
+            .arg(&noop)
+            .env("KILN_HOME", dir.join("home"))
+            .output_bounded()?;
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("did you mean kiln.cluster.executor_wait_seconds"),
+            "{err}"
+        );
+    }
 
     let undisturbed = {
         let cluster = FaultCluster::start(&dir.join("undisturbed"), 2)?;

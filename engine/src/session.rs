@@ -180,6 +180,93 @@ impl KilnSession {
     }
 }
 
+/// What a scheduler's `/readyz` says about its executors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutorReadiness {
+    /// This many executors are alive.
+    Ready(usize),
+    /// None yet; the scheduler's own words.
+    NotReady(String),
+    /// The scheduler has no readiness probe (another build of Ballista).
+    Unknown,
+}
+
+/// Asks the scheduler at `host:port` whether executors are alive (its
+/// `/readyz`, served on the gRPC port).
+pub async fn executor_readiness(host: &str, port: u16) -> Result<ExecutorReadiness> {
+    let url = format!("http://{host}:{port}/readyz");
+    let unreachable = |e: reqwest::Error| KilnError::Cluster {
+        message: format!("cannot ask the scheduler at df://{host}:{port} for its executors: {e}"),
+        fix: Some(format!(
+            "start one with `kiln scheduler --bind-port {port}` or correct --master"
+        )),
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(unreachable)?;
+    let response = client.get(&url).send().await.map_err(unreachable)?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(unreachable)?
+        .trim()
+        .to_string();
+    Ok(match status.as_u16() {
+        200 => ExecutorReadiness::Ready(
+            text.strip_prefix("ready: ")
+                .and_then(|t| t.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
+        ),
+        503 => ExecutorReadiness::NotReady(text),
+        _ => ExecutorReadiness::Unknown,
+    })
+}
+
+impl KilnSession {
+    /// Waits until the scheduler has a live executor, for at most
+    /// `patience`, saying every 10 s that it waits: a job submitted to a
+    /// cluster without executors would otherwise wait silently (Ballista
+    /// queues it for executors to come, as an autoscaler would add them).
+    /// A local session, or a scheduler without the probe, returns at once.
+    pub async fn wait_for_executors(&self, patience: Duration) -> Result<()> {
+        let Master::Ballista { host, port } = &self.master else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let mut told = Duration::ZERO;
+        loop {
+            match executor_readiness(host, *port).await? {
+                ExecutorReadiness::Ready(_) | ExecutorReadiness::Unknown => return Ok(()),
+                ExecutorReadiness::NotReady(said) => {
+                    let waited = started.elapsed();
+                    if waited >= patience {
+                        return Err(KilnError::Cluster {
+                            message: format!(
+                                "the scheduler at df://{host}:{port} has no live executor after {:.0} s ({said})",
+                                waited.as_secs_f64()
+                            ),
+                            fix: Some(format!(
+                                "start executors with `kiln executor --scheduler-host {host} --scheduler-port {port}`, or wait longer with --conf kiln.cluster.executor_wait_seconds=N"
+                            )),
+                        });
+                    }
+                    if waited >= told {
+                        eprintln!(
+                            "waiting for executors of df://{host}:{port} ({said}); giving up after {:.0} s",
+                            patience.as_secs_f64()
+                        );
+                        told = waited + Duration::from_secs(10);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
 async fn check_reachable(host: &str, port: u16) -> Result<()> {
     let addr = format!("{host}:{port}");
     let attempt = tokio::time::timeout(

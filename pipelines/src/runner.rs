@@ -244,8 +244,43 @@ pub async fn run_observed(
 }
 
 /// Connects to the master and applies the DataFusion `--conf` settings.
+/// How long a run waits for a cluster's first executor by default
+/// (`--conf kiln.cluster.executor_wait_seconds=N`).
+const EXECUTOR_WAIT_SECONDS: f64 = 120.0;
+
+/// kiln's own `--conf` keys (every other key is a DataFusion setting).
+pub const KILN_CONF_KEYS: [&str; 2] = ["kiln.storage.root", "kiln.cluster.executor_wait_seconds"];
+
 async fn connect(options: &RunOptions, extensions: &KilnExtensions) -> Result<KilnSession> {
+    for (k, _) in &options.conf {
+        if k.starts_with("kiln.") && !KILN_CONF_KEYS.contains(&k.as_str()) {
+            let hint = kiln_engine::suggest::closest(k, &KILN_CONF_KEYS)
+                .map(|n| format!("did you mean {n}? "))
+                .unwrap_or_default();
+            return Err(KilnError::config_fix(
+                format!("--conf {k}: kiln has no such setting"),
+                format!("{hint}kiln's settings are {}", KILN_CONF_KEYS.join(", ")),
+            ));
+        }
+    }
     let session = KilnSession::connect(&options.master, extensions).await?;
+    let key = "kiln.cluster.executor_wait_seconds";
+    let wait = match options.conf.iter().rev().find(|(k, _)| k == key) {
+        Some((_, v)) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .ok_or_else(|| {
+                KilnError::config_fix(
+                    format!("--conf {key}={v} is not a number of seconds"),
+                    format!("give e.g. --conf {key}=300"),
+                )
+            })?,
+        None => EXECUTOR_WAIT_SECONDS,
+    };
+    session
+        .wait_for_executors(Duration::from_secs_f64(wait))
+        .await?;
     for (k, v) in &options.conf {
         if !k.starts_with("kiln.") {
             session
