@@ -366,7 +366,8 @@ fn schema_mismatches_are_all_reported_and_runtime_errors_exit_1() -> TestResult 
     for n in [
         "training needs about",
         "memory_limit is 1.0 KiB",
-        "memory plan: binned sets",
+        "memory plan: process ",
+        " peak resident",
         "fix: raise memory_limit",
     ] {
         assert!(err.contains(n), "'{n}' not in:\n{err}");
@@ -385,7 +386,7 @@ fn schema_mismatches_are_all_reported_and_runtime_errors_exit_1() -> TestResult 
     let o = submit(&dir, "enough.yaml", &train("1GiB"), "local[2]")?;
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("memory plan: binned sets"), "{err}");
+    assert!(err.contains("memory plan: process "), "{err}");
 
     // An unreachable scheduler: exit 1, names the address and the fix.
     let o = submit(

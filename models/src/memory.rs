@@ -18,6 +18,11 @@ pub struct MemoryPlan {
     /// Working memory of the fits that run at once.
     pub fitting: u64,
     pub concurrent_fits: usize,
+    /// What the process holds already when the plan is made (its resident
+    /// set: the binary, the engine, the first pass's buffers), so the plan
+    /// speaks of the process's peak resident memory, the figure a
+    /// container limit or `memory_limit` is about.
+    pub process: u64,
 }
 
 impl MemoryPlan {
@@ -45,35 +50,52 @@ impl MemoryPlan {
             loading: loading_bytes(sizes.train_rows.max(sizes.test_rows)),
             fitting: per_fit * concurrent_fits as u64,
             concurrent_fits,
+            process: 0,
         }
     }
 
-    /// The peak: the sets plus the larger of loading and fitting.
+    /// The plan on top of a process already holding `resident` bytes.
+    pub fn in_process(self, resident: u64) -> Self {
+        MemoryPlan {
+            process: resident,
+            ..self
+        }
+    }
+
+    /// The task's own peak: the sets plus the larger of loading and fitting.
     pub fn peak(&self) -> u64 {
         self.sets + self.loading.max(self.fitting)
+    }
+
+    /// The process's peak resident memory: what it holds plus the task's
+    /// peak.
+    pub fn peak_resident(&self) -> u64 {
+        self.process + self.peak()
     }
 
     /// One line for the log.
     pub fn describe(&self) -> String {
         format!(
-            "memory plan: binned sets {} + max(loading {}, {} fit(s) at a time {}) = {}",
+            "memory plan: process {} + binned sets {} + max(loading {}, {} fit(s) at a time {}) = {} peak resident",
+            ByteSize(self.process),
             ByteSize(self.sets),
             ByteSize(self.loading),
             self.concurrent_fits,
             ByteSize(self.fitting),
-            ByteSize(self.peak())
+            ByteSize(self.peak_resident())
         )
     }
 
-    /// Refuses a plan above `limit` with what to change.
+    /// Refuses a plan whose peak resident memory is above `limit`, with
+    /// what to change.
     pub fn check(&self, limit: u64, limit_source: &str) -> Result<()> {
-        if self.peak() <= limit {
+        if self.peak_resident() <= limit {
             return Ok(());
         }
         Err(KilnError::config_fix(
             format!(
                 "training needs about {} but {limit_source} is {} ({})",
-                ByteSize(self.peak()),
+                ByteSize(self.peak_resident()),
                 ByteSize(limit),
                 self.describe()
             ),
@@ -115,5 +137,15 @@ mod tests {
         assert!(err.contains("training needs about"), "{err}");
         assert!(err.contains("memory_limit is 4.0 GiB"), "{err}");
         assert!(err.contains("fix: raise memory_limit"), "{err}");
+        // What the process holds already counts: a plan that just fits
+        // alone does not on top of a 200 MiB process.
+        let held = small.in_process(200 << 20);
+        assert_eq!(held.peak_resident(), small.peak() + (200 << 20));
+        assert!(held.check(small.peak(), "the limit").is_err());
+        assert!(
+            held.describe().contains("process 200.0 MiB"),
+            "{}",
+            held.describe()
+        );
     }
 }

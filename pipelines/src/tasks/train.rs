@@ -80,9 +80,11 @@ pub struct Init {
     /// artifact so prediction can apply it).
     #[serde(default)]
     path_pipeline_model: Option<String>,
-    /// Memory the task may use (`4GiB`, `512MiB`, `8GB`); by default the
-    /// memory available when it starts. The plan is checked after the
-    /// first pass over the rows, before they are binned.
+    /// Peak resident memory the process may reach while the task trains
+    /// (`4GiB`, `512MiB`, `8GB`); by default what it holds plus the memory
+    /// available when the task starts. The plan (the process's resident
+    /// memory then, plus the binned sets and the fits) is checked after
+    /// the first pass over the rows, before they are binned.
     #[serde(default)]
     memory_limit: Option<String>,
     /// Where the fits run: `auto` (on a Ballista master: fan-out tuning
@@ -289,19 +291,35 @@ impl ModelTraining {
             .collect()
     }
 
-    /// The limit the memory plan must fit in, and what set it.
-    fn memory_limit(&self) -> (u64, &'static str) {
-        if let Some(limit) = self.memory_limit {
-            return (limit, "memory_limit");
-        }
+    /// The peak resident memory the plan must fit in, what set it, and
+    /// what the process holds now.
+    fn memory_limit(&self) -> (u64, &'static str, u64) {
         let mut system = sysinfo::System::new();
+        let resident = sysinfo::get_current_pid().ok().and_then(|pid| {
+            system.refresh_processes_specifics(
+                sysinfo::ProcessesToUpdate::Some(&[pid]),
+                false,
+                sysinfo::ProcessRefreshKind::nothing().with_memory(),
+            );
+            system.process(pid).map(|p| p.memory())
+        });
+        let resident = resident.unwrap_or(0);
+        if let Some(limit) = self.memory_limit {
+            return (limit, "memory_limit", resident);
+        }
         system.refresh_memory();
         let available = system.available_memory();
         match system.cgroup_limits() {
-            Some(cgroup) if cgroup.free_memory < available => {
-                (cgroup.free_memory, "the memory free in this container")
-            }
-            _ => (available, "the memory available on this machine"),
+            Some(cgroup) if cgroup.free_memory < available => (
+                resident + cgroup.free_memory,
+                "the memory free in this container (plus what the process holds)",
+                resident,
+            ),
+            _ => (
+                resident + available,
+                "the memory available on this machine (plus what the process holds)",
+                resident,
+            ),
         }
     }
 
@@ -475,13 +493,15 @@ impl Task for ModelTraining {
             let all_candidates: Vec<ModelParams> = per_estimator.into_iter().flatten().collect();
             let max_bins: Vec<usize> = all_candidates.iter().map(ModelParams::max_bins).collect();
             let concurrent_fits = if tuned { tuning.parallelism() } else { 1 };
-            let (limit, limit_source) = self.memory_limit();
             let mut plan: Option<MemoryPlan> = None;
             let admit = |sizes| {
+                // Measured now, after the first pass: what the process holds.
+                let (limit, limit_source, resident) = self.memory_limit();
                 let mut distinct = max_bins.clone();
                 distinct.sort_unstable();
                 distinct.dedup();
-                let p = MemoryPlan::new(sizes, distinct.len(), &all_candidates, concurrent_fits);
+                let p = MemoryPlan::new(sizes, distinct.len(), &all_candidates, concurrent_fits)
+                    .in_process(resident);
                 ctx.progress.stage(p.describe());
                 tracing::info!(task = %ctx.task_name, "{}", p.describe());
                 p.check(limit, limit_source)?;
