@@ -144,7 +144,7 @@ impl Server {
         let pages = ui::router(pages)
             .merge(ui::platform::router(state.clone()).route_layer(track.clone()))
             .layer(viewer)
-            .layer(refresh);
+            .layer(refresh.clone());
         let login = axum::Router::new()
             .route("/login", axum::routing::get(ui::login::login))
             .route("/auth/callback", axum::routing::get(ui::login::callback))
@@ -154,8 +154,11 @@ impl Server {
         Ok(Server {
             address,
             listener,
+            // The API renews a browser's expired sign-in too (the pages'
+            // scripts read its job streams); bearer clients are untouched.
             router: api::router(state)
                 .route_layer(track)
+                .layer(refresh)
                 .merge(pages)
                 .merge(login),
             workers,

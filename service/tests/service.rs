@@ -2019,6 +2019,26 @@ async fn researchers_sign_in_upload_and_run_jobs_from_the_pages() {
     let r = late.get(&server.url("/jobs")).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(location(&r).starts_with("/login"), "{}", location(&r));
+    // A renewed sign-in is still a cookie one: another site's form is
+    // refused, not let through by the refresh.
+    let fresh = renewed
+        .iter()
+        .find_map(|c| c.strip_prefix("kiln_refresh="))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_default();
+    let r = late
+        .client
+        .post(server.url("/jobs/new/generate"))
+        .header(
+            "cookie",
+            format!("kiln_token={expired}; kiln_refresh={fresh}"),
+        )
+        .header("origin", "https://evil.example")
+        .form(&[("rules", RULES), ("rows", "10")])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
 
     // The generated form of a job type.
     let form = browser

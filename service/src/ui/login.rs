@@ -258,10 +258,10 @@ fn set_cookies(response: &mut Response, cookies: &[String]) {
     }
 }
 
-/// Middleware of the pages: a browser whose access token expired (or is
-/// gone) but that still holds a refresh token gets a new access token
-/// before the page sees the request, and keeps it in its cookie; so a
-/// form posted after the token's few minutes is not lost. Without a
+/// Middleware of the pages and the API: a browser whose access token
+/// expired (or is gone) but that still holds a refresh token gets a new
+/// access token before the handler sees the request, and keeps it in its
+/// cookie; so a form posted after the token's few minutes is not lost. Without a
 /// usable refresh token, the request goes on as it came (and a page load
 /// is sent to sign in).
 pub async fn refresh(
@@ -304,8 +304,25 @@ pub async fn refresh(
     };
     match refreshed {
         Some(t) => {
-            if let Ok(value) = format!("Bearer {}", t.access_token).parse() {
-                request.headers_mut().insert(header::AUTHORIZATION, value);
+            // The new token takes the old cookie's place, so the request is
+            // still a cookie-authenticated one (writes are checked for
+            // their origin as before).
+            let cookies: Vec<String> = request
+                .headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .map(str::trim)
+                .filter(|pair| !pair.starts_with(&format!("{TOKEN_COOKIE}=")))
+                .map(str::to_string)
+                .chain(std::iter::once(format!(
+                    "{TOKEN_COOKIE}={}",
+                    t.access_token
+                )))
+                .collect();
+            if let Ok(value) = cookies.join("; ").parse() {
+                request.headers_mut().insert(header::COOKIE, value);
             }
             let mut response = next.run(request).await;
             set_cookies(&mut response, &app.logins.token_cookies(&t));
