@@ -74,6 +74,15 @@ pub enum Distribution {
     },
 }
 
+/// The normal CDF at a truncated normal's bounds: the probability range
+/// it keeps.
+fn truncation(loc: f64, scale: f64, low: f64, high: f64) -> (f64, f64) {
+    (
+        normal::cdf((low - loc) / scale),
+        normal::cdf((high - loc) / scale),
+    )
+}
+
 /// Mean and population standard deviation.
 fn moments(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
     let (n, sum) = values
@@ -134,10 +143,8 @@ impl Distribution {
                 low,
                 high,
             } => {
-                loc.is_finite()
-                    && scale > 0.0
-                    && low < high
-                    && normal::cdf((high - loc) / scale) > normal::cdf((low - loc) / scale)
+                let (a, b) = truncation(loc, scale, low, high);
+                loc.is_finite() && scale > 0.0 && low < high && b > a
             }
             Distribution::Uniform { low, high } => low < high,
             Distribution::LogNorm { mu, sigma } => mu.is_finite() && sigma > 0.0,
@@ -160,10 +167,7 @@ impl Distribution {
                 if x >= high {
                     return 1.0;
                 }
-                let (a, b) = (
-                    normal::cdf((low - loc) / scale),
-                    normal::cdf((high - loc) / scale),
-                );
+                let (a, b) = truncation(loc, scale, low, high);
                 ((normal::cdf((x - loc) / scale) - a) / (b - a)).clamp(0.0, 1.0)
             }
             Distribution::Uniform { low, high } => ((x - low) / (high - low)).clamp(0.0, 1.0),
@@ -188,10 +192,7 @@ impl Distribution {
                 low,
                 high,
             } => {
-                let (a, b) = (
-                    normal::cdf((low - loc) / scale),
-                    normal::cdf((high - loc) / scale),
-                );
+                let (a, b) = truncation(loc, scale, low, high);
                 (loc + scale * normal::quantile(a + p * (b - a))).clamp(low, high)
             }
             Distribution::Uniform { low, high } => low + p * (high - low),
