@@ -499,15 +499,6 @@ impl RunCache {
         Ok(runs)
     }
 
-    /// How many runs are cached.
-    pub fn len(&self) -> usize {
-        self.runs.lock().map_or(0, |c| c.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn cached(&self, run_id: &str, version: &LogVersion) -> Option<Arc<RunRecord>> {
         let cache = self.runs.lock().ok()?;
         let (seen, run) = cache.get(run_id)?;
@@ -613,5 +604,39 @@ mod tests {
         for bad in ["", "..", "../x", "a/b", ".hidden", "a b", "a%2f"] {
             assert!(!is_run_id(bad), "{bad}");
         }
+    }
+
+    /// The cache lists new runs, reads a log again when it grew, and
+    /// forgets a deleted run.
+    #[tokio::test]
+    async fn the_run_cache_follows_the_logs() -> Result<()> {
+        let root = std::env::temp_dir().join(format!("kiln-run-cache-{}", std::process::id()));
+        let dir = root.join("_kiln/runs/p-1");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let log = dir.join("events.jsonl");
+        let (running, _) = LOG.split_at(LOG.find("{\"ts_ms\":3300").unwrap_or(LOG.len()));
+        std::fs::write(&log, running).expect("log");
+        let session = KilnSession::connect(
+            &"local[1]".parse()?,
+            &kiln_engine::KilnExtensions::default(),
+        )
+        .await?;
+        let lake = Lake::new(&root.to_string_lossy())?;
+        let cache = RunCache::default();
+        let runs = cache.list(&session, &lake).await?;
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].state, RunState::Running);
+        // Unchanged: the same folded record, not read again.
+        let again = cache.list(&session, &lake).await?;
+        assert!(Arc::ptr_eq(&runs[0], &again[0]));
+        // The log grew: read again.
+        std::fs::write(&log, LOG).expect("log");
+        let finished = cache.list(&session, &lake).await?;
+        assert_eq!(finished[0].state, RunState::Failed);
+        std::fs::remove_dir_all(&dir).expect("dir");
+        assert!(cache.list(&session, &lake).await?.is_empty());
+        assert!(cache.runs.lock().map(|c| c.is_empty()).unwrap_or(false));
+        std::fs::remove_dir_all(&root).expect("root");
+        Ok(())
     }
 }
