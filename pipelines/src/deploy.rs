@@ -335,6 +335,7 @@ mod tests {
             err.as_deref().is_some_and(|e| e.contains("seconds field")),
             "{err:?}"
         );
+        std::fs::remove_dir_all(&dir).map_err(|e| KilnError::io("temp dir", e))?;
         Ok(())
     }
 }
