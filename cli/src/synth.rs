@@ -286,7 +286,8 @@ pub struct FitArgs {
     /// Format of the input table.
     #[arg(long, value_enum, default_value = "parquet")]
     format: FormatArg,
-    /// Where the reads run: local[N] or df://host:port.
+    /// Where the two passes over the data run: local[N] threads, or the
+    /// executors of a cluster at df://host:port (the same model either way).
     #[arg(long, default_value = "local[*]")]
     master: String,
 }

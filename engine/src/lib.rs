@@ -11,6 +11,8 @@
 //! * [`io`] reads CSV / Parquet, joins tables and writes Parquet atomically;
 //! * [`hive`] splits output into `column=value/` directories and reads them back;
 //! * [`schema`] validates data against a reference schema;
+//! * [`table_pass`] runs a mergeable pass over a table as an aggregate,
+//!   on DataFusion's threads or a cluster's executors;
 //! * [`cluster`] runs Ballista schedulers and executors in-process;
 //! * [`error::KilnError`] classifies every failure by whose fault it is;
 //! * [`hash`] is the stable hash behind fingerprints, checksums and the
@@ -30,6 +32,7 @@ pub mod schema;
 pub mod session;
 pub mod storage;
 pub mod suggest;
+pub mod table_pass;
 
 pub use error::{KilnError, Result};
 pub use master::Master;

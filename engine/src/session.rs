@@ -8,7 +8,7 @@ use ballista::prelude::SessionContextExt;
 use ballista_core::extension::SessionConfigExt;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default)]
 pub struct KilnExtensions {
     pub scalar_udfs: Vec<Arc<ScalarUDF>>,
+    pub aggregate_udfs: Vec<Arc<AggregateUDF>>,
 }
 
 impl KilnExtensions {
@@ -27,8 +28,14 @@ impl KilnExtensions {
         self
     }
 
+    pub fn with_udaf(mut self, udaf: AggregateUDF) -> Self {
+        self.aggregate_udfs.push(Arc::new(udaf));
+        self
+    }
+
     pub fn extend(mut self, other: KilnExtensions) -> Self {
         self.scalar_udfs.extend(other.scalar_udfs);
+        self.aggregate_udfs.extend(other.aggregate_udfs);
         self
     }
 
@@ -36,6 +43,9 @@ impl KilnExtensions {
         let mut builder = builder;
         if let Some(fns) = builder.scalar_functions() {
             fns.extend(self.scalar_udfs.iter().cloned());
+        }
+        if let Some(fns) = builder.aggregate_functions() {
+            fns.extend(self.aggregate_udfs.iter().cloned());
         }
         builder
     }
@@ -54,6 +64,11 @@ impl KilnExtensions {
             registry
                 .scalar_functions
                 .insert(udf.name().to_string(), Arc::clone(udf));
+        }
+        for udaf in &self.aggregate_udfs {
+            registry
+                .aggregate_functions
+                .insert(udaf.name().to_string(), Arc::clone(udaf));
         }
         registry
     }

@@ -35,5 +35,7 @@ pub use config::LoadedConfig;
 
 /// The functions every kiln process installs (client, scheduler, executor).
 pub fn extensions() -> kiln_engine::KilnExtensions {
-    kiln_transformers::extensions().extend(kiln_models::extensions())
+    kiln_transformers::extensions()
+        .extend(kiln_models::extensions())
+        .extend(kiln_synth::extensions())
 }

@@ -27,6 +27,17 @@ mod write;
 pub use rules::{ColumnRule, ColumnType, Condition, Gen, Literal, Rules};
 pub use write::{Source, generate, write_enhanced, write_generated};
 
+/// The aggregates of synthesis every kiln process installs: the copula's
+/// two passes and the Chow-Liu tree's counting pass, so fits run on a
+/// cluster's executors.
+pub fn extensions() -> kiln_engine::KilnExtensions {
+    use kiln_engine::table_pass::PassUdaf;
+    kiln_engine::KilnExtensions::default()
+        .with_udaf(PassUdaf::<copula::fit::StatsPass>::udaf())
+        .with_udaf(PassUdaf::<copula::fit::MomentsPass>::udaf())
+        .with_udaf(PassUdaf::<copula::chow_liu::PairCountsPass>::udaf())
+}
+
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array,
     StringArray, TimestampMillisecondArray,

@@ -14,10 +14,12 @@
 //! by the share of it the condition allows), then a uniform position inside
 //! the allowed part of each drawn bin.
 
-use super::fit::{FitProgress, marginals, scan_units};
+use super::fit::{FitProgress, UnitsConfig, marginals, run_units_pass};
 use super::marginal::Marginal;
 use super::{CopulaColumn, CopulaParams, SourceInfo};
+use arrow::array::ArrayRef;
 use datafusion::dataframe::DataFrame;
+use kiln_engine::table_pass::TablePass;
 use kiln_engine::{KilnError, Result};
 use rand::Rng;
 use rayon::prelude::*;
@@ -90,6 +92,119 @@ fn bin_of(edges: &[f64], u: f64) -> usize {
     edges[1..edges.len() - 1].partition_point(|&e| e <= u)
 }
 
+/// What every partition of the tree's pass 2 needs: where rows fall on
+/// the unit lines, each dimension's bin edges, and the pairs counted.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct PairConfig {
+    units: UnitsConfig,
+    edges: Vec<Vec<f64>>,
+    /// (i, j), i < j, and where each pair's table starts in the counts.
+    pairs: Vec<(usize, usize)>,
+    offsets: Vec<usize>,
+}
+
+impl PairConfig {
+    fn bins(&self, k: usize) -> usize {
+        self.edges[k].len() - 1
+    }
+
+    fn cells(&self) -> usize {
+        self.pairs
+            .iter()
+            .map(|&(i, j)| self.bins(i) * self.bins(j))
+            .sum()
+    }
+}
+
+/// Counts of every pair of bins and of every bin (integers: exact and
+/// order-independent).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct PairCounts {
+    rows: u64,
+    counts: Vec<u64>,
+    singles: Vec<Vec<u64>>,
+}
+
+/// The tree's pass 2 as a [`TablePass`]: `kiln_chow_liu_counts`.
+pub(crate) struct PairCountsPass;
+
+impl TablePass for PairCountsPass {
+    const NAME: &'static str = "kiln_chow_liu_counts";
+    type Config = PairConfig;
+    type State = PairCounts;
+
+    fn start(config: &PairConfig) -> PairCounts {
+        PairCounts {
+            rows: 0,
+            counts: vec![0; config.cells()],
+            singles: (0..config.edges.len())
+                .map(|k| vec![0; config.bins(k)])
+                .collect(),
+        }
+    }
+
+    fn update(config: &PairConfig, state: &mut PairCounts, arrays: &[ArrayRef]) -> Result<()> {
+        let (units, n) = config.units.units(arrays)?;
+        let d = config.edges.len();
+        let edges = &config.edges;
+        let codes: Vec<u16> = (0..n * d)
+            .into_par_iter()
+            .map(|x| bin_of(&edges[x % d], units[x]) as u16)
+            .collect();
+        let cells = config.cells();
+        let local = (0..n)
+            .into_par_iter()
+            .fold(
+                || vec![0u64; cells],
+                |mut acc, r| {
+                    let row = &codes[r * d..(r + 1) * d];
+                    for (p, &(i, j)) in config.pairs.iter().enumerate() {
+                        acc[config.offsets[p]
+                            + row[i] as usize * config.bins(j)
+                            + row[j] as usize] += 1;
+                    }
+                    acc
+                },
+            )
+            .reduce(
+                || vec![0u64; cells],
+                |mut a, b| {
+                    a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            );
+        state
+            .counts
+            .iter_mut()
+            .zip(local)
+            .for_each(|(a, b)| *a += b);
+        for r in 0..n {
+            for k in 0..d {
+                state.singles[k][codes[r * d + k] as usize] += 1;
+            }
+        }
+        state.rows += n as u64;
+        Ok(())
+    }
+
+    fn merge(_config: &PairConfig, state: &mut PairCounts, other: PairCounts) -> Result<()> {
+        state
+            .counts
+            .iter_mut()
+            .zip(other.counts)
+            .for_each(|(a, b)| *a += b);
+        for (a, b) in state.singles.iter_mut().zip(other.singles) {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        }
+        state.rows += other.rows;
+        Ok(())
+    }
+
+    fn size(state: &PairCounts) -> usize {
+        8 * (state.counts.len() + state.singles.iter().map(Vec::len).sum::<usize>())
+    }
+}
+
 /// Fits a Chow-Liu tree to `df`.
 pub async fn fit_tree(
     df: DataFrame,
@@ -117,41 +232,22 @@ pub async fn fit_tree(
             Some(at)
         })
         .collect();
-    let pair_cells = pairs.iter().map(|&(i, j)| bins[i] * bins[j]).sum::<usize>();
-    let mut counts = vec![0u64; pair_cells];
-    let mut singles: Vec<Vec<u64>> = bins.iter().map(|&b| vec![0u64; b]).collect();
-    scan_units(df, &m, &dims, params.seed, progress, |units, n| {
-        let codes: Vec<u16> = (0..n * d)
-            .into_par_iter()
-            .map(|x| bin_of(&edges[x % d], units[x]) as u16)
-            .collect();
-        let local = (0..n)
-            .into_par_iter()
-            .fold(
-                || vec![0u64; pair_cells],
-                |mut acc, r| {
-                    let row = &codes[r * d..(r + 1) * d];
-                    for (p, &(i, j)) in pairs.iter().enumerate() {
-                        acc[offsets[p] + row[i] as usize * bins[j] + row[j] as usize] += 1;
-                    }
-                    acc
-                },
-            )
-            .reduce(
-                || vec![0u64; pair_cells],
-                |mut a, b| {
-                    a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                    a
-                },
-            );
-        counts.iter_mut().zip(local).for_each(|(a, b)| *a += b);
-        for r in 0..n {
-            for k in 0..d {
-                singles[k][codes[r * d + k] as usize] += 1;
-            }
-        }
-    })
-    .await?;
+    let units = UnitsConfig::new(&m, &dims, params.seed);
+    let config = PairConfig {
+        units,
+        edges,
+        pairs,
+        offsets,
+    };
+    let PairCounts {
+        counts, singles, ..
+    } = run_units_pass::<PairCountsPass>(df, &config, &config.units, |s| s.rows, progress).await?;
+    let PairConfig {
+        edges,
+        pairs,
+        offsets,
+        ..
+    } = config;
     let total = m.rows as f64;
     // Mutual information of every pair.
     let mi: Vec<f64> = pairs

@@ -22,12 +22,14 @@ use crate::mix;
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
-use arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
-use futures::StreamExt;
+use kiln_engine::table_pass::{self, RowsSeen, TablePass};
 use kiln_engine::{KilnError, Result};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use twox_hash::XxHash3_64;
 
 /// Fixed-point scale of the normal scores summed into the covariance.
@@ -67,6 +69,7 @@ fn is_integer(t: &DataType) -> bool {
 }
 
 /// Per-column accumulators of pass 1.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Stats {
     Numbers {
         nulls: u64,
@@ -79,20 +82,24 @@ enum Stats {
     Categories {
         nulls: u64,
         counts: HashMap<String, u64>,
+        /// More than `max_categories` distinct values were seen (counting
+        /// stopped; the fit fails with a fix).
+        overflowed: bool,
     },
     Key,
 }
 
-fn read_columns(batch: &RecordBatch, columns: &[CopulaColumn]) -> Result<Vec<ColumnData>> {
+fn read_columns(arrays: &[ArrayRef], columns: &[CopulaColumn]) -> Result<Vec<ColumnData>> {
+    if arrays.len() != columns.len() {
+        return Err(KilnError::internal(
+            "reading the training table",
+            format!("{} columns for {} arrays", columns.len(), arrays.len()),
+        ));
+    }
     columns
         .iter()
-        .map(|c| {
-            let array = batch.column_by_name(&c.name).ok_or_else(|| {
-                KilnError::data(
-                    "the training table",
-                    format!("column '{}' is missing", c.name),
-                )
-            })?;
+        .zip(arrays)
+        .map(|(c, array)| {
             if c.sdtype.is_continuous() {
                 let mut v = Vec::with_capacity(array.len());
                 append_numbers(array, &mut v, &c.name, "training")?;
@@ -157,6 +164,146 @@ impl Marginals {
                 self.columns[c].sdtype != SdType::Id && !self.columns[c].marginal.is_degenerate()
             })
             .collect()
+    }
+}
+
+/// What every partition of pass 1 needs.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StatsConfig {
+    columns: Vec<CopulaColumn>,
+    discrete_values: usize,
+    max_categories: usize,
+    sample_rows: usize,
+}
+
+/// Pass 1's state: exact counts per column, the rows with the smallest
+/// content hashes (their continuous values), the row count and the sum of
+/// the row hashes. Every part merges exactly, in any order.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StatsState {
+    stats: Vec<Stats>,
+    sample: Vec<(u64, Vec<f64>)>,
+    /// Rows hashing above it cannot enter the sample.
+    threshold: u64,
+    rows: u64,
+    fingerprint: u64,
+}
+
+/// Pass 1 as a [`TablePass`]: `kiln_copula_stats`.
+pub(crate) struct StatsPass;
+
+impl TablePass for StatsPass {
+    const NAME: &'static str = "kiln_copula_stats";
+    type Config = StatsConfig;
+    type State = StatsState;
+
+    fn start(config: &StatsConfig) -> StatsState {
+        StatsState {
+            stats: config
+                .columns
+                .iter()
+                .map(|c| match c.sdtype {
+                    SdType::Id => Stats::Key,
+                    t if t.is_continuous() => Stats::Numbers {
+                        nulls: 0,
+                        count: 0,
+                        min: f64::INFINITY,
+                        max: f64::NEG_INFINITY,
+                        distinct: Some(HashMap::new()),
+                    },
+                    _ => Stats::Categories {
+                        nulls: 0,
+                        counts: HashMap::new(),
+                        overflowed: false,
+                    },
+                })
+                .collect(),
+            sample: Vec::new(),
+            threshold: u64::MAX,
+            rows: 0,
+            fingerprint: 0,
+        }
+    }
+
+    fn update(config: &StatsConfig, state: &mut StatsState, arrays: &[ArrayRef]) -> Result<()> {
+        let data = read_columns(arrays, &config.columns)?;
+        let n = arrays.first().map_or(0, |a| a.len());
+        let hashes = row_hashes(&data, n);
+        state.fingerprint = hashes
+            .iter()
+            .fold(state.fingerprint, |a, &h| a.wrapping_add(h));
+        for (column, st) in data.iter().zip(state.stats.iter_mut()) {
+            accumulate(st, column, config);
+        }
+        let continuous: Vec<usize> = (0..config.columns.len())
+            .filter(|&c| config.columns[c].sdtype.is_continuous())
+            .collect();
+        let k = config.sample_rows;
+        for (r, &h) in hashes.iter().enumerate() {
+            if h < state.threshold || state.sample.len() < k {
+                let values = continuous
+                    .iter()
+                    .map(|&c| match &data[c] {
+                        ColumnData::Numbers(v) => v[r],
+                        ColumnData::Text(_) => f64::NAN,
+                    })
+                    .collect();
+                state.sample.push((h, values));
+            }
+        }
+        if state.sample.len() >= 2 * k {
+            state.threshold = shrink(&mut state.sample, k);
+        }
+        state.rows += n as u64;
+        Ok(())
+    }
+
+    fn merge(config: &StatsConfig, state: &mut StatsState, other: StatsState) -> Result<()> {
+        for (st, o) in state.stats.iter_mut().zip(other.stats) {
+            merge_stats(st, o, config);
+        }
+        state.sample.extend(other.sample);
+        if state.sample.len() >= config.sample_rows {
+            state.threshold = shrink(&mut state.sample, config.sample_rows);
+        }
+        state.rows += other.rows;
+        state.fingerprint = state.fingerprint.wrapping_add(other.fingerprint);
+        Ok(())
+    }
+
+    fn finish(config: &StatsConfig, state: &mut StatsState) {
+        shrink(&mut state.sample, config.sample_rows);
+    }
+
+    fn size(state: &StatsState) -> usize {
+        state.sample.len() * (16 + 8 * state.sample.first().map_or(0, |(_, v)| v.len()))
+    }
+}
+
+/// Runs `pass` over `columns` of `df`, telling `progress` how many rows
+/// this process has read so far (locally all; on a cluster the executors
+/// read, and only the total is known at the end).
+async fn run_pass<P: TablePass>(
+    df: DataFrame,
+    config: &P::Config,
+    columns: &[CopulaColumn],
+    pass: u8,
+    progress: &(dyn Fn(FitProgress) + Sync),
+) -> Result<P::State> {
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&seen);
+    let hook: RowsSeen = Arc::new(move |rows| {
+        counter.fetch_add(rows, Ordering::Relaxed);
+    });
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    let work = table_pass::run::<P>(df, config, &names, Some(hook));
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            state = &mut work => return state,
+            _ = tick.tick() => progress(FitProgress { pass, rows: seen.load(Ordering::Relaxed) }),
+        }
     }
 }
 
@@ -228,62 +375,21 @@ pub(crate) async fn marginals(
             ));
         }
     }
-    let mut stats: Vec<Stats> = columns
-        .iter()
-        .map(|c| match c.sdtype {
-            SdType::Id => Stats::Key,
-            t if t.is_continuous() => Stats::Numbers {
-                nulls: 0,
-                count: 0,
-                min: f64::INFINITY,
-                max: f64::NEG_INFINITY,
-                distinct: Some(HashMap::new()),
-            },
-            _ => Stats::Categories {
-                nulls: 0,
-                counts: HashMap::new(),
-            },
-        })
-        .collect();
-    let continuous: Vec<usize> = (0..columns.len())
-        .filter(|&c| columns[c].sdtype.is_continuous())
-        .collect();
-    let mut sample: Vec<(u64, Vec<f64>)> = Vec::new();
-    let mut threshold = u64::MAX;
-    let mut rows = 0u64;
-    let mut fingerprint = 0u64;
-    let mut stream = df
-        .clone()
-        .execute_stream()
-        .await
-        .map_err(|e| KilnError::execution("reading the training table", e))?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| KilnError::execution("reading the training table", e))?;
-        let data = read_columns(&batch, &columns)?;
-        let n = batch.num_rows();
-        let hashes = row_hashes(&data, n);
-        fingerprint = hashes.iter().fold(fingerprint, |a, &h| a.wrapping_add(h));
-        for (c, (column, st)) in data.iter().zip(stats.iter_mut()).enumerate() {
-            accumulate(st, column, params, &columns[c].name)?;
-        }
-        for (r, &h) in hashes.iter().enumerate() {
-            if h < threshold || sample.len() < params.sample_rows {
-                let values = continuous
-                    .iter()
-                    .map(|&c| match &data[c] {
-                        ColumnData::Numbers(v) => v[r],
-                        ColumnData::Text(_) => f64::NAN,
-                    })
-                    .collect();
-                sample.push((h, values));
-            }
-        }
-        if sample.len() >= 2 * params.sample_rows {
-            threshold = shrink(&mut sample, params.sample_rows);
-        }
-        rows += n as u64;
-        progress(FitProgress { pass: 1, rows });
-    }
+    let config = StatsConfig {
+        columns,
+        discrete_values: params.discrete_values,
+        max_categories: params.max_categories,
+        sample_rows: params.sample_rows,
+    };
+    let state = run_pass::<StatsPass>(df.clone(), &config, &config.columns, 1, progress).await?;
+    let StatsState {
+        stats,
+        mut sample,
+        rows,
+        fingerprint,
+        ..
+    } = state;
+    progress(FitProgress { pass: 1, rows });
     if rows == 0 {
         return Err(KilnError::data_fix(
             "the training table",
@@ -292,6 +398,10 @@ pub(crate) async fn marginals(
         ));
     }
     shrink(&mut sample, params.sample_rows);
+    let mut columns = config.columns;
+    let continuous: Vec<usize> = (0..columns.len())
+        .filter(|&c| columns[c].sdtype.is_continuous())
+        .collect();
     for (c, st) in stats.into_iter().enumerate() {
         let k = continuous.iter().position(|&x| x == c);
         let sample = k.map(|k| column_of(&sample, k));
@@ -304,88 +414,131 @@ pub(crate) async fn marginals(
     })
 }
 
-/// Pass 2's reader: every row's position on the unit line for each column
-/// of `dims` (a value with a mass gets a draw inside its interval, seeded by
-/// the row's content and the column), handed to `each` batch by batch as a
-/// row-major `rows × dims` matrix, clamped to [0.5 / n, 1 − 0.5 / n].
-pub(crate) async fn scan_units(
-    df: DataFrame,
-    m: &Marginals,
-    dims: &[usize],
+/// What every partition of pass 2 needs to place its rows on the unit
+/// lines: the marginals, the columns that are dimensions, the table's size
+/// and the seed of the draws inside a value's interval.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct UnitsConfig {
+    columns: Vec<CopulaColumn>,
+    pub dims: Vec<usize>,
+    rows: u64,
     seed: u64,
-    progress: &(dyn Fn(FitProgress) + Sync),
-    mut each: impl FnMut(&[f64], usize),
-) -> Result<()> {
-    let columns = &m.columns;
-    let d = dims.len();
-    let eps = 0.5 / m.rows as f64;
-    let prepared: Vec<_> = columns.iter().map(|c| c.marginal.prepare()).collect();
-    let lookups: Vec<HashMap<&str, usize>> = columns
-        .iter()
-        .map(|c| match &c.marginal {
-            Marginal::Categorical { categories, .. } => categories
-                .iter()
-                .enumerate()
-                .map(|(k, v)| (v.as_str(), k))
-                .collect(),
-            _ => HashMap::new(),
-        })
-        .collect();
-    let mut stream = df
-        .execute_stream()
-        .await
-        .map_err(|e| KilnError::execution("reading the training table", e))?;
-    let mut seen = 0u64;
-    let mut units: Vec<f64> = Vec::new();
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| KilnError::execution("reading the training table", e))?;
-        let data = read_columns(&batch, columns)?;
-        let n = batch.num_rows();
+}
+
+impl UnitsConfig {
+    pub fn new(m: &Marginals, dims: &[usize], seed: u64) -> Self {
+        UnitsConfig {
+            columns: m.columns.clone(),
+            dims: dims.to_vec(),
+            rows: m.rows,
+            seed,
+        }
+    }
+
+    /// Every row's position on the unit line for each dimension (a value
+    /// with a mass gets a draw inside its interval, seeded by the row's
+    /// content and the column) as a row-major `rows × dims` matrix,
+    /// clamped to [0.5 / n, 1 − 0.5 / n]; and the number of rows.
+    pub fn units(&self, arrays: &[ArrayRef]) -> Result<(Vec<f64>, usize)> {
+        let columns = &self.columns;
+        let dims = &self.dims;
+        let d = dims.len();
+        let eps = 0.5 / self.rows.max(1) as f64;
+        let prepared: Vec<_> = columns.iter().map(|c| c.marginal.prepare()).collect();
+        let lookups: Vec<HashMap<&str, usize>> = columns
+            .iter()
+            .map(|c| match &c.marginal {
+                Marginal::Categorical { categories, .. } => categories
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| (v.as_str(), k))
+                    .collect(),
+                _ => HashMap::new(),
+            })
+            .collect();
+        let data = read_columns(arrays, columns)?;
+        let n = arrays.first().map_or(0, |a| a.len());
         let hashes = row_hashes(&data, n);
-        units.resize(n * d, 0.0);
+        let mut units = vec![0.0; n * d];
         units
             .par_chunks_mut(d.max(1))
             .enumerate()
             .for_each(|(r, row)| {
                 for (k, &c) in dims.iter().enumerate() {
                     let (lo, hi) = unit_interval(&prepared[c], &lookups[c], &data[c], r);
-                    let t = to_unit(mix(hashes[r], c as u64, seed));
+                    let t = to_unit(mix(hashes[r], c as u64, self.seed));
                     row[k] = (lo + (hi - lo) * t).clamp(eps, 1.0 - eps);
                 }
             });
-        each(&units[..n * d], n);
-        seen += n as u64;
-        progress(FitProgress {
-            pass: 2,
-            rows: seen,
-        });
+        Ok((units, n))
     }
-    if seen != m.rows {
-        return Err(KilnError::data_fix(
-            "the training table",
-            format!(
-                "it changed while the model was fitted ({} rows, then {seen})",
-                m.rows
-            ),
-            "fit the model to a table that is not being written",
-        ));
+
+    /// Fails when pass 2 saw another number of rows than pass 1.
+    pub fn check_rows(&self, seen: u64) -> Result<()> {
+        if seen != self.rows {
+            return Err(KilnError::data_fix(
+                "the training table",
+                format!(
+                    "it changed while the model was fitted ({} rows, then {seen})",
+                    self.rows
+                ),
+                "fit the model to a table that is not being written",
+            ));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
-/// Fits a Gaussian copula to `df`.
-pub async fn fit(
+/// Pass 2 of any model: runs `P` (whose configuration holds a
+/// [`UnitsConfig`]) over the modelled columns and checks the row count.
+pub(crate) async fn run_units_pass<P: TablePass>(
     df: DataFrame,
-    source_uri: &str,
-    params: &CopulaParams,
+    config: &P::Config,
+    units: &UnitsConfig,
+    rows_of: impl Fn(&P::State) -> u64,
     progress: &(dyn Fn(FitProgress) + Sync),
-) -> Result<GaussianCopula> {
-    let m = marginals(&df, params, progress).await?;
-    let dims = m.dimensions();
-    let d = dims.len();
-    let mut sums = vec![0i128; d];
-    let mut products = vec![0i128; d * d];
-    scan_units(df, &m, &dims, params.seed, progress, |units, n| {
+) -> Result<P::State> {
+    let state = run_pass::<P>(df, config, &units.columns, 2, progress).await?;
+    let rows = rows_of(&state);
+    progress(FitProgress { pass: 2, rows });
+    units.check_rows(rows)?;
+    Ok(state)
+}
+
+/// The copula's pass 2: sums and products of the rows' normal scores, as
+/// fixed-point integers (exact, order-independent).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Moments {
+    rows: u64,
+    /// Little-endian i128s (CBOR has no 128-bit integers).
+    sums: Vec<[u8; 16]>,
+    products: Vec<[u8; 16]>,
+}
+
+/// Pass 2 of the copula as a [`TablePass`]: `kiln_copula_moments`.
+pub(crate) struct MomentsPass;
+
+fn wide(v: &[[u8; 16]]) -> Vec<i128> {
+    v.iter().map(|b| i128::from_le_bytes(*b)).collect()
+}
+
+impl TablePass for MomentsPass {
+    const NAME: &'static str = "kiln_copula_moments";
+    type Config = UnitsConfig;
+    type State = Moments;
+
+    fn start(config: &UnitsConfig) -> Moments {
+        let d = config.dims.len();
+        Moments {
+            rows: 0,
+            sums: vec![[0; 16]; d],
+            products: vec![[0; 16]; d * d],
+        }
+    }
+
+    fn update(config: &UnitsConfig, state: &mut Moments, arrays: &[ArrayRef]) -> Result<()> {
+        let (units, n) = config.units(arrays)?;
+        let d = config.dims.len();
         let (s, p) = (0..n)
             .into_par_iter()
             .chunks(1024)
@@ -417,10 +570,39 @@ pub async fn fit(
                     (a, b)
                 },
             );
-        sums.iter_mut().zip(s).for_each(|(a, x)| *a += x);
-        products.iter_mut().zip(p).for_each(|(a, x)| *a += x);
-    })
-    .await?;
+        add_wide(&mut state.sums, &s);
+        add_wide(&mut state.products, &p);
+        state.rows += n as u64;
+        Ok(())
+    }
+
+    fn merge(_config: &UnitsConfig, state: &mut Moments, other: Moments) -> Result<()> {
+        add_wide(&mut state.sums, &wide(&other.sums));
+        add_wide(&mut state.products, &wide(&other.products));
+        state.rows += other.rows;
+        Ok(())
+    }
+}
+
+fn add_wide(to: &mut [[u8; 16]], add: &[i128]) {
+    for (a, x) in to.iter_mut().zip(add) {
+        *a = (i128::from_le_bytes(*a) + x).to_le_bytes();
+    }
+}
+
+/// Fits a Gaussian copula to `df`.
+pub async fn fit(
+    df: DataFrame,
+    source_uri: &str,
+    params: &CopulaParams,
+    progress: &(dyn Fn(FitProgress) + Sync),
+) -> Result<GaussianCopula> {
+    let m = marginals(&df, params, progress).await?;
+    let dims = m.dimensions();
+    let d = dims.len();
+    let units = UnitsConfig::new(&m, &dims, params.seed);
+    let moments = run_units_pass::<MomentsPass>(df, &units, &units, |s| s.rows, progress).await?;
+    let (sums, products) = (wide(&moments.sums), wide(&moments.products));
     let (rows, fingerprint, columns) = (m.rows, m.fingerprint, m.columns);
     let n = i128::from(rows as i64);
     let cov = |i: usize, j: usize| {
@@ -482,12 +664,7 @@ fn column_of(sample: &[(u64, Vec<f64>)], k: usize) -> Vec<f64> {
     v
 }
 
-fn accumulate(
-    st: &mut Stats,
-    column: &ColumnData,
-    params: &CopulaParams,
-    name: &str,
-) -> Result<()> {
+fn accumulate(st: &mut Stats, column: &ColumnData, config: &StatsConfig) {
     match (st, column) {
         (
             Stats::Numbers {
@@ -509,39 +686,100 @@ fn accumulate(
                 *max = max.max(x);
                 if let Some(m) = distinct {
                     *m.entry((x + 0.0).to_bits()).or_insert(0) += 1;
-                    if m.len() > params.discrete_values {
+                    if m.len() > config.discrete_values {
                         *distinct = None;
                     }
                 }
             }
         }
-        (Stats::Categories { nulls, counts }, ColumnData::Text(a)) => {
+        (
+            Stats::Categories {
+                nulls,
+                counts,
+                overflowed,
+            },
+            ColumnData::Text(a),
+        ) => {
             let a = a.as_string::<i32>();
             for r in 0..a.len() {
                 if a.is_null(r) {
                     *nulls += 1;
+                } else if *overflowed {
+                    continue;
                 } else if let Some(c) = counts.get_mut(a.value(r)) {
                     *c += 1;
+                } else if counts.len() >= config.max_categories {
+                    *overflowed = true;
+                    counts.clear();
                 } else {
-                    if counts.len() >= params.max_categories {
-                        return Err(KilnError::data_fix(
-                            format!("column '{name}'"),
-                            format!(
-                                "it has more than {} distinct values, too many to model as categories",
-                                params.max_categories
-                            ),
-                            format!(
-                                "if it is a key, declare it one (types: {{{name}: id}}) and unique keys are generated; otherwise raise max_categories or leave the column out"
-                            ),
-                        ));
-                    }
                     counts.insert(a.value(r).to_string(), 1);
                 }
             }
         }
         _ => {}
     }
-    Ok(())
+}
+
+/// Folds another partition's counts of the same column in. Distinct values
+/// and categories past their limits stay past them, as in one pass.
+fn merge_stats(st: &mut Stats, other: Stats, config: &StatsConfig) {
+    match (st, other) {
+        (
+            Stats::Numbers {
+                nulls,
+                count,
+                min,
+                max,
+                distinct,
+            },
+            Stats::Numbers {
+                nulls: other_nulls,
+                count: other_count,
+                min: other_min,
+                max: other_max,
+                distinct: other_distinct,
+            },
+        ) => {
+            *nulls += other_nulls;
+            *count += other_count;
+            *min = min.min(other_min);
+            *max = max.max(other_max);
+            *distinct = match (distinct.take(), other_distinct) {
+                (Some(mut m), Some(o)) => {
+                    for (v, c) in o {
+                        *m.entry(v).or_insert(0) += c;
+                    }
+                    (m.len() <= config.discrete_values).then_some(m)
+                }
+                _ => None,
+            };
+        }
+        (
+            Stats::Categories {
+                nulls,
+                counts,
+                overflowed,
+            },
+            Stats::Categories {
+                nulls: other_nulls,
+                counts: other_counts,
+                overflowed: other_overflowed,
+            },
+        ) => {
+            *nulls += other_nulls;
+            *overflowed |= other_overflowed;
+            if !*overflowed {
+                for (v, c) in other_counts {
+                    *counts.entry(v).or_insert(0) += c;
+                }
+                *overflowed = counts.len() > config.max_categories;
+            }
+            if *overflowed {
+                counts.clear();
+            }
+        }
+        _ => {}
+    }
 }
 
 fn marginal(
@@ -628,7 +866,21 @@ fn marginal(
                 quantiles,
             }
         }
-        Stats::Categories { nulls, counts } => {
+        Stats::Categories {
+            overflowed: true, ..
+        } => {
+            return Err(KilnError::data_fix(
+                format!("column '{name}'"),
+                format!(
+                    "it has more than {} distinct values, too many to model as categories",
+                    params.max_categories
+                ),
+                format!(
+                    "if it is a key, declare it one (types: {{{name}: id}}) and unique keys are generated; otherwise raise max_categories or leave the column out"
+                ),
+            ));
+        }
+        Stats::Categories { nulls, counts, .. } => {
             let total: u64 = counts.values().sum();
             if total == 0 {
                 return Ok(Marginal::Null);

@@ -211,6 +211,80 @@ async fn output_depends_on_the_seed_only() {
     assert_eq!(refit.source.fingerprint, model.source.fingerprint);
 }
 
+/// `batches` split round-robin into `partitions` partitions, read by a
+/// context that runs that many at once.
+fn partitioned(batches: Vec<RecordBatch>, partitions: usize) -> DataFrame {
+    let schema = batches[0].schema();
+    let mut parts = vec![Vec::new(); partitions];
+    for (i, b) in batches.into_iter().enumerate() {
+        parts[i % partitions].push(b);
+    }
+    let table = datafusion::datasource::MemTable::try_new(schema, parts).expect("table");
+    let ctx = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_target_partitions(partitions),
+    );
+    ctx.read_table(Arc::new(table)).expect("frame")
+}
+
+/// The passes run as aggregates over partitions: counts, bottom-k samples
+/// (here smaller than the table, so partitions' samples are cut and
+/// merged) and integer moments merge exactly, so one partition and seven,
+/// in another row order, give the same models to the bit.
+#[tokio::test]
+async fn fits_do_not_depend_on_partitioning() {
+    let batches = real().await.collect().await.expect("rows");
+    let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat");
+    let reversed: Vec<RecordBatch> = (0..all.num_rows())
+        .rev()
+        .collect::<Vec<_>>()
+        .chunks(311)
+        .map(|idx| {
+            let idx =
+                arrow::array::UInt32Array::from(idx.iter().map(|&i| i as u32).collect::<Vec<_>>());
+            arrow::compute::take_record_batch(&all, &idx).expect("take")
+        })
+        .collect();
+    let p = CopulaParams {
+        sample_rows: 700,
+        ..params()
+    };
+    let one = partitioned(vec![all.clone()], 1);
+    let seven = partitioned(reversed, 7);
+    let copula = |df| async { fit(df, "real", &p, &|_| {}).await.expect("fit").to_json() };
+    assert_eq!(
+        copula(one.clone()).await.expect("json"),
+        copula(seven.clone()).await.expect("json")
+    );
+    let tree = |df| async {
+        let model = Reproduction::ChowLiu(fit_tree(df, "real", &p, &|_| {}).await.expect("fit"));
+        model.to_json().expect("json")
+    };
+    assert_eq!(tree(one).await, tree(seven).await);
+
+    // Categories past max_categories in the merged counts only: still the
+    // error that names the column and the fix.
+    let words = |w: [&str; 2]| {
+        RecordBatch::try_from_iter(vec![(
+            "word",
+            Arc::new(StringArray::from(vec![w[0], w[1], w[0]])) as ArrayRef,
+        )])
+        .expect("batch")
+    };
+    let df = partitioned(vec![words(["a", "b"]), words(["c", "d"])], 2);
+    let limited = CopulaParams {
+        max_categories: 3,
+        ..CopulaParams::default()
+    };
+    let err = fit(df, "words", &limited, &|_| {})
+        .await
+        .expect_err("four categories")
+        .to_string();
+    assert!(
+        err.contains("column 'word'") && err.contains("more than 3 distinct values"),
+        "{err}"
+    );
+}
+
 /// Values, ranges (a rare one included), lists and null tests hold on
 /// every row without rejection; the rest is met by drawing more rows.
 #[tokio::test]
