@@ -13,6 +13,8 @@
 //! * [`schema`] validates data against a reference schema;
 //! * [`table_pass`] runs a mergeable pass over a table as an aggregate,
 //!   on DataFusion's threads or a cluster's executors;
+//! * [`config_udf`] is the shape of kiln's scalar UDFs that take a
+//!   configuration besides their columns;
 //! * [`cluster`] runs Ballista schedulers and executors in-process;
 //! * [`error::KilnError`] classifies every failure by whose fault it is;
 //! * [`hash`] is the stable hash behind fingerprints, checksums and the
@@ -22,6 +24,7 @@
 
 pub mod artifacts;
 pub mod cluster;
+pub mod config_udf;
 pub mod error;
 pub mod hash;
 pub mod hive;

@@ -6,8 +6,10 @@
 //! exact (integer counts, bottom-k samples) gives the same state whatever
 //! the partitioning.
 //!
-//! The pass's configuration travels in the plan as a dictionary literal
-//! (one copy per batch, not per row); the states travel as CBOR.
+//! The pass's configuration travels in the plan as a CBOR literal in a
+//! dictionary (one copy per batch, not per row; [`config_arg`], which
+//! kiln's scalar UDFs with a configuration use too); the states travel as
+//! CBOR.
 
 use crate::error::{KilnError, Result};
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -19,7 +21,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
 };
 use datafusion::physical_expr::expressions::Literal;
-use datafusion::prelude::{ident, lit};
+use datafusion::prelude::{Expr, ident, lit};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
@@ -103,13 +105,12 @@ fn external(e: KilnError) -> DataFusionError {
 fn encode<T: Serialize>(value: &T) -> datafusion::common::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     ciborium::into_writer(value, &mut bytes)
-        .map_err(|e| external(KilnError::internal("encoding a pass state", e)))?;
+        .map_err(|e| external(KilnError::internal("encoding CBOR", e)))?;
     Ok(bytes)
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> datafusion::common::Result<T> {
-    ciborium::from_reader(bytes)
-        .map_err(|e| external(KilnError::internal("decoding a pass state", e)))
+    ciborium::from_reader(bytes).map_err(|e| external(KilnError::internal("decoding CBOR", e)))
 }
 
 impl<P: TablePass> AggregateUDFImpl for PassUdaf<P> {
@@ -133,20 +134,14 @@ impl<P: TablePass> AggregateUDFImpl for PassUdaf<P> {
         &self,
         args: AccumulatorArgs<'_>,
     ) -> datafusion::common::Result<Box<dyn Accumulator>> {
-        let text = args
+        let config: P::Config = args
             .exprs
             .first()
             .and_then(|e| e.downcast_ref::<Literal>())
-            .map(|l| match l.value() {
-                ScalarValue::Dictionary(_, inner) => inner.as_ref().clone(),
-                v => v.clone(),
-            })
-            .and_then(|v| v.try_as_str().flatten().map(str::to_string))
             .ok_or_else(|| {
                 DataFusionError::Plan(format!("{} takes its configuration first", P::NAME))
-            })?;
-        let config: P::Config = serde_json::from_str(&text)
-            .map_err(|e| external(KilnError::internal("reading a pass configuration", e)))?;
+            })
+            .and_then(|l| config_of(l.value()))?;
         let state = P::start(&config);
         Ok(Box::new(PassAccumulator::<P> {
             config,
@@ -212,6 +207,34 @@ impl<P: TablePass> Accumulator for PassAccumulator<P> {
     }
 }
 
+/// `config` as a plan literal: CBOR bytes in a one-value dictionary, so a
+/// batch holds one copy of it however many rows it has, and floats (NaN
+/// included) arrive exactly.
+pub fn config_arg<T: Serialize>(config: &T) -> Result<Expr> {
+    let bytes = encode(config).map_err(|e| KilnError::internal("encoding a configuration", e))?;
+    Ok(lit(ScalarValue::Dictionary(
+        Box::new(DataType::Int32),
+        Box::new(ScalarValue::Binary(Some(bytes))),
+    )))
+}
+
+/// The configuration in a literal made by [`config_arg`].
+pub fn config_of<T: DeserializeOwned>(value: &ScalarValue) -> datafusion::common::Result<T> {
+    let inner = match value {
+        ScalarValue::Dictionary(_, inner) => inner.as_ref(),
+        v => v,
+    };
+    match inner {
+        ScalarValue::Binary(Some(bytes))
+        | ScalarValue::LargeBinary(Some(bytes))
+        | ScalarValue::BinaryView(Some(bytes)) => decode(bytes),
+        v => Err(DataFusionError::Plan(format!(
+            "a kiln configuration literal is binary, not {}",
+            v.data_type()
+        ))),
+    }
+}
+
 /// Runs pass `P` over `columns` of `df` and returns the merged state;
 /// `progress` hears of the rows folded in this process (all of them
 /// locally, none on a cluster).
@@ -221,12 +244,7 @@ pub async fn run<P: TablePass>(
     columns: &[&str],
     progress: Option<RowsSeen>,
 ) -> Result<P::State> {
-    let json = serde_json::to_string(config)
-        .map_err(|e| KilnError::internal("serializing a pass configuration", e))?;
-    let config_arg = lit(ScalarValue::Dictionary(
-        Box::new(DataType::Int32),
-        Box::new(ScalarValue::Utf8(Some(json))),
-    ));
+    let config_arg = config_arg(config)?;
     let args = std::iter::once(config_arg)
         .chain(columns.iter().map(|c| ident(*c)))
         .collect();

@@ -27,12 +27,16 @@ mod write;
 pub use rules::{ColumnRule, ColumnType, Condition, Gen, Literal, Rules};
 pub use write::{Source, generate, write_enhanced, write_generated};
 
-/// The aggregates of synthesis every kiln process installs: the copula's
-/// two passes and the Chow-Liu tree's counting pass, so fits run on a
-/// cluster's executors.
+/// The functions of synthesis every kiln process installs, so its work
+/// runs on a cluster's executors: the copula's two passes and the Chow-Liu
+/// tree's counting pass (aggregates), and the filter's boundaries and
+/// distances (scalar UDFs).
 pub fn extensions() -> kiln_engine::KilnExtensions {
+    use kiln_engine::config_udf::ConfigUdf;
     use kiln_engine::table_pass::PassUdaf;
     kiln_engine::KilnExtensions::default()
+        .with_udf(ConfigUdf::<evaluate::InBounds>::udf())
+        .with_udf(ConfigUdf::<evaluate::Dcr>::udf())
         .with_udaf(PassUdaf::<copula::fit::StatsPass>::udaf())
         .with_udaf(PassUdaf::<copula::fit::MomentsPass>::udaf())
         .with_udaf(PassUdaf::<copula::chow_liu::PairCountsPass>::udaf())

@@ -3,20 +3,26 @@
 //! real column has them), meet a SQL rule, and are at least a distance from
 //! every sampled real row (the privacy section's DCR). Each dropped row is
 //! counted under the first reason it fails, in that order.
+//!
+//! The filter is one DataFusion plan over the whole synthetic table (not
+//! the rows read for the evaluation, which may be a sample): the
+//! boundaries and the distances are UDFs ([`InBounds`], [`Dcr`]) whose
+//! configuration carries the real side, so on a cluster the executors
+//! measure the distances where the rows are. The distances are computed
+//! only for rows that pass the other checks.
 
 use super::Loaded;
-use super::privacy::distances_to;
-use crate::frame::{NULL_CODE, Values};
-use arrow::array::{Array, BooleanArray, RecordBatch};
-use arrow::compute::filter_record_batch;
-use datafusion::common::DFSchema;
+use super::bounds_udf::{Bounds, InBounds};
+use super::dcr_udf::{Dcr, DcrReference};
+use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
-use datafusion::prelude::SessionContext;
-use futures::StreamExt;
-use kiln_engine::io::{FileFormat, ParquetWriteOptions, write_streams};
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::logical_expr::{ExprSchemable, when};
+use datafusion::prelude::{Expr, coalesce, lit};
+use kiln_engine::config_udf::ConfigUdf;
+use kiln_engine::io::{FileFormat, ParquetWriteOptions, write_table};
 use kiln_engine::{KilnError, KilnSession, Result};
 use serde::Serialize;
-use std::collections::HashSet;
 use url::Url;
 
 /// What a kept row must meet.
@@ -49,64 +55,54 @@ pub struct FilterSummary {
     pub min_distance: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reason {
-    Kept,
-    OutOfBounds,
-    TooClose,
+/// Why a row is dropped (0: kept), the first reason in the order above.
+fn reason(synthetic: &DataFrame, loaded: &Loaded, params: &FilterParams) -> Result<Expr> {
+    let names: Vec<&str> = loaded.names.iter().map(String::as_str).collect();
+    let in_bounds = ConfigUdf::<InBounds>::call(&Bounds::of(loaded), &names)?;
+    let rule = match &params.rule {
+        Some(sql) => {
+            let expr = synthetic.parse_sql_expr(sql).map_err(|e| {
+                KilnError::config_fix(
+                    format!("invalid rule '{sql}': {e}"),
+                    "write a SQL boolean expression over the synthetic table's columns",
+                )
+            })?;
+            let data_type = expr
+                .get_type(synthetic.schema())
+                .map_err(|e| KilnError::config(format!("invalid rule '{sql}': {e}")))?;
+            if data_type != arrow::datatypes::DataType::Boolean {
+                return Err(KilnError::config_fix(
+                    format!("the rule '{sql}' is {data_type}, not a boolean expression"),
+                    "write a condition, such as rsrp < -80 AND activity <> 'still'",
+                ));
+            }
+            // False or null: dropped.
+            coalesce(vec![expr, lit(false)])
+        }
+        None => lit(true),
+    };
+    let too_close = match params.min_distance {
+        Some(min) => {
+            let reference = DcrReference::of(loaded, params.real_rows, params.seed);
+            let kept: Vec<&str> = reference.names.iter().map(String::as_str).collect();
+            ConfigUdf::<Dcr>::call(&reference, &kept)?.lt(lit(min))
+        }
+        None => lit(false),
+    };
+    when(!in_bounds, lit(OUT_OF_BOUNDS))
+        .when(!rule, lit(BY_RULE))
+        .when(too_close, lit(TOO_CLOSE))
+        .otherwise(lit(KEPT))
+        .map_err(|e| KilnError::internal("planning the filter", e))
 }
 
-/// Per synthetic row: out of bounds, too close, or kept (the rule is
-/// checked while writing).
-fn reasons(loaded: &Loaded, params: &FilterParams) -> Vec<Reason> {
-    let real = loaded.view(&loaded.real);
-    let synthetic = loaded.view(&loaded.synthetic);
-    let mut out = vec![Reason::Kept; synthetic.rows];
-    for c in 0..real.names.len() {
-        match (&real.columns[c], &synthetic.columns[c]) {
-            (Values::Numbers(r), Values::Numbers(s)) => {
-                let nullable = r.iter().any(|v| v.is_nan());
-                let (lo, hi) = r
-                    .iter()
-                    .filter(|v| !v.is_nan())
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
-                        (l.min(v), h.max(v))
-                    });
-                for (row, &v) in s.iter().enumerate() {
-                    let ok = if v.is_nan() {
-                        nullable
-                    } else {
-                        v >= lo && v <= hi
-                    };
-                    if !ok {
-                        out[row] = Reason::OutOfBounds;
-                    }
-                }
-            }
-            (Values::Codes(r), Values::Codes(s)) if real.types[c] != crate::frame::SdType::Id => {
-                let known: HashSet<u32> = r.iter().copied().collect();
-                for (row, v) in s.iter().enumerate() {
-                    if !known.contains(v) || (*v == NULL_CODE && !known.contains(&NULL_CODE)) {
-                        out[row] = Reason::OutOfBounds;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(min) = params.min_distance {
-        let d = distances_to(real, synthetic, params.real_rows, params.seed);
-        for (row, dist) in d.into_iter().enumerate() {
-            if out[row] == Reason::Kept && dist < min {
-                out[row] = Reason::TooClose;
-            }
-        }
-    }
-    out
-}
+const KEPT: u8 = 0;
+const OUT_OF_BOUNDS: u8 = 1;
+const BY_RULE: u8 = 2;
+const TOO_CLOSE: u8 = 3;
 
-/// Writes the synthetic rows that pass to `target` (atomic commit), in the
-/// synthetic table's order, and counts the others by reason.
+/// Writes the synthetic rows that pass to `target` (atomic commit) and
+/// counts the others by reason.
 pub async fn write_filtered(
     session: &KilnSession,
     synthetic: DataFrame,
@@ -123,125 +119,90 @@ pub async fn write_filtered(
             "give a distance between 0 and 1 (the mean per-column difference, as in the DCR)",
         ));
     }
-    let reasons = reasons(loaded, params);
-    let schema = std::sync::Arc::new(synthetic.schema().as_arrow().clone());
-    let rule = match &params.rule {
-        Some(sql) => {
-            let df_schema = DFSchema::try_from(schema.as_ref().clone())
-                .map_err(|e| KilnError::internal("reading the synthetic schema", e))?;
-            let ctx = SessionContext::new();
-            let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(|e| {
-                KilnError::config_fix(
-                    format!("invalid rule '{sql}': {e}"),
-                    "write a SQL boolean expression over the synthetic table's columns",
-                )
-            })?;
-            Some(
-                ctx.create_physical_expr(expr, &df_schema)
-                    .map_err(|e| KilnError::config(format!("invalid rule '{sql}': {e}")))?,
-            )
-        }
-        None => None,
-    };
-    let mut summary = FilterSummary {
-        rule: params.rule.clone(),
-        min_distance: params.min_distance,
-        ..FilterSummary::default()
-    };
-    for r in &reasons {
-        match r {
-            Reason::OutOfBounds => summary.dropped_out_of_bounds += 1,
-            Reason::TooClose => summary.dropped_too_close += 1,
-            _ => {}
-        }
-    }
-    // Partitions in order, as the evaluation read them, so row i here is
-    // row i of `reasons`; kept rows stream to the writer.
-    let streams = synthetic
-        .execute_stream_partitioned()
-        .await
-        .map_err(|e| KilnError::execution("reading the synthetic table", e))?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(4);
-    let expected = reasons.len();
-    let producer = tokio::spawn(async move {
-        let (mut at, mut kept_rows, mut by_rule) = (0usize, 0u64, 0u64);
-        for mut stream in streams {
-            while let Some(batch) = stream.next().await {
-                let batch = match batch {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let _unsent = tx
-                            .send(Err(KilnError::execution("reading the synthetic table", e)))
-                            .await;
-                        return Err(KilnError::io("the synthetic table", "reading failed"));
-                    }
-                };
-                let n = batch.num_rows();
-                let rule_mask: Option<BooleanArray> = match &rule {
-                    Some(expr) => {
-                        let v = expr
-                            .evaluate(&batch)
-                            .and_then(|v| v.into_array(n))
-                            .map_err(|e| KilnError::execution("evaluating the rule", e))?;
-                        Some(
-                            v.as_any()
-                                .downcast_ref::<BooleanArray>()
-                                .cloned()
-                                .ok_or_else(|| {
-                                    KilnError::config("the rule is not a boolean expression")
-                                })?,
-                        )
-                    }
-                    None => None,
-                };
-                let keep: BooleanArray = (0..n)
-                    .map(|i| {
-                        if reasons.get(at + i).copied().unwrap_or(Reason::Kept) != Reason::Kept {
-                            return Some(false);
-                        }
-                        if let Some(m) = &rule_mask
-                            && !(m.is_valid(i) && m.value(i))
-                        {
-                            by_rule += 1;
-                            return Some(false);
-                        }
-                        Some(true)
-                    })
-                    .collect();
-                at += n;
-                let kept = filter_record_batch(&batch, &keep)
-                    .map_err(|e| KilnError::internal("filtering rows", e))?;
-                kept_rows += kept.num_rows() as u64;
-                if kept.num_rows() > 0 && tx.send(Ok(kept)).await.is_err() {
-                    return Err(KilnError::io("the filtered output", "the writer stopped"));
-                }
-            }
-        }
-        Ok((at, kept_rows, by_rule))
-    });
-    let stream = kiln_engine::io::receiver_stream(rx);
-    let written = write_streams(
+    let reason = reason(&synthetic, loaded, params)?;
+    let kept = synthetic
+        .clone()
+        .filter(reason.clone().eq(lit(KEPT)))
+        .map_err(|e| KilnError::execution("planning the filter", e))?;
+    // The counts without the distances first (a bad rule fails before any
+    // file is written); those dropped for being too close are the rest.
+    let (rows_in, out_of_bounds, by_rule) =
+        count_cheap_reasons(synthetic.clone(), loaded, params).await?;
+    let written = write_table(
         session,
-        schema,
-        vec![stream],
+        kept,
         target,
         format,
         &ParquetWriteOptions::default(),
     )
-    .await;
-    let (at, kept_rows, by_rule) = producer
+    .await?;
+    let dropped_too_close = rows_in
+        .checked_sub(written.rows + out_of_bounds + by_rule)
+        .ok_or_else(|| {
+            KilnError::data_fix(
+                "the synthetic table",
+                format!(
+                    "it changed while it was filtered ({rows_in} rows counted, {} written or dropped)",
+                    written.rows + out_of_bounds + by_rule
+                ),
+                "filter a table that is not being written",
+            )
+        })?;
+    Ok(FilterSummary {
+        rows_in,
+        rows_kept: written.rows,
+        dropped_out_of_bounds: out_of_bounds,
+        dropped_by_rule: by_rule,
+        dropped_too_close,
+        rule: params.rule.clone(),
+        min_distance: params.min_distance,
+    })
+}
+
+/// The synthetic table's rows, and those out of bounds or failing the rule.
+async fn count_cheap_reasons(
+    synthetic: DataFrame,
+    loaded: &Loaded,
+    params: &FilterParams,
+) -> Result<(u64, u64, u64)> {
+    let without_distance = FilterParams {
+        min_distance: None,
+        ..params.clone()
+    };
+    let reason = reason(&synthetic, loaded, &without_distance)?;
+    let rows_with = |code: u8| -> Result<Expr> {
+        let one = when(reason.clone().eq(lit(code)), lit(1i64))
+            .otherwise(lit(0i64))
+            .map_err(|e| KilnError::internal("planning the filter", e))?;
+        Ok(sum(one))
+    };
+    let batches = synthetic
+        .aggregate(
+            vec![],
+            vec![
+                count(lit(1)).alias("rows"),
+                rows_with(OUT_OF_BOUNDS)?.alias("out_of_bounds"),
+                rows_with(BY_RULE)?.alias("by_rule"),
+            ],
+        )
+        .map_err(|e| KilnError::execution("counting the synthetic rows", e))?
+        .collect()
         .await
-        .map_err(|e| KilnError::internal("filtering rows", e))??;
-    written?;
-    if at != expected {
-        return Err(KilnError::data_fix(
-            "the synthetic table",
-            format!("it changed while it was evaluated ({expected} rows, then {at})"),
-            "filter a table that is not being written",
-        ));
-    }
-    summary.rows_in = at as u64;
-    summary.rows_kept = kept_rows;
-    summary.dropped_by_rule = by_rule;
-    Ok(summary)
+        .map_err(|e| KilnError::execution("counting the synthetic rows", e))?;
+    let batch = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| KilnError::internal("counting the synthetic rows", "no result"))?;
+    let value = |i: usize| -> Result<u64> {
+        match ScalarValue::try_from_array(batch.column(i), 0)
+            .map_err(|e| KilnError::internal("counting the synthetic rows", e))?
+        {
+            ScalarValue::Int64(v) => Ok(v.unwrap_or(0).max(0) as u64),
+            v => Err(KilnError::internal(
+                "counting the synthetic rows",
+                format!("a count is {}", v.data_type()),
+            )),
+        }
+    };
+    Ok((value(0)?, value(1)?, value(2)?))
 }

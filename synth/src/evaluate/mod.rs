@@ -4,6 +4,8 @@
 //! real record, [`privacy`]), with SVG plots a researcher can look at
 //! ([`plots`]).
 
+mod bounds_udf;
+mod dcr_udf;
 pub mod filter;
 pub mod plots;
 pub mod privacy;
@@ -15,6 +17,8 @@ pub mod validity;
 mod tests;
 
 pub use crate::frame::{Metadata, Precision, SdType};
+pub use bounds_udf::InBounds;
+pub use dcr_udf::Dcr;
 pub use filter::{FilterParams, FilterSummary, write_filtered};
 pub use privacy::Privacy;
 pub use quality::Quality;

@@ -49,9 +49,9 @@ pub struct Dcr {
 }
 
 /// Column-major values of sampled rows, in the shape the distance loop reads.
-struct Sample {
-    columns: Vec<Values>,
-    rows: usize,
+pub(crate) struct Sample {
+    pub columns: Vec<Values>,
+    pub rows: usize,
 }
 
 fn take(frame: FrameRef<'_>, rows: &[usize], keep: &[usize]) -> Sample {
@@ -79,7 +79,7 @@ fn sample_rows(n: usize, k: usize, seed: u64) -> Vec<usize> {
 }
 
 /// The DCR of every row of `data` to `reference` (SDMetrics' `calculate_dcr`).
-fn dcr(data: &Sample, reference: &Sample) -> Vec<f64> {
+pub(crate) fn dcr(data: &Sample, reference: &Sample) -> Vec<f64> {
     let ranges: Vec<f64> = reference
         .columns
         .iter()
@@ -314,14 +314,13 @@ pub fn privacy(
     }
 }
 
-/// The DCR of every row of `rows` to a seeded sample of `real_rows` rows
-/// of `real` (the filter's distance; the same definition as the report's).
-pub(crate) fn distances_to(
+/// The columns distances are measured over (keys left out), and the
+/// seeded sample of `real_rows` real rows the filter measures against.
+pub(crate) fn reference_sample(
     real: FrameRef<'_>,
-    rows: FrameRef<'_>,
     real_rows: usize,
     seed: u64,
-) -> Vec<f64> {
+) -> (Vec<usize>, Sample) {
     let keep: Vec<usize> = (0..real.names.len())
         .filter(|&c| real.types[c] != SdType::Id)
         .collect();
@@ -330,6 +329,19 @@ pub(crate) fn distances_to(
         &sample_rows(real.rows, real_rows.max(1), crate::mix(seed, 2, 0)),
         &keep,
     );
+    (keep, reference)
+}
+
+/// The DCR of every row of `rows` to the filter's reference sample (in
+/// this process; the filter computes the same on the data's executors).
+#[cfg(test)]
+pub(crate) fn distances_to(
+    real: FrameRef<'_>,
+    rows: FrameRef<'_>,
+    real_rows: usize,
+    seed: u64,
+) -> Vec<f64> {
+    let (keep, reference) = reference_sample(real, real_rows, seed);
     let all: Vec<usize> = (0..rows.rows).collect();
     dcr(&take(rows, &all, &keep), &reference)
 }

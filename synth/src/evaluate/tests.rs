@@ -366,6 +366,71 @@ async fn the_filter_writes_only_passing_rows_and_says_why_others_were_dropped() 
     };
     assert_eq!(n(&bad), 0);
     assert_eq!(n(&total) as u64, summary.rows_kept);
+
+    // The distances the filter's UDF measured are the DCR computed here:
+    // filter by the boundaries and the rule only, then measure those rows.
+    let near = url::Url::from_directory_path(dir.join("near")).expect("url");
+    let without_distance = write_filtered(
+        &session,
+        parquet(&ctx, "generated_perturbed.parquet").await,
+        &loaded,
+        &FilterParams {
+            min_distance: None,
+            ..filter.clone()
+        },
+        &near,
+        kiln_engine::io::FileFormat::Parquet,
+    )
+    .await
+    .expect("filter");
+    assert_eq!(without_distance.dropped_too_close, 0);
+    assert_eq!(
+        without_distance.rows_kept,
+        summary.rows_kept + summary.dropped_too_close
+    );
+    let (_, passed) = evaluate(
+        parquet(&ctx, "generated_real.parquet").await,
+        ctx.read_parquet(
+            dir.join("near").display().to_string(),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .expect("kept rows"),
+        None,
+        &params,
+    )
+    .await
+    .expect("evaluation");
+    let distances = super::privacy::distances_to(
+        passed.view(&passed.real),
+        passed.view(&passed.synthetic),
+        filter.real_rows,
+        filter.seed,
+    );
+    let too_close = distances.iter().filter(|&&d| d < 0.02).count() as u64;
+    assert!(
+        too_close > 0,
+        "no row is too close: the check shows nothing"
+    );
+    assert_eq!(too_close, summary.dropped_too_close);
+
+    // A rule that is not a condition: a clear error, and nothing written.
+    let err = write_filtered(
+        &session,
+        parquet(&ctx, "generated_perturbed.parquet").await,
+        &loaded,
+        &FilterParams {
+            rule: Some("rsrp + 1".into()),
+            ..filter.clone()
+        },
+        &url::Url::from_directory_path(dir.join("never")).expect("url"),
+        kiln_engine::io::FileFormat::Parquet,
+    )
+    .await
+    .expect_err("not boolean")
+    .to_string();
+    assert!(err.contains("not a boolean expression"), "{err}");
+    assert!(!dir.join("never").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
