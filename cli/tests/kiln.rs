@@ -627,7 +627,102 @@ fn ballista_cluster_matches_local_execution() -> TestResult {
     retries_scenario(&dir.join("retries"), &master)?;
     resume_scenario(&dir.join("resume"), &master)?;
     schedule_scenario(&dir.join("schedule"), &master)?;
+    synthesis_scenario(&dir.join("synthesis"), &master)?;
     drop(cluster);
+    Ok(())
+}
+
+/// Synthesis on `master` against `local[1]`: the copula's and the tree's
+/// fits (aggregates whose partitions the executors fold) give the same
+/// model files, and the filter (boundaries and distances measured on the
+/// executors) keeps the same rows with the same counts.
+fn synthesis_scenario(dir: &Path, master: &str) -> TestResult {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/synth");
+    // Three files, so the cluster's executors share the partitions.
+    let real = dir.join("real");
+    std::fs::create_dir_all(&real)?;
+    for part in ["a", "b", "c"] {
+        std::fs::copy(
+            testdata.join("generated_real.parquet"),
+            real.join(format!("{part}.parquet")),
+        )?;
+    }
+    let run = |args: &[&str]| -> Result<Output, Box<dyn std::error::Error>> {
+        let o = kiln().args(args).output_bounded()?;
+        assert!(o.status.success(), "kiln {args:?}:\n{}", stderr(&o));
+        Ok(o)
+    };
+    let real_arg = real.display().to_string();
+    for model in ["gaussian_copula", "chow_liu"] {
+        let mut files = Vec::new();
+        for (name, m) in [("local", "local[1]"), ("cluster", master)] {
+            let out = dir.join(format!("{name}-{model}"));
+            run(&[
+                "reproduce",
+                "fit",
+                &real_arg,
+                "--model",
+                model,
+                "--seed",
+                "1",
+                "--type",
+                "sample_id=id",
+                "--sample-rows",
+                "5000",
+                "--master",
+                m,
+                "--out",
+                &out.display().to_string(),
+            ])?;
+            files.push(std::fs::read(out.join("v1/model.json"))?);
+        }
+        assert_eq!(
+            files[0], files[1],
+            "{model}: local and cluster models differ"
+        );
+    }
+    let mut reports = Vec::new();
+    for (name, m) in [("local", "local[1]"), ("cluster", master)] {
+        let report = dir.join(format!("{name}-report"));
+        let kept = dir.join(format!("{name}-kept"));
+        run(&[
+            "evaluate",
+            &real_arg,
+            &testdata
+                .join("generated_perturbed.parquet")
+                .display()
+                .to_string(),
+            "--type",
+            "sample_id=id",
+            "--privacy-rows",
+            "500",
+            "--filter-out",
+            &kept.display().to_string(),
+            "--rule",
+            "rsrp IS NULL OR rsrp < -80",
+            "--min-distance",
+            "0.02",
+            "--master",
+            m,
+            "--out",
+            &report.display().to_string(),
+        ])?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(report.join("report.json"))?)?;
+        reports.push((json, checksum(&kept)?));
+    }
+    let filter = &reports[0].0["filter"];
+    assert!(
+        filter["dropped_too_close"].as_u64() > Some(0) && filter["rows_kept"].as_u64() > Some(0),
+        "{filter}"
+    );
+    for section in ["filter", "quality", "privacy"] {
+        assert_eq!(
+            reports[0].0[section], reports[1].0[section],
+            "{section}: local and cluster differ"
+        );
+    }
+    assert_eq!(reports[0].1, reports[1].1, "the kept rows differ");
     Ok(())
 }
 

@@ -298,7 +298,8 @@ async fn run_pass<P: TablePass>(
     let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
     let work = table_pass::run::<P>(df, config, &names, Some(hook));
     tokio::pin!(work);
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    let every = std::time::Duration::from_millis(250);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
             state = &mut work => return state,
