@@ -482,15 +482,28 @@ async fn sample(args: SampleArgs) -> Result<()> {
             done.fetch_add(n, Ordering::Relaxed);
         })
     };
-    let summary = write_sample(
+    let write = write_sample(
         &session,
         sampler,
         args.rows,
         &out,
         args.format.into(),
         progress,
-    )
-    .await?;
+    );
+    tokio::pin!(write);
+    // A line every 2 s while rows are drawn (the output appears at the end).
+    let every = std::time::Duration::from_secs(2);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let summary = loop {
+        tokio::select! {
+            summary = &mut write => break summary?,
+            _ = tick.tick() => eprintln!(
+                "sampled {} of {} rows",
+                done.load(Ordering::Relaxed),
+                args.rows
+            ),
+        }
+    };
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "{} rows from model version {version} -> {out} in {secs:.2}s ({:.2}M rows/s)",

@@ -399,6 +399,11 @@ pub(crate) fn append_numbers(
     Ok(())
 }
 
+/// A discrete column's values as text (`Utf8`), whatever their type.
+pub(crate) fn text_values(array: &ArrayRef, name: &str, what: &str) -> Result<ArrayRef> {
+    cast(array, &DataType::Utf8).map_err(|e| cast_error(name, what, e))
+}
+
 fn append_codes(
     array: &ArrayRef,
     dictionary: &mut Dictionary,
@@ -406,7 +411,7 @@ fn append_codes(
     name: &str,
     what: &str,
 ) -> Result<()> {
-    let text = cast(array, &DataType::Utf8).map_err(|e| cast_error(name, what, e))?;
+    let text = text_values(array, name, what)?;
     let text = text.as_string::<i32>();
     out.extend((0..text.len()).map(|r| {
         if text.is_valid(r) {

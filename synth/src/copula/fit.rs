@@ -17,10 +17,9 @@ use super::linalg::{Matrix, nearest_definite};
 use super::marginal::{Marginal, Prepared};
 use super::parametric::{Distribution, DistributionKind};
 use super::{CopulaColumn, CopulaParams, FORMAT_VERSION, GaussianCopula, SourceInfo, normal};
-use crate::frame::{Metadata, SdType, append_numbers};
+use crate::frame::{Metadata, SdType, append_numbers, text_values};
 use crate::mix;
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::dataframe::DataFrame;
 use kiln_engine::table_pass::{self, RowsSeen, TablePass};
@@ -105,13 +104,7 @@ fn read_columns(arrays: &[ArrayRef], columns: &[CopulaColumn]) -> Result<Vec<Col
                 append_numbers(array, &mut v, &c.name, "training")?;
                 Ok(ColumnData::Numbers(v))
             } else {
-                let text = cast(array, &DataType::Utf8).map_err(|e| {
-                    KilnError::data(
-                        format!("column '{}'", c.name),
-                        format!("cannot read it as text: {e}"),
-                    )
-                })?;
-                Ok(ColumnData::Text(text))
+                Ok(ColumnData::Text(text_values(array, &c.name, "training")?))
             }
         })
         .collect()

@@ -4,12 +4,11 @@
 //! values only in columns where the real table has them.
 
 use super::Loaded;
-use crate::frame::{NULL_CODE, Values, append_numbers};
+use crate::frame::{NULL_CODE, Values, append_numbers, text_values};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
-use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use kiln_engine::config_udf::ConfigFunction;
-use kiln_engine::{KilnError, Result};
+use kiln_engine::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -99,12 +98,7 @@ impl ConfigFunction for InBounds {
                 }
                 ColumnBound::Values { values, nullable } => {
                     let known: HashSet<&str> = values.iter().map(String::as_str).collect();
-                    let text = cast(array, &DataType::Utf8).map_err(|e| {
-                        KilnError::data(
-                            format!("column '{name}' of the synthetic table"),
-                            format!("cannot read its values: {e}"),
-                        )
-                    })?;
+                    let text = text_values(array, name, "synthetic")?;
                     let text = text.as_string::<i32>();
                     for (r, ok) in ok.iter_mut().enumerate() {
                         *ok &= if text.is_null(r) {

@@ -6,12 +6,11 @@
 
 use super::Loaded;
 use super::privacy::{Sample, dcr, reference_sample};
-use crate::frame::{NULL_CODE, Values, append_numbers};
+use crate::frame::{NULL_CODE, Values, append_numbers, text_values};
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
-use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use kiln_engine::config_udf::ConfigFunction;
-use kiln_engine::{KilnError, Result};
+use kiln_engine::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -104,12 +103,7 @@ impl ConfigFunction for Dcr {
                         .enumerate()
                         .map(|(k, v)| (v.as_str(), k as u32))
                         .collect();
-                    let text = cast(array, &DataType::Utf8).map_err(|e| {
-                        KilnError::data(
-                            format!("column '{name}' of the synthetic table"),
-                            format!("cannot read its values: {e}"),
-                        )
-                    })?;
+                    let text = text_values(array, name, "synthetic")?;
                     let text = text.as_string::<i32>();
                     data.push(Values::Codes(
                         (0..rows)
