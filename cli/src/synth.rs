@@ -95,7 +95,8 @@ pub async fn evaluate(args: EvaluateArgs) -> Result<()> {
     let master: Master = args.master.parse()?;
     let session = KilnSession::connect(&master, &kiln_pipelines::extensions()).await?;
     let format = args.format.into();
-    let real = read_table(&session, &parse_location(&args.real, None)?, format).await?;
+    let real_url = parse_location(&args.real, None)?;
+    let real = read_table(&session, &real_url, format).await?;
     let synthetic_url = parse_location(&args.synthetic, None)?;
     let synthetic = read_table(&session, &synthetic_url, format).await?;
     let holdout = match &args.holdout {
@@ -129,10 +130,11 @@ pub async fn evaluate(args: EvaluateArgs) -> Result<()> {
             real_rows: params.privacy_rows,
             seed: params.seed,
         };
+        let real = read_table(&session, &real_url, format).await?;
         let synthetic = read_table(&session, &synthetic_url, format).await?;
         let target = dir_url(filter_out)?;
         let summary =
-            write_filtered(&session, synthetic, &loaded, &filter, &target, format).await?;
+            write_filtered(&session, real, synthetic, &loaded, &filter, &target, format).await?;
         eprintln!(
             "filter: kept {} of {} rows -> {target} (dropped: {} out of bounds, {} by the rule, {} too close to a real row)",
             summary.rows_kept,

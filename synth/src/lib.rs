@@ -29,8 +29,8 @@ pub use write::{Source, generate, write_enhanced, write_generated};
 
 /// The functions of synthesis every kiln process installs, so its work
 /// runs on a cluster's executors: the copula's two passes and the Chow-Liu
-/// tree's counting pass (aggregates), and the filter's boundaries and
-/// distances (scalar UDFs).
+/// tree's counting pass and the real boundaries (aggregates), and the
+/// filter's boundary check and distances (scalar UDFs).
 pub fn extensions() -> kiln_engine::KilnExtensions {
     use kiln_engine::config_udf::ConfigUdf;
     use kiln_engine::table_pass::PassUdaf;
@@ -40,6 +40,7 @@ pub fn extensions() -> kiln_engine::KilnExtensions {
         .with_udaf(PassUdaf::<copula::fit::StatsPass>::udaf())
         .with_udaf(PassUdaf::<copula::fit::MomentsPass>::udaf())
         .with_udaf(PassUdaf::<copula::chow_liu::PairCountsPass>::udaf())
+        .with_udaf(PassUdaf::<evaluate::BoundsPass>::udaf())
 }
 
 use arrow::array::{

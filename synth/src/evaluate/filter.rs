@@ -4,25 +4,32 @@
 //! every sampled real row (the privacy section's DCR). Each dropped row is
 //! counted under the first reason it fails, in that order.
 //!
-//! The filter is one DataFusion plan over the whole synthetic table (not
-//! the rows read for the evaluation, which may be a sample): the
-//! boundaries and the distances are UDFs ([`InBounds`], [`Dcr`]) whose
+//! The boundaries are measured over every real row ([`super::BoundsPass`]);
+//! the filter is one DataFusion plan over the whole synthetic table (not
+//! the rows read for the evaluation, which may be samples): the
+//! boundary check and the distances are UDFs ([`InBounds`], [`Dcr`]) whose
 //! configuration carries the real side, so on a cluster the executors
 //! measure the distances where the rows are. The distances are computed
-//! only for rows that pass the other checks.
+//! only for rows that pass the other checks; the reasons are counted on the
+//! way to the writer, so the table is read once.
 
 use super::Loaded;
-use super::bounds_udf::{Bounds, InBounds};
+use super::bounds::Bounds;
+use super::bounds_udf::InBounds;
 use super::dcr_udf::{Dcr, DcrReference};
-use datafusion::common::ScalarValue;
+use arrow::array::{AsArray, UInt8Array};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::UInt8Type;
 use datafusion::dataframe::DataFrame;
-use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{ExprSchemable, when};
 use datafusion::prelude::{Expr, coalesce, lit};
+use futures::StreamExt;
 use kiln_engine::config_udf::ConfigUdf;
-use kiln_engine::io::{FileFormat, ParquetWriteOptions, write_table};
+use kiln_engine::io::{FileFormat, ParquetWriteOptions, batch_streams, write_streams};
 use kiln_engine::{KilnError, KilnSession, Result};
 use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use url::Url;
 
 /// What a kept row must meet.
@@ -56,9 +63,14 @@ pub struct FilterSummary {
 }
 
 /// Why a row is dropped (0: kept), the first reason in the order above.
-fn reason(synthetic: &DataFrame, loaded: &Loaded, params: &FilterParams) -> Result<Expr> {
-    let names: Vec<&str> = loaded.names.iter().map(String::as_str).collect();
-    let in_bounds = ConfigUdf::<InBounds>::call(&Bounds::of(loaded), &names)?;
+fn reason(
+    synthetic: &DataFrame,
+    bounds: &Bounds,
+    loaded: &Loaded,
+    params: &FilterParams,
+) -> Result<Expr> {
+    let names: Vec<&str> = bounds.names.iter().map(String::as_str).collect();
+    let in_bounds = ConfigUdf::<InBounds>::call(bounds, &names)?;
     let rule = match &params.rule {
         Some(sql) => {
             let expr = synthetic.parse_sql_expr(sql).map_err(|e| {
@@ -101,10 +113,16 @@ const OUT_OF_BOUNDS: u8 = 1;
 const BY_RULE: u8 = 2;
 const TOO_CLOSE: u8 = 3;
 
+/// The column carrying each row's reason on its way to the writer.
+const REASON_COLUMN: &str = "__kiln_filter_reason";
+
 /// Writes the synthetic rows that pass to `target` (atomic commit) and
-/// counts the others by reason.
+/// counts the others by reason, in one pass over the table: the plan adds
+/// each row's reason (computed where the rows are read), and the stream to
+/// the writer counts and drops the rows that have one.
 pub async fn write_filtered(
     session: &KilnSession,
+    real: DataFrame,
     synthetic: DataFrame,
     loaded: &Loaded,
     params: &FilterParams,
@@ -119,90 +137,70 @@ pub async fn write_filtered(
             "give a distance between 0 and 1 (the mean per-column difference, as in the DCR)",
         ));
     }
-    let reason = reason(&synthetic, loaded, params)?;
-    let kept = synthetic
-        .clone()
-        .filter(reason.clone().eq(lit(KEPT)))
+    let bounds = Bounds::measure(real, loaded).await?;
+    let reason = reason(&synthetic, &bounds, loaded, params)?;
+    let schema = Arc::new(synthetic.schema().as_arrow().clone());
+    let columns: Vec<Expr> = synthetic
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .chain(std::iter::once(reason.alias(REASON_COLUMN)))
+        .collect();
+    let with_reason = synthetic
+        .select(columns)
         .map_err(|e| KilnError::execution("planning the filter", e))?;
-    // The counts without the distances first (a bad rule fails before any
-    // file is written); those dropped for being too close are the rest.
-    let (rows_in, out_of_bounds, by_rule) =
-        count_cheap_reasons(synthetic.clone(), loaded, params).await?;
-    let written = write_table(
+    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    let keep_columns: Vec<usize> = (0..schema.fields().len()).collect();
+    let streams = batch_streams(with_reason, target)
+        .await?
+        .into_iter()
+        .map(|stream| {
+            let counts = Arc::clone(&counts);
+            let keep_columns = keep_columns.clone();
+            stream
+                .map(move |batch| {
+                    let batch = batch?;
+                    let reasons = batch
+                        .column(keep_columns.len())
+                        .as_primitive_opt::<UInt8Type>()
+                        .ok_or_else(|| KilnError::internal("filtering rows", "no reason column"))?;
+                    let mut tally = [0u64; 4];
+                    for r in reasons.values() {
+                        tally[usize::from(*r).min(3)] += 1;
+                    }
+                    for (c, n) in counts.iter().zip(tally) {
+                        c.fetch_add(n, Ordering::Relaxed);
+                    }
+                    let keep =
+                        arrow::compute::kernels::cmp::eq(reasons, &UInt8Array::new_scalar(KEPT))
+                            .map_err(|e| KilnError::internal("filtering rows", e))?;
+                    let rows = batch
+                        .project(&keep_columns)
+                        .map_err(|e| KilnError::internal("filtering rows", e))?;
+                    filter_record_batch(&rows, &keep)
+                        .map_err(|e| KilnError::internal("filtering rows", e))
+                })
+                .boxed()
+        })
+        .collect();
+    let written = write_streams(
         session,
-        kept,
+        schema,
+        streams,
         target,
         format,
         &ParquetWriteOptions::default(),
     )
     .await?;
-    let dropped_too_close = rows_in
-        .checked_sub(written.rows + out_of_bounds + by_rule)
-        .ok_or_else(|| {
-            KilnError::data_fix(
-                "the synthetic table",
-                format!(
-                    "it changed while it was filtered ({rows_in} rows counted, {} written or dropped)",
-                    written.rows + out_of_bounds + by_rule
-                ),
-                "filter a table that is not being written",
-            )
-        })?;
+    let count = |code: u8| counts[usize::from(code)].load(Ordering::Relaxed);
     Ok(FilterSummary {
-        rows_in,
+        rows_in: counts.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
         rows_kept: written.rows,
-        dropped_out_of_bounds: out_of_bounds,
-        dropped_by_rule: by_rule,
-        dropped_too_close,
+        dropped_out_of_bounds: count(OUT_OF_BOUNDS),
+        dropped_by_rule: count(BY_RULE),
+        dropped_too_close: count(TOO_CLOSE),
         rule: params.rule.clone(),
         min_distance: params.min_distance,
     })
-}
-
-/// The synthetic table's rows, and those out of bounds or failing the rule.
-async fn count_cheap_reasons(
-    synthetic: DataFrame,
-    loaded: &Loaded,
-    params: &FilterParams,
-) -> Result<(u64, u64, u64)> {
-    let without_distance = FilterParams {
-        min_distance: None,
-        ..params.clone()
-    };
-    let reason = reason(&synthetic, loaded, &without_distance)?;
-    let rows_with = |code: u8| -> Result<Expr> {
-        let one = when(reason.clone().eq(lit(code)), lit(1i64))
-            .otherwise(lit(0i64))
-            .map_err(|e| KilnError::internal("planning the filter", e))?;
-        Ok(sum(one))
-    };
-    let batches = synthetic
-        .aggregate(
-            vec![],
-            vec![
-                count(lit(1)).alias("rows"),
-                rows_with(OUT_OF_BOUNDS)?.alias("out_of_bounds"),
-                rows_with(BY_RULE)?.alias("by_rule"),
-            ],
-        )
-        .map_err(|e| KilnError::execution("counting the synthetic rows", e))?
-        .collect()
-        .await
-        .map_err(|e| KilnError::execution("counting the synthetic rows", e))?;
-    let batch = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| KilnError::internal("counting the synthetic rows", "no result"))?;
-    let value = |i: usize| -> Result<u64> {
-        match ScalarValue::try_from_array(batch.column(i), 0)
-            .map_err(|e| KilnError::internal("counting the synthetic rows", e))?
-        {
-            ScalarValue::Int64(v) => Ok(v.unwrap_or(0).max(0) as u64),
-            v => Err(KilnError::internal(
-                "counting the synthetic rows",
-                format!("a count is {}", v.data_type()),
-            )),
-        }
-    };
-    Ok((value(0)?, value(1)?, value(2)?))
 }

@@ -4,6 +4,7 @@
 //! real record, [`privacy`]), with SVG plots a researcher can look at
 //! ([`plots`]).
 
+mod bounds;
 mod bounds_udf;
 mod dcr_udf;
 pub mod filter;
@@ -17,6 +18,7 @@ pub mod validity;
 mod tests;
 
 pub use crate::frame::{Metadata, Precision, SdType};
+pub use bounds::BoundsPass;
 pub use bounds_udf::InBounds;
 pub use dcr_udf::Dcr;
 pub use filter::{FilterParams, FilterSummary, write_filtered};

@@ -313,6 +313,7 @@ async fn the_filter_writes_only_passing_rows_and_says_why_others_were_dropped() 
     };
     let summary = write_filtered(
         &session,
+        parquet(&ctx, "generated_real.parquet").await,
         parquet(&ctx, "generated_perturbed.parquet").await,
         &loaded,
         &filter,
@@ -372,6 +373,7 @@ async fn the_filter_writes_only_passing_rows_and_says_why_others_were_dropped() 
     let near = url::Url::from_directory_path(dir.join("near")).expect("url");
     let without_distance = write_filtered(
         &session,
+        parquet(&ctx, "generated_real.parquet").await,
         parquet(&ctx, "generated_perturbed.parquet").await,
         &loaded,
         &FilterParams {
@@ -414,9 +416,45 @@ async fn the_filter_writes_only_passing_rows_and_says_why_others_were_dropped() 
     );
     assert_eq!(too_close, summary.dropped_too_close);
 
+    // Evaluated on samples (max_rows): the boundaries still come from every
+    // real row, and every synthetic row is filtered.
+    let (_, sampled) = evaluate(
+        parquet(&ctx, "generated_real.parquet").await,
+        parquet(&ctx, "generated_perturbed.parquet").await,
+        None,
+        &EvaluationParams {
+            max_rows: 1500,
+            ..params.clone()
+        },
+    )
+    .await
+    .expect("evaluation");
+    assert!(sampled.real.rows < 3000 && sampled.synthetic.rows < 3000);
+    let from_samples = write_filtered(
+        &session,
+        parquet(&ctx, "generated_real.parquet").await,
+        parquet(&ctx, "generated_perturbed.parquet").await,
+        &sampled,
+        &FilterParams {
+            min_distance: None,
+            ..filter.clone()
+        },
+        &url::Url::from_directory_path(dir.join("from_samples")).expect("url"),
+        kiln_engine::io::FileFormat::Parquet,
+    )
+    .await
+    .expect("filter");
+    assert_eq!(from_samples.rows_in, 6000);
+    assert_eq!(
+        from_samples.dropped_out_of_bounds,
+        summary.dropped_out_of_bounds
+    );
+    assert_eq!(from_samples.rows_kept, without_distance.rows_kept);
+
     // A rule that is not a condition: a clear error, and nothing written.
     let err = write_filtered(
         &session,
+        parquet(&ctx, "generated_real.parquet").await,
         parquet(&ctx, "generated_perturbed.parquet").await,
         &loaded,
         &FilterParams {
