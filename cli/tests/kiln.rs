@@ -1896,6 +1896,26 @@ fn cluster_survives_lost_executors_and_a_restarted_scheduler() -> TestResult {
         empty.wait_ready(1)?;
         let o = run("60")?;
         assert!(o.status.success(), "{}", stderr(&o));
+        // Asked to stop (SIGTERM, as Kubernetes does), an executor drains
+        // and exits 0: a clean stop, unlike a failed service.
+        let executor = &mut empty.executors[0];
+        executor.retired = true;
+        signal(&executor.child, "TERM");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = executor.child.try_wait()? {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the executor did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            status.success(),
+            "SIGTERM: the executor exited with {status}"
+        );
         // A misspelt kiln setting is a configuration error.
         let o = kiln()
             .args([

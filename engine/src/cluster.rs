@@ -269,9 +269,45 @@ pub async fn run_executor(options: ExecutorOptions, extensions: KilnExtensions) 
         options.scheduler_wait,
     )
     .await?;
-    start_executor_process(Arc::new(config))
-        .await
-        .map_err(|e| cluster_err("executor stopped", e))
+    // Ballista returns Ok both when it was asked to stop (SIGTERM, ctrl-c)
+    // and when one of its services failed or the scheduler stopped it: only
+    // the first is a clean exit.
+    let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_stop_signals(Arc::clone(&signalled)));
+    let stopped = start_executor_process(Arc::new(config)).await;
+    if stopped.is_ok() && !signalled.load(std::sync::atomic::Ordering::SeqCst) {
+        // The watcher may not have run since the signal arrived.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    watcher.abort();
+    match stopped {
+        Err(e) => Err(cluster_err("executor stopped", e)),
+        Ok(()) if signalled.load(std::sync::atomic::Ordering::SeqCst) => Ok(()),
+        Ok(()) => Err(KilnError::Cluster {
+            message: "the executor stopped without being asked to: one of its services failed or the scheduler stopped it (see the log above)".into(),
+            fix: Some("restart the executor; if it keeps stopping, check that the scheduler is up and reachable".into()),
+        }),
+    }
+}
+
+/// Sets `signalled` on SIGTERM or ctrl-c (the stops that are clean).
+async fn watch_stop_signals(signalled: Arc<std::sync::atomic::AtomicBool>) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    signalled.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Waits until the scheduler accepts TCP connections, at most `wait`.

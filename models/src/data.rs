@@ -10,8 +10,9 @@
 //!    identical models.
 //! 2. A sample of the training rows (every `stride`-th row in canonical
 //!    order) fixes each feature's quantile bin boundaries ([`FeatureBins`]).
-//! 3. Every row is encoded straight into column-major `u8` codes at its
-//!    canonical position, once per distinct `maxBins` the candidates use.
+//! 3. Every row is encoded straight into column-major codes ([`Codes`]: a
+//!    `u8` per row up to 256 bins, a `u16` past that) at its canonical
+//!    position, once per distinct `maxBins` the candidates use.
 //!
 //! Bin 0 is reserved for missing values (NaN / null). Test rows are encoded
 //! with the training rows' boundaries, so a tree's thresholds route a code
@@ -166,13 +167,14 @@ impl FeatureBins {
         self.thresholds.len() + 2
     }
 
-    /// The code of value `x`.
+    /// The code of value `x` (below `n_bins`, so below 2^16 by
+    /// [`MAX_BINS`]).
     #[inline]
-    pub fn bin(&self, x: f64) -> u8 {
+    pub fn bin(&self, x: f64) -> u16 {
         if x.is_nan() {
             return 0;
         }
-        1 + self.thresholds.partition_point(|t| *t < x) as u8
+        1 + self.thresholds.partition_point(|t| *t < x) as u16
     }
 
     /// The split value between bin `b` and `b + 1` (go left when x <= value).
@@ -183,11 +185,75 @@ impl FeatureBins {
     /// A value that every tree split on these boundaries routes like the
     /// values of bin `code`: NaN for missing, else the bin's upper bound.
     #[inline]
-    pub fn representative(&self, code: u8) -> f64 {
+    pub fn representative(&self, code: usize) -> f64 {
         if code == 0 {
             f64::NAN
         } else {
-            self.upper(code as usize)
+            self.upper(code)
+        }
+    }
+}
+
+/// The most bins a binning holds in a byte per row.
+pub const NARROW_BINS: usize = 256;
+/// The largest `maxBins`: codes are at most `u16`.
+pub const MAX_BINS: usize = 65_536;
+
+/// One feature's bin codes, row by row: a byte each for a binning of at
+/// most [`NARROW_BINS`] bins, two bytes past that.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Codes {
+    Narrow(Vec<u8>),
+    Wide(Vec<u16>),
+}
+
+/// Runs `$body` with `$c` bound to the codes as a slice of their integer
+/// type (`u8` or `u16`): one generic body, compiled for both widths, so the
+/// byte case costs what it did before wide codes existed.
+#[macro_export]
+macro_rules! with_codes {
+    ($codes:expr, |$c:ident| $body:expr) => {
+        match $codes {
+            $crate::data::Codes::Narrow($c) => $body,
+            $crate::data::Codes::Wide($c) => $body,
+        }
+    };
+}
+
+impl Codes {
+    /// `rows` missing-value codes, as wide as `max_bins` needs.
+    pub fn zeros(rows: usize, max_bins: usize) -> Codes {
+        if max_bins <= NARROW_BINS {
+            Codes::Narrow(vec![0; rows])
+        } else {
+            Codes::Wide(vec![0; rows])
+        }
+    }
+
+    /// Bytes per row of a binning with `max_bins` bins.
+    pub fn width(max_bins: usize) -> usize {
+        if max_bins <= NARROW_BINS { 1 } else { 2 }
+    }
+
+    pub fn len(&self) -> usize {
+        with_codes!(self, |c| c.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The code of row `r`.
+    #[inline]
+    pub fn get(&self, r: usize) -> usize {
+        with_codes!(self, |c| c[r] as usize)
+    }
+
+    /// The codes of rows `range`.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Codes {
+        match self {
+            Codes::Narrow(c) => Codes::Narrow(c[range].to_vec()),
+            Codes::Wide(c) => Codes::Wide(c[range].to_vec()),
         }
     }
 }
@@ -197,7 +263,7 @@ impl FeatureBins {
 pub struct Binned {
     pub max_bins: usize,
     pub n_rows: usize,
-    pub codes: Vec<Vec<u8>>,
+    pub codes: Vec<Codes>,
     pub bins: Vec<FeatureBins>,
 }
 
@@ -219,7 +285,15 @@ impl Binned {
             .columns
             .par_iter()
             .zip(&bins)
-            .map(|(c, b)| c.iter().map(|x| b.bin(*x)).collect())
+            .map(|(c, b)| {
+                let mut codes = Codes::zeros(c.len(), max_bins);
+                with_codes!(&mut codes, |out| {
+                    for (o, x) in out.iter_mut().zip(c) {
+                        *o = b.bin(*x) as _;
+                    }
+                });
+                codes
+            })
             .collect();
         Ok(Binned {
             max_bins,
@@ -233,16 +307,16 @@ impl Binned {
     /// split on these boundaries (prediction from codes).
     #[inline]
     pub fn value(&self, f: usize, r: usize) -> f64 {
-        self.bins[f].representative(self.codes[f][r])
+        self.bins[f].representative(self.codes[f].get(r))
     }
 }
 
 fn check_max_bins(max_bins: usize) -> Result<()> {
-    if (2..=256).contains(&max_bins) {
+    if (2..=MAX_BINS).contains(&max_bins) {
         Ok(())
     } else {
         Err(KilnError::config(format!(
-            "maxBins must be in 2..=256, got {max_bins}"
+            "maxBins must be in 2..={MAX_BINS}, got {max_bins}"
         )))
     }
 }
@@ -692,7 +766,7 @@ impl Encoder {
                 .map(|(max_bins, b)| Binned {
                     max_bins: *max_bins,
                     n_rows: rows,
-                    codes: vec![vec![0u8; rows]; b.len()],
+                    codes: vec![Codes::zeros(rows, *max_bins); b.len()],
                     bins: b.clone(),
                 })
                 .collect(),
@@ -782,7 +856,7 @@ impl Encoder {
             s.checksum = s.checksum.wrapping_add(*h);
         }
         // One rayon job per (set, binning, feature) column: disjoint writes.
-        let mut targets: Vec<(usize, &FeatureBins, &mut Vec<u8>, usize)> = Vec::new();
+        let mut targets: Vec<(usize, &FeatureBins, &mut Codes, usize)> = Vec::new();
         for (set, s) in self.sets.iter_mut().enumerate() {
             for b in &mut s.binnings {
                 for (f, (bins, codes)) in b.bins.iter().zip(&mut b.codes).enumerate() {
@@ -792,11 +866,13 @@ impl Encoder {
         }
         targets.into_par_iter().for_each(|(set, bins, codes, f)| {
             let column = &columns[f];
-            for (i, (s, pos)) in places.iter().enumerate() {
-                if *s == set {
-                    codes[*pos] = bins.bin(column[i]);
+            with_codes!(codes, |codes| {
+                for (i, (s, pos)) in places.iter().enumerate() {
+                    if *s == set {
+                        codes[*pos] = bins.bin(column[i]) as _;
+                    }
                 }
-            }
+            });
         });
         Ok(places)
     }
@@ -810,8 +886,9 @@ impl Encoder {
 }
 
 /// Bytes the loaded sets take: codes per binning and a `u32` label per row.
-pub fn set_bytes(rows: usize, features: usize, binnings: usize) -> u64 {
-    rows as u64 * (features as u64 * binnings as u64 + 4)
+pub fn set_bytes(rows: usize, features: usize, max_bins: &[usize]) -> u64 {
+    let code_bytes: usize = max_bins.iter().map(|&b| Codes::width(b)).sum();
+    rows as u64 * (features as u64 * code_bytes as u64 + 4)
 }
 
 /// Bytes the loading passes need on top of the sets: sorted hashes, the
@@ -852,10 +929,10 @@ mod tests {
         }
         let few = FeatureBins::fit(&[1.0, 2.0, 2.0, 3.0], 32);
         assert_eq!((few.bin(1.0), few.bin(2.0), few.bin(3.0)), (1, 2, 3));
-        for code in 0..=few.n_bins() as u8 - 1 {
+        for code in 0..few.n_bins() {
             let x = few.representative(code);
             assert_eq!(
-                few.bin(x),
+                few.bin(x) as usize,
                 code,
                 "the representative of bin {code} is in it"
             );

@@ -6,7 +6,7 @@
 //! gain (LightGBM / XGBoost) rather than Spark's variance reduction on
 //! pseudo-residuals; `minInfoGain` applies to that gain.
 
-use crate::data::TrainingSet;
+use crate::data::{Codes, MAX_BINS, TrainingSet};
 use crate::tree::{FeatureSubset, GrowParams, Objective, Tree, grow};
 use kiln_engine::{KilnError, Result};
 use rand::SeedableRng;
@@ -84,8 +84,11 @@ impl GbtParams {
         if self.reg_lambda < 0.0 || self.min_info_gain < 0.0 {
             return bad("regLambda and minInfoGain must be >= 0".into());
         }
-        if !(2..=256).contains(&self.max_bins) {
-            return bad(format!("maxBins {} must be in 2..=256", self.max_bins));
+        if !(2..=MAX_BINS).contains(&self.max_bins) {
+            return bad(format!(
+                "maxBins {} must be in 2..={MAX_BINS}",
+                self.max_bins
+            ));
         }
         crate::rf::feature_subset(&self.feature_subset_strategy, 10, false)?;
         Ok(())
@@ -286,40 +289,42 @@ impl Objective for Newton<'_> {
     fn gather(&self, rows: &[u32]) -> Vec<[f64; 2]> {
         rows.iter().map(|&r| self.grad_hess[r as usize]).collect()
     }
-    fn accumulate(&self, codes: &[u8], rows: &[u32], gathered: &[[f64; 2]], hist: &mut [f64]) {
-        let add = |hist: &mut [f64], r: u32, [g, h]: [f64; 2]| {
-            let b = codes[r as usize] as usize * 3;
-            hist[b] += g;
-            hist[b + 1] += h;
-            hist[b + 2] += 1.0;
-        };
-        if rows.len() < 4 * hist.len() {
-            for (&r, gh) in rows.iter().zip(gathered) {
-                add(hist, r, *gh);
+    fn accumulate(&self, codes: &Codes, rows: &[u32], gathered: &[[f64; 2]], hist: &mut [f64]) {
+        crate::with_codes!(codes, |codes| {
+            let add = |hist: &mut [f64], r: u32, [g, h]: [f64; 2]| {
+                let b = codes[r as usize] as usize * 3;
+                hist[b] += g;
+                hist[b + 1] += h;
+                hist[b + 2] += 1.0;
+            };
+            if rows.len() < 4 * hist.len() {
+                for (&r, gh) in rows.iter().zip(gathered) {
+                    add(hist, r, *gh);
+                }
+                return;
             }
-            return;
-        }
-        // Four interleaved histograms: consecutive rows in the same bin (most
-        // rows of a one-hot feature) do not wait on each other's additions.
-        let width = hist.len();
-        let mut lanes = vec![0.0; 4 * width];
-        let (l0, rest) = lanes.split_at_mut(width);
-        let (l1, rest) = rest.split_at_mut(width);
-        let (l2, l3) = rest.split_at_mut(width);
-        let mut row_chunks = rows.chunks_exact(4);
-        let mut gh_chunks = gathered.chunks_exact(4);
-        for (r, gh) in (&mut row_chunks).zip(&mut gh_chunks) {
-            add(l0, r[0], gh[0]);
-            add(l1, r[1], gh[1]);
-            add(l2, r[2], gh[2]);
-            add(l3, r[3], gh[3]);
-        }
-        for (&r, gh) in row_chunks.remainder().iter().zip(gh_chunks.remainder()) {
-            add(l0, r, *gh);
-        }
-        for (i, x) in hist.iter_mut().enumerate() {
-            *x += (l0[i] + l1[i]) + (l2[i] + l3[i]);
-        }
+            // Four interleaved histograms: consecutive rows in the same bin (most
+            // rows of a one-hot feature) do not wait on each other's additions.
+            let width = hist.len();
+            let mut lanes = vec![0.0; 4 * width];
+            let (l0, rest) = lanes.split_at_mut(width);
+            let (l1, rest) = rest.split_at_mut(width);
+            let (l2, l3) = rest.split_at_mut(width);
+            let mut row_chunks = rows.chunks_exact(4);
+            let mut gh_chunks = gathered.chunks_exact(4);
+            for (r, gh) in (&mut row_chunks).zip(&mut gh_chunks) {
+                add(l0, r[0], gh[0]);
+                add(l1, r[1], gh[1]);
+                add(l2, r[2], gh[2]);
+                add(l3, r[3], gh[3]);
+            }
+            for (&r, gh) in row_chunks.remainder().iter().zip(gh_chunks.remainder()) {
+                add(l0, r, *gh);
+            }
+            for (i, x) in hist.iter_mut().enumerate() {
+                *x += (l0[i] + l1[i]) + (l2[i] + l3[i]);
+            }
+        })
     }
     fn count(&self, s: &[f64]) -> f64 {
         s[2]

@@ -2,8 +2,9 @@
 //!
 //! Tree learners and everything around them:
 //!
-//! * [`data`] bins features into compact codes (quantiles, ≤ 256 bins, bin 0 =
-//!   missing) in streamed passes, in a canonical row order, and
+//! * [`data`] bins features into compact codes (quantiles; a byte per value
+//!   up to 256 bins, two bytes up to 65,536; bin 0 = missing) in streamed
+//!   passes, in a canonical row order, and
 //!   [`frame`] streams a DataFrame through those passes;
 //! * [`memory`] plans a training task's peak memory before it allocates it;
 //! * [`tree`] grows histogram trees (rayon, sibling subtraction, learned

@@ -26,11 +26,11 @@ pub struct MemoryPlan {
 }
 
 impl MemoryPlan {
-    /// The plan for `sizes` binned `binnings` times, fitting `candidates`
-    /// `parallelism` at a time.
+    /// The plan for `sizes` binned once per `max_bins`, fitting
+    /// `candidates` `parallelism` at a time.
     pub fn new(
         sizes: Sizes,
-        binnings: usize,
+        max_bins: &[usize],
         candidates: &[ModelParams],
         parallelism: usize,
     ) -> Self {
@@ -46,7 +46,7 @@ impl MemoryPlan {
             + sizes.train_rows as u64 * 2;
         let concurrent_fits = parallelism.max(1);
         MemoryPlan {
-            sets: set_bytes(rows, sizes.features, binnings),
+            sets: set_bytes(rows, sizes.features, max_bins),
             loading: loading_bytes(sizes.train_rows.max(sizes.test_rows)),
             fitting: per_fit * concurrent_fits as u64,
             concurrent_fits,
@@ -124,8 +124,8 @@ mod tests {
             features: 58,
             classes: 2,
         };
-        let small = MemoryPlan::new(sizes(1_000_000), 1, &candidates, 2);
-        let large = MemoryPlan::new(sizes(38_000_000), 1, &candidates, 2);
+        let small = MemoryPlan::new(sizes(1_000_000), &[32], &candidates, 2);
+        let large = MemoryPlan::new(sizes(38_000_000), &[32], &candidates, 2);
         assert_eq!(large.peak(), small.peak() * 38);
         // 58 codes and a label per row: 62 B for 1.25M rows.
         assert_eq!(small.sets, 1_250_000 * 62);

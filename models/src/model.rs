@@ -294,6 +294,7 @@ impl ModelArtifact {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::Codes;
 
     fn data(labels: Vec<u32>, x: Vec<f64>) -> Dataset {
         Dataset {
@@ -407,6 +408,76 @@ mod tests {
                 p.classname()
             );
         }
+        Ok(())
+    }
+
+    /// Past 256 bins the codes are `u16`. With fewer distinct values than
+    /// either `maxBins`, both binnings put one value in each bin, so the
+    /// byte and the two-byte paths grow the same trees; on a feature of
+    /// 10,000 distinct values only the wide binning can place the
+    /// threshold between two neighbours.
+    #[test]
+    fn wide_codes_grow_the_trees_narrow_codes_do_and_split_finer() -> Result<()> {
+        let d = separable(1000);
+        let set = |bins| TrainingSet::from_dataset(&d, &[bins]);
+        assert!(matches!(set(128)?.binned(128)?.codes[0], Codes::Narrow(_)));
+        assert!(matches!(set(1000)?.binned(1000)?.codes[0], Codes::Wide(_)));
+        let pairs = [
+            (
+                ModelParams::GBTClassifier(GbtParams {
+                    max_bins: 128,
+                    ..GbtParams::default()
+                }),
+                ModelParams::GBTClassifier(GbtParams {
+                    max_bins: 1000,
+                    ..GbtParams::default()
+                }),
+            ),
+            (
+                ModelParams::RandomForestClassifier(RfParams {
+                    max_bins: 128,
+                    ..RfParams::default()
+                }),
+                ModelParams::RandomForestClassifier(RfParams {
+                    max_bins: 1000,
+                    ..RfParams::default()
+                }),
+            ),
+        ];
+        for (narrow, wide) in pairs {
+            assert_eq!(
+                serde_json::to_string(&narrow.fit_dataset(&d)?).ok(),
+                serde_json::to_string(&wide.fit_dataset(&d)?).ok(),
+                "{}",
+                narrow.classname()
+            );
+        }
+
+        let n = 10_000;
+        let x: Vec<f64> = (0..n).map(|i| ((i * 7_919) % n) as f64).collect();
+        let y = x.iter().map(|&v| u32::from(v >= 5_011.0)).collect();
+        let fine = data(y, x);
+        let accuracy = |max_bins| -> Result<f64> {
+            let model = ModelParams::GBTClassifier(GbtParams {
+                max_iter: 1,
+                max_depth: 1,
+                max_bins,
+                ..GbtParams::default()
+            })
+            .fit_dataset(&fine)?;
+            let m = crate::metrics::Metrics::compute(&fine.labels, &model.predict_dataset(&fine));
+            Ok(m.accuracy)
+        };
+        assert!(accuracy(256)? < 1.0);
+        assert_eq!(accuracy(16_384)?, 1.0);
+        let err = ModelParams::GBTClassifier(GbtParams {
+            max_bins: 70_000,
+            ..GbtParams::default()
+        })
+        .fit_dataset(&fine)
+        .expect_err("too many bins")
+        .to_string();
+        assert!(err.contains("2..=65536"), "{err}");
         Ok(())
     }
 

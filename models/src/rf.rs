@@ -2,7 +2,7 @@
 //! in parallel, per-node feature subsets, gini or entropy impurity; the
 //! probability is the average of the trees' leaf class distributions.
 
-use crate::data::TrainingSet;
+use crate::data::{Codes, MAX_BINS, TrainingSet};
 use crate::tree::{FeatureSubset, GrowParams, Objective, Tree, grow, poisson};
 use kiln_engine::{KilnError, Result};
 use rand::{Rng, SeedableRng};
@@ -102,8 +102,11 @@ impl RfParams {
                 self.subsampling_rate
             ));
         }
-        if !(2..=256).contains(&self.max_bins) {
-            return bad(format!("maxBins {} must be in 2..=256", self.max_bins));
+        if !(2..=MAX_BINS).contains(&self.max_bins) {
+            return bad(format!(
+                "maxBins {} must be in 2..={MAX_BINS}",
+                self.max_bins
+            ));
         }
         feature_subset(&self.feature_subset_strategy, 10, true)?;
         Ok(())
@@ -229,10 +232,12 @@ impl Objective for ClassCounts<'_> {
             .map(|&r| [f64::from(self.labels[r as usize]), self.weights[r as usize]])
             .collect()
     }
-    fn accumulate(&self, codes: &[u8], rows: &[u32], gathered: &[[f64; 2]], hist: &mut [f64]) {
-        for (&r, [label, weight]) in rows.iter().zip(gathered) {
-            hist[codes[r as usize] as usize * self.k + *label as usize] += weight;
-        }
+    fn accumulate(&self, codes: &Codes, rows: &[u32], gathered: &[[f64; 2]], hist: &mut [f64]) {
+        crate::with_codes!(codes, |codes| {
+            for (&r, [label, weight]) in rows.iter().zip(gathered) {
+                hist[codes[r as usize] as usize * self.k + *label as usize] += weight;
+            }
+        })
     }
     fn count(&self, s: &[f64]) -> f64 {
         s.iter().sum()

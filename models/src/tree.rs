@@ -2,7 +2,7 @@
 //! histograms built in parallel (rayon), the sibling-subtraction trick, and a
 //! learned default direction for missing values.
 
-use crate::data::Binned;
+use crate::data::{Binned, Codes};
 use rand::Rng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
@@ -103,7 +103,7 @@ pub(crate) trait Objective: Sync {
     fn gather(&self, rows: &[u32]) -> Vec<[f64; 2]>;
     /// Adds the statistics of `rows` (with their `gathered` inputs) into
     /// `hist` (`width` values per bin).
-    fn accumulate(&self, codes: &[u8], rows: &[u32], gathered: &[[f64; 2]], hist: &mut [f64]);
+    fn accumulate(&self, codes: &Codes, rows: &[u32], gathered: &[[f64; 2]], hist: &mut [f64]);
     /// Instance count (weighted) of a statistics vector.
     fn count(&self, stats: &[f64]) -> f64;
     /// Gain of splitting `parent` into `left` and `right`; `None` if invalid.
@@ -353,14 +353,15 @@ fn grow_sampled(
 
 /// The rows of a node that go left and right.
 fn partition(binned: &Binned, split: &Split, rows: &[u32]) -> (Vec<u32>, Vec<u32>) {
-    let codes = &binned.codes[split.feature];
-    rows.iter().partition(|&&r| {
-        let c = codes[r as usize] as usize;
-        if c == 0 {
-            split.default_left
-        } else {
-            c <= split.bin
-        }
+    crate::with_codes!(&binned.codes[split.feature], |codes| {
+        rows.iter().partition(|&&r| {
+            let c = codes[r as usize] as usize;
+            if c == 0 {
+                split.default_left
+            } else {
+                c <= split.bin
+            }
+        })
     })
 }
 

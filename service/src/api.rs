@@ -961,10 +961,6 @@ pub async fn submit(
         finished_ms: None,
     };
     state.store.insert_job(&record).await?;
-    state
-        .store
-        .add_event(&id, "queued", &serde_json::json!({"type": record.job_type}))
-        .await?;
     audit(
         state,
         who,

@@ -346,22 +346,37 @@ impl Store {
 
     // ---- jobs ----
 
+    /// Inserts a queued job with its first event, `queued` (seq 1), in one
+    /// transaction: a worker that leases the job at once records `started`
+    /// after it.
     pub async fn insert_job(&self, j: &JobRecord) -> Result<(), DbError> {
+        let queued = serde_json::json!({"type": j.job_type});
         self.db
-            .execute(
-                "INSERT INTO jobs (id, owner, job_type, params, state, attempts, max_attempts, \
-                 time_limit_ms, not_before_ms, created_ms) \
-                 VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $7)",
-                vec![
-                    j.id.clone().into(),
-                    j.owner.clone().into(),
-                    j.job_type.clone().into(),
-                    to_json(&j.params)?.into(),
-                    j.max_attempts.into(),
-                    j.time_limit_ms.into(),
-                    j.created_ms.into(),
-                ],
-            )
+            .transaction(vec![
+                Statement::new(
+                    "INSERT INTO jobs (id, owner, job_type, params, state, attempts, max_attempts, \
+                     time_limit_ms, not_before_ms, created_ms) \
+                     VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $7)",
+                    vec![
+                        j.id.clone().into(),
+                        j.owner.clone().into(),
+                        j.job_type.clone().into(),
+                        to_json(&j.params)?.into(),
+                        j.max_attempts.into(),
+                        j.time_limit_ms.into(),
+                        j.created_ms.into(),
+                    ],
+                ),
+                Statement::new(
+                    "INSERT INTO job_events (job_id, seq, at_ms, kind, data) \
+                     VALUES ($1, 1, $2, 'queued', $3)",
+                    vec![
+                        j.id.clone().into(),
+                        j.created_ms.into(),
+                        to_json(&queued)?.into(),
+                    ],
+                ),
+            ])
             .await
             .map(|_| ())
     }

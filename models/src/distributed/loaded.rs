@@ -99,11 +99,8 @@ pub fn load(url: &str, checksum: u64) -> Result<Arc<SetPart>> {
         ));
     }
     cache.reads += 1;
-    let size = crate::data::set_bytes(
-        part.set.n_rows(),
-        part.set.n_features(),
-        part.set.binnings.len(),
-    );
+    let max_bins: Vec<usize> = part.set.binnings.iter().map(|b| b.max_bins).collect();
+    let size = crate::data::set_bytes(part.set.n_rows(), part.set.n_features(), &max_bins);
     cache.files.insert(
         url.to_string(),
         Cached {

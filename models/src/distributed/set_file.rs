@@ -4,9 +4,9 @@
 //! and boundaries round-trip exactly, so a set read back on an executor
 //! trains the same model as the set it was written from.
 
-use crate::data::{Binned, FeatureBins, TrainingSet};
-use arrow::array::{Array, ArrayRef, AsArray, UInt8Array, UInt32Array};
-use arrow::datatypes::{DataType, Field, Schema, UInt8Type, UInt32Type};
+use crate::data::{Binned, Codes, FeatureBins, TrainingSet};
+use arrow::array::{Array, ArrayRef, AsArray, UInt8Array, UInt16Array, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema, UInt8Type, UInt16Type, UInt32Type};
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use arrow::record_batch::RecordBatch;
@@ -63,12 +63,19 @@ pub fn encode(set: &TrainingSet, rows: Range<usize>) -> Result<Vec<u8>> {
     ))];
     for b in &set.binnings {
         for (f, codes) in b.codes.iter().enumerate() {
-            fields.push(Field::new(
-                format!("b{}_{f}", b.max_bins),
-                DataType::UInt8,
-                false,
-            ));
-            columns.push(Arc::new(UInt8Array::from(codes[rows.clone()].to_vec())));
+            let name = format!("b{}_{f}", b.max_bins);
+            let (field, column): (Field, ArrayRef) = match codes {
+                Codes::Narrow(c) => (
+                    Field::new(name, DataType::UInt8, false),
+                    Arc::new(UInt8Array::from(c[rows.clone()].to_vec())),
+                ),
+                Codes::Wide(c) => (
+                    Field::new(name, DataType::UInt16, false),
+                    Arc::new(UInt16Array::from(c[rows.clone()].to_vec())),
+                ),
+            };
+            fields.push(field);
+            columns.push(column);
         }
     }
     let schema = Arc::new(Schema::new_with_metadata(
@@ -108,7 +115,11 @@ pub fn decode(bytes: Vec<u8>, location: &str) -> Result<SetPart> {
         u64::from_str_radix(&header.checksum, 16).map_err(|e| bad(format!("checksum: {e}")))?;
     let nf = header.feature_names.len();
     let mut labels = Vec::new();
-    let mut codes: Vec<Vec<Vec<u8>>> = vec![vec![Vec::new(); nf]; header.binnings.len()];
+    let mut codes: Vec<Vec<Codes>> = header
+        .binnings
+        .iter()
+        .map(|(max_bins, _)| vec![Codes::zeros(0, *max_bins); nf])
+        .collect();
     for batch in reader {
         let batch = batch.map_err(|e| bad(format!("reading: {e}")))?;
         if batch.num_columns() != 1 + nf * header.binnings.len() {
@@ -121,14 +132,25 @@ pub fn decode(bytes: Vec<u8>, location: &str) -> Result<SetPart> {
         labels.extend_from_slice(label.values());
         for (i, binning) in codes.iter_mut().enumerate() {
             for (f, feature) in binning.iter_mut().enumerate() {
-                let column = batch
-                    .column(1 + i * nf + f)
-                    .as_primitive_opt::<UInt8Type>()
-                    .ok_or_else(|| bad(format!("column {} is not UInt8", 1 + i * nf + f)))?;
+                let at = 1 + i * nf + f;
+                let column = batch.column(at);
                 if column.null_count() > 0 {
-                    return Err(bad(format!("column {} has nulls", 1 + i * nf + f)));
+                    return Err(bad(format!("column {at} has nulls")));
                 }
-                feature.extend_from_slice(column.values());
+                match feature {
+                    Codes::Narrow(v) => v.extend_from_slice(
+                        column
+                            .as_primitive_opt::<UInt8Type>()
+                            .ok_or_else(|| bad(format!("column {at} is not UInt8")))?
+                            .values(),
+                    ),
+                    Codes::Wide(v) => v.extend_from_slice(
+                        column
+                            .as_primitive_opt::<UInt16Type>()
+                            .ok_or_else(|| bad(format!("column {at} is not UInt16")))?
+                            .values(),
+                    ),
+                }
             }
         }
     }
@@ -201,7 +223,10 @@ mod tests {
             labels: (0..n).map(|i| (i % 3 == 0) as u32).collect(),
             feature_names: vec!["a".into(), "b".into()],
         };
-        let set = TrainingSet::from_dataset(&data, &[16, 64])?;
+        // 300 bins: two-byte codes (feature a has 500 distinct values).
+        let set = TrainingSet::from_dataset(&data, &[16, 64, 300])?;
+        assert!(matches!(set.binned(300)?.codes[0], Codes::Wide(_)));
+        assert!(set.binned(300)?.bins[0].n_bins() > 256);
         let part = decode(encode(&set, 0..n)?, "test")?;
         assert_eq!(part.set.labels, set.labels);
         assert_eq!(part.set.checksum, set.checksum);

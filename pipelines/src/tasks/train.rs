@@ -500,7 +500,7 @@ impl Task for ModelTraining {
                 let mut distinct = max_bins.clone();
                 distinct.sort_unstable();
                 distinct.dedup();
-                let p = MemoryPlan::new(sizes, distinct.len(), &all_candidates, concurrent_fits)
+                let p = MemoryPlan::new(sizes, &distinct, &all_candidates, concurrent_fits)
                     .in_process(resident);
                 ctx.progress.stage(p.describe());
                 tracing::info!(task = %ctx.task_name, "{}", p.describe());
