@@ -296,7 +296,11 @@ async fn run_pass<P: TablePass>(
     loop {
         tokio::select! {
             state = &mut work => return state,
-            _ = tick.tick() => progress(FitProgress { pass, rows: seen.load(Ordering::Relaxed) }),
+            // Nothing read here yet (or ever, on a cluster): nothing to say.
+            _ = tick.tick() => match seen.load(Ordering::Relaxed) {
+                0 => {}
+                rows => progress(FitProgress { pass, rows }),
+            },
         }
     }
 }
