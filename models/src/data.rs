@@ -199,8 +199,11 @@ pub const NARROW_BINS: usize = 256;
 /// The largest `maxBins`: codes are at most `u16`.
 pub const MAX_BINS: usize = 65_536;
 
-/// One feature's bin codes, row by row: a byte each for a binning of at
-/// most [`NARROW_BINS`] bins, two bytes past that.
+/// The bin codes of one binning, **row-major**: row `r`'s codes of features
+/// `0..nf` are the values `r * nf .. (r + 1) * nf`, so a node's histograms
+/// read one cache line per row whatever the feature count (a column per
+/// feature read one per row and feature). A byte per code for a binning of
+/// at most [`NARROW_BINS`] bins, two bytes past that.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Codes {
     Narrow(Vec<u8>),
@@ -221,16 +224,16 @@ macro_rules! with_codes {
 }
 
 impl Codes {
-    /// `rows` missing-value codes, as wide as `max_bins` needs.
-    pub fn zeros(rows: usize, max_bins: usize) -> Codes {
+    /// `values` missing-value codes, as wide as `max_bins` needs.
+    pub fn zeros(values: usize, max_bins: usize) -> Codes {
         if max_bins <= NARROW_BINS {
-            Codes::Narrow(vec![0; rows])
+            Codes::Narrow(vec![0; values])
         } else {
-            Codes::Wide(vec![0; rows])
+            Codes::Wide(vec![0; values])
         }
     }
 
-    /// Bytes per row of a binning with `max_bins` bins.
+    /// Bytes per code of a binning with `max_bins` bins.
     pub fn width(max_bins: usize) -> usize {
         if max_bins <= NARROW_BINS { 1 } else { 2 }
     }
@@ -243,27 +246,96 @@ impl Codes {
         self.len() == 0
     }
 
-    /// The code of row `r`.
+    /// The code at index `i`.
     #[inline]
-    pub fn get(&self, r: usize) -> usize {
-        with_codes!(self, |c| c[r] as usize)
+    pub fn get(&self, i: usize) -> usize {
+        with_codes!(self, |c| c[i] as usize)
     }
 
-    /// The codes of rows `range`.
+    /// The codes at indices `range`.
     pub fn slice(&self, range: std::ops::Range<usize>) -> Codes {
         match self {
             Codes::Narrow(c) => Codes::Narrow(c[range].to_vec()),
             Codes::Wide(c) => Codes::Wide(c[range].to_vec()),
         }
     }
+
+    /// Every `stride`-th code from `first`: one feature's column of
+    /// row-major codes.
+    pub fn column(&self, first: usize, stride: usize) -> Codes {
+        match self {
+            Codes::Narrow(c) => {
+                Codes::Narrow(c.iter().skip(first).step_by(stride).copied().collect())
+            }
+            Codes::Wide(c) => Codes::Wide(c.iter().skip(first).step_by(stride).copied().collect()),
+        }
+    }
+
+    /// Row-major codes from one column per feature (all of one width and
+    /// length); `None` when they are not.
+    pub fn interleave(columns: &[Codes]) -> Option<Codes> {
+        let nf = columns.len();
+        let rows = columns.first().map_or(0, Codes::len);
+        if columns.iter().any(|c| c.len() != rows) {
+            return None;
+        }
+        fn fill<T: Copy + Default>(columns: &[&[T]], rows: usize) -> Vec<T> {
+            let nf = columns.len();
+            let mut out = vec![T::default(); rows * nf];
+            for (f, column) in columns.iter().enumerate() {
+                for (r, v) in column.iter().enumerate() {
+                    out[r * nf + f] = *v;
+                }
+            }
+            out
+        }
+        match columns.first() {
+            None | Some(Codes::Narrow(_)) => {
+                let c: Option<Vec<&[u8]>> = columns
+                    .iter()
+                    .map(|c| match c {
+                        Codes::Narrow(v) => Some(v.as_slice()),
+                        Codes::Wide(_) => None,
+                    })
+                    .collect();
+                Some(Codes::Narrow(fill(&c?, rows)))
+            }
+            Some(Codes::Wide(_)) => {
+                let c: Option<Vec<&[u16]>> = columns
+                    .iter()
+                    .map(|c| match c {
+                        Codes::Wide(v) => Some(v.as_slice()),
+                        Codes::Narrow(_) => None,
+                    })
+                    .collect();
+                Some(Codes::Wide(fill(&c?, rows)))
+            }
+        }
+        .filter(|c| c.len() == rows * nf)
+    }
+
+    /// Copies `len` codes from `src[from..]` to `self[to..]`; both of one
+    /// width (the same binning).
+    fn copy_from(&mut self, to: usize, src: &Codes, from: usize, len: usize) {
+        match (self, src) {
+            (Codes::Narrow(d), Codes::Narrow(s)) => {
+                d[to..to + len].copy_from_slice(&s[from..from + len])
+            }
+            (Codes::Wide(d), Codes::Wide(s)) => {
+                d[to..to + len].copy_from_slice(&s[from..from + len])
+            }
+            _ => unreachable!("codes of one binning share a width"),
+        }
+    }
 }
 
-/// Column-major bin codes of one binning (one `maxBins`).
+/// Row-major bin codes of one binning (one `maxBins`).
 #[derive(Debug, Clone)]
 pub struct Binned {
     pub max_bins: usize,
     pub n_rows: usize,
-    pub codes: Vec<Codes>,
+    /// `n_rows × bins.len()` codes, row by row.
+    pub codes: Codes,
     pub bins: Vec<FeatureBins>,
 }
 
@@ -281,7 +353,7 @@ impl Binned {
                 FeatureBins::fit(&sample, max_bins)
             })
             .collect();
-        let codes = data
+        let columns: Vec<Codes> = data
             .columns
             .par_iter()
             .zip(&bins)
@@ -295,6 +367,9 @@ impl Binned {
                 codes
             })
             .collect();
+        let codes = Codes::interleave(&columns).ok_or_else(|| {
+            KilnError::internal("binning a dataset", "feature columns of different lengths")
+        })?;
         Ok(Binned {
             max_bins,
             n_rows: data.n_rows(),
@@ -303,11 +378,40 @@ impl Binned {
         })
     }
 
+    pub fn n_features(&self) -> usize {
+        self.bins.len()
+    }
+
+    /// The code of feature `f` in row `r`.
+    #[inline]
+    pub fn code(&self, f: usize, r: usize) -> usize {
+        self.codes.get(r * self.bins.len() + f)
+    }
+
     /// A raw value of feature `f` that routes like row `r` through any tree
     /// split on these boundaries (prediction from codes).
     #[inline]
     pub fn value(&self, f: usize, r: usize) -> f64 {
-        self.bins[f].representative(self.codes[f].get(r))
+        self.bins[f].representative(self.code(f, r))
+    }
+
+    /// Feature `f`'s codes of rows `rows` (a column, for set files).
+    pub fn column(&self, f: usize, rows: std::ops::Range<usize>) -> Codes {
+        let nf = self.bins.len();
+        self.codes
+            .slice(rows.start * nf..rows.end * nf)
+            .column(f, nf)
+    }
+
+    /// Rows `rows` as a binning of their own.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Binned {
+        let nf = self.bins.len();
+        Binned {
+            max_bins: self.max_bins,
+            n_rows: rows.len(),
+            codes: self.codes.slice(rows.start * nf..rows.end * nf),
+            bins: self.bins.clone(),
+        }
     }
 }
 
@@ -738,6 +842,9 @@ impl BinSample {
 /// another model's class probabilities, e.g. the champion's.
 pub type RowScorer = dyn Fn(&dyn Fn(usize) -> f64) -> Vec<f64> + Sync;
 
+/// Rows a rayon job of [`Encoder`] bins.
+const ENCODE_BLOCK_ROWS: usize = 4096;
+
 /// Pass 3: every row's label and codes, written at its canonical position
 /// in the training or the test set; optionally also a scorer's output for
 /// the rows of one set, by position.
@@ -766,7 +873,7 @@ impl Encoder {
                 .map(|(max_bins, b)| Binned {
                     max_bins: *max_bins,
                     n_rows: rows,
-                    codes: vec![Codes::zeros(rows, *max_bins); b.len()],
+                    codes: Codes::zeros(rows * b.len(), *max_bins),
                     bins: b.clone(),
                 })
                 .collect(),
@@ -855,25 +962,31 @@ impl Encoder {
             s.labels[*pos] = labels[i];
             s.checksum = s.checksum.wrapping_add(*h);
         }
-        // One rayon job per (set, binning, feature) column: disjoint writes.
-        let mut targets: Vec<(usize, &FeatureBins, &mut Codes, usize)> = Vec::new();
-        for (set, s) in self.sets.iter_mut().enumerate() {
-            for b in &mut s.binnings {
-                for (f, (bins, codes)) in b.bins.iter().zip(&mut b.codes).enumerate() {
-                    targets.push((set, bins, codes, f));
-                }
+        // Per binning: the batch's codes row by row (rayon over blocks of
+        // rows), then each row's line copied to its place.
+        let nf = columns.len();
+        for b in (0..self.sets[0].binnings.len()).filter(|_| nf > 0) {
+            let binning = &self.sets[0].binnings[b];
+            let bins = &binning.bins;
+            let mut lines = Codes::zeros(places.len() * nf, binning.max_bins);
+            with_codes!(&mut lines, |out| {
+                out.par_chunks_mut(nf * ENCODE_BLOCK_ROWS)
+                    .enumerate()
+                    .for_each(|(block, out)| {
+                        let first = block * ENCODE_BLOCK_ROWS;
+                        for (i, line) in out.chunks_exact_mut(nf).enumerate() {
+                            for (f, code) in line.iter_mut().enumerate() {
+                                *code = bins[f].bin(columns[f][first + i]) as _;
+                            }
+                        }
+                    })
+            });
+            for (i, (set, pos)) in places.iter().enumerate() {
+                self.sets[*set].binnings[b]
+                    .codes
+                    .copy_from(pos * nf, &lines, i * nf, nf);
             }
         }
-        targets.into_par_iter().for_each(|(set, bins, codes, f)| {
-            let column = &columns[f];
-            with_codes!(codes, |codes| {
-                for (i, (s, pos)) in places.iter().enumerate() {
-                    if *s == set {
-                        codes[*pos] = bins.bin(column[i]) as _;
-                    }
-                }
-            });
-        });
         Ok(places)
     }
 

@@ -6,8 +6,8 @@
 //! gain (LightGBM / XGBoost) rather than Spark's variance reduction on
 //! pseudo-residuals; `minInfoGain` applies to that gain.
 
-use crate::data::{Codes, MAX_BINS, TrainingSet};
-use crate::tree::{FeatureSubset, GrowParams, Objective, Tree, grow};
+use crate::data::{Binned, MAX_BINS, TrainingSet};
+use crate::tree::{FeatureSubset, GrowParams, Layout, Objective, Tree, add_rows, grow};
 use kiln_engine::{KilnError, Result};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -154,7 +154,7 @@ impl GbtParams {
         let mut trees: Vec<Vec<Tree>> = Vec::new();
         let mut importance = vec![0.0; nf];
         let (mut best_loss, mut best_iter, mut since_best) = (f64::INFINITY, 0usize, 0usize);
-        let mut grad_hess = vec![[0.0; 2]; n];
+        let mut grad_hess = vec![[0.0f32; 2]; n];
         // Rows whose scores the leaves do not update (validation rows, and
         // rows left out by subsampling) are scored by traversal.
         let mut in_bag = vec![false; n];
@@ -183,7 +183,7 @@ impl GbtParams {
                     } else {
                         (y == c) as u8 as f64
                     };
-                    grad_hess[r] = [p - target, (p * (1.0 - p)).max(1e-16)];
+                    grad_hess[r] = [(p - target) as f32, (p * (1.0 - p)).max(1e-16) as f32];
                 }
                 let obj = Newton {
                     grad_hess: &grad_hess,
@@ -275,8 +275,9 @@ fn softmax_at(s: &[f64], c: usize) -> f64 {
 
 /// Newton boosting objective: per-bin (gradient, hessian, count).
 pub(crate) struct Newton<'a> {
-    /// Gradient and hessian per row.
-    pub grad_hess: &'a [[f64; 2]],
+    /// Gradient and hessian per row, in `f32` (LightGBM's `score_t`): half
+    /// the memory and bandwidth of `f64`; the histograms sum them in `f64`.
+    pub grad_hess: &'a [[f32; 2]],
     pub lambda: f64,
     pub min_hessian: f64,
     pub step: f64,
@@ -286,45 +287,31 @@ impl Objective for Newton<'_> {
     fn width(&self) -> usize {
         3
     }
-    fn gather(&self, rows: &[u32]) -> Vec<[f64; 2]> {
+    fn gather(&self, rows: &[u32]) -> Vec<[f32; 2]> {
         rows.iter().map(|&r| self.grad_hess[r as usize]).collect()
     }
-    fn accumulate(&self, codes: &Codes, rows: &[u32], gathered: &[[f64; 2]], hist: &mut [f64]) {
-        crate::with_codes!(codes, |codes| {
-            let add = |hist: &mut [f64], r: u32, [g, h]: [f64; 2]| {
-                let b = codes[r as usize] as usize * 3;
-                hist[b] += g;
-                hist[b + 1] += h;
-                hist[b + 2] += 1.0;
-            };
-            if rows.len() < 4 * hist.len() {
-                for (&r, gh) in rows.iter().zip(gathered) {
-                    add(hist, r, *gh);
-                }
-                return;
-            }
-            // Four interleaved histograms: consecutive rows in the same bin (most
-            // rows of a one-hot feature) do not wait on each other's additions.
-            let width = hist.len();
-            let mut lanes = vec![0.0; 4 * width];
-            let (l0, rest) = lanes.split_at_mut(width);
-            let (l1, rest) = rest.split_at_mut(width);
-            let (l2, l3) = rest.split_at_mut(width);
-            let mut row_chunks = rows.chunks_exact(4);
-            let mut gh_chunks = gathered.chunks_exact(4);
-            for (r, gh) in (&mut row_chunks).zip(&mut gh_chunks) {
-                add(l0, r[0], gh[0]);
-                add(l1, r[1], gh[1]);
-                add(l2, r[2], gh[2]);
-                add(l3, r[3], gh[3]);
-            }
-            for (&r, gh) in row_chunks.remainder().iter().zip(gh_chunks.remainder()) {
-                add(l0, r, *gh);
-            }
-            for (i, x) in hist.iter_mut().enumerate() {
-                *x += (l0[i] + l1[i]) + (l2[i] + l3[i]);
-            }
+    fn accumulate(
+        &self,
+        binned: &Binned,
+        rows: &[u32],
+        gathered: &[[f32; 2]],
+        layout: &Layout,
+        hist: &mut [f64],
+    ) {
+        add_rows(binned, rows, gathered, layout, hist, |bin, [g, h]| {
+            bin[0] += f64::from(g);
+            bin[1] += f64::from(h);
+            bin[2] += 1.0;
         })
+    }
+    fn total(&self, gathered: &[[f32; 2]]) -> Vec<f64> {
+        let mut s = vec![0.0; 3];
+        for [g, h] in gathered {
+            s[0] += f64::from(*g);
+            s[1] += f64::from(*h);
+            s[2] += 1.0;
+        }
+        s
     }
     fn count(&self, s: &[f64]) -> f64 {
         s[2]
@@ -401,12 +388,12 @@ impl crate::model::Estimator for GbtParams {
         (self.max_iter * (self.max_depth + 1)) as f64
     }
 
-    /// Per row of the set: gradient and hessian (16 B), scores (8 B per
+    /// Per row of the set: gradient and hessian (8 B), scores (8 B per
     /// output), the in-bag mask, the training and bagged row lists and a
-    /// node's gathered gradients (at most half the rows: 8 B).
+    /// node's gathered gradients (the root's: 8 B).
     fn working_bytes(&self, set_rows: usize, classes: usize) -> u64 {
         let outputs = if classes <= 2 { 1 } else { classes } as u64;
-        set_rows as u64 * (16 + 8 * outputs + 1 + 4 + 4 + 4 + 8)
+        set_rows as u64 * (8 + 8 * outputs + 1 + 4 + 4 + 4 + 8)
     }
 }
 

@@ -420,8 +420,8 @@ mod tests {
     fn wide_codes_grow_the_trees_narrow_codes_do_and_split_finer() -> Result<()> {
         let d = separable(1000);
         let set = |bins| TrainingSet::from_dataset(&d, &[bins]);
-        assert!(matches!(set(128)?.binned(128)?.codes[0], Codes::Narrow(_)));
-        assert!(matches!(set(1000)?.binned(1000)?.codes[0], Codes::Wide(_)));
+        assert!(matches!(set(128)?.binned(128)?.codes, Codes::Narrow(_)));
+        assert!(matches!(set(1000)?.binned(1000)?.codes, Codes::Wide(_)));
         let pairs = [
             (
                 ModelParams::GBTClassifier(GbtParams {

@@ -2,8 +2,8 @@
 //! in parallel, per-node feature subsets, gini or entropy impurity; the
 //! probability is the average of the trees' leaf class distributions.
 
-use crate::data::{Codes, MAX_BINS, TrainingSet};
-use crate::tree::{FeatureSubset, GrowParams, Objective, Tree, grow, poisson};
+use crate::data::{Binned, MAX_BINS, TrainingSet};
+use crate::tree::{FeatureSubset, GrowParams, Layout, Objective, Tree, add_rows, grow, poisson};
 use kiln_engine::{KilnError, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -227,17 +227,42 @@ impl Objective for ClassCounts<'_> {
     fn width(&self) -> usize {
         self.k
     }
-    fn gather(&self, rows: &[u32]) -> Vec<[f64; 2]> {
+    /// (label, bootstrap weight): small integers, exact in `f32`.
+    fn gather(&self, rows: &[u32]) -> Vec<[f32; 2]> {
         rows.iter()
-            .map(|&r| [f64::from(self.labels[r as usize]), self.weights[r as usize]])
+            .map(|&r| {
+                [
+                    self.labels[r as usize] as f32,
+                    self.weights[r as usize] as f32,
+                ]
+            })
             .collect()
     }
-    fn accumulate(&self, codes: &Codes, rows: &[u32], gathered: &[[f64; 2]], hist: &mut [f64]) {
-        crate::with_codes!(codes, |codes| {
-            for (&r, [label, weight]) in rows.iter().zip(gathered) {
-                hist[codes[r as usize] as usize * self.k + *label as usize] += weight;
-            }
-        })
+    fn accumulate(
+        &self,
+        binned: &Binned,
+        rows: &[u32],
+        gathered: &[[f32; 2]],
+        layout: &Layout,
+        hist: &mut [f64],
+    ) {
+        add_rows(
+            binned,
+            rows,
+            gathered,
+            layout,
+            hist,
+            |bin, [label, weight]| {
+                bin[label as usize] += f64::from(weight);
+            },
+        )
+    }
+    fn total(&self, gathered: &[[f32; 2]]) -> Vec<f64> {
+        let mut s = vec![0.0; self.k];
+        for [label, weight] in gathered {
+            s[*label as usize] += f64::from(*weight);
+        }
+        s
     }
     fn count(&self, s: &[f64]) -> f64 {
         s.iter().sum()

@@ -2,7 +2,7 @@
 //! histograms built in parallel (rayon), the sibling-subtraction trick, and a
 //! learned default direction for missing values.
 
-use crate::data::{Binned, Codes};
+use crate::data::Binned;
 use rand::Rng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
@@ -99,16 +99,152 @@ pub(crate) trait Objective: Sync {
     /// Statistics per bin.
     fn width(&self) -> usize;
     /// Per-row inputs of `rows`, in order. Gathered once per node, so the
-    /// per-feature passes read them sequentially instead of at random.
-    fn gather(&self, rows: &[u32]) -> Vec<[f64; 2]>;
+    /// histogram passes read them sequentially instead of at random.
+    fn gather(&self, rows: &[u32]) -> Vec<[f32; 2]>;
     /// Adds the statistics of `rows` (with their `gathered` inputs) into
-    /// `hist` (`width` values per bin).
-    fn accumulate(&self, codes: &Codes, rows: &[u32], gathered: &[[f64; 2]], hist: &mut [f64]);
+    /// `hist`, laid out by `layout` (`width` values per bin); implemented
+    /// with [`add_rows`].
+    fn accumulate(
+        &self,
+        binned: &Binned,
+        rows: &[u32],
+        gathered: &[[f32; 2]],
+        layout: &Layout,
+        hist: &mut [f64],
+    );
+    /// The statistics of all the gathered rows (a node's totals).
+    fn total(&self, gathered: &[[f32; 2]]) -> Vec<f64>;
     /// Instance count (weighted) of a statistics vector.
     fn count(&self, stats: &[f64]) -> f64;
     /// Gain of splitting `parent` into `left` and `right`; `None` if invalid.
     fn gain(&self, left: &[f64], right: &[f64], parent: &[f64]) -> Option<f64>;
     fn leaf_value(&self, stats: &[f64]) -> Vec<f64>;
+}
+
+/// The features a histogram holds and where each one's bins start.
+pub(crate) struct Layout {
+    /// Ascending.
+    features: Vec<usize>,
+    /// Where each listed feature's bins start (`width` values per bin).
+    offsets: Vec<usize>,
+    len: usize,
+    width: usize,
+    /// Every feature, in order: a row's codes map to offsets one to one.
+    all: bool,
+}
+
+impl Layout {
+    pub(crate) fn new(binned: &Binned, features: Vec<usize>, width: usize) -> Layout {
+        let mut offsets = Vec::with_capacity(features.len());
+        let mut len = 0;
+        for &f in &features {
+            offsets.push(len);
+            len += binned.bins[f].n_bins() * width;
+        }
+        let all = features.len() == binned.n_features();
+        Layout {
+            features,
+            offsets,
+            len,
+            width,
+            all,
+        }
+    }
+
+    /// Every feature of `binned`.
+    pub(crate) fn all(binned: &Binned, width: usize) -> Layout {
+        Layout::new(binned, (0..binned.n_features()).collect(), width)
+    }
+
+    /// `(feature, its bins' statistics)` for every feature of `hist`.
+    pub(crate) fn features<'h>(&self, hist: &'h [f64]) -> impl Iterator<Item = (usize, &'h [f64])> {
+        let ends = self.offsets.iter().skip(1).copied().chain([self.len]);
+        self.features
+            .iter()
+            .zip(self.offsets.iter().zip(ends))
+            .map(move |(f, (start, end))| (*f, &hist[*start..end]))
+    }
+}
+
+/// Adds every row of `rows` into `hist`, row by row: for each of the
+/// layout's features, `add(the bin's width statistics, the row's gathered
+/// input)`. Row-major codes make this one cache line per row, and
+/// consecutive additions go to different features' bins, so they do not
+/// wait on each other.
+#[inline]
+pub(crate) fn add_rows(
+    binned: &Binned,
+    rows: &[u32],
+    gathered: &[[f32; 2]],
+    layout: &Layout,
+    hist: &mut [f64],
+    add: impl Fn(&mut [f64], [f32; 2]),
+) {
+    let nf = binned.n_features();
+    let w = layout.width;
+    crate::with_codes!(&binned.codes, |codes| {
+        for (&r, &g) in rows.iter().zip(gathered) {
+            let line = &codes[r as usize * nf..(r as usize + 1) * nf];
+            if layout.all {
+                for (&c, &o) in line.iter().zip(&layout.offsets) {
+                    let at = o + c as usize * w;
+                    add(&mut hist[at..at + w], g);
+                }
+            } else {
+                for (&f, &o) in layout.features.iter().zip(&layout.offsets) {
+                    let at = o + line[f] as usize * w;
+                    add(&mut hist[at..at + w], g);
+                }
+            }
+        }
+    })
+}
+
+/// Rows per histogram block, at least.
+const MIN_BLOCK_ROWS: usize = 16_384;
+/// Blocks per node, at most.
+const MAX_BLOCKS: usize = 16;
+
+/// The histograms of `rows`. The rows are cut into blocks by their count
+/// alone; each block is built on its own (in parallel when asked) and the
+/// blocks are added in order, so the sums are the same bits whatever the
+/// thread count.
+fn histograms(
+    binned: &Binned,
+    rows: &[u32],
+    gathered: &[[f32; 2]],
+    obj: &dyn Objective,
+    layout: &Layout,
+    parallel: bool,
+) -> Vec<f64> {
+    let block = rows.len().div_ceil(MAX_BLOCKS).max(MIN_BLOCK_ROWS);
+    let build = |(rows, gathered): (&[u32], &[[f32; 2]])| {
+        let mut hist = vec![0.0; layout.len];
+        obj.accumulate(binned, rows, gathered, layout, &mut hist);
+        hist
+    };
+    if rows.len() <= block {
+        return build((rows, gathered));
+    }
+    let blocks: Vec<Vec<f64>> = if parallel {
+        rows.par_chunks(block)
+            .zip(gathered.par_chunks(block))
+            .map(build)
+            .collect()
+    } else {
+        rows.chunks(block)
+            .zip(gathered.chunks(block))
+            .map(build)
+            .collect()
+    };
+    let mut blocks = blocks.into_iter();
+    let mut hist = blocks.next().unwrap_or_else(|| vec![0.0; layout.len]);
+    for b in blocks {
+        for (h, x) in hist.iter_mut().zip(&b) {
+            *h += x;
+        }
+    }
+    hist
 }
 
 /// How many features each node considers.
@@ -178,40 +314,10 @@ fn grow_subtracting(
     on_leaf: &mut dyn FnMut(&[f64], &[u32]),
 ) -> Tree {
     let w = obj.width();
-    let offsets: Vec<usize> = binned
-        .bins
-        .iter()
-        .scan(0usize, |acc, b| {
-            let o = *acc;
-            *acc += b.n_bins() * w;
-            Some(o)
-        })
-        .collect();
-    let total = offsets
-        .last()
-        .map(|o| o + binned.bins.last().map(|b| b.n_bins() * w).unwrap_or(0))
-        .unwrap_or(0);
+    let layout = Layout::all(binned, w);
     let build = |rows: &[u32]| -> Vec<f64> {
-        let mut hist = vec![0.0; total];
-        let mut slices: Vec<&mut [f64]> = Vec::with_capacity(offsets.len());
-        let mut rest: &mut [f64] = &mut hist;
-        for b in &binned.bins {
-            let (head, tail) = rest.split_at_mut(b.n_bins() * w);
-            slices.push(head);
-            rest = tail;
-        }
         let gathered = obj.gather(rows);
-        if p.parallel && rows.len() > 4096 {
-            slices
-                .into_par_iter()
-                .enumerate()
-                .for_each(|(f, h)| obj.accumulate(&binned.codes[f], rows, &gathered, h));
-        } else {
-            for (f, h) in slices.into_iter().enumerate() {
-                obj.accumulate(&binned.codes[f], rows, &gathered, h);
-            }
-        }
-        hist
+        histograms(binned, rows, &gathered, obj, &layout, p.parallel)
     };
     let mut nodes = vec![Node::leaf(Vec::new())];
     let root_hist = build(&rows);
@@ -222,18 +328,12 @@ fn grow_subtracting(
         depth: 0,
     }];
     while let Some(cur) = queue.pop() {
-        let parent = node_stats(
-            &cur.hist,
-            offsets.first().copied().unwrap_or(0),
-            binned.bins.first().map(|b| b.n_bins()).unwrap_or(0),
-            w,
-        );
+        let parent = node_stats(&cur.hist, binned.bins.first().map_or(0, |b| b.n_bins()), w);
         let split = if cur.depth < p.max_depth && obj.count(&parent) >= 2.0 * p.min_instances {
             let features = sampled_features(p.subset, binned.bins.len(), rng);
-            let hists = features.into_iter().map(|f| {
-                let len = binned.bins[f].n_bins() * w;
-                (f, &cur.hist[offsets[f]..offsets[f] + len])
-            });
+            let hists = layout
+                .features(&cur.hist)
+                .filter(|(f, _)| features.binary_search(f).is_ok());
             best_split(hists, &parent, obj, p)
         } else {
             None
@@ -279,11 +379,12 @@ fn grow_subtracting(
     Tree { nodes }
 }
 
-fn node_stats(hist: &[f64], offset: usize, n_bins: usize, w: usize) -> Vec<f64> {
+/// A node's statistics: the sum over the bins of its first feature.
+fn node_stats(hist: &[f64], n_bins: usize, w: usize) -> Vec<f64> {
     let mut s = vec![0.0; w];
     for b in 0..n_bins {
         for k in 0..w {
-            s[k] += hist[offset + b * w + k];
+            s[k] += hist[b * w + k];
         }
     }
     s
@@ -301,37 +402,16 @@ fn grow_sampled(
     on_leaf: &mut dyn FnMut(&[f64], &[u32]),
 ) -> Tree {
     let w = obj.width();
-    let hist_of = |f: usize, rows: &[u32], gathered: &[[f64; 2]]| {
-        let mut h = vec![0.0; binned.bins[f].n_bins() * w];
-        obj.accumulate(&binned.codes[f], rows, gathered, &mut h);
-        h
-    };
     let mut nodes = vec![Node::leaf(Vec::new())];
     let mut queue = vec![(0usize, rows, 0usize)];
     while let Some((node, rows, depth)) = queue.pop() {
         let gathered = obj.gather(&rows);
-        // The node's statistics: the sum over the bins of any one feature.
-        let first = hist_of(0, &rows, &gathered);
-        let parent = node_stats(&first, 0, binned.bins[0].n_bins(), w);
+        let parent = obj.total(&gathered);
         let split = if depth < p.max_depth && obj.count(&parent) >= 2.0 * p.min_instances {
             let features = sampled_features(p.subset, binned.bins.len(), rng);
-            let hists: Vec<(usize, Vec<f64>)> = features
-                .into_iter()
-                .map(|f| {
-                    let h = if f == 0 {
-                        first.clone()
-                    } else {
-                        hist_of(f, &rows, &gathered)
-                    };
-                    (f, h)
-                })
-                .collect();
-            best_split(
-                hists.iter().map(|(f, h)| (*f, h.as_slice())),
-                &parent,
-                obj,
-                p,
-            )
+            let layout = Layout::new(binned, features, w);
+            let hist = histograms(binned, &rows, &gathered, obj, &layout, p.parallel);
+            best_split(layout.features(&hist), &parent, obj, p)
         } else {
             None
         };
@@ -353,15 +433,13 @@ fn grow_sampled(
 
 /// The rows of a node that go left and right.
 fn partition(binned: &Binned, split: &Split, rows: &[u32]) -> (Vec<u32>, Vec<u32>) {
-    crate::with_codes!(&binned.codes[split.feature], |codes| {
-        rows.iter().partition(|&&r| {
-            let c = codes[r as usize] as usize;
-            if c == 0 {
-                split.default_left
-            } else {
-                c <= split.bin
-            }
-        })
+    rows.iter().partition(|&&r| {
+        let c = binned.code(split.feature, r as usize);
+        if c == 0 {
+            split.default_left
+        } else {
+            c <= split.bin
+        }
     })
 }
 

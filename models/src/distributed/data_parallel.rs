@@ -147,21 +147,23 @@ pub fn part_histograms(
             rows_of[*k].push(r as u32);
         }
     }
-    let nf = binned.codes.len();
+    let nf = binned.n_features();
     let width = widest(&binned.bins) * STATS;
     let mut hist = vec![0i64; req.build.len() * nf * width];
     for (k, rows) in rows_of.iter().enumerate() {
-        for (f, codes) in binned.codes.iter().enumerate() {
-            let h = &mut hist[(k * nf + f) * width..(k * nf + f + 1) * width];
-            crate::with_codes!(codes, |codes| {
-                for &r in rows {
-                    let b = codes[r as usize] as usize * STATS;
-                    h[b] += i64::from(state.grad[r as usize]);
-                    h[b + 1] += i64::from(state.hess[r as usize]);
-                    h[b + 2] += 1;
+        let node = &mut hist[k * nf * width..(k + 1) * nf * width];
+        crate::with_codes!(&binned.codes, |codes| {
+            for &r in rows {
+                let r = r as usize;
+                let (g, h) = (i64::from(state.grad[r]), i64::from(state.hess[r]));
+                for (f, &c) in codes[r * nf..(r + 1) * nf].iter().enumerate() {
+                    let b = f * width + c as usize * STATS;
+                    node[b] += g;
+                    node[b + 1] += h;
+                    node[b + 2] += 1;
                 }
-            })
-        }
+            }
+        })
     }
     Ok(hist)
 }
@@ -251,16 +253,7 @@ pub fn slice(set: &TrainingSet, range: Range<usize>) -> SetPart {
         set: TrainingSet {
             labels: set.labels[range.clone()].to_vec(),
             feature_names: set.feature_names.clone(),
-            binnings: set
-                .binnings
-                .iter()
-                .map(|b| crate::data::Binned {
-                    max_bins: b.max_bins,
-                    n_rows: range.len(),
-                    codes: b.codes.iter().map(|c| c.slice(range.clone())).collect(),
-                    bins: b.bins.clone(),
-                })
-                .collect(),
+            binnings: set.binnings.iter().map(|b| b.rows(range.clone())).collect(),
             checksum: set.checksum,
         },
         set_rows: set.n_rows(),
@@ -691,7 +684,7 @@ mod tests {
         d.columns[0] = (0..3000).map(|i| (i as f64 * 0.37).sin()).collect();
         let set = TrainingSet::from_dataset(&d, &[1000])?;
         assert!(matches!(
-            set.binned(1000)?.codes[0],
+            set.binned(1000)?.codes,
             crate::data::Codes::Wide(_)
         ));
         let summary = SetSummary::of(&set)?;

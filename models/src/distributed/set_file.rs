@@ -62,16 +62,16 @@ pub fn encode(set: &TrainingSet, rows: Range<usize>) -> Result<Vec<u8>> {
         set.labels[rows.clone()].to_vec(),
     ))];
     for b in &set.binnings {
-        for (f, codes) in b.codes.iter().enumerate() {
+        for f in 0..b.n_features() {
             let name = format!("b{}_{f}", b.max_bins);
-            let (field, column): (Field, ArrayRef) = match codes {
+            let (field, column): (Field, ArrayRef) = match b.column(f, rows.clone()) {
                 Codes::Narrow(c) => (
                     Field::new(name, DataType::UInt8, false),
-                    Arc::new(UInt8Array::from(c[rows.clone()].to_vec())),
+                    Arc::new(UInt8Array::from(c)),
                 ),
                 Codes::Wide(c) => (
                     Field::new(name, DataType::UInt16, false),
-                    Arc::new(UInt16Array::from(c[rows.clone()].to_vec())),
+                    Arc::new(UInt16Array::from(c)),
                 ),
             };
             fields.push(field);
@@ -159,13 +159,17 @@ pub fn decode(bytes: Vec<u8>, location: &str) -> Result<SetPart> {
         .binnings
         .into_iter()
         .zip(codes)
-        .map(|((max_bins, bins), codes)| Binned {
-            max_bins,
-            n_rows,
-            codes,
-            bins,
+        .map(|((max_bins, bins), columns)| {
+            let codes = Codes::interleave(&columns)
+                .ok_or_else(|| bad("code columns of different lengths".into()))?;
+            Ok(Binned {
+                max_bins,
+                n_rows,
+                codes,
+                bins,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok(SetPart {
         set: TrainingSet {
             labels,
@@ -225,7 +229,7 @@ mod tests {
         };
         // 300 bins: two-byte codes (feature a has 500 distinct values).
         let set = TrainingSet::from_dataset(&data, &[16, 64, 300])?;
-        assert!(matches!(set.binned(300)?.codes[0], Codes::Wide(_)));
+        assert!(matches!(set.binned(300)?.codes, Codes::Wide(_)));
         assert!(set.binned(300)?.bins[0].n_bins() > 256);
         let part = decode(encode(&set, 0..n)?, "test")?;
         assert_eq!(part.set.labels, set.labels);
