@@ -1,17 +1,18 @@
 //! Training data as compact bin codes.
 //!
-//! Training never holds an f64 matrix. A [`TrainingSet`] is built in three
+//! Training never holds an f64 matrix. A [`TrainingSet`] is built in two
 //! streamed passes over the rows (from Arrow batches in [`crate::frame`], or
 //! from an in-memory [`Dataset`]):
 //!
 //! 1. [`RowHashes`]: the stable hash of every row. Sorted, the hashes give
 //!    the canonical order ([`CanonicalOrder`]): local and cluster runs see
 //!    the rows in the same order whatever the partitioning, so they train
-//!    identical models.
-//! 2. A sample of the training rows (every `stride`-th row in canonical
-//!    order) fixes each feature's quantile bin boundaries ([`FeatureBins`]).
-//! 3. Every row is encoded straight into column-major codes ([`Codes`]: a
-//!    `u8` per row up to 256 bins, a `u16` past that) at its canonical
+//!    identical models. The same pass keeps the rows with the smallest
+//!    hashes ([`SampleCandidates`]); the first [`BIN_SAMPLE_ROWS`] training
+//!    rows among them in canonical order fix each feature's quantile bin
+//!    boundaries ([`FeatureBins`]).
+//! 2. Every row is encoded straight into row-major codes ([`Codes`]: a `u8`
+//!    per value up to 256 bins, a `u16` past that) at its canonical
 //!    position, once per distinct `maxBins` the candidates use.
 //!
 //! Bin 0 is reserved for missing values (NaN / null). Test rows are encoded
@@ -340,19 +341,15 @@ pub struct Binned {
 }
 
 impl Binned {
-    /// Bins every row of `data` in its given order, with boundaries from
-    /// every `stride`-th row (the training path in one call).
+    /// Bins every row of `data` in its given order, with the boundaries
+    /// the training path fits ([`BinSample::of`]).
     pub fn new(data: &Dataset, max_bins: usize) -> Result<Self> {
         check_max_bins(max_bins)?;
-        let stride = (data.n_rows() / BIN_SAMPLE_ROWS).max(1);
-        let bins: Vec<FeatureBins> = data
-            .columns
-            .par_iter()
-            .map(|c| {
-                let sample: Vec<f64> = c.iter().step_by(stride).copied().collect();
-                FeatureBins::fit(&sample, max_bins)
-            })
-            .collect();
+        let bins = BinSample::of(data)?
+            .fit(&[max_bins])?
+            .pop()
+            .map(|(_, bins)| bins)
+            .unwrap_or_default();
         let columns: Vec<Codes> = data
             .columns
             .par_iter()
@@ -490,11 +487,9 @@ impl TrainingSet {
     /// putting it in canonical order.
     pub fn from_dataset(data: &Dataset, max_bins: &[usize]) -> Result<Self> {
         data.validate_shape()?;
+        let bins = BinSample::of(data)?.fit(max_bins)?;
         let order = RowHashes::of(&data.labels, &data.columns).finish();
         let split = Split::none(order.len());
-        let mut sample = BinSample::new(&split, data.n_features());
-        sample.add(&order, &split, &data.labels, &data.columns)?;
-        let bins = sample.fit(max_bins)?;
         let mut encoder = Encoder::new(bins, &split, &data.feature_names);
         encoder.add(&order, &split, &data.labels, &data.columns)?;
         let (train, _) = encoder.finish_checked(&order)?;
@@ -547,11 +542,13 @@ fn validate_labels(labels: impl Iterator<Item = u32>, binary_only: bool) -> Resu
     Ok(k.max(2))
 }
 
-/// Pass 1: the stable hash of every row, in arrival order.
+/// Pass 1: the stable hash of every row, in arrival order, and optionally
+/// the candidates of the bin sample ([`SampleCandidates`]).
 #[derive(Debug, Default)]
 pub struct RowHashes {
     hashes: Vec<u64>,
     classes: usize,
+    sample: Option<SampleCandidates>,
 }
 
 /// Rows hashed per rayon job.
@@ -578,17 +575,37 @@ impl RowHashes {
         h
     }
 
+    /// Hashes rows and also keeps the `cap` rows of `n_features` with the
+    /// smallest hashes: the bin sample's candidates.
+    pub fn sampling(cap: usize, n_features: usize) -> Self {
+        RowHashes {
+            sample: Some(SampleCandidates::new(cap, n_features)),
+            ..RowHashes::default()
+        }
+    }
+
     /// Hashes a chunk of rows (labels and column-major features).
     pub fn add(&mut self, labels: &[u32], columns: &[Vec<f64>]) {
+        let start = self.hashes.len();
         self.hashes.extend(hash_rows(labels, columns));
+        if let Some(sample) = &mut self.sample {
+            sample.add(&self.hashes[start..], columns);
+        }
         if let Some(m) = labels.iter().max() {
             self.classes = self.classes.max(*m as usize + 1);
         }
     }
 
+    /// The canonical order and the sample candidates, if kept.
+    pub fn finish_sampled(mut self) -> (CanonicalOrder, Option<SampleCandidates>) {
+        let sample = self.sample.take();
+        (self.finish(), sample)
+    }
+
     /// Sorts the hashes into the canonical order.
     pub fn finish(self) -> CanonicalOrder {
         let mut sorted = self.hashes;
+        drop(self.sample);
         sorted.par_sort_unstable();
         // A bucket index on the top bits: one or two probes per lookup.
         let bits = sorted
@@ -666,31 +683,41 @@ impl CanonicalOrder {
     ) -> Result<Vec<(u32, u64)>> {
         let hashes = hash_rows(labels, columns);
         let firsts: Vec<Option<usize>> = hashes.par_iter().map(|h| self.first(*h)).collect();
-        let mut out = Vec::with_capacity(hashes.len());
-        for (h, first) in hashes.into_iter().zip(firsts) {
-            let changed = || KilnError::Data {
-                location: "training input".into(),
-                message: "a row appeared that the first pass over the input did not see".into(),
-                fix: Some(
-                    "the input changed while it was read; rerun when no one writes to it".into(),
-                ),
-            };
-            let first = first.ok_or_else(changed)?;
-            let rank = if self.sorted.get(first + 1) == Some(&h) {
-                let taken = cursor.taken.entry(first as u32).or_default();
-                let rank = first + *taken as usize;
-                if self.sorted.get(rank) != Some(&h) {
-                    return Err(changed());
-                }
-                *taken += 1;
-                rank
-            } else {
-                first
-            };
-            out.push((rank as u32, h));
-        }
+        let out = hashes
+            .into_iter()
+            .zip(firsts)
+            .map(|(h, first)| Ok((self.rank_from(h, first, cursor)?, h)))
+            .collect::<Result<Vec<_>>>()?;
         cursor.seen += out.len();
         Ok(out)
+    }
+
+    /// The canonical rank of one row's hash (not counted as seen).
+    fn rank(&self, h: u64, cursor: &mut RankCursor) -> Result<u32> {
+        self.rank_from(h, self.first(h), cursor)
+    }
+
+    /// The rank of hash `h` whose first rank is `first`: identical rows
+    /// take their ranks in turn.
+    fn rank_from(&self, h: u64, first: Option<usize>, cursor: &mut RankCursor) -> Result<u32> {
+        let changed = || KilnError::Data {
+            location: "training input".into(),
+            message: "a row appeared that the first pass over the input did not see".into(),
+            fix: Some("the input changed while it was read; rerun when no one writes to it".into()),
+        };
+        let first = first.ok_or_else(changed)?;
+        let rank = if self.sorted.get(first + 1) == Some(&h) {
+            let taken = cursor.taken.entry(first as u32).or_default();
+            let rank = first + *taken as usize;
+            if self.sorted.get(rank) != Some(&h) {
+                return Err(changed());
+            }
+            *taken += 1;
+            rank
+        } else {
+            first
+        };
+        Ok(rank as u32)
     }
 
     /// Checks that a pass saw every row of the first pass.
@@ -765,41 +792,128 @@ impl Split {
     }
 }
 
-/// Pass 2: every `stride`-th training row in canonical order, the sample
-/// the bin boundaries come from.
+/// The bin sample's candidates, kept during pass 1: the rows with the
+/// smallest stable hashes. Those are the first rows in canonical order, so
+/// the sample is the same whatever order and partitioning the rows arrive
+/// in, and no pass of its own is needed.
 #[derive(Debug)]
-pub struct BinSample {
-    columns: Vec<Vec<f64>>,
-    stride: usize,
-    cursor: RankCursor,
+pub struct SampleCandidates {
+    cap: usize,
+    n_features: usize,
+    hashes: Vec<u64>,
+    /// Row-major, `n_features` per candidate.
+    values: Vec<f64>,
+    /// A row with a larger hash is not among the `cap` smallest.
+    bound: u64,
 }
 
-impl BinSample {
-    pub fn new(split: &Split, n_features: usize) -> Self {
-        BinSample {
-            columns: vec![Vec::new(); n_features],
-            stride: (split.sizes[0] / BIN_SAMPLE_ROWS).max(1),
-            cursor: RankCursor::default(),
+impl SampleCandidates {
+    pub fn new(cap: usize, n_features: usize) -> Self {
+        SampleCandidates {
+            cap: cap.max(1),
+            n_features,
+            hashes: Vec::new(),
+            values: Vec::new(),
+            bound: u64::MAX,
         }
     }
 
-    pub fn add(
-        &mut self,
-        order: &CanonicalOrder,
-        split: &Split,
-        labels: &[u32],
-        columns: &[Vec<f64>],
-    ) -> Result<()> {
-        let ranks = order.ranks(labels, columns, &mut self.cursor)?;
-        for (i, (rank, _)) in ranks.iter().enumerate() {
-            let (set, pos) = split.place(*rank);
-            if set == 0 && pos % self.stride == 0 {
-                for (s, c) in self.columns.iter_mut().zip(columns) {
-                    s.push(c[i]);
-                }
+    /// Candidates kept for a sample of `rows` training rows when each row is
+    /// a test row with probability `test_fraction`.
+    pub fn cap_for(rows: usize, test_fraction: f64) -> usize {
+        if test_fraction <= 0.0 {
+            return rows;
+        }
+        let train_share = (1.0 - test_fraction).max(1e-3);
+        (rows as f64 / train_share * 1.1).ceil() as usize + 64
+    }
+
+    fn add(&mut self, hashes: &[u64], columns: &[Vec<f64>]) {
+        for (i, &h) in hashes.iter().enumerate() {
+            if h <= self.bound {
+                self.hashes.push(h);
+                self.values.extend(columns.iter().map(|c| c[i]));
             }
         }
-        Ok(())
+        if self.hashes.len() >= 2 * self.cap {
+            self.shrink();
+        }
+    }
+
+    /// Keeps the rows whose hash is at most the `cap`-th smallest (ties
+    /// are identical rows or, rarely, equal hashes: all are kept).
+    fn shrink(&mut self) {
+        if self.hashes.len() <= self.cap {
+            return;
+        }
+        let mut sorted = self.hashes.clone();
+        let (_, bound, _) = sorted.select_nth_unstable(self.cap - 1);
+        self.bound = *bound;
+        let nf = self.n_features;
+        let mut kept = 0;
+        for i in 0..self.hashes.len() {
+            if self.hashes[i] <= self.bound {
+                self.hashes[kept] = self.hashes[i];
+                self.values.copy_within(i * nf..(i + 1) * nf, kept * nf);
+                kept += 1;
+            }
+        }
+        self.hashes.truncate(kept);
+        self.values.truncate(kept * nf);
+    }
+
+    /// The first `rows` training rows in canonical order among the
+    /// candidates: the sample that fixes the bin boundaries.
+    pub fn finish(
+        mut self,
+        order: &CanonicalOrder,
+        split: &Split,
+        rows: usize,
+    ) -> Result<BinSample> {
+        self.shrink();
+        let nf = self.n_features;
+        let mut by_hash: Vec<usize> = (0..self.hashes.len()).collect();
+        by_hash.sort_by_key(|&i| self.hashes[i]);
+        let mut columns = vec![Vec::new(); nf];
+        let mut cursor = RankCursor::default();
+        let mut taken = 0;
+        for i in by_hash {
+            if taken == rows {
+                break;
+            }
+            let rank = order.rank(self.hashes[i], &mut cursor)?;
+            if split.place(rank).0 == 0 {
+                for (c, v) in columns.iter_mut().zip(&self.values[i * nf..(i + 1) * nf]) {
+                    c.push(*v);
+                }
+                taken += 1;
+            }
+        }
+        Ok(BinSample { columns })
+    }
+}
+
+/// The sample of training rows the bin boundaries come from, and the drift
+/// reference.
+#[derive(Debug)]
+pub struct BinSample {
+    columns: Vec<Vec<f64>>,
+}
+
+impl BinSample {
+    /// The sample of an in-memory dataset: its [`BIN_SAMPLE_ROWS`] first
+    /// rows in canonical order.
+    pub fn of(data: &Dataset) -> Result<BinSample> {
+        let mut hashes = RowHashes::sampling(BIN_SAMPLE_ROWS, data.n_features());
+        hashes.add(&data.labels, &data.columns);
+        let (order, sample) = hashes.finish_sampled();
+        let split = Split::none(order.len());
+        match sample {
+            Some(s) => s.finish(&order, &split, BIN_SAMPLE_ROWS),
+            None => Ok(BinSample {
+                columns: vec![Vec::new(); data.n_features()],
+            }),
+        }
     }
 
     /// Each feature's reference distribution for drift monitoring: the
@@ -830,11 +944,6 @@ impl BinSample {
                 ))
             })
             .collect()
-    }
-
-    /// Checks the pass saw every row.
-    pub fn check_complete(&self, order: &CanonicalOrder) -> Result<()> {
-        order.check_complete(&self.cursor)
     }
 }
 
@@ -1113,17 +1222,16 @@ mod tests {
                 )
             })
             .collect();
-        let mut hashes = RowHashes::default();
+        let mut hashes = RowHashes::sampling(d.n_rows(), d.n_features());
         for (l, c) in &chunks {
             hashes.add(l, c);
         }
-        let order = hashes.finish();
+        let (order, candidates) = hashes.finish_sampled();
         let split = split(order.len());
-        let mut sample = BinSample::new(&split, d.n_features());
-        for (l, c) in chunks.iter().rev() {
-            sample.add(&order, &split, l, c).expect("sample pass");
-        }
-        sample.check_complete(&order).expect("complete");
+        let sample = candidates
+            .expect("sampled")
+            .finish(&order, &split, BIN_SAMPLE_ROWS)
+            .expect("sample");
         let mut encoder = Encoder::new(
             sample.fit(&[8, 32]).expect("bins"),
             &split,
@@ -1187,21 +1295,73 @@ mod tests {
         Ok(())
     }
 
+    /// Values as bits, so NaN equals NaN.
+    fn bits(columns: &[Vec<f64>]) -> Vec<Vec<u64>> {
+        columns
+            .iter()
+            .map(|c| c.iter().map(|v| v.to_bits()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn the_bin_sample_is_the_first_rows_in_canonical_order() -> Result<()> {
+        let d = rows(3000);
+        let mut canonical = d.clone();
+        canonical.canonicalize();
+        let first: Vec<Vec<f64>> = canonical
+            .columns
+            .iter()
+            .map(|c| c[..500].to_vec())
+            .collect();
+        // Candidates capped at 500, whatever the arrival order and chunking.
+        for (data, chunk) in [(d.clone(), 3000), (permuted(&d, 5), 97)] {
+            let mut hashes = RowHashes::sampling(500, 3);
+            for s in (0..3000).step_by(chunk) {
+                let e = (s + chunk).min(3000);
+                let columns: Vec<Vec<f64>> =
+                    data.columns.iter().map(|c| c[s..e].to_vec()).collect();
+                hashes.add(&data.labels[s..e], &columns);
+            }
+            let (order, candidates) = hashes.finish_sampled();
+            let sample = candidates
+                .expect("sampled")
+                .finish(&order, &Split::none(3000), 500)?;
+            assert_eq!(bits(&sample.columns), bits(&first));
+        }
+        // With a random split, the first 300 training rows.
+        let split = Split::random(3000, 0.4, 2);
+        let train: Vec<usize> = (0..3000)
+            .filter(|r| split.place(*r as u32).0 == 0)
+            .collect();
+        let mut hashes = RowHashes::sampling(SampleCandidates::cap_for(300, 0.4), 3);
+        hashes.add(&d.labels, &d.columns);
+        let (order, candidates) = hashes.finish_sampled();
+        let sample = candidates.expect("sampled").finish(&order, &split, 300)?;
+        let expected: Vec<Vec<f64>> = canonical
+            .columns
+            .iter()
+            .map(|c| train[..300].iter().map(|&r| c[r]).collect())
+            .collect();
+        assert_eq!(bits(&sample.columns), bits(&expected));
+        Ok(())
+    }
+
     #[test]
     fn a_changed_input_between_passes_is_an_error() {
         let d = rows(100);
         let order = RowHashes::of(&d.labels, &d.columns).finish();
         let split = Split::none(order.len());
-        let mut sample = BinSample::new(&split, 3);
+        let bins = BinSample::of(&d).and_then(|s| s.fit(&[8])).expect("bins");
+        let mut encoder = Encoder::new(bins.clone(), &split, &d.feature_names);
         let mut other = d.clone();
         other.columns[0][5] = 12345.5;
-        let err = sample
+        let err = encoder
             .add(&order, &split, &other.labels, &other.columns)
             .expect_err("changed")
             .to_string();
         assert!(err.contains("the input changed while it was read"), "{err}");
-        let mut sample = BinSample::new(&split, 3);
-        sample
+        let mut encoder = Encoder::new(bins, &split, &d.feature_names);
+        encoder
             .add(
                 &order,
                 &split,
@@ -1212,8 +1372,8 @@ mod tests {
                     .collect::<Vec<_>>(),
             )
             .expect("half");
-        let err = sample
-            .check_complete(&order)
+        let err = encoder
+            .finish_checked(&order)
             .expect_err("short")
             .to_string();
         assert!(err.contains("read 100 rows, a later one 50"), "{err}");

@@ -4,13 +4,14 @@
 //! No pass holds more than one batch of raw values.
 
 use crate::data::{
-    BinSample, CanonicalOrder, Encoder, RowHashes, RowScorer, Split, TrainingSet, infinite_feature,
+    BIN_SAMPLE_ROWS, Encoder, RowHashes, RowScorer, SampleCandidates, Split, TrainingSet,
+    infinite_feature,
 };
 use crate::drift::Reference;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type};
 use datafusion::dataframe::DataFrame;
-use datafusion::prelude::{cast, ident};
+use datafusion::prelude::{Expr, cast, ident};
 use futures::StreamExt;
 use kiln_engine::{KilnError, Result};
 use rayon::prelude::*;
@@ -37,8 +38,12 @@ impl FeatureSource {
 /// Where the test rows come from.
 #[derive(Debug)]
 pub enum TestRows {
-    /// A DataFrame of their own (a test table or a test condition).
+    /// A DataFrame of their own (a test table).
     Frame(DataFrame),
+    /// The input's rows where this boolean expression is true; the rows
+    /// where it is false train. Each pass reads the input once for both
+    /// sets. Rows where it is null are in neither set, as with two filters.
+    Condition(Expr),
     /// Each training row, in canonical order, with probability `fraction`.
     Random { fraction: f64, seed: u64 },
 }
@@ -64,12 +69,13 @@ pub struct Loaded {
     pub test_scores: Option<Vec<Vec<f64>>>,
 }
 
-/// Reads the training and test rows in streamed passes and bins them for
-/// each of `max_bins` (the test rows with the training boundaries).
-/// `admit` sees the sizes after the first pass and may refuse them (the
-/// memory check); `stage` hears which pass runs; `score_test`, when given,
-/// scores every test row from its raw values (another model on the same
-/// test rows).
+/// Reads the training and test rows in two streamed passes and bins them
+/// for each of `max_bins` (the test rows with the training boundaries):
+/// pass 1 hashes every row into the canonical order and keeps the bin
+/// sample's candidates, pass 2 encodes. `admit` sees the sizes after the
+/// first pass and may refuse them (the memory check); `stage` hears which
+/// pass runs; `score_test`, when given, scores every test row from its raw
+/// values (another model on the same test rows).
 #[allow(clippy::too_many_arguments)]
 pub async fn load_training(
     train: DataFrame,
@@ -82,73 +88,94 @@ pub async fn load_training(
     score_test: Option<&RowScorer>,
 ) -> Result<Loaded> {
     let features = source.names().len();
-    let train = Reader::new(train, label_col, source)?;
-    stage("reading the training rows (pass 1 of 3: canonical order)");
-    let train_order = train.order().await?;
-    let (split, test) = match test {
-        TestRows::Random { fraction, seed } => {
-            (Split::random(train_order.len(), fraction, seed), None)
-        }
-        TestRows::Frame(df) => {
-            let reader = Reader::new(df, label_col, source)?;
-            stage("reading the test rows (pass 1 of 3: canonical order)");
-            let order = reader.order().await?;
-            (Split::none(train_order.len()), Some((reader, order)))
-        }
+    let (condition, test_frame, random) = match test {
+        TestRows::Frame(df) => (None, Some(df), None),
+        TestRows::Condition(e) => (Some(e), None, None),
+        TestRows::Random { fraction, seed } => (None, None, Some((fraction, seed))),
+    };
+    let reader = Reader::new(train, label_col, source, condition)?;
+    let test_reader = test_frame
+        .map(|df| Reader::new(df, label_col, source, None))
+        .transpose()?;
+
+    stage("reading the rows (pass 1 of 2: canonical order and bin sample)");
+    let cap = SampleCandidates::cap_for(BIN_SAMPLE_ROWS, random.map_or(0.0, |(f, _)| f));
+    let mut hashes = [RowHashes::sampling(cap, features), RowHashes::default()];
+    reader
+        .scan(|set, labels, columns| {
+            hashes[set].add(labels, columns);
+            Ok(())
+        })
+        .await?;
+    if let Some(r) = &test_reader {
+        stage("reading the test rows (pass 1 of 2: canonical order)");
+        r.scan(|_, labels, columns| {
+            hashes[1].add(labels, columns);
+            Ok(())
+        })
+        .await?;
+    }
+    let [train_hashes, test_hashes] = hashes;
+    let (train_order, candidates) = train_hashes.finish_sampled();
+    let test_order = test_hashes.finish();
+    let split = match random {
+        Some((fraction, seed)) => Split::random(train_order.len(), fraction, seed),
+        None => Split::none(train_order.len()),
     };
     let [train_rows, split_test_rows] = split.sizes();
     admit(Sizes {
         train_rows,
-        test_rows: split_test_rows + test.as_ref().map_or(0, |(_, o)| o.len()),
+        test_rows: split_test_rows + test_order.len(),
         features,
         classes: train_order.classes(),
     })?;
-    stage("sampling the training rows for bin boundaries (pass 2 of 3)");
-    let mut sample = BinSample::new(&split, features);
-    train
-        .scan(|labels, columns| sample.add(&train_order, &split, labels, columns))
-        .await?;
-    sample.check_complete(&train_order)?;
+    let sample = candidates
+        .ok_or_else(|| KilnError::internal("loading training data", "no bin sample was kept"))?
+        .finish(&train_order, &split, BIN_SAMPLE_ROWS)?;
     let reference = sample.reference();
     let bins = sample.fit(max_bins)?;
-    stage("encoding the training rows (pass 3 of 3)");
-    let mut encoder = Encoder::new(bins, &split, source.names());
-    // Random test rows are set 1 of this pass; a test table is encoded below.
-    let score_here = score_test.filter(|_| test.is_none());
-    if score_here.is_some() {
-        encoder = encoder.scoring(1);
-    }
-    train
-        .scan(|labels, columns| match score_here {
-            Some(scorer) => encoder.add_scored(&train_order, &split, labels, columns, scorer),
-            None => encoder.add(&train_order, &split, labels, columns),
-        })
-        .await?;
-    let test_scores = encoder.take_scores();
-    let (train_set, random_test) = encoder.finish_checked(&train_order)?;
-    drop(train_order);
-    let Some((reader, order)) = test else {
-        return Ok(Loaded {
-            train: train_set,
-            test: random_test,
-            reference,
-            test_scores,
-        });
-    };
-    stage("encoding the test rows with the training boundaries");
-    let split = Split::none(order.len());
-    let mut encoder = Encoder::like(&train_set, &split);
+
+    stage("encoding the rows (pass 2 of 2)");
+    // Random test rows are set 1 of `encoder`; other test rows have their own.
+    let own_test = random.is_none();
+    let test_split = Split::none(test_order.len());
+    let mut encoder = Encoder::new(bins.clone(), &split, source.names());
+    let mut test_encoder = Encoder::new(bins, &test_split, source.names());
     if score_test.is_some() {
-        encoder = encoder.scoring(0);
+        if own_test {
+            test_encoder = test_encoder.scoring(0);
+        } else {
+            encoder = encoder.scoring(1);
+        }
     }
-    reader
-        .scan(|labels, columns| match score_test {
-            Some(scorer) => encoder.add_scored(&order, &split, labels, columns, scorer),
-            None => encoder.add(&order, &split, labels, columns),
-        })
-        .await?;
-    let test_scores = encoder.take_scores();
-    let (test_set, _) = encoder.finish_checked(&order)?;
+    let mut encode = |set: usize, labels: &[u32], columns: &[Vec<f64>]| {
+        let (encoder, order, split) = if set == 0 {
+            (&mut encoder, &train_order, &split)
+        } else {
+            (&mut test_encoder, &test_order, &test_split)
+        };
+        match score_test {
+            Some(scorer) => encoder.add_scored(order, split, labels, columns, scorer),
+            None => encoder.add(order, split, labels, columns),
+        }
+    };
+    reader.scan(&mut encode).await?;
+    if let Some(r) = &test_reader {
+        stage("encoding the test rows with the training boundaries");
+        r.scan(|_, labels, columns| encode(1, labels, columns))
+            .await?;
+    }
+    let test_scores = if own_test {
+        test_encoder.take_scores()
+    } else {
+        encoder.take_scores()
+    };
+    let (train_set, random_test) = encoder.finish_checked(&train_order)?;
+    let test_set = if own_test {
+        test_encoder.finish_checked(&test_order)?.0
+    } else {
+        random_test
+    };
     Ok(Loaded {
         train: train_set,
         test: test_set,
@@ -162,11 +189,23 @@ struct Reader<'a> {
     df: DataFrame,
     label_col: &'a str,
     source: &'a FeatureSource,
+    /// The last column is the test condition: rows go to set 1 where it
+    /// is true, to set 0 where it is false.
+    split_by_condition: bool,
 }
 
+/// The test condition's column in a [`Reader`]'s selection.
+const TEST_FLAG: &str = "__test";
+
 impl<'a> Reader<'a> {
-    /// Selects the label (as Float64) and the features; checks they exist.
-    fn new(df: DataFrame, label_col: &'a str, source: &'a FeatureSource) -> Result<Self> {
+    /// Selects the label (as Float64), the features and the test
+    /// condition; checks they exist and that the condition is boolean.
+    fn new(
+        df: DataFrame,
+        label_col: &'a str,
+        source: &'a FeatureSource,
+        test_condition: Option<Expr>,
+    ) -> Result<Self> {
         let schema = df.schema().clone();
         let need: Vec<&str> = match source {
             FeatureSource::Vector { column, .. } => vec![label_col, column.as_str()],
@@ -191,43 +230,61 @@ impl<'a> Reader<'a> {
                     .map(|c| cast(ident(c), DataType::Float64).alias(c)),
             ),
         }
+        let split_by_condition = test_condition.is_some();
+        if let Some(condition) = test_condition {
+            exprs.push(condition.alias(TEST_FLAG));
+        }
         let df = df
             .select(exprs)
             .map_err(|e| KilnError::execution("selecting training columns", e))?;
+        if split_by_condition {
+            let flag = df
+                .schema()
+                .field(df.schema().fields().len() - 1)
+                .data_type();
+            if flag != &DataType::Boolean {
+                return Err(KilnError::config(format!(
+                    "test_condition is {flag}, not a boolean expression; write a comparison such as \"sample_id % 5 = 0\""
+                )));
+            }
+        }
         Ok(Reader {
             df,
             label_col,
             source,
+            split_by_condition,
         })
     }
 
-    /// Pass 1: hashes every row into the canonical order.
-    async fn order(&self) -> Result<CanonicalOrder> {
-        let mut hashes = RowHashes::default();
-        self.scan(|labels, columns| {
-            hashes.add(labels, columns);
-            Ok(())
-        })
-        .await?;
-        Ok(hashes.finish())
-    }
-
-    /// Streams the input, handing each batch on as labels and column-major
-    /// features (NaN = missing).
-    async fn scan(&self, mut each: impl FnMut(&[u32], &[Vec<f64>]) -> Result<()>) -> Result<()> {
-        let mut stream = self
-            .df
-            .clone()
-            .execute_stream()
-            .await
-            .map_err(|e| KilnError::execution("reading training data", e))?;
-        let mut row = 0usize;
+    /// Streams the input, handing each batch on as its set (0: training,
+    /// 1: test), labels and column-major features (NaN = missing).
+    async fn scan(
+        &self,
+        mut each: impl FnMut(usize, &[u32], &[Vec<f64>]) -> Result<()>,
+    ) -> Result<()> {
+        let failed = |e: datafusion::error::DataFusionError| {
+            KilnError::execution("reading training data", e)
+        };
+        let mut stream = self.df.clone().execute_stream().await.map_err(failed)?;
+        let mut rows = [0usize; 2];
         while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| KilnError::execution("reading training data", e))?;
-            let labels = self.labels(&batch, row)?;
-            let columns = self.features(&batch, row)?;
-            each(&labels, &columns)?;
-            row += batch.num_rows();
+            let batch = batch.map_err(failed)?;
+            let parts = if self.split_by_condition {
+                let flag = batch.column(batch.num_columns() - 1).as_boolean();
+                let train = arrow::compute::not(flag).map_err(|e| failed(e.into()))?;
+                let part = |mask| {
+                    arrow::compute::filter_record_batch(&batch, mask).map_err(|e| failed(e.into()))
+                };
+                vec![(0, part(&train)?), (1, part(flag)?)]
+            } else {
+                vec![(0, batch)]
+            };
+            for (set, part) in parts.into_iter().filter(|(_, p)| p.num_rows() > 0) {
+                let labels = self.labels(&part, rows[set])?;
+                let columns = self.features(&part, rows[set])?;
+                each(set, &labels, &columns)?;
+                rows[set] += part.num_rows();
+            }
         }
         Ok(())
     }

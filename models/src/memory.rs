@@ -47,7 +47,7 @@ impl MemoryPlan {
         let concurrent_fits = parallelism.max(1);
         MemoryPlan {
             sets: set_bytes(rows, sizes.features, max_bins),
-            loading: loading_bytes(sizes.train_rows.max(sizes.test_rows)),
+            loading: loading_bytes(rows),
             fitting: per_fit * concurrent_fits as u64,
             concurrent_fits,
             process: 0,

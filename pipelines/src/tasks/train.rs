@@ -32,7 +32,6 @@ use kiln_models::selection::{Selection, SelectionPlan, evaluate_estimators};
 use kiln_models::tuning::{CrossValidation, EstimatorSpec, TrainValidationSplit, Tuning};
 use kiln_transformers::FittedStage;
 use serde::Deserialize;
-use std::ops::Not;
 use std::sync::Arc;
 
 fn test_fraction() -> f64 {
@@ -450,8 +449,7 @@ impl ModelTraining {
             let e = df.parse_sql_expr(cond).map_err(|e| {
                 KilnError::config(format!("task '{}': test_condition: {e}", ctx.task_name))
             })?;
-            let test = df.clone().filter(e.clone())?;
-            return Ok((df.filter(e.not())?, TestRows::Frame(test)));
+            return Ok((df, TestRows::Condition(e)));
         }
         Ok((
             df,
