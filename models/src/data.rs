@@ -835,7 +835,7 @@ impl SampleCandidates {
                 self.values.extend(columns.iter().map(|c| c[i]));
             }
         }
-        if self.hashes.len() >= self.cap + self.cap / 4 + 1 {
+        if self.hashes.len() > self.cap + self.cap / 4 {
             self.shrink();
         }
     }
