@@ -400,3 +400,58 @@ fn vector_columns(
         .collect();
     Ok(columns)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+    use std::ops::Not;
+
+    /// 100 rows; `k` is null in every tenth row.
+    async fn table() -> Result<DataFrame> {
+        let ctx = SessionContext::new();
+        Ok(ctx
+            .sql(
+                "SELECT CAST(value % 2 AS DOUBLE) AS label, CAST(value AS DOUBLE) AS x, \
+                 CASE WHEN value % 10 = 0 THEN NULL ELSE value END AS k \
+                 FROM generate_series(0, 99)",
+            )
+            .await?)
+    }
+
+    async fn load(df: DataFrame, test: TestRows) -> Result<Loaded> {
+        let source = FeatureSource::Columns(vec!["x".into()]);
+        load_training(df, test, "label", &source, &[32], |_| Ok(()), &|_| {}, None).await
+    }
+
+    #[tokio::test]
+    async fn a_test_condition_splits_one_read_like_two_filters() -> Result<()> {
+        let df = table().await?;
+        let condition = df.parse_sql_expr("k % 5 = 0")?;
+        let one_read = load(df.clone(), TestRows::Condition(condition.clone())).await?;
+        // True for k = 5, 15, ..., 95; null where k is null (neither set).
+        assert_eq!(one_read.train.n_rows(), 80);
+        assert_eq!(one_read.test.n_rows(), 10);
+        let filters = load(
+            df.clone().filter(condition.clone().not())?,
+            TestRows::Frame(df.clone().filter(condition)?),
+        )
+        .await?;
+        for (a, b) in [
+            (&one_read.train, &filters.train),
+            (&one_read.test, &filters.test),
+        ] {
+            assert_eq!(a.fingerprint(), b.fingerprint());
+            assert_eq!(a.labels, b.labels);
+            assert_eq!(a.binned(32)?.codes, b.binned(32)?.codes);
+            assert_eq!(a.binned(32)?.bins, b.binned(32)?.bins);
+        }
+        let not_boolean = df.parse_sql_expr("k + 1")?;
+        let err = load(df, TestRows::Condition(not_boolean))
+            .await
+            .expect_err("a number is not a condition")
+            .to_string();
+        assert!(err.contains("not a boolean expression"), "{err}");
+        Ok(())
+    }
+}
