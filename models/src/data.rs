@@ -261,17 +261,6 @@ impl Codes {
         }
     }
 
-    /// Every `stride`-th code from `first`: one feature's column of
-    /// row-major codes.
-    pub fn column(&self, first: usize, stride: usize) -> Codes {
-        match self {
-            Codes::Narrow(c) => {
-                Codes::Narrow(c.iter().skip(first).step_by(stride).copied().collect())
-            }
-            Codes::Wide(c) => Codes::Wide(c.iter().skip(first).step_by(stride).copied().collect()),
-        }
-    }
-
     /// Row-major codes from one column per feature (all of one width and
     /// length); `None` when they are not.
     pub fn interleave(columns: &[Codes]) -> Option<Codes> {
@@ -395,9 +384,12 @@ impl Binned {
     /// Feature `f`'s codes of rows `rows` (a column, for set files).
     pub fn column(&self, f: usize, rows: std::ops::Range<usize>) -> Codes {
         let nf = self.bins.len();
-        self.codes
-            .slice(rows.start * nf..rows.end * nf)
-            .column(f, nf)
+        // Empty when the range is empty (the slice then starts past its end).
+        let values = (rows.start * nf + f).min(rows.end * nf)..rows.end * nf;
+        match &self.codes {
+            Codes::Narrow(c) => Codes::Narrow(c[values].iter().step_by(nf).copied().collect()),
+            Codes::Wide(c) => Codes::Wide(c[values].iter().step_by(nf).copied().collect()),
+        }
     }
 
     /// Rows `rows` as a binning of their own.
