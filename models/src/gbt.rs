@@ -12,6 +12,7 @@ use kiln_engine::{KilnError, Result};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Validated GBT hyperparameters (Spark names and defaults).
@@ -170,21 +171,21 @@ impl GbtParams {
             };
             let mut round = Vec::with_capacity(outputs);
             for c in 0..outputs {
-                for &r in &train {
-                    let r = r as usize;
+                let current = &scores;
+                for_rows_in_parallel(&mut grad_hess, &train, |r, gh| {
                     let y = data.labels[r] as usize;
                     let p = if outputs == 1 {
-                        sigmoid(scores[r])
+                        sigmoid(current[r])
                     } else {
-                        softmax_at(&scores[r * k..(r + 1) * k], c)
+                        softmax_at(&current[r * k..(r + 1) * k], c)
                     };
                     let target = if outputs == 1 {
                         (y == 1) as u8 as f64
                     } else {
                         (y == c) as u8 as f64
                     };
-                    grad_hess[r] = [(p - target) as f32, (p * (1.0 - p)).max(1e-16) as f32];
-                }
+                    *gh = [(p - target) as f32, (p * (1.0 - p)).max(1e-16) as f32];
+                });
                 let obj = Newton {
                     grad_hess: &grad_hess,
                     lambda: self.reg_lambda,
@@ -261,6 +262,33 @@ impl GbtParams {
             feature_importances: importance,
         })
     }
+}
+
+/// Sets `values[r]` with `set(r, &mut values[r])` for each of `rows`
+/// in parallel over fixed ranges of the row index when `rows` ascend
+/// (serially otherwise).
+fn for_rows_in_parallel<T: Send>(
+    values: &mut [T],
+    rows: &[u32],
+    set: impl Fn(usize, &mut T) + Sync,
+) {
+    const RANGE: usize = 1 << 16;
+    if !rows.is_sorted() {
+        for &r in rows {
+            set(r as usize, &mut values[r as usize]);
+        }
+        return;
+    }
+    values
+        .par_chunks_mut(RANGE)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let (lo, hi) = (i * RANGE, i * RANGE + chunk.len());
+            let first = rows.partition_point(|&r| (r as usize) < lo);
+            for &r in rows[first..].iter().take_while(|&&r| (r as usize) < hi) {
+                set(r as usize, &mut chunk[r as usize - lo]);
+            }
+        });
 }
 
 pub(crate) fn sigmoid(x: f64) -> f64 {

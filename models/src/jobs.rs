@@ -160,7 +160,10 @@ pub fn largest_first_order(jobs: &[FitJob]) -> Vec<usize> {
 
 /// Runs `jobs` in order on `parallelism` workers that each take the next
 /// job when done (jobs sorted largest first keep every worker busy to the
-/// end); results in job order.
+/// end); results in job order. The pool has at least as many threads as
+/// the machine's (the global pool's), so that fewer concurrent fits than
+/// cores still use every core inside each fit (histogram blocks, trees of
+/// a forest); the models do not depend on the thread count.
 fn largest_first<J: Sync, T: Send>(
     jobs: &[J],
     parallelism: usize,
@@ -168,7 +171,8 @@ fn largest_first<J: Sync, T: Send>(
 ) -> Result<Vec<T>> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(parallelism.max(1))
+        .num_threads(parallelism.max(rayon::current_num_threads()).max(1))
+        .thread_name(|i| format!("kiln-fit-{i}"))
         .build()
         .map_err(|e| KilnError::internal("starting the tuning thread pool", e))?;
     let next = AtomicUsize::new(0);
@@ -203,4 +207,21 @@ fn largest_first<J: Sync, T: Send>(
         .into_iter()
         .map(|r| r.ok_or_else(|| KilnError::internal("tuning", "a tuning job did not report")))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::largest_first;
+
+    /// One fit at a time still has every core for its own parallel work
+    /// (before, a single untuned GBT grew its histograms on one thread).
+    #[test]
+    fn one_fit_at_a_time_keeps_every_core() {
+        let machine = rayon::current_num_threads();
+        let seen = largest_first(&[(), ()], 1, |_| Ok(rayon::current_num_threads())).expect("jobs");
+        assert_eq!(seen, vec![machine.max(1); 2]);
+        let seen = largest_first(&[(); 3], machine + 2, |_| Ok(rayon::current_num_threads()))
+            .expect("jobs");
+        assert_eq!(seen, vec![machine + 2; 3]);
+    }
 }
