@@ -6,13 +6,14 @@
 # (`sample`), whose predictions must equal the full batch's for those rows.
 #
 #   bash benches/inference.sh 37976624        # needs a release build and python3 with pyarrow
-#   KILN_CONF="datafusion.runtime.memory_limit=2G" bash benches/inference.sh 37976624
+#   KILN_PREDICT_CONF="datafusion.runtime.memory_limit=2G" bash benches/inference.sh 37976624
 #
 # The model is configs/bench/train_gbt.yaml's on the lake's feature table
 # (trained first at KILN_TRAINING_ROWS, default 544511, if the lake has
-# none). KILN_CONF holds `--conf` settings for both timed tasks. Prints one
-# row: batch rows, seconds and peak RSS of the join and of the prediction,
-# their total, and the sample's check.
+# none). KILN_JOIN_CONF and KILN_PREDICT_CONF hold `--conf` settings
+# (space-separated key=value) for the join and for the prediction tasks.
+# Prints one row: batch rows, seconds and peak RSS of the join and of the
+# prediction, their total, and the sample's check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILN=${KILN:-target/release/kiln}
@@ -23,8 +24,10 @@ lake=${KILN_BENCH_LAKE:-$BASE/lake}
 [ -x "$KILN" ] || cargo build --release -p kiln-cli
 mkdir -p "$lake"
 export KILN_LAKE="file://$lake" KILN_INFERENCE_ROWS=$ROWS
+confs() { for kv in $1; do printf -- '--conf\n%s\n' "$kv"; done; }
+mapfile -t join_conf < <(confs "${KILN_JOIN_CONF:-}")
+mapfile -t predict_conf < <(confs "${KILN_PREDICT_CONF:-}")
 conf=()
-for kv in ${KILN_CONF:-}; do conf+=(--conf "$kv"); done
 run() { # log config task...
   local log=$1 config=$2; shift 2
   for task in "$@"; do
@@ -36,9 +39,14 @@ if [ ! -d "$lake/models/bench_gbt" ]; then
   run "$lake.train.log" configs/indoor_outdoor.yaml generate_training extract features
   run "$lake.train.log" configs/bench/train_gbt.yaml train
 fi
-rm -rf "$lake/raw/inference" "$lake/extraction/inference" "$lake/extraction/inference_sample"
-run "$lake.generate.log" configs/indoor_outdoor.yaml generate_inference
-timed() { # name config task -> "seconds rss_MiB"
+# The batch is generated once per row count (generate_inference skips an existing one).
+if [ "$(cat "$lake/raw/inference.rows" 2>/dev/null)" != "$ROWS" ]; then
+  rm -rf "$lake/raw/inference"
+  run "$lake.generate.log" configs/indoor_outdoor.yaml generate_inference
+  echo "$ROWS" > "$lake/raw/inference.rows"
+fi
+rm -rf "$lake/extraction/inference" "$lake/extraction/inference_sample"
+timed() { # name config task -> "seconds rss_MiB" (with the settings in `conf`)
   local log="$lake.$1.log"
   : > "$log"
   /usr/bin/time -v "$KILN" submit --master 'local[2]' "${conf[@]}" --only "$3" "$2" > "$log" 2>&1 \
@@ -47,28 +55,38 @@ timed() { # name config task -> "seconds rss_MiB"
               /Maximum resident set size/ { rss = $2 / 1024 }
               END { printf "%.1f %.0f\n", sec, rss }' "$log"
 }
+conf=("${join_conf[@]}")
 read -r join_s join_rss < <(timed join configs/indoor_outdoor.yaml extract_inference)
+conf=("${predict_conf[@]}")
 read -r predict_s predict_rss < <(timed predict configs/bench/predict_batch.yaml predict)
 "$PY" - "$lake" <<'PY'
-import sys, pyarrow.compute as pc, pyarrow.dataset as ds, pyarrow.parquet as pq, os
+import sys, pyarrow as pa, pyarrow.compute as pc, pyarrow.dataset as ds, pyarrow.parquet as pq, os
 lake = sys.argv[1]
 t = ds.dataset(f"{lake}/extraction/inference/", format="parquet")
 devices = pc.unique(t.to_table(columns=["device_id"])["device_id"]).sort()
 keep = devices.slice(0, max(1, len(devices) // 100))
-sample = t.to_table(filter=pc.field("device_id").isin(keep))
+# pyarrow 26 cannot filter string_view columns: cast them to string first.
+plain = pa.schema([f.with_type(pa.string()) if f.type == pa.string_view() else f for f in t.schema])
+parts = []
+for b in t.to_batches():
+    b = b.cast(plain)
+    parts.append(b.filter(pc.is_in(b.column("device_id"), value_set=keep)))
 os.makedirs(f"{lake}/extraction/inference_sample", exist_ok=True)
-pq.write_table(sample, f"{lake}/extraction/inference_sample/part-00000.parquet")
+pq.write_table(pa.Table.from_batches(parts, schema=plain),
+               f"{lake}/extraction/inference_sample/part-00000.parquet")
+os._exit(0)  # pyarrow 26 can crash while the interpreter shuts down
 PY
 run "$lake.sample.log" configs/bench/predict_batch.yaml sample
 check=$("$PY" - "$lake" <<'PY'
-import sys, pyarrow.compute as pc, pyarrow.dataset as ds
+import os, sys, pyarrow.compute as pc, pyarrow.dataset as ds
 lake = sys.argv[1]
 cols = ["sample_id", "probability", "prediction"]
 small = ds.dataset(f"{lake}/predictions/bench_sample/", format="parquet").to_table(columns=cols).sort_by("sample_id")
 full = ds.dataset(f"{lake}/predictions/bench_batch/", format="parquet").to_table(
     columns=cols, filter=pc.field("sample_id").isin(small["sample_id"])).sort_by("sample_id")
 same = small.equals(full)
-print(f"{small.num_rows}_rows_{'identical' if same else 'DIFFERENT'}")
+print(f"{small.num_rows}_rows_{'identical' if same else 'DIFFERENT'}", flush=True)
+os._exit(0)
 PY
 )
 printf '%10s %8s %9s %9s %11s %8s  %s\n' rows join_s join_MiB predict_s predict_MiB total_s sample

@@ -16,8 +16,8 @@ pub use join::{JoinHow, JoinSpec, join_on};
 pub use options::{ColumnEncoding, ColumnLayout, Compression, ParquetWriteOptions};
 pub use read::{ensure_exists, read_table};
 pub use write::{
-    BatchStream, batch_streams, receiver_stream, write_files, write_parquet, write_streams,
-    write_table,
+    BatchStream, batch_streams, receiver_stream, write_files, write_parquet, write_parquet_passes,
+    write_streams, write_table,
 };
 
 use serde::{Deserialize, Serialize};

@@ -83,6 +83,78 @@ pub async fn write_streams(
     format: FileFormat,
     options: &ParquetWriteOptions,
 ) -> Result<WriteSummary> {
+    let mut streams = Some(streams);
+    write_in_passes(session, schema, 1, target, format, options, |_| {
+        let streams = streams.take().unwrap_or_default();
+        async move { Ok(streams) }
+    })
+    .await
+}
+
+/// Writes `passes` one after another into one Parquet directory at
+/// `target`, with one atomic commit: readers see the whole result or the
+/// previous one. Each pass runs its partitions concurrently, and the next
+/// pass starts when it is written, so a query split into passes over
+/// disjoint rows (key ranges of a join) holds one pass's state at a time.
+/// Every pass must have the schema of the first.
+pub async fn write_parquet_passes(
+    session: &KilnSession,
+    passes: Vec<DataFrame>,
+    target: &Url,
+    options: &ParquetWriteOptions,
+) -> Result<WriteSummary> {
+    let Some(first) = passes.first() else {
+        return Err(KilnError::internal(
+            format!("writing {target}"),
+            "no passes to write",
+        ));
+    };
+    let schema = Arc::new(first.schema().as_arrow().clone());
+    for (i, pass) in passes.iter().enumerate() {
+        if pass.schema().as_arrow().fields() != schema.fields() {
+            return Err(KilnError::internal(
+                format!("writing {target}"),
+                format!("pass {} has another schema than pass 1", i + 1),
+            ));
+        }
+    }
+    let n = passes.len();
+    let mut passes = passes.into_iter();
+    write_in_passes(
+        session,
+        schema,
+        n,
+        target,
+        FileFormat::Parquet,
+        options,
+        |_| {
+            let next = passes.next();
+            async move {
+                match next {
+                    Some(df) => batch_streams(df, target).await,
+                    None => Ok(Vec::new()),
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// The writer behind [`write_streams`] and [`write_parquet_passes`]: `n`
+/// passes, the streams of pass `p` made by `pass(p)` only when it starts.
+async fn write_in_passes<F, Fut>(
+    session: &KilnSession,
+    schema: arrow::datatypes::SchemaRef,
+    n: usize,
+    target: &Url,
+    format: FileFormat,
+    options: &ParquetWriteOptions,
+    mut pass: F,
+) -> Result<WriteSummary>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<BatchStream>>>,
+{
     let partitioner = crate::hive::Partitioner::new(&schema, &options.partition_by)?;
     if format == FileFormat::Parquet {
         // Layout errors (unknown columns, delta on strings) before any file.
@@ -98,10 +170,40 @@ pub async fn write_streams(
         format,
         options: Arc::new(options.clone()),
     };
-    match write_partitions(streams, partitioner, &sink, &staging).await {
-        Ok(summary) => {
+    let mut parts = Parts::default();
+    let mut written = Ok(());
+    for p in 0..n {
+        written = match pass(p).await {
+            Ok(streams) => {
+                write_partitions(
+                    streams,
+                    Arc::clone(&partitioner),
+                    &sink,
+                    &staging,
+                    &mut parts,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if written.is_err() {
+            break;
+        }
+    }
+    if written.is_ok() && parts.summary.files == 0 {
+        // An empty result still carries its schema.
+        written = async {
+            let (w, path) = PartWriter::open(&sink, &staging, 0, partitioner.file_schema())?;
+            w.close(&path).await?;
+            parts.summary.files = 1;
+            Ok(())
+        }
+        .await;
+    }
+    match written {
+        Ok(()) => {
             commit(&store, target, &staging, &target_dir).await?;
-            Ok(summary)
+            Ok(parts.summary)
         }
         Err(e) => {
             remove_prefix(&store, &staging).await;
@@ -111,6 +213,16 @@ pub async fn write_streams(
             Err(e.context(format!("writing {target}")))
         }
     }
+}
+
+/// The part files written so far, across passes.
+#[derive(Default)]
+struct Parts {
+    /// Streams started so far: the next stream's file index.
+    streams: usize,
+    /// Files per hive directory so far, for dense numbering.
+    files_in: BTreeMap<Vec<String>, usize>,
+    summary: WriteSummary,
 }
 
 /// Where and how part files are written.
@@ -234,18 +346,23 @@ async fn write_stream(
     Ok(written)
 }
 
+/// Writes one pass's streams concurrently, numbering their files after
+/// those of earlier passes.
 async fn write_partitions(
     streams: Vec<BatchStream>,
     partitioner: Arc<crate::hive::Partitioner>,
     sink: &PartSink,
     staging: &StorePath,
-) -> Result<WriteSummary> {
+    parts: &mut Parts,
+) -> Result<()> {
+    let first = parts.streams;
+    parts.streams += streams.len();
     let tasks: Vec<_> = streams
         .into_iter()
         .enumerate()
         .map(|(i, stream)| {
             tokio::spawn(write_stream(
-                i,
+                first + i,
                 stream,
                 Arc::clone(&partitioner),
                 sink.clone(),
@@ -253,11 +370,9 @@ async fn write_partitions(
             ))
         })
         .collect();
-    let mut summary = WriteSummary::default();
     let mut first_error = None;
-    // Files per directory so far, for dense numbering.
-    let mut files_in: BTreeMap<Vec<String>, usize> = BTreeMap::new();
     for (i, t) in tasks.into_iter().enumerate() {
+        let i = first + i;
         let written = match t.await {
             Ok(Ok(written)) => written,
             Ok(Err(e)) => {
@@ -272,7 +387,7 @@ async fn write_partitions(
         for (dirs, rows) in written {
             // Number the files of each directory densely, so the names do
             // not depend on which streams got rows.
-            let count = files_in.entry(dirs.clone()).or_insert(0);
+            let count = parts.files_in.entry(dirs.clone()).or_insert(0);
             let dense = *count;
             if dense != i {
                 let dir = partition_dir(staging, &dirs);
@@ -283,20 +398,14 @@ async fn write_partitions(
                 }
             }
             *count += 1;
-            summary.rows += rows;
-            summary.files += 1;
+            parts.summary.rows += rows;
+            parts.summary.files += 1;
         }
     }
-    if let Some(e) = first_error {
-        return Err(e);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    if summary.files == 0 {
-        // An empty result still carries its schema.
-        let (w, path) = PartWriter::open(sink, staging, 0, partitioner.file_schema())?;
-        w.close(&path).await?;
-        summary.files = 1;
-    }
-    Ok(summary)
 }
 
 /// `base/column=value/...` for a partition's directory segments.

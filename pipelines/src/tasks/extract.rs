@@ -5,7 +5,10 @@ use crate::config::{LoadedConfig, TaskConfig};
 use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use datafusion::dataframe::DataFrame;
 use datafusion::object_store::ObjectStoreExt;
-use kiln_engine::io::{FileFormat, JoinSpec, ParquetWriteOptions, join_on, write_parquet};
+use datafusion::prelude::{Expr, ident, lit};
+use kiln_engine::io::{
+    FileFormat, JoinSpec, ParquetWriteOptions, join_on, write_parquet, write_parquet_passes,
+};
 use kiln_engine::schema::ReferenceSchema;
 use kiln_engine::storage::object_path;
 use kiln_engine::{KilnError, Result};
@@ -82,10 +85,29 @@ impl ExtractOutput {
     }
 
     async fn finish(&self, ctx: &TaskContext, df: DataFrame) -> Result<TaskOutcome> {
+        self.finish_passes(ctx, vec![df]).await
+    }
+
+    /// Saves (one pass after the other, one commit) or returns (unioned)
+    /// the passes of a result.
+    async fn finish_passes(
+        &self,
+        ctx: &TaskContext,
+        passes: Vec<DataFrame>,
+    ) -> Result<TaskOutcome> {
         match (self.mode, &self.path_df_extract) {
             (SaveMode::Save, Some(path)) => {
                 let url = ctx.lake.resolve(path)?;
-                let summary = write_parquet(&ctx.session, df, &url, &self.parquet).await?;
+                let summary = match passes.len() {
+                    1 => {
+                        let df = passes
+                            .into_iter()
+                            .next()
+                            .ok_or_else(|| KilnError::config("no tables"))?;
+                        write_parquet(&ctx.session, df, &url, &self.parquet).await?
+                    }
+                    _ => write_parquet_passes(&ctx.session, passes, &url, &self.parquet).await?,
+                };
                 Ok(TaskOutcome {
                     rows_out: Some(summary.rows),
                     outputs: vec![url.to_string()],
@@ -97,6 +119,11 @@ impl ExtractOutput {
                 })
             }
             _ => {
+                let mut passes = passes.into_iter();
+                let first = passes
+                    .next()
+                    .ok_or_else(|| KilnError::config("no tables"))?;
+                let df = passes.try_fold(first, |all, pass| all.union(pass))?;
                 ctx.returned
                     .lock()
                     .map_err(|_| KilnError::poisoned("the returned DataFrames"))?
@@ -209,6 +236,18 @@ pub struct PredictionInit {
     format: FileFormat,
     #[serde(default)]
     schema_path: Option<String>,
+    /// Join in this many passes over ranges of the first join key (an
+    /// integer key every join uses), each written before the next starts:
+    /// the joins then hold about 1/N of the tables at a time (DataFusion's
+    /// hash joins cannot spill). Tables sorted or clustered by the key read
+    /// only their pass's row groups. Default 1; `mode: return` unions the
+    /// passes instead.
+    #[serde(default = "one_pass")]
+    join_passes: usize,
+}
+
+fn one_pass() -> usize {
+    1
 }
 
 /// Reads several tables and joins them in order by their configured keys.
@@ -240,8 +279,105 @@ impl ExtractorPrediction {
                 ));
             }
         }
+        if init.join_passes == 0 {
+            return Err(KilnError::config_fix(
+                format!("{}: join_passes is 0", loaded.at(task, "join_passes")),
+                "give 1 (one pass, the default) or more",
+            ));
+        }
+        if init.join_passes > 1 {
+            pass_key(&init.tables).map_err(|e| e.context(loaded.at(task, "join_passes")))?;
+        }
         Ok(ExtractorPrediction { init, output })
     }
+}
+
+/// The key the join passes split on: the first join's first key, which
+/// every join must use.
+fn pass_key(tables: &[TableSpec]) -> Result<&str> {
+    let joins: Vec<(&str, &JoinSpec)> = tables
+        .iter()
+        .filter_map(|t| t.join.as_ref().map(|j| (t.name.as_str(), j)))
+        .collect();
+    let Some(key) = joins.first().and_then(|(_, j)| j.on.first()) else {
+        return Err(KilnError::config("join_passes needs at least one join"));
+    };
+    match joins.iter().find(|(_, j)| !j.on.contains(key)) {
+        Some((name, _)) => Err(KilnError::config_fix(
+            format!(
+                "join_passes splits on the key '{key}', but table '{name}' does not join on it"
+            ),
+            format!("join every table on '{key}', or set join_passes: 1"),
+        )),
+        None => Ok(key),
+    }
+}
+
+/// One filter per pass splitting the integer `key`'s values (taken from
+/// `first`'s minimum and maximum) into `n` ranges; the first and last
+/// ranges are open, and the last also holds null keys, so every row is in
+/// exactly one pass whatever the other tables hold.
+async fn pass_filters(first: &DataFrame, key: &str, n: usize) -> Result<Vec<Expr>> {
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::functions_aggregate::expr_fn::{max, min};
+    use datafusion::prelude::cast;
+    let field = first
+        .schema()
+        .field_with_unqualified_name(key)
+        .map_err(|_| {
+            KilnError::config(format!(
+                "join_passes: no key column '{key}' in the first table"
+            ))
+        })?;
+    if !field.data_type().is_integer() {
+        return Err(KilnError::config_fix(
+            format!(
+                "join_passes splits on ranges of '{key}', which is {}, not an integer",
+                field.data_type()
+            ),
+            "set join_passes: 1 (or join on an integer key)",
+        ));
+    }
+    let err = |e| KilnError::execution(format!("finding the range of '{key}'"), e);
+    let batches = first
+        .clone()
+        .aggregate(
+            vec![],
+            vec![
+                min(cast(ident(key), DataType::Int64)).alias("lo"),
+                max(cast(ident(key), DataType::Int64)).alias("hi"),
+            ],
+        )
+        .map_err(err)?
+        .collect()
+        .await
+        .map_err(err)?;
+    let bound = |c: usize| {
+        batches.first().and_then(|b| {
+            b.column(c)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .filter(|a| a.len() == 1 && a.is_valid(0))
+                .map(|a| a.value(0))
+        })
+    };
+    let (Some(lo), Some(hi)) = (bound(0), bound(1)) else {
+        return Ok(vec![lit(true)]); // no keys: one pass
+    };
+    let span = i128::from(hi) - i128::from(lo) + 1;
+    let cuts: Vec<i64> = (1..n)
+        .map(|p| (i128::from(lo) + span * p as i128 / n as i128) as i64)
+        .collect();
+    let k = || ident(key);
+    Ok((0..n)
+        .map(|p| match (p.checked_sub(1).map(|i| cuts[i]), cuts.get(p)) {
+            (None, Some(&to)) => k().lt(lit(to)),
+            (Some(from), Some(&to)) => k().gt_eq(lit(from)).and(k().lt(lit(to))),
+            (Some(from), None) => k().gt_eq(lit(from)).or(k().is_null()),
+            (None, None) => lit(true),
+        })
+        .collect())
 }
 
 impl Task for ExtractorPrediction {
@@ -257,20 +393,39 @@ impl Task for ExtractorPrediction {
         Box::pin(async move {
             ctx.progress
                 .stage(format!("joining {} table(s)", self.init.tables.len()));
-            let mut joined: Option<DataFrame> = None;
+            let mut tables = Vec::new();
             for spec in &self.init.tables {
-                let df = ctx
-                    .input(&spec.path, spec.format.unwrap_or(self.init.format))
-                    .await?;
-                joined = Some(match (joined, &spec.join) {
-                    (None, _) => df,
-                    (Some(left), Some(join)) => join_on(left, df, join, &spec.name)?,
-                    (Some(left), None) => left,
-                });
+                tables.push(
+                    ctx.input(&spec.path, spec.format.unwrap_or(self.init.format))
+                        .await?,
+                );
             }
-            let df = joined.ok_or_else(|| KilnError::config("no tables"))?;
-            validate(ctx, &df, &self.init.schema_path, "joined tables").await?;
-            self.output.finish(ctx, df).await
+            let filters = match (self.init.join_passes, tables.first()) {
+                (n, Some(first)) if n > 1 => {
+                    pass_filters(first, pass_key(&self.init.tables)?, n).await?
+                }
+                _ => vec![lit(true)],
+            };
+            let mut passes = Vec::new();
+            for filter in &filters {
+                let mut joined: Option<DataFrame> = None;
+                for (spec, df) in self.init.tables.iter().zip(&tables) {
+                    let df = match filters.len() {
+                        1 => df.clone(),
+                        _ => df.clone().filter(filter.clone()).map_err(KilnError::from)?,
+                    };
+                    joined = Some(match (joined, &spec.join) {
+                        (None, _) => df,
+                        (Some(left), Some(join)) => join_on(left, df, join, &spec.name)?,
+                        (Some(left), None) => left,
+                    });
+                }
+                passes.push(joined.ok_or_else(|| KilnError::config("no tables"))?);
+            }
+            if let Some(df) = passes.first() {
+                validate(ctx, df, &self.init.schema_path, "joined tables").await?;
+            }
+            self.output.finish_passes(ctx, passes).await
         })
     }
 }
