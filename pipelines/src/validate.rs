@@ -182,4 +182,26 @@ mod tests {
         );
         Ok(())
     }
+
+    #[test]
+    fn join_passes_need_a_key_every_join_uses() -> Result<()> {
+        let join = |passes: &str, c_key: &str| {
+            config(&format!(
+                "  - name: x\n    classname: ExtractorPrediction\n    initialization_parameters:\n      join_passes: {passes}\n      tables:\n        - {{name: a, path: a/}}\n        - {{name: b, path: b/, join: {{on: [id, day]}}}}\n        - {{name: c, path: c/, join: {{on: [{c_key}]}}}}\n    transformation_parameters: {{path_df_extract: out/}}\n"
+            ))
+        };
+        assert_eq!(validate(&join("4", "id"))?.tasks, 1);
+        // One pass needs no common key.
+        assert_eq!(validate(&join("1", "day"))?.tasks, 1);
+        let err = validate(&join("4", "day")).expect_err("key").to_string();
+        assert!(
+            err.contains("join_passes")
+                && err.contains("'id'")
+                && err.contains("table 'c' does not join on it"),
+            "{err}"
+        );
+        let err = validate(&join("0", "id")).expect_err("zero").to_string();
+        assert!(err.contains("join_passes is 0"), "{err}");
+        Ok(())
+    }
 }
