@@ -571,6 +571,12 @@ fn ballista_cluster_matches_local_execution() -> TestResult {
                 "join_passes: ${KILN_JOIN_PASSES:-1}",
                 "join_passes: 3",
             );
+            // And the predictions in 3 passes over device_id ranges.
+            config = replaced(
+                &config,
+                "keep_cols: [sample_id, device_id, ts]",
+                "keep_cols: [sample_id, device_id, ts]\n      passes: 3\n      pass_key: device_id",
+            );
         }
         // Executors may still be registering: retry the first run briefly.
         let mut o = submit(&dir, &format!("{name}.yaml"), &config, &master)?;

@@ -262,6 +262,20 @@ impl PipelineModel {
         Ok(df)
     }
 
+    /// The columns the window stages (lag / lead) partition by: rows of
+    /// different values never meet, so a batch split by one of them gives
+    /// the same features pass by pass.
+    pub fn window_partition_cols(&self) -> Vec<&str> {
+        self.stages
+            .iter()
+            .filter_map(|s| match s {
+                FittedStage::LagCalculator(p) => Some(p.0.partition_col.as_str()),
+                FittedStage::LeadCalculator(p) => Some(p.0.partition_col.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn to_json(&self) -> Result<Vec<u8>> {
         serde_json::to_vec_pretty(self)
             .map_err(|e| KilnError::internal("serializing a pipeline model", e))

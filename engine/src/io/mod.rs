@@ -8,12 +8,14 @@ pub mod checksum;
 pub mod commit;
 pub mod join;
 pub mod options;
+pub mod passes;
 pub mod read;
 pub mod write;
 
 pub use checksum::row_checksum;
 pub use join::{JoinHow, JoinSpec, join_on};
 pub use options::{ColumnEncoding, ColumnLayout, Compression, ParquetWriteOptions};
+pub use passes::key_range_filters;
 pub use read::{ensure_exists, read_table};
 pub use write::{
     BatchStream, batch_streams, receiver_stream, write_files, write_parquet, write_parquet_passes,

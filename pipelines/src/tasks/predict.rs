@@ -12,7 +12,9 @@ use datafusion::functions::core::expr_fn::get_field;
 use datafusion::prelude::{Expr, ident, lit};
 use kiln_engine::artifacts::ArtifactRepo;
 use kiln_engine::artifacts::VersionRef;
-use kiln_engine::io::{FileFormat, ParquetWriteOptions, write_parquet};
+use kiln_engine::io::{
+    FileFormat, ParquetWriteOptions, key_range_filters, write_parquet, write_parquet_passes,
+};
 use kiln_engine::io::{batch_streams, write_streams};
 use kiln_engine::{KilnError, Result};
 use kiln_models::drift::PROFILE_FILE;
@@ -53,10 +55,23 @@ pub struct Init {
     /// predictions, and optionally retrain (`on_drift`).
     #[serde(default)]
     monitor_drift: Option<MonitorDrift>,
+    /// Predict in this many passes over ranges of `pass_key` (an integer
+    /// column that every window stage of the feature pipeline partitions
+    /// by), each written before the next starts: the window sorts then hold
+    /// about 1/N of the batch in memory without a DataFusion memory limit.
+    /// Default 1.
+    #[serde(default = "one_pass")]
+    passes: usize,
+    #[serde(default)]
+    pass_key: Option<String>,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn one_pass() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -86,6 +101,28 @@ impl BatchPrediction {
         }
         if let Some(m) = &init.monitor_drift {
             m.validate(&loaded.at(task, "monitor_drift"))?;
+        }
+        let at = loaded.at(task, "passes");
+        match (init.passes, &init.pass_key, &init.monitor_drift) {
+            (0, _, _) => {
+                return Err(KilnError::config_fix(
+                    format!("{at}: passes is 0"),
+                    "give 1 (one pass, the default) or more",
+                ));
+            }
+            (2.., None, _) => {
+                return Err(KilnError::config_fix(
+                    format!("{at}: passes needs pass_key"),
+                    "add pass_key: the integer column the window stages partition by (device_id)",
+                ));
+            }
+            (2.., _, Some(_)) => {
+                return Err(KilnError::config_fix(
+                    format!("{at}: passes cannot be combined with monitor_drift yet"),
+                    "use one pass with monitor_drift",
+                ));
+            }
+            _ => {}
         }
         Ok(BatchPrediction { init, output })
     }
@@ -154,16 +191,53 @@ impl Task for BatchPrediction {
                 Some(_) => Some(load_profile(&repo, version).await?),
                 None => None,
             };
-            let mut df = ctx.input(&self.init.input, self.init.format).await?;
-            if self.init.apply_feature_pipeline
-                && let Some(p) = &artifact.feature_pipeline
+            let input = ctx.input(&self.init.input, self.init.format).await?;
+            let pipeline = match &artifact.feature_pipeline {
+                Some(p) if self.init.apply_feature_pipeline => {
+                    Some(load_pipeline_model(ctx, &p.path, Some(p.version)).await?.0)
+                }
+                _ => None,
+            };
+            let filters = match (&self.init.pass_key, self.init.passes) {
+                (Some(key), n) if n > 1 => {
+                    if let Some(other) = pipeline
+                        .iter()
+                        .flat_map(|p| p.window_partition_cols())
+                        .find(|c| c != key)
+                    {
+                        return Err(KilnError::config_fix(
+                            format!(
+                                "task '{}': passes split on '{key}', but a window stage partitions by '{other}'",
+                                ctx.task_name
+                            ),
+                            format!("set pass_key: {other}, or use one pass"),
+                        ));
+                    }
+                    key_range_filters(&input, key, n).await?
+                }
+                _ => Vec::new(),
+            };
+            let mut passes = Vec::new();
+            for filter in filters
+                .iter()
+                .map(Some)
+                .chain(filters.is_empty().then_some(None))
             {
-                let (pipeline, _) = load_pipeline_model(ctx, &p.path, Some(p.version)).await?;
-                df = pipeline
-                    .transform(df)
-                    .await
-                    .map_err(|e| e.context("applying the model's feature pipeline"))?;
+                let mut df = match filter {
+                    Some(f) => input.clone().filter(f.clone()).map_err(KilnError::from)?,
+                    None => input.clone(),
+                };
+                if let Some(pipeline) = &pipeline {
+                    df = pipeline
+                        .transform(df)
+                        .await
+                        .map_err(|e| e.context("applying the model's feature pipeline"))?;
+                }
+                passes.push(df);
             }
+            let Some(df) = passes.first().cloned() else {
+                return Err(KilnError::internal("prediction", "no passes"));
+            };
             if df
                 .schema()
                 .field_with_unqualified_name(&self.init.features_col)
@@ -198,12 +272,22 @@ impl Task for BatchPrediction {
             if profile.is_some() {
                 exprs.push(ident(&self.init.features_col).alias(MONITORED_FEATURES));
             }
-            let out = df
-                .select(exprs)
+            let mut outs = passes
+                .into_iter()
+                .map(|df| df.select(exprs.clone()))
+                .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| KilnError::execution("prediction", e))?;
             let url = ctx.lake.resolve(&self.output.path_predictions)?;
             let (Some(monitor), Some(profile)) = (&self.init.monitor_drift, profile) else {
-                let summary = write_parquet(&ctx.session, out, &url, &self.output.parquet).await?;
+                let summary = match outs.len() {
+                    1 => {
+                        let out = outs.remove(0);
+                        write_parquet(&ctx.session, out, &url, &self.output.parquet).await?
+                    }
+                    _ => {
+                        write_parquet_passes(&ctx.session, outs, &url, &self.output.parquet).await?
+                    }
+                };
                 return Ok(TaskOutcome {
                     rows_out: Some(summary.rows),
                     outputs: vec![url.to_string()],
@@ -214,6 +298,7 @@ impl Task for BatchPrediction {
                     ..Default::default()
                 });
             };
+            let out = outs.remove(0);
             monitor.thresholds().check_names(
                 &profile,
                 &format!("task '{}': monitor_drift", ctx.task_name),

@@ -1,0 +1,73 @@
+//! Splitting a query into passes over ranges of an integer key, so that
+//! each pass holds a fraction of the rows (see `write_parquet_passes`).
+
+use crate::error::{KilnError, Result};
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::{Expr, ident, lit};
+
+/// One filter per pass splitting the integer `key`'s values (taken from
+/// `first`'s minimum and maximum) into `n` ranges; the first and last
+/// ranges are open, and the last also holds null keys, so every row is in
+/// exactly one pass whatever the other tables hold.
+pub async fn key_range_filters(first: &DataFrame, key: &str, n: usize) -> Result<Vec<Expr>> {
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::functions_aggregate::expr_fn::{max, min};
+    use datafusion::prelude::cast;
+    let field = first
+        .schema()
+        .field_with_unqualified_name(key)
+        .map_err(|_| {
+            KilnError::config(format!(
+                "passes: no key column '{key}' in the (first) input"
+            ))
+        })?;
+    if !field.data_type().is_integer() {
+        return Err(KilnError::config_fix(
+            format!(
+                "passes split on ranges of '{key}', which is {}, not an integer",
+                field.data_type()
+            ),
+            "use one pass (or an integer key)",
+        ));
+    }
+    let err = |e| KilnError::execution(format!("finding the range of '{key}'"), e);
+    let batches = first
+        .clone()
+        .aggregate(
+            vec![],
+            vec![
+                min(cast(ident(key), DataType::Int64)).alias("lo"),
+                max(cast(ident(key), DataType::Int64)).alias("hi"),
+            ],
+        )
+        .map_err(err)?
+        .collect()
+        .await
+        .map_err(err)?;
+    let bound = |c: usize| {
+        batches.first().and_then(|b| {
+            b.column(c)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .filter(|a| a.len() == 1 && a.is_valid(0))
+                .map(|a| a.value(0))
+        })
+    };
+    let (Some(lo), Some(hi)) = (bound(0), bound(1)) else {
+        return Ok(vec![lit(true)]); // no keys: one pass
+    };
+    let span = i128::from(hi) - i128::from(lo) + 1;
+    let cuts: Vec<i64> = (1..n)
+        .map(|p| (i128::from(lo) + span * p as i128 / n as i128) as i64)
+        .collect();
+    let k = || ident(key);
+    Ok((0..n)
+        .map(|p| match (p.checked_sub(1).map(|i| cuts[i]), cuts.get(p)) {
+            (None, Some(&to)) => k().lt(lit(to)),
+            (Some(from), Some(&to)) => k().gt_eq(lit(from)).and(k().lt(lit(to))),
+            (Some(from), None) => k().gt_eq(lit(from)).or(k().is_null()),
+            (None, None) => lit(true),
+        })
+        .collect())
+}
