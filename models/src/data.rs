@@ -1123,6 +1123,19 @@ pub(crate) fn uniform(seed: u64) -> impl FnMut() -> f64 {
     }
 }
 
+/// `features` columns of `n` uniform values, 5 % of them missing, for test data.
+#[cfg(test)]
+pub(crate) fn columns_with_missing(n: usize, features: usize, seed: u64) -> Vec<Vec<f64>> {
+    let mut next = uniform(seed);
+    (0..features)
+        .map(|_| {
+            (0..n)
+                .map(|_| if next() < 0.05 { f64::NAN } else { next() })
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -373,14 +373,7 @@ mod tests {
     fn sampled_histograms_grow_the_same_trees_as_subtraction() -> Result<()> {
         // Ten features, three informative, with missing values.
         let n = 3000;
-        let mut next = crate::data::uniform(0x2545_f491);
-        let columns: Vec<Vec<f64>> = (0..10)
-            .map(|_| {
-                (0..n)
-                    .map(|_| if next() < 0.05 { f64::NAN } else { next() })
-                    .collect()
-            })
-            .collect();
+        let columns = crate::data::columns_with_missing(n, 10, 0x2545_f491);
         let labels: Vec<u32> = (0..n)
             .map(|r| {
                 let s = columns[0][r].max(0.0) + columns[3][r].max(0.0) - columns[7][r].max(0.0);

@@ -583,20 +583,8 @@ mod tests {
     #[test]
     fn parallel_partition_and_block_gathers_match_serial() -> kiln_engine::Result<()> {
         let n = 3 * MIN_BLOCK_ROWS + 123;
-        let mut state = 7u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
-        let columns: Vec<Vec<f64>> = (0..4)
-            .map(|_| {
-                (0..n)
-                    .map(|_| if next() < 0.05 { f64::NAN } else { next() })
-                    .collect()
-            })
-            .collect();
+        let columns = crate::data::columns_with_missing(n, 4, 7);
+        let mut next = crate::data::uniform(11);
         let data = Dataset {
             labels: (0..n).map(|r| u32::from(columns[0][r] > 0.5)).collect(),
             columns,

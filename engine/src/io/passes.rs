@@ -8,8 +8,16 @@ use datafusion::prelude::{Expr, ident, lit};
 /// One filter per pass splitting the integer `key`'s values (taken from
 /// `first`'s minimum and maximum) into `n` ranges; the first and last
 /// ranges are open, and the last also holds null keys, so every row is in
-/// exactly one pass whatever the other tables hold.
-pub async fn key_range_filters(first: &DataFrame, key: &str, n: usize) -> Result<Vec<Expr>> {
+/// exactly one pass whatever the other tables hold. `None` is the one pass
+/// of everything (`n` ≤ 1, or no keys); apply a pass with [`in_pass`].
+pub async fn key_range_filters(
+    first: &DataFrame,
+    key: &str,
+    n: usize,
+) -> Result<Vec<Option<Expr>>> {
+    if n <= 1 {
+        return Ok(vec![None]);
+    }
     use datafusion::arrow::array::{Array, Int64Array};
     use datafusion::arrow::datatypes::DataType;
     use datafusion::functions_aggregate::expr_fn::{max, min};
@@ -55,7 +63,7 @@ pub async fn key_range_filters(first: &DataFrame, key: &str, n: usize) -> Result
         })
     };
     let (Some(lo), Some(hi)) = (bound(0), bound(1)) else {
-        return Ok(vec![lit(true)]); // no keys: one pass
+        return Ok(vec![None]); // no keys: one pass
     };
     let span = i128::from(hi) - i128::from(lo) + 1;
     let cuts: Vec<i64> = (1..n)
@@ -64,10 +72,18 @@ pub async fn key_range_filters(first: &DataFrame, key: &str, n: usize) -> Result
     let k = || ident(key);
     Ok((0..n)
         .map(|p| match (p.checked_sub(1).map(|i| cuts[i]), cuts.get(p)) {
-            (None, Some(&to)) => k().lt(lit(to)),
-            (Some(from), Some(&to)) => k().gt_eq(lit(from)).and(k().lt(lit(to))),
-            (Some(from), None) => k().gt_eq(lit(from)).or(k().is_null()),
-            (None, None) => lit(true),
+            (None, Some(&to)) => Some(k().lt(lit(to))),
+            (Some(from), Some(&to)) => Some(k().gt_eq(lit(from)).and(k().lt(lit(to)))),
+            (Some(from), None) => Some(k().gt_eq(lit(from)).or(k().is_null())),
+            (None, None) => None,
         })
         .collect())
+}
+
+/// `df` restricted to one pass of [`key_range_filters`].
+pub fn in_pass(df: &DataFrame, filter: &Option<Expr>) -> Result<DataFrame> {
+    match filter {
+        Some(f) => df.clone().filter(f.clone()).map_err(KilnError::from),
+        None => Ok(df.clone()),
+    }
 }

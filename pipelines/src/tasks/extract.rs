@@ -5,9 +5,8 @@ use crate::config::{LoadedConfig, TaskConfig};
 use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use datafusion::dataframe::DataFrame;
 use datafusion::object_store::ObjectStoreExt;
-use datafusion::prelude::lit;
 use kiln_engine::io::{
-    FileFormat, JoinSpec, ParquetWriteOptions, join_on, key_range_filters, write_parquet,
+    FileFormat, JoinSpec, ParquetWriteOptions, in_pass, join_on, key_range_filters,
     write_parquet_passes,
 };
 use kiln_engine::schema::ReferenceSchema;
@@ -99,16 +98,8 @@ impl ExtractOutput {
         match (self.mode, &self.path_df_extract) {
             (SaveMode::Save, Some(path)) => {
                 let url = ctx.lake.resolve(path)?;
-                let summary = match passes.len() {
-                    1 => {
-                        let df = passes
-                            .into_iter()
-                            .next()
-                            .ok_or_else(|| KilnError::config("no tables"))?;
-                        write_parquet(&ctx.session, df, &url, &self.parquet).await?
-                    }
-                    _ => write_parquet_passes(&ctx.session, passes, &url, &self.parquet).await?,
-                };
+                let summary =
+                    write_parquet_passes(&ctx.session, passes, &url, &self.parquet).await?;
                 Ok(TaskOutcome {
                     rows_out: Some(summary.rows),
                     outputs: vec![url.to_string()],
@@ -338,16 +329,13 @@ impl Task for ExtractorPrediction {
                 (n, Some(first)) if n > 1 => {
                     key_range_filters(first, pass_key(&self.init.tables)?, n).await?
                 }
-                _ => vec![lit(true)],
+                _ => vec![None],
             };
             let mut passes = Vec::new();
             for filter in &filters {
                 let mut joined: Option<DataFrame> = None;
                 for (spec, df) in self.init.tables.iter().zip(&tables) {
-                    let df = match filters.len() {
-                        1 => df.clone(),
-                        _ => df.clone().filter(filter.clone()).map_err(KilnError::from)?,
-                    };
+                    let df = in_pass(df, filter)?;
                     joined = Some(match (joined, &spec.join) {
                         (None, _) => df,
                         (Some(left), Some(join)) => join_on(left, df, join, &spec.name)?,

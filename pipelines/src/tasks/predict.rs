@@ -13,7 +13,7 @@ use datafusion::prelude::{Expr, ident, lit};
 use kiln_engine::artifacts::ArtifactRepo;
 use kiln_engine::artifacts::VersionRef;
 use kiln_engine::io::{
-    FileFormat, ParquetWriteOptions, key_range_filters, write_parquet, write_parquet_passes,
+    FileFormat, ParquetWriteOptions, in_pass, key_range_filters, write_parquet_passes,
 };
 use kiln_engine::io::{batch_streams, write_streams};
 use kiln_engine::{KilnError, Result};
@@ -215,18 +215,11 @@ impl Task for BatchPrediction {
                     }
                     key_range_filters(&input, key, n).await?
                 }
-                _ => Vec::new(),
+                _ => vec![None],
             };
             let mut passes = Vec::new();
-            for filter in filters
-                .iter()
-                .map(Some)
-                .chain(filters.is_empty().then_some(None))
-            {
-                let mut df = match filter {
-                    Some(f) => input.clone().filter(f.clone()).map_err(KilnError::from)?,
-                    None => input.clone(),
-                };
+            for filter in &filters {
+                let mut df = in_pass(&input, filter)?;
                 if let Some(pipeline) = &pipeline {
                     df = pipeline
                         .transform(df)
@@ -279,15 +272,8 @@ impl Task for BatchPrediction {
                 .map_err(|e| KilnError::execution("prediction", e))?;
             let url = ctx.lake.resolve(&self.output.path_predictions)?;
             let (Some(monitor), Some(profile)) = (&self.init.monitor_drift, profile) else {
-                let summary = match outs.len() {
-                    1 => {
-                        let out = outs.remove(0);
-                        write_parquet(&ctx.session, out, &url, &self.output.parquet).await?
-                    }
-                    _ => {
-                        write_parquet_passes(&ctx.session, outs, &url, &self.output.parquet).await?
-                    }
-                };
+                let summary =
+                    write_parquet_passes(&ctx.session, outs, &url, &self.output.parquet).await?;
                 return Ok(TaskOutcome {
                     rows_out: Some(summary.rows),
                     outputs: vec![url.to_string()],
