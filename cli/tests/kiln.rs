@@ -571,7 +571,9 @@ fn ballista_cluster_matches_local_execution() -> TestResult {
                 "join_passes: ${KILN_JOIN_PASSES:-1}",
                 "join_passes: 3",
             );
-            // And the predictions in 3 passes over device_id ranges.
+            // The features (windows, then fitted stages on the scratch
+            // table) and the predictions in 3 passes over device_id ranges.
+            config = replaced(&config, "passes: ${KILN_FEATURE_PASSES:-1}", "passes: 3");
             config = replaced(
                 &config,
                 "keep_cols: [sample_id, device_id, ts]",
@@ -612,6 +614,24 @@ fn ballista_cluster_matches_local_execution() -> TestResult {
         model(&outputs[1])?,
         "model artifacts differ"
     );
+    let features =
+        |lake: &Path| std::fs::read_to_string(lake.join("models/features/v1/pipeline_model.json"));
+    assert_eq!(
+        features(&outputs[0])?,
+        features(&outputs[1])?,
+        "feature pipeline models differ"
+    );
+    // The features' scratch table is gone with its task.
+    for run in std::fs::read_dir(outputs[1].join("_kiln/runs"))? {
+        for entry in std::fs::read_dir(run?.path())? {
+            let path = entry?.path();
+            assert!(
+                !path.to_string_lossy().ends_with(".scratch"),
+                "{} left behind",
+                path.display()
+            );
+        }
+    }
     // path_evaluation: one metrics.json per estimator, Spark's metric names.
     for estimator in ["GBTClassifier", "RandomForestClassifier"] {
         let metrics = |lake: &Path| {

@@ -204,4 +204,36 @@ mod tests {
         assert!(err.contains("join_passes is 0"), "{err}");
         Ok(())
     }
+
+    #[test]
+    fn feature_passes_need_the_key_every_window_partitions_by() -> Result<()> {
+        let features = |passes: &str, key: &str| {
+            config(&format!(
+                "  - name: f\n    classname: FeaturePipeline\n    initialization_parameters:\n      input: in/\n      {passes}{key}\n      stages:\n        - {{classname: LagCalculator, params: {{inputCols: [x], partitionCol: device, orderCol: ts}}}}\n        - {{classname: StringIndexer, params: {{inputCols: [c], outputCols: [c_idx]}}}}\n    transformation_parameters: {{mode: fit_transform, path_pipeline_model: m/, path_df_features: out/}}\n"
+            ))
+        };
+        assert_eq!(
+            validate(&features("passes: 4", "\n      pass_key: device"))?.tasks,
+            1
+        );
+        // One pass (the default) needs no key.
+        assert_eq!(validate(&features("", ""))?.tasks, 1);
+        let err = validate(&features("passes: 4", "\n      pass_key: user"))
+            .expect_err("another key")
+            .to_string();
+        assert!(
+            err.contains("passes split on 'user', but a window stage partitions by 'device'")
+                && err.contains("set pass_key: device"),
+            "{err}"
+        );
+        let err = validate(&features("passes: 4", ""))
+            .expect_err("no key")
+            .to_string();
+        assert!(err.contains("passes needs pass_key"), "{err}");
+        let err = validate(&features("passes: 0", ""))
+            .expect_err("zero")
+            .to_string();
+        assert!(err.contains("passes is 0"), "{err}");
+        Ok(())
+    }
 }

@@ -19,7 +19,7 @@ pub mod pipeline;
 pub mod stages;
 pub mod udf;
 
-pub use pipeline::{FittedStage, PipelineModel, StageSpec};
+pub use pipeline::{FittedStage, PipelineFitter, PipelineModel, StageSpec};
 
 /// The functions this crate needs on every kiln process.
 pub fn extensions() -> kiln_engine::KilnExtensions {

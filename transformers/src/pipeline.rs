@@ -12,6 +12,7 @@ use crate::stages::string_indexer::StringIndexerParams;
 use crate::stages::time::{TimeParams, WeekendParams};
 use crate::stages::window::{LagParams, LeadParams};
 use crate::stages::{Sizes, Stage, Transform};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::dataframe::DataFrame;
 use kiln_engine::schema::ReferenceSchema;
 use kiln_engine::{KilnError, Result};
@@ -70,6 +71,13 @@ macro_rules! stages {
                 Ok(match self {
                     $(StageSpec::$class(p) => FittedStage::$class(Stage::fit(p, df, sizes).await?)),*
                 })
+            }
+
+            /// Whether fitting runs a query over the rows.
+            pub fn reads_data(&self) -> bool {
+                match self {
+                    $(StageSpec::$class(_) => <$params as Stage>::READS_DATA),*
+                }
             }
         }
 
@@ -203,26 +211,11 @@ impl PipelineModel {
     /// Fits `specs` in order on `df`; returns the model and the transformed
     /// DataFrame (still lazy).
     pub async fn fit(specs: &[StageSpec], df: DataFrame) -> Result<(PipelineModel, DataFrame)> {
-        let input_schema = ReferenceSchema {
-            allow_extra_columns: true,
-            ..ReferenceSchema::from_arrow(df.schema().as_arrow())
-        };
-        let mut sizes = Sizes::new();
-        let mut stages = Vec::new();
-        let mut df = df;
-        for (i, spec) in specs.iter().enumerate() {
-            let at = |e: KilnError| e.context(format!("stage {} ({})", i + 1, spec.classname()));
-            let fitted = spec.fit(&df, &mut sizes).await.map_err(at)?;
-            df = fitted.transform(df).await.map_err(at)?;
-            stages.push(fitted);
+        let mut fitter = PipelineFitter::new(df);
+        for spec in specs {
+            fitter.fit(spec).await?;
         }
-        let model = PipelineModel {
-            format_version: PIPELINE_FORMAT_VERSION,
-            kiln_version: env!("CARGO_PKG_VERSION").into(),
-            input_schema,
-            stages,
-        };
-        Ok((model, df))
+        Ok(fitter.finish())
     }
 
     /// Applies the fitted stages. Input columns the model was fitted with
@@ -231,14 +224,16 @@ impl PipelineModel {
         let actual = df.schema().as_arrow();
         let mut problems = Vec::new();
         for c in &self.input_schema.columns {
+            let fitted = c.data_type.parse::<DataType>().map(|t| same_encoding(&t));
             match actual.field_with_name(&c.name) {
                 Err(_) => problems.push(format!("missing column '{}' ({})", c.name, c.data_type)),
-                Ok(f) if f.data_type().to_string() != c.data_type => problems.push(format!(
-                    "column '{}' has type {}, the model was fitted on {}",
-                    c.name,
-                    f.data_type(),
-                    c.data_type
-                )),
+                Ok(f) if fitted.as_ref().ok() != Some(&same_encoding(f.data_type())) => problems
+                    .push(format!(
+                        "column '{}' has type {}, the model was fitted on {}",
+                        c.name,
+                        f.data_type(),
+                        c.data_type
+                    )),
                 Ok(_) => {}
             }
         }
@@ -268,11 +263,7 @@ impl PipelineModel {
     pub fn window_partition_cols(&self) -> Vec<&str> {
         self.stages
             .iter()
-            .filter_map(|s| match s {
-                FittedStage::LagCalculator(p) => Some(p.0.partition_col.as_str()),
-                FittedStage::LeadCalculator(p) => Some(p.0.partition_col.as_str()),
-                _ => None,
-            })
+            .filter_map(FittedStage::window_partition_col)
             .collect()
     }
 
@@ -301,6 +292,142 @@ impl PipelineModel {
     }
 }
 
+impl StageSpec {
+    /// The column a window stage (lag / lead) partitions by; `None` for
+    /// row-wise stages.
+    pub fn window_partition_col(&self) -> Option<&str> {
+        match self {
+            StageSpec::LagCalculator(p) => Some(&p.0.partition_col),
+            StageSpec::LeadCalculator(p) => Some(&p.0.partition_col),
+            _ => None,
+        }
+    }
+}
+
+impl FittedStage {
+    /// The column a window stage (lag / lead) partitions by; `None` for
+    /// row-wise stages.
+    pub fn window_partition_col(&self) -> Option<&str> {
+        match self {
+            FittedStage::LagCalculator(p) => Some(&p.0.partition_col),
+            FittedStage::LeadCalculator(p) => Some(&p.0.partition_col),
+            _ => None,
+        }
+    }
+}
+
+/// `t` with strings and binaries in their plain encoding: a Parquet column
+/// read as `Utf8View` in-process and as `Utf8` on Ballista executors is the
+/// same input to a pipeline model (its stages cast where they need to).
+fn same_encoding(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        other => other.clone(),
+    }
+}
+
+/// Fits a pipeline one stage at a time, what [`PipelineModel::fit`] does in
+/// one call, so that a caller can swap the plan between two stages for an
+/// equivalent one (the same rows written out and read back), and later
+/// stages fit on a scan instead of re-running the windows before them.
+pub struct PipelineFitter {
+    model: PipelineModel,
+    sizes: Sizes,
+    df: DataFrame,
+}
+
+impl PipelineFitter {
+    /// Starts from `df`, the pipeline's input.
+    pub fn new(df: DataFrame) -> Self {
+        let mut input_schema = ReferenceSchema {
+            allow_extra_columns: true,
+            ..ReferenceSchema::from_arrow(df.schema().as_arrow())
+        };
+        for (c, f) in input_schema
+            .columns
+            .iter_mut()
+            .zip(df.schema().as_arrow().fields())
+        {
+            c.data_type = same_encoding(f.data_type()).to_string();
+        }
+        PipelineFitter {
+            model: PipelineModel {
+                format_version: PIPELINE_FORMAT_VERSION,
+                kiln_version: env!("CARGO_PKG_VERSION").into(),
+                input_schema,
+                stages: Vec::new(),
+            },
+            sizes: Sizes::new(),
+            df,
+        }
+    }
+
+    /// Fits the next stage on the current plan and extends the plan with it.
+    pub async fn fit(&mut self, spec: &StageSpec) -> Result<()> {
+        let at = |e: KilnError| {
+            e.context(format!(
+                "stage {} ({})",
+                self.model.stages.len() + 1,
+                spec.classname()
+            ))
+        };
+        let fitted = spec.fit(&self.df, &mut self.sizes).await.map_err(at)?;
+        self.df = fitted.transform(self.df.clone()).await.map_err(at)?;
+        self.model.stages.push(fitted);
+        Ok(())
+    }
+
+    /// The stages fitted so far, as a model to apply to other inputs.
+    pub fn model(&self) -> &PipelineModel {
+        &self.model
+    }
+
+    /// Continues from `df`, the rows of the current plan computed elsewhere
+    /// (written and read back). Columns must match by name; a type that the
+    /// round trip changed (Parquet reads strings as views) is cast back.
+    pub fn continue_from(&mut self, df: DataFrame) -> Result<()> {
+        let expected = self.df.schema().as_arrow().clone();
+        let actual = df.schema().as_arrow().clone();
+        let names = |s: &datafusion::arrow::datatypes::Schema| {
+            s.fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect::<Vec<_>>()
+        };
+        if names(&expected) != names(&actual) {
+            return Err(KilnError::internal(
+                "continuing a pipeline fit from stored rows",
+                format!(
+                    "the stored columns {:?} are not the plan's {:?}",
+                    names(&actual),
+                    names(&expected)
+                ),
+            ));
+        }
+        let columns = expected
+            .fields()
+            .iter()
+            .zip(actual.fields())
+            .map(|(want, got)| {
+                let c = datafusion::prelude::ident(want.name());
+                if want.data_type() == got.data_type() {
+                    c
+                } else {
+                    datafusion::prelude::cast(c, want.data_type().clone()).alias(want.name())
+                }
+            })
+            .collect::<Vec<_>>();
+        self.df = df.select(columns).map_err(KilnError::from)?;
+        Ok(())
+    }
+
+    /// The fitted model and the transformed plan (still lazy).
+    pub fn finish(self) -> (PipelineModel, DataFrame) {
+        (self.model, self.df)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +444,78 @@ mod tests {
     fn spec(classname: &str, params: serde_json::Value) -> StageSpec {
         serde_json::from_value(serde_json::json!({"classname": classname, "params": params}))
             .expect("spec")
+    }
+
+    #[tokio::test]
+    async fn a_fit_continued_from_stored_rows_is_the_fit_in_one_call() {
+        let sql = "SELECT * FROM (VALUES (1, 'b', 2.0), (1, 'a', 3.0), (2, 'b', 1.0), (2, 'b', NULL)) t(d, net, x)";
+        let specs = [
+            spec(
+                "LagCalculator",
+                serde_json::json!({"inputCols": ["x"], "partitionCol": "d", "orderCol": "x"}),
+            ),
+            spec("StringIndexer", serde_json::json!({"inputCols": ["net"]})),
+        ];
+        let (whole, whole_df) = PipelineModel::fit(&specs, frame(sql).await)
+            .await
+            .expect("fit");
+        let mut fitter = PipelineFitter::new(frame(sql).await);
+        fitter.fit(&specs[0]).await.expect("lag");
+        // The windowed rows as Parquet gives them back: strings as views.
+        let rows = fitter
+            .model()
+            .transform(frame(sql).await)
+            .await
+            .expect("head");
+        let rows = rows
+            .select(vec![
+                datafusion::prelude::ident("d"),
+                datafusion::prelude::cast(
+                    datafusion::prelude::ident("net"),
+                    datafusion::arrow::datatypes::DataType::Utf8View,
+                )
+                .alias("net"),
+                datafusion::prelude::ident("x"),
+                datafusion::prelude::ident("x_lag1"),
+            ])
+            .expect("views");
+        fitter.continue_from(rows).expect("continue");
+        fitter.fit(&specs[1]).await.expect("indexer");
+        let (model, df) = fitter.finish();
+        assert_eq!(model, whole);
+        assert_eq!(df.schema().as_arrow(), whole_df.schema().as_arrow());
+        let sorted = |batches: Vec<datafusion::arrow::record_batch::RecordBatch>| {
+            let mut lines: Vec<String> =
+                datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                    .expect("format")
+                    .to_string()
+                    .lines()
+                    .map(String::from)
+                    .collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(
+            sorted(df.collect().await.expect("rows")),
+            sorted(whole_df.collect().await.expect("rows"))
+        );
+        // The same strings read as views (Parquet in-process; Ballista
+        // executors read them plain) are the same input, recorded plain.
+        let views = format!("SELECT d, arrow_cast(net, 'Utf8View') AS net, x FROM ({sql}) s");
+        assert!(whole.transform(frame(&views).await).await.is_ok());
+        let fitted_on_views = PipelineFitter::new(frame(&views).await);
+        assert_eq!(
+            fitted_on_views.model().input_schema.columns[1].data_type,
+            "Utf8"
+        );
+        // Other columns are not the same rows.
+        let mut fitter = PipelineFitter::new(frame(sql).await);
+        fitter.fit(&specs[0]).await.expect("lag");
+        let err = fitter
+            .continue_from(frame("SELECT 1 AS d").await)
+            .expect_err("columns")
+            .to_string();
+        assert!(err.contains("not the plan's"), "{err}");
     }
 
     #[tokio::test]

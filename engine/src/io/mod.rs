@@ -18,8 +18,8 @@ pub use options::{ColumnEncoding, ColumnLayout, Compression, ParquetWriteOptions
 pub use passes::{in_pass, key_range_filters};
 pub use read::{ensure_exists, read_table};
 pub use write::{
-    BatchStream, batch_streams, receiver_stream, write_files, write_parquet, write_parquet_passes,
-    write_streams, write_table,
+    BatchStream, batch_streams, receiver_stream, remove_table, write_files, write_parquet,
+    write_parquet_passes, write_streams, write_table,
 };
 
 use serde::{Deserialize, Serialize};

@@ -140,6 +140,24 @@ pub async fn write_parquet_passes(
     .await
 }
 
+/// Removes a table this process wrote for itself (scratch rows between two
+/// steps of a task). Best effort, like the removal of staging files: a
+/// failure is a warning, and the rows are only disk space.
+pub async fn remove_table(session: &KilnSession, target: &Url) {
+    let removed = async {
+        let store = session.stores().store_for(target)?;
+        let dir = object_path(target)?;
+        remove_prefix(&store, &dir).await;
+        if let Some(p) = local_path_of(target, &dir) {
+            remove_local_dir(&p);
+        }
+        Ok::<_, KilnError>(())
+    };
+    if let Err(e) = removed.await {
+        tracing::warn!("scratch table {target} not removed: {e}");
+    }
+}
+
 /// The writer behind [`write_streams`] and [`write_parquet_passes`]: `n`
 /// passes, the streams of pass `p` made by `pass(p)` only when it starts.
 async fn write_in_passes<F, Fut>(

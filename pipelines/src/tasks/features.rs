@@ -1,12 +1,18 @@
 //! `FeaturePipeline`: fits the feature stages and saves the pipeline model
 //! (`mode: fit_transform`), or applies a saved one (`mode: transform`).
 
+use super::passes::{check_passes, check_window_key};
 use crate::config::{LoadedConfig, TaskConfig};
 use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::Expr;
 use kiln_engine::artifacts::ArtifactRepo;
-use kiln_engine::io::{FileFormat, ParquetWriteOptions, write_parquet};
+use kiln_engine::io::{
+    FileFormat, ParquetWriteOptions, WriteSummary, in_pass, key_range_filters, read_table,
+    remove_table, write_parquet_passes,
+};
 use kiln_engine::{KilnError, Result};
-use kiln_transformers::{PipelineModel, StageSpec};
+use kiln_transformers::{PipelineFitter, PipelineModel, StageSpec};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -21,6 +27,20 @@ pub struct Init {
     /// Columns present at fit time but not needed at inference (labels).
     #[serde(default)]
     label_cols: Vec<String>,
+    /// Run the window stages in this many passes over ranges of `pass_key`
+    /// (an integer column every window stage partitions by), so their sorts
+    /// hold about 1/N of the rows. With `fit_transform`, the rows after the
+    /// last window stage are written to a scratch table in the run's
+    /// directory, the later stages fit on it, and it is removed at the end.
+    /// Default 1.
+    #[serde(default = "one_pass")]
+    passes: usize,
+    #[serde(default)]
+    pass_key: Option<String>,
+}
+
+fn one_pass() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -61,6 +81,17 @@ impl FeaturePipeline {
                 "{}: fit_transform needs stages",
                 loaded.at(task, "stages")
             )));
+        }
+        let at = loaded.at(task, "passes");
+        check_passes(init.passes, init.pass_key.as_deref(), &at)?;
+        if let (Some(key), 2..) = (&init.pass_key, init.passes) {
+            check_window_key(
+                key,
+                init.stages
+                    .iter()
+                    .filter_map(StageSpec::window_partition_col),
+                &at,
+            )?;
         }
         Ok(FeaturePipeline { init, output })
     }
@@ -107,12 +138,18 @@ impl Task for FeaturePipeline {
 
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> TaskFuture<'a> {
         Box::pin(async move {
-            let df = ctx.input(&self.init.input, self.init.format).await?;
-            let (df, note) = match self.output.mode {
+            let input = ctx.input(&self.init.input, self.init.format).await?;
+            let filters = match &self.init.pass_key {
+                Some(key) => key_range_filters(&input, key, self.init.passes).await?,
+                None => vec![None],
+            };
+            let url = ctx.lake.resolve(&self.output.path_df_features)?;
+            let (summary, note) = match self.output.mode {
                 Mode::FitTransform => {
                     ctx.progress
                         .stage(format!("fitting {} stage(s)", self.init.stages.len()));
-                    let (mut model, df) = PipelineModel::fit(&self.init.stages, df).await?;
+                    let (mut model, summary) =
+                        self.fit_and_write(ctx, input, &filters, &url).await?;
                     model
                         .input_schema
                         .columns
@@ -124,7 +161,7 @@ impl Task for FeaturePipeline {
                     let repo = ArtifactRepo::open(&ctx.session, &base)?;
                     let v = repo.publish(&[(MODEL_FILE, model.to_json()?)]).await?;
                     (
-                        df,
+                        summary,
                         format!(
                             "fitted {} stages -> {}",
                             model.stages.len(),
@@ -139,20 +176,129 @@ impl Task for FeaturePipeline {
                         self.output.pipeline_version,
                     )
                     .await?;
-                    (
-                        model.transform(df).await?,
-                        format!("applied pipeline model v{v}"),
+                    if let (Some(key), 2..) = (&self.init.pass_key, filters.len()) {
+                        check_window_key(
+                            key,
+                            model.window_partition_cols().into_iter(),
+                            &format!("task '{}'", ctx.task_name),
+                        )?;
+                    }
+                    let summary = Self::write_in_passes(
+                        ctx,
+                        &model,
+                        &input,
+                        &filters,
+                        &url,
+                        &self.output.parquet,
                     )
+                    .await?;
+                    (summary, format!("applied pipeline model v{v}"))
                 }
             };
-            let url = ctx.lake.resolve(&self.output.path_df_features)?;
-            let summary = write_parquet(&ctx.session, df, &url, &self.output.parquet).await?;
+            let passes = match filters.len() {
+                1 => String::new(),
+                n => format!(" in {n} passes"),
+            };
             Ok(TaskOutcome {
                 rows_out: Some(summary.rows),
                 outputs: vec![url.to_string()],
-                summary: vec![note, format!("{} rows -> {url}", summary.rows)],
+                summary: vec![note, format!("{} rows -> {url}{passes}", summary.rows)],
                 ..Default::default()
             })
         })
+    }
+}
+
+impl FeaturePipeline {
+    /// Fits the stages and writes the features. In passes, stages that read
+    /// data after the last window stage fit on the scratch table of the
+    /// windowed rows (written pass by pass), not on a plan that would run
+    /// every window again for each of their queries; without such stages,
+    /// the output itself is written pass by pass.
+    async fn fit_and_write(
+        &self,
+        ctx: &TaskContext,
+        input: DataFrame,
+        filters: &[Option<Expr>],
+        url: &url::Url,
+    ) -> Result<(PipelineModel, WriteSummary)> {
+        let stages = &self.init.stages;
+        let after_windows = stages
+            .iter()
+            .rposition(|s| s.window_partition_col().is_some())
+            .map_or(0, |i| i + 1);
+        let scratch = (filters.len() > 1
+            && after_windows > 0
+            && stages[after_windows..].iter().any(StageSpec::reads_data))
+        .then(|| {
+            ctx.lake.resolve(&format!(
+                "_kiln/runs/{}/{}.scratch/",
+                ctx.run.run_id, ctx.task_name
+            ))
+        })
+        .transpose()?;
+        let mut fitter = PipelineFitter::new(input.clone());
+        for (i, spec) in stages.iter().enumerate() {
+            if let (Some(scratch), true) = (&scratch, i == after_windows) {
+                ctx.progress
+                    .stage(format!("windows in {} passes -> {scratch}", filters.len()));
+                let head = fitter.model().clone();
+                let written = Self::write_in_passes(
+                    ctx,
+                    &head,
+                    &input,
+                    filters,
+                    scratch,
+                    &ParquetWriteOptions::default(),
+                )
+                .await;
+                let continued = match written {
+                    Ok(_) => read_table(&ctx.session, scratch, FileFormat::Parquet)
+                        .await
+                        .and_then(|rows| fitter.continue_from(rows)),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = continued {
+                    remove_table(&ctx.session, scratch).await;
+                    return Err(e);
+                }
+            }
+            if let Err(e) = fitter.fit(spec).await {
+                if let Some(scratch) = &scratch {
+                    remove_table(&ctx.session, scratch).await;
+                }
+                return Err(e);
+            }
+        }
+        let (model, out) = fitter.finish();
+        let written = match &scratch {
+            Some(scratch) => {
+                let written =
+                    write_parquet_passes(&ctx.session, vec![out], url, &self.output.parquet).await;
+                remove_table(&ctx.session, scratch).await;
+                written?
+            }
+            None => {
+                Self::write_in_passes(ctx, &model, &input, filters, url, &self.output.parquet)
+                    .await?
+            }
+        };
+        Ok((model, written))
+    }
+
+    /// Writes `model` applied to `input` in the passes of `filters`.
+    async fn write_in_passes(
+        ctx: &TaskContext,
+        model: &PipelineModel,
+        input: &DataFrame,
+        filters: &[Option<Expr>],
+        url: &url::Url,
+        options: &ParquetWriteOptions,
+    ) -> Result<WriteSummary> {
+        let mut passes = Vec::with_capacity(filters.len());
+        for filter in filters {
+            passes.push(model.transform(in_pass(input, filter)?).await?);
+        }
+        write_parquet_passes(&ctx.session, passes, url, options).await
     }
 }

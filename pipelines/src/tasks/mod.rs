@@ -6,6 +6,7 @@ mod extract;
 mod features;
 mod generate;
 mod monitor;
+mod passes;
 mod predict;
 mod synthesis;
 mod train;

@@ -6,6 +6,7 @@
 
 use super::load_pipeline_model;
 use super::monitor::{DriftReport, ModelUsed, MonitorDrift, Tap, load_profile};
+use super::passes::{check_passes, check_window_key};
 use crate::config::{LoadedConfig, TaskConfig};
 use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use datafusion::functions::core::expr_fn::get_field;
@@ -103,26 +104,12 @@ impl BatchPrediction {
             m.validate(&loaded.at(task, "monitor_drift"))?;
         }
         let at = loaded.at(task, "passes");
-        match (init.passes, &init.pass_key, &init.monitor_drift) {
-            (0, _, _) => {
-                return Err(KilnError::config_fix(
-                    format!("{at}: passes is 0"),
-                    "give 1 (one pass, the default) or more",
-                ));
-            }
-            (2.., None, _) => {
-                return Err(KilnError::config_fix(
-                    format!("{at}: passes needs pass_key"),
-                    "add pass_key: the integer column the window stages partition by (device_id)",
-                ));
-            }
-            (2.., _, Some(_)) => {
-                return Err(KilnError::config_fix(
-                    format!("{at}: passes cannot be combined with monitor_drift yet"),
-                    "use one pass with monitor_drift",
-                ));
-            }
-            _ => {}
+        check_passes(init.passes, init.pass_key.as_deref(), &at)?;
+        if init.passes > 1 && init.monitor_drift.is_some() {
+            return Err(KilnError::config_fix(
+                format!("{at}: passes cannot be combined with monitor_drift yet"),
+                "use one pass with monitor_drift",
+            ));
         }
         Ok(BatchPrediction { init, output })
     }
@@ -200,19 +187,11 @@ impl Task for BatchPrediction {
             };
             let filters = match (&self.init.pass_key, self.init.passes) {
                 (Some(key), n) if n > 1 => {
-                    if let Some(other) = pipeline
-                        .iter()
-                        .flat_map(|p| p.window_partition_cols())
-                        .find(|c| c != key)
-                    {
-                        return Err(KilnError::config_fix(
-                            format!(
-                                "task '{}': passes split on '{key}', but a window stage partitions by '{other}'",
-                                ctx.task_name
-                            ),
-                            format!("set pass_key: {other}, or use one pass"),
-                        ));
-                    }
+                    check_window_key(
+                        key,
+                        pipeline.iter().flat_map(|p| p.window_partition_cols()),
+                        &format!("task '{}'", ctx.task_name),
+                    )?;
                     key_range_filters(&input, key, n).await?
                 }
                 _ => vec![None],

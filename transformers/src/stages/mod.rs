@@ -33,6 +33,10 @@ pub trait Stage {
         + serde::Serialize
         + serde::de::DeserializeOwned;
 
+    /// Whether `fit` runs a query over the rows (false for stages whose
+    /// params are their fitted form).
+    const READS_DATA: bool = true;
+
     /// Fits on `df`, recording output sizes in `sizes` for later stages.
     fn fit(
         &self,
@@ -51,6 +55,8 @@ macro_rules! stateless_stage {
     ($($params:ty),* $(,)?) => {$(
         impl crate::stages::Stage for $params {
             type Fitted = $params;
+
+            const READS_DATA: bool = false;
 
             async fn fit(
                 &self,
