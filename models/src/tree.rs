@@ -460,44 +460,23 @@ fn grow_sampled(
 /// The rows of a node that go left and right, in their order (blocks
 /// partitioned in parallel when asked, then joined).
 fn partition(binned: &Binned, split: &Split, rows: &[u32], parallel: bool) -> (Vec<u32>, Vec<u32>) {
+    let goes_left = |r: &&u32| {
+        let c = binned.code(split.feature, **r as usize);
+        if c == 0 {
+            split.default_left
+        } else {
+            c <= split.bin
+        }
+    };
     let block = blocks(rows.len());
     if !parallel || rows.len() <= block {
-        let (mut left, mut right) = partition_block(binned, split, rows);
-        // Each side was allocated for every row: keep what it holds.
-        left.shrink_to_fit();
-        right.shrink_to_fit();
-        return (left, right);
+        return rows.iter().partition(goes_left);
     }
     let (lefts, rights): (Vec<Vec<u32>>, Vec<Vec<u32>>) = rows
         .par_chunks(block)
-        .map(|b| partition_block(binned, split, b))
+        .map(|b| b.iter().partition::<Vec<u32>, _>(goes_left))
         .unzip();
     (lefts.concat(), rights.concat())
-}
-
-/// [`partition`] of one block, without branches on the data: every row is
-/// written to both sides and only the side it goes to advances (a split
-/// sends rows either way at random, which a branch would mispredict; this
-/// halves the time per row).
-fn partition_block(binned: &Binned, split: &Split, rows: &[u32]) -> (Vec<u32>, Vec<u32>) {
-    let nf = binned.n_features();
-    let (feature, bin, missing_left) = (split.feature, split.bin, split.default_left);
-    let mut left = vec![0u32; rows.len()];
-    let mut right = vec![0u32; rows.len()];
-    let (mut l, mut r) = (0, 0);
-    crate::with_codes!(&binned.codes, |codes| {
-        for &row in rows {
-            let c = codes[row as usize * nf + feature] as usize;
-            let goes_left = (c == 0) & missing_left | (c != 0) & (c <= bin);
-            left[l] = row;
-            right[r] = row;
-            l += usize::from(goes_left);
-            r += usize::from(!goes_left);
-        }
-    });
-    left.truncate(l);
-    right.truncate(r);
-    (left, right)
 }
 
 /// Turns leaf `node` into a split with two new leaves; returns the left one.
