@@ -3128,6 +3128,33 @@ fn drift_triggers_retraining_and_promotion_follows_the_champion() -> TestResult 
     assert_eq!(retraining["promoted"], true, "{report}");
     assert!(lake.join("predictions/drift/drift.svg").exists());
     assert!(lake.join("predictions/drift/rsrp.svg").exists());
+    // The same batch in 3 passes over sample_id ranges, against the same
+    // model: every pass is counted into one report with the same statistics.
+    let passes = format!(
+        "name: lifecycle_prediction\nstorage: {{root: {}}}\nprocessing_tasks:\n  - name: shifted_passes\n    classname: BatchPrediction\n    initialization_parameters:\n      input: raw/shifted/\n      path_model_repository: models/io/\n      model_version: 1\n      keep_cols: [sample_id]\n      passes: 3\n      pass_key: sample_id\n      monitor_drift: {{psi: 0.2, ks: 0.1, path_report: drift/passes/}}\n    transformation_parameters:\n      path_predictions: predictions/shifted_passes/\n",
+        lake.display()
+    );
+    let o = submit(&dir, "passes.yaml", &passes, "local[2]")?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let in_passes = json_file(&lake.join("drift/passes/report.json"))?;
+    assert_eq!(in_passes["rows"], 10_000);
+    for (name, entry) in report["features"].as_object().ok_or("features")? {
+        for stat in ["psi", "ks", "js"] {
+            let (a, b) = (
+                entry[stat].as_f64(),
+                in_passes["features"][name][stat].as_f64(),
+            );
+            assert!(
+                matches!((a, b), (Some(a), Some(b)) if (a - b).abs() < 1e-12),
+                "{name}.{stat}: one pass {a:?}, 3 passes {b:?}"
+            );
+        }
+    }
+    assert_eq!(drifted_features(&in_passes), ["activity_idx", "rsrp"]);
+    assert_eq!(
+        checksum(&lake.join("predictions/shifted_passes"))?.0,
+        10_000
+    );
     // The predictions have no monitoring column.
     let predictions = lake.join("predictions/shifted");
     assert!(

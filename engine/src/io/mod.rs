@@ -19,7 +19,7 @@ pub use passes::{in_pass, key_range_filters};
 pub use read::{ensure_exists, read_table};
 pub use write::{
     BatchStream, batch_streams, receiver_stream, remove_table, write_files, write_parquet,
-    write_parquet_passes, write_streams, write_table,
+    write_parquet_passes, write_stream_passes, write_streams, write_table,
 };
 
 use serde::{Deserialize, Serialize};

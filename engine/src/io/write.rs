@@ -84,7 +84,7 @@ pub async fn write_streams(
     options: &ParquetWriteOptions,
 ) -> Result<WriteSummary> {
     let mut streams = Some(streams);
-    write_in_passes(session, schema, 1, target, format, options, |_| {
+    write_stream_passes(session, schema, 1, target, format, options, |_| {
         let streams = streams.take().unwrap_or_default();
         async move { Ok(streams) }
     })
@@ -120,7 +120,7 @@ pub async fn write_parquet_passes(
     }
     let n = passes.len();
     let mut passes = passes.into_iter();
-    write_in_passes(
+    write_stream_passes(
         session,
         schema,
         n,
@@ -158,9 +158,11 @@ pub async fn remove_table(session: &KilnSession, target: &Url) {
     }
 }
 
-/// The writer behind [`write_streams`] and [`write_parquet_passes`]: `n`
-/// passes, the streams of pass `p` made by `pass(p)` only when it starts.
-async fn write_in_passes<F, Fut>(
+/// Writes `n` passes of streams into one output at `target`, with one
+/// atomic commit: the streams of pass `p` are made by `pass(p)` only when
+/// pass `p - 1` is written (the writer behind [`write_streams`] and
+/// [`write_parquet_passes`], for callers that look at the batches).
+pub async fn write_stream_passes<F, Fut>(
     session: &KilnSession,
     schema: arrow::datatypes::SchemaRef,
     n: usize,

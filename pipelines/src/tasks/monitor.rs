@@ -154,28 +154,40 @@ pub async fn load_profile(repo: &ArtifactRepo, version: u64) -> Result<Reference
 /// written.
 pub struct Tap {
     profile: Arc<ReferenceProfile>,
-    partitions: Vec<Arc<Mutex<BatchCounts>>>,
+    index: Arc<ProfileIndex>,
+    features: usize,
+    score: usize,
+    partitions: Mutex<Vec<Arc<Mutex<BatchCounts>>>>,
 }
 
 impl Tap {
-    /// Wraps `streams` whose batches carry the feature vector at
-    /// `features` and the score at `score`; the returned streams lack the
-    /// feature column.
-    pub fn wrap(
-        profile: ReferenceProfile,
-        streams: Vec<BatchStream>,
-        features: usize,
-        score: usize,
-    ) -> (Self, Vec<BatchStream>) {
-        let profile = Arc::new(profile);
+    /// Counts batches that carry the feature vector at `features` and the
+    /// score at `score`.
+    pub fn new(profile: ReferenceProfile, features: usize, score: usize) -> Self {
         let index = Arc::new(ProfileIndex::new(&profile));
-        let mut partitions = Vec::with_capacity(streams.len());
-        let wrapped = streams
+        Tap {
+            profile: Arc::new(profile),
+            index,
+            features,
+            score,
+            partitions: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Wraps `streams` (one pass's, when a batch is written in passes):
+    /// their batches are counted, and come out without the feature column.
+    pub fn wrap(&self, streams: Vec<BatchStream>) -> Result<Vec<BatchStream>> {
+        let mut partitions = self
+            .partitions
+            .lock()
+            .map_err(|_| KilnError::poisoned("drift counts"))?;
+        let (features, score) = (self.features, self.score);
+        Ok(streams
             .into_iter()
             .map(|stream| {
-                let counts = Arc::new(Mutex::new(BatchCounts::new(&profile)));
+                let counts = Arc::new(Mutex::new(BatchCounts::new(&self.profile)));
                 partitions.push(Arc::clone(&counts));
-                let index = Arc::clone(&index);
+                let index = Arc::clone(&self.index);
                 stream
                     .map(move |batch| {
                         let batch = batch?;
@@ -189,20 +201,17 @@ impl Tap {
                     })
                     .boxed()
             })
-            .collect();
-        (
-            Tap {
-                profile,
-                partitions,
-            },
-            wrapped,
-        )
+            .collect())
     }
 
     /// The statistics of everything that streamed through.
     pub fn result(&self, thresholds: &ThresholdSet) -> Result<DriftResult> {
         let mut total = BatchCounts::new(&self.profile);
-        for p in &self.partitions {
+        let partitions = self
+            .partitions
+            .lock()
+            .map_err(|_| KilnError::poisoned("drift counts"))?;
+        for p in partitions.iter() {
             let counts = p.lock().map_err(|_| KilnError::poisoned("drift counts"))?;
             total.merge(&counts);
         }

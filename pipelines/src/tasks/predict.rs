@@ -16,7 +16,7 @@ use kiln_engine::artifacts::VersionRef;
 use kiln_engine::io::{
     FileFormat, ParquetWriteOptions, in_pass, key_range_filters, write_parquet_passes,
 };
-use kiln_engine::io::{batch_streams, write_streams};
+use kiln_engine::io::{batch_streams, write_stream_passes};
 use kiln_engine::{KilnError, Result};
 use kiln_models::drift::PROFILE_FILE;
 use kiln_models::model::ModelArtifact;
@@ -60,6 +60,7 @@ pub struct Init {
     /// column that every window stage of the feature pipeline partitions
     /// by), each written before the next starts: the window sorts then hold
     /// about 1/N of the batch in memory without a DataFusion memory limit.
+    /// With `monitor_drift`, every pass is counted into the one report.
     /// Default 1.
     #[serde(default = "one_pass")]
     passes: usize,
@@ -105,12 +106,6 @@ impl BatchPrediction {
         }
         let at = loaded.at(task, "passes");
         check_passes(init.passes, init.pass_key.as_deref(), &at)?;
-        if init.passes > 1 && init.monitor_drift.is_some() {
-            return Err(KilnError::config_fix(
-                format!("{at}: passes cannot be combined with monitor_drift yet"),
-                "use one pass with monitor_drift",
-            ));
-        }
         Ok(BatchPrediction { init, output })
     }
 }
@@ -244,7 +239,7 @@ impl Task for BatchPrediction {
             if profile.is_some() {
                 exprs.push(ident(&self.init.features_col).alias(MONITORED_FEATURES));
             }
-            let mut outs = passes
+            let outs = passes
                 .into_iter()
                 .map(|df| df.select(exprs.clone()))
                 .collect::<std::result::Result<Vec<_>, _>>()
@@ -263,7 +258,6 @@ impl Task for BatchPrediction {
                     ..Default::default()
                 });
             };
-            let out = outs.remove(0);
             monitor.thresholds().check_names(
                 &profile,
                 &format!("task '{}': monitor_drift", ctx.task_name),
@@ -278,15 +272,16 @@ impl Task for BatchPrediction {
                     ),
                 ));
             }
-            let schema = out.schema().as_arrow().clone();
+            let Some(first) = outs.first() else {
+                return Err(KilnError::internal("prediction", "no passes"));
+            };
+            let schema = first.schema().as_arrow().clone();
             let features = schema
                 .index_of(MONITORED_FEATURES)
                 .map_err(|e| KilnError::internal("finding the monitored feature column", e))?;
             let score = schema
                 .index_of("probability")
                 .map_err(|e| KilnError::internal("finding the scores", e))?;
-            let streams = batch_streams(out, &url).await?;
-            let (tap, streams) = Tap::wrap(profile, streams, features, score);
             let written = datafusion::arrow::datatypes::Schema::new_with_metadata(
                 schema
                     .fields()
@@ -297,13 +292,26 @@ impl Task for BatchPrediction {
                     .collect::<Vec<_>>(),
                 schema.metadata().clone(),
             );
-            let summary = write_streams(
+            // Every pass streams through the same counters.
+            let tap = Tap::new(profile, features, score);
+            let n = outs.len();
+            let mut outs = outs.into_iter();
+            let summary = write_stream_passes(
                 &ctx.session,
                 Arc::new(written),
-                streams,
+                n,
                 &url,
                 FileFormat::Parquet,
                 &self.output.parquet,
+                |_| {
+                    let (next, tap, url) = (outs.next(), &tap, &url);
+                    async move {
+                        match next {
+                            Some(df) => tap.wrap(batch_streams(df, url).await?),
+                            None => Ok(Vec::new()),
+                        }
+                    }
+                },
             )
             .await?;
             ctx.progress
