@@ -15,7 +15,7 @@ pub mod write;
 pub use checksum::row_checksum;
 pub use join::{JoinHow, JoinSpec, join_on};
 pub use options::{ColumnEncoding, ColumnLayout, Compression, ParquetWriteOptions};
-pub use passes::{in_pass, key_range_filters};
+pub use passes::{in_pass, key_range_filters, windows_not_partitioned_by};
 pub use read::{ensure_exists, read_table};
 pub use write::{
     BatchStream, batch_streams, receiver_stream, remove_table, write_files, write_parquet,

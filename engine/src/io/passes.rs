@@ -87,3 +87,60 @@ pub fn in_pass(df: &DataFrame, filter: &Option<Expr>) -> Result<DataFrame> {
         None => Ok(df.clone()),
     }
 }
+
+/// The window functions in `df`'s plan that are not partitioned by `key`:
+/// split into passes over ranges of `key`, they would see only the rows of
+/// a pass (a lag at a pass's edge would come out null). Empty when a pass
+/// split gives the rows of one pass.
+pub fn windows_not_partitioned_by(df: &DataFrame, key: &str) -> Vec<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::LogicalPlan;
+    let mut found = Vec::new();
+    // The closure never fails, so neither does the walk.
+    let _ = df.logical_plan().apply(|plan| {
+        if let LogicalPlan::Window(window) = plan {
+            for e in &window.window_expr {
+                if let Expr::WindowFunction(f) = e.clone().unalias()
+                    && !f
+                        .params
+                        .partition_by
+                        .iter()
+                        .any(|p| matches!(p, Expr::Column(c) if c.name == key))
+                {
+                    found.push(e.schema_name().to_string());
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    #[tokio::test]
+    async fn windows_not_partitioned_by_the_key_are_named() -> Result<()> {
+        let ctx = SessionContext::new();
+        let rows =
+            "(VALUES (1, 10, 1, 0.5), (1, 11, 2, 0.7), (2, 10, 1, 0.1)) t(device, user_id, ts, x)";
+        let sql =
+            |over: &str| format!("SELECT x, lag(x) OVER ({over} ORDER BY ts) AS prev FROM {rows}");
+        let by_device = ctx.sql(&sql("PARTITION BY device")).await?;
+        assert!(windows_not_partitioned_by(&by_device, "device").is_empty());
+        let found = windows_not_partitioned_by(&by_device, "user_id");
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].contains("lag") && found[0].contains("device"),
+            "{found:?}"
+        );
+        // A window over everything is cut by any pass split.
+        let whole = ctx.sql(&sql("")).await?;
+        assert_eq!(windows_not_partitioned_by(&whole, "device").len(), 1);
+        let plain = ctx.sql(&format!("SELECT x FROM {rows}")).await?;
+        assert!(windows_not_partitioned_by(&plain, "device").is_empty());
+        Ok(())
+    }
+}

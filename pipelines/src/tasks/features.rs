@@ -1,7 +1,7 @@
 //! `FeaturePipeline`: fits the feature stages and saves the pipeline model
 //! (`mode: fit_transform`), or applies a saved one (`mode: transform`).
 
-use super::passes::{check_passes, check_window_key};
+use super::passes::{check_pass_plan, check_passes, check_window_key};
 use crate::config::{LoadedConfig, TaskConfig};
 use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use datafusion::dataframe::DataFrame;
@@ -180,18 +180,12 @@ impl Task for FeaturePipeline {
                         check_window_key(
                             key,
                             model.window_partition_cols().into_iter(),
-                            &format!("task '{}'", ctx.task_name),
+                            "initialization_parameters.passes",
                         )?;
                     }
-                    let summary = Self::write_in_passes(
-                        ctx,
-                        &model,
-                        &input,
-                        &filters,
-                        &url,
-                        &self.output.parquet,
-                    )
-                    .await?;
+                    let summary = self
+                        .write_in_passes(ctx, &model, &input, &filters, &url, &self.output.parquet)
+                        .await?;
                     (summary, format!("applied pipeline model v{v}"))
                 }
             };
@@ -243,15 +237,16 @@ impl FeaturePipeline {
                 ctx.progress
                     .stage(format!("windows in {} passes -> {scratch}", filters.len()));
                 let head = fitter.model().clone();
-                let written = Self::write_in_passes(
-                    ctx,
-                    &head,
-                    &input,
-                    filters,
-                    scratch,
-                    &ParquetWriteOptions::default(),
-                )
-                .await;
+                let written = self
+                    .write_in_passes(
+                        ctx,
+                        &head,
+                        &input,
+                        filters,
+                        scratch,
+                        &ParquetWriteOptions::default(),
+                    )
+                    .await;
                 let continued = match written {
                     Ok(_) => read_table(&ctx.session, scratch, FileFormat::Parquet)
                         .await
@@ -279,7 +274,7 @@ impl FeaturePipeline {
                 written?
             }
             None => {
-                Self::write_in_passes(ctx, &model, &input, filters, url, &self.output.parquet)
+                self.write_in_passes(ctx, &model, &input, filters, url, &self.output.parquet)
                     .await?
             }
         };
@@ -288,6 +283,7 @@ impl FeaturePipeline {
 
     /// Writes `model` applied to `input` in the passes of `filters`.
     async fn write_in_passes(
+        &self,
         ctx: &TaskContext,
         model: &PipelineModel,
         input: &DataFrame,
@@ -298,6 +294,9 @@ impl FeaturePipeline {
         let mut passes = Vec::with_capacity(filters.len());
         for filter in filters {
             passes.push(model.transform(in_pass(input, filter)?).await?);
+        }
+        if let (Some(key), Some(first), 2..) = (&self.init.pass_key, passes.first(), passes.len()) {
+            check_pass_plan(first, key)?;
         }
         write_parquet_passes(&ctx.session, passes, url, options).await
     }

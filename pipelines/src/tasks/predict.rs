@@ -6,7 +6,7 @@
 
 use super::load_pipeline_model;
 use super::monitor::{DriftReport, ModelUsed, MonitorDrift, Tap, load_profile};
-use super::passes::{check_passes, check_window_key};
+use super::passes::{check_pass_plan, check_passes, check_window_key};
 use crate::config::{LoadedConfig, TaskConfig};
 use crate::task::{Task, TaskContext, TaskFuture, TaskOutcome};
 use datafusion::functions::core::expr_fn::get_field;
@@ -185,7 +185,7 @@ impl Task for BatchPrediction {
                     check_window_key(
                         key,
                         pipeline.iter().flat_map(|p| p.window_partition_cols()),
-                        &format!("task '{}'", ctx.task_name),
+                        "initialization_parameters.passes",
                     )?;
                     key_range_filters(&input, key, n).await?
                 }
@@ -205,6 +205,9 @@ impl Task for BatchPrediction {
             let Some(df) = passes.first().cloned() else {
                 return Err(KilnError::internal("prediction", "no passes"));
             };
+            if let (Some(key), 2..) = (&self.init.pass_key, passes.len()) {
+                check_pass_plan(&df, key)?;
+            }
             if df
                 .schema()
                 .field_with_unqualified_name(&self.init.features_col)
