@@ -231,47 +231,44 @@ impl FeaturePipeline {
             ))
         })
         .transpose()?;
+        let result = self
+            .fit_and_write_via(ctx, input, filters, url, after_windows, scratch.as_ref())
+            .await;
+        if let Some(scratch) = &scratch {
+            remove_table(&ctx.session, scratch).await;
+        }
+        result
+    }
+
+    /// [`Self::fit_and_write`] with the scratch table at `scratch`, if any,
+    /// written before stage `after_windows`.
+    async fn fit_and_write_via(
+        &self,
+        ctx: &TaskContext,
+        input: DataFrame,
+        filters: &[Option<Expr>],
+        url: &url::Url,
+        after_windows: usize,
+        scratch: Option<&url::Url>,
+    ) -> Result<(PipelineModel, WriteSummary)> {
         let mut fitter = PipelineFitter::new(input.clone());
-        for (i, spec) in stages.iter().enumerate() {
-            if let (Some(scratch), true) = (&scratch, i == after_windows) {
+        for (i, spec) in self.init.stages.iter().enumerate() {
+            if let (Some(scratch), true) = (scratch, i == after_windows) {
                 ctx.progress
                     .stage(format!("windows in {} passes -> {scratch}", filters.len()));
                 let head = fitter.model().clone();
-                let written = self
-                    .write_in_passes(
-                        ctx,
-                        &head,
-                        &input,
-                        filters,
-                        scratch,
-                        &ParquetWriteOptions::default(),
-                    )
-                    .await;
-                let continued = match written {
-                    Ok(_) => read_table(&ctx.session, scratch, FileFormat::Parquet)
-                        .await
-                        .and_then(|rows| fitter.continue_from(rows)),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = continued {
-                    remove_table(&ctx.session, scratch).await;
-                    return Err(e);
-                }
+                let options = ParquetWriteOptions::default();
+                self.write_in_passes(ctx, &head, &input, filters, scratch, &options)
+                    .await?;
+                fitter
+                    .continue_from(read_table(&ctx.session, scratch, FileFormat::Parquet).await?)?;
             }
-            if let Err(e) = fitter.fit(spec).await {
-                if let Some(scratch) = &scratch {
-                    remove_table(&ctx.session, scratch).await;
-                }
-                return Err(e);
-            }
+            fitter.fit(spec).await?;
         }
         let (model, out) = fitter.finish();
-        let written = match &scratch {
-            Some(scratch) => {
-                let written =
-                    write_parquet_passes(&ctx.session, vec![out], url, &self.output.parquet).await;
-                remove_table(&ctx.session, scratch).await;
-                written?
+        let written = match scratch {
+            Some(_) => {
+                write_parquet_passes(&ctx.session, vec![out], url, &self.output.parquet).await?
             }
             None => {
                 self.write_in_passes(ctx, &model, &input, filters, url, &self.output.parquet)
