@@ -7,7 +7,7 @@
 //! pseudo-residuals; `minInfoGain` applies to that gain.
 
 use crate::data::{Binned, MAX_BINS, TrainingSet};
-use crate::tree::{FeatureSubset, GrowParams, Layout, Objective, Tree, add_rows, grow};
+use crate::tree::{FeatureSubset, GrowParams, Layout, Objective, RowOrder, Tree, add_rows, grow};
 use kiln_engine::{KilnError, Result};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -159,6 +159,7 @@ impl GbtParams {
         // Rows whose scores the leaves do not update (validation rows, and
         // rows left out by subsampling) are scored by traversal.
         let mut in_bag = vec![false; n];
+        let mut order = RowOrder::default();
         for _ in 0..self.max_iter {
             let rows: Vec<u32> = if self.subsampling_rate < 1.0 {
                 let mut r = train.clone();
@@ -192,9 +193,10 @@ impl GbtParams {
                     min_hessian: self.min_sum_hessian,
                     step: self.step_size,
                 };
+                order.reset(&rows);
                 let tree = grow(
                     binned,
-                    rows.clone(),
+                    &mut order,
                     &obj,
                     &grow_params,
                     &mut rng,

@@ -3,7 +3,9 @@
 //! probability is the average of the trees' leaf class distributions.
 
 use crate::data::{Binned, MAX_BINS, TrainingSet};
-use crate::tree::{FeatureSubset, GrowParams, Layout, Objective, Tree, add_rows, grow, poisson};
+use crate::tree::{
+    FeatureSubset, GrowParams, Layout, Objective, RowOrder, Tree, add_rows, grow, poisson,
+};
 use kiln_engine::{KilnError, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -165,7 +167,7 @@ impl RfParams {
                 let mut importance = vec![0.0; nf];
                 let tree = grow(
                     binned,
-                    bag,
+                    &mut RowOrder::new(bag),
                     &obj,
                     &params,
                     &mut rng,
@@ -411,7 +413,7 @@ mod tests {
                 let mut leaves = Vec::new();
                 let tree = grow(
                     &binned,
-                    rows.clone(),
+                    &mut RowOrder::new(rows.clone()),
                     &obj,
                     &params,
                     &mut ChaCha8Rng::seed_from_u64(11),
