@@ -324,275 +324,9 @@ impl Codes {
 pub struct Binned {
     pub max_bins: usize,
     pub n_rows: usize,
-    /// `n_rows × columns` codes, row by row: one column per feature, or
-    /// fewer with a [`Bundling`].
+    /// `n_rows × bins.len()` codes, row by row.
     pub codes: Codes,
     pub bins: Vec<FeatureBins>,
-    /// Exclusive features sharing code columns ([`Binned::bundled`]).
-    pub bundling: Option<Bundling>,
-}
-
-/// A code type: `u8` or `u16`.
-pub trait Code: Copy + Into<usize> {
-    /// `v`, which the caller knows fits.
-    fn of(v: usize) -> Self;
-}
-
-impl Code for u8 {
-    #[inline]
-    fn of(v: usize) -> Self {
-        v as u8
-    }
-}
-
-impl Code for u16 {
-    #[inline]
-    fn of(v: usize) -> Self {
-        v as u16
-    }
-}
-
-/// Features stored together in one code column: in every row at most one
-/// of them is off its default (most frequent) code, so the column's code
-/// says which one and its code. LightGBM's exclusive feature bundling,
-/// without conflicts: the codes, and so every split, are exactly those of
-/// the unbundled columns. One-hot slots of a categorical are the common
-/// case (the demo's 19 slots take 3 columns, so its 58 features 42); the
-/// histograms then skip every row at a default code, whose statistics are
-/// the node's total minus the other codes'.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bundling {
-    /// Code columns per row.
-    pub columns: usize,
-    /// Where each feature's code is.
-    pub places: Vec<Place>,
-}
-
-/// Where one feature's code is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Place {
-    /// Alone in column `col`.
-    Own { col: usize },
-    /// In bundle column `col`: the feature's codes other than `default`
-    /// are `offset + 1 ..= offset + span` there, in order; any other code
-    /// of the column means `default`.
-    Member {
-        col: usize,
-        offset: usize,
-        span: usize,
-        default: usize,
-    },
-}
-
-impl Place {
-    pub fn col(self) -> usize {
-        match self {
-            Place::Own { col } | Place::Member { col, .. } => col,
-        }
-    }
-
-    /// The feature's code, from its column's code `c`.
-    #[inline]
-    pub fn decode(self, c: usize) -> usize {
-        match self {
-            Place::Own { .. } => c,
-            Place::Member {
-                offset,
-                span,
-                default,
-                ..
-            } => {
-                let m = c.wrapping_sub(offset + 1);
-                if m < span {
-                    m + usize::from(m >= default)
-                } else {
-                    default
-                }
-            }
-        }
-    }
-
-    /// The column's code for the feature's code `c` (0 for its default).
-    #[inline]
-    fn encode(self, c: usize) -> usize {
-        match self {
-            Place::Own { .. } => c,
-            Place::Member {
-                offset, default, ..
-            } if c != default => offset + 1 + c - usize::from(c > default),
-            Place::Member { .. } => 0,
-        }
-    }
-}
-
-/// Rows per block when counting codes in parallel.
-const BUNDLE_SCAN_ROWS: usize = 1 << 16;
-/// Most codes a bundled feature may have (a few-valued feature: one-hot
-/// slots, flags, small counts).
-const BUNDLE_MAX_BINS: usize = 64;
-
-impl Bundling {
-    /// The bundles of `codes` (`nf` per row): features with at most half
-    /// their rows off the default code, grouped greedily (most rows off
-    /// first) with no row off the default in two members, at most
-    /// `max_code` column codes each. `None` when no two features bundle.
-    /// Deterministic: exact counts over every row, whatever the threads.
-    fn plan<T: Code + Sync>(
-        codes: &[T],
-        bins: &[FeatureBins],
-        n_rows: usize,
-        max_code: usize,
-    ) -> Option<Bundling> {
-        let nf = bins.len();
-        if nf < 2 || n_rows == 0 {
-            return None;
-        }
-        let chunks = || codes.par_chunks(BUNDLE_SCAN_ROWS * nf);
-        // Code counts per feature.
-        let counts = chunks()
-            .map(|block| {
-                let mut counts: Vec<Vec<u64>> = bins.iter().map(|b| vec![0; b.n_bins()]).collect();
-                for line in block.chunks(nf) {
-                    for (count, c) in counts.iter_mut().zip(line) {
-                        count[(*c).into()] += 1;
-                    }
-                }
-                counts
-            })
-            .reduce_with(|mut a, b| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
-                }
-                a
-            })?;
-        let defaults: Vec<(usize, u64)> = counts
-            .iter()
-            .map(|c| {
-                let (default, most) =
-                    c.iter().enumerate().fold(
-                        (0, 0),
-                        |best, (b, &n)| if n > best.1 { (b, n) } else { best },
-                    );
-                (default, n_rows as u64 - most)
-            })
-            .collect();
-        let candidates: Vec<usize> = (0..nf)
-            .filter(|&f| bins[f].n_bins() <= BUNDLE_MAX_BINS && defaults[f].1 * 2 <= n_rows as u64)
-            .collect();
-        let k = candidates.len();
-        if k < 2 {
-            return None;
-        }
-        // Pairs of candidates off their defaults in one row.
-        let conflicts = chunks()
-            .map(|block| {
-                let mut conflict = vec![false; k * k];
-                let mut off = Vec::with_capacity(k);
-                for line in block.chunks(nf) {
-                    off.clear();
-                    off.extend(
-                        (0..k).filter(|&i| line[candidates[i]].into() != defaults[candidates[i]].0),
-                    );
-                    for (n, &i) in off.iter().enumerate() {
-                        for &j in &off[n + 1..] {
-                            conflict[i * k + j] = true;
-                            conflict[j * k + i] = true;
-                        }
-                    }
-                }
-                conflict
-            })
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x |= y);
-                a
-            })?;
-        let mut order: Vec<usize> = (0..k).collect();
-        order.sort_by_key(|&i| (std::cmp::Reverse(defaults[candidates[i]].1), i));
-        // Each bundle: its members (candidate indices) and codes used.
-        let mut bundles: Vec<(Vec<usize>, usize)> = Vec::new();
-        for i in order {
-            let span = bins[candidates[i]].n_bins() - 1;
-            let fits = bundles.iter().position(|(members, used)| {
-                used + span <= max_code
-                    && members.iter().all(|&j| !conflict_at(&conflicts, k, i, j))
-            });
-            match fits {
-                Some(b) => {
-                    bundles[b].0.push(i);
-                    bundles[b].1 += span;
-                }
-                None => bundles.push((vec![i], span)),
-            }
-        }
-        bundles.retain(|(members, _)| members.len() >= 2);
-        if bundles.is_empty() {
-            return None;
-        }
-        // Columns in feature order; a bundle's at its first member,
-        // members in feature order within it.
-        let mut bundle_of = vec![None; nf];
-        for (b, (members, _)) in bundles.iter_mut().enumerate() {
-            members.sort_unstable();
-            for &i in members.iter() {
-                bundle_of[candidates[i]] = Some(b);
-            }
-        }
-        let mut places = Vec::with_capacity(nf);
-        let mut bundle_col: Vec<Option<(usize, usize)>> = vec![None; bundles.len()];
-        let mut columns = 0;
-        for f in 0..nf {
-            let place = match bundle_of[f] {
-                None => {
-                    columns += 1;
-                    Place::Own { col: columns - 1 }
-                }
-                Some(b) => {
-                    let (col, offset) = *bundle_col[b].get_or_insert_with(|| {
-                        columns += 1;
-                        (columns - 1, 0)
-                    });
-                    let span = bins[f].n_bins() - 1;
-                    bundle_col[b] = Some((col, offset + span));
-                    Place::Member {
-                        col,
-                        offset,
-                        span,
-                        default: defaults[f].0,
-                    }
-                }
-            };
-            places.push(place);
-        }
-        Some(Bundling { columns, places })
-    }
-}
-
-fn conflict_at(conflicts: &[bool], k: usize, i: usize, j: usize) -> bool {
-    conflicts[i * k + j]
-}
-
-/// Rewrites `nf` codes per row as the bundling's columns, in place (a row's
-/// columns never reach past its own codes, read first).
-fn repack<T: Code>(codes: &mut Vec<T>, nf: usize, bundling: &Bundling) {
-    let columns = bundling.columns;
-    let mut line: Vec<T> = Vec::with_capacity(nf);
-    let mut out = vec![0usize; columns];
-    let rows = codes.len() / nf.max(1);
-    for r in 0..rows {
-        line.clear();
-        line.extend_from_slice(&codes[r * nf..(r + 1) * nf]);
-        out.fill(0);
-        for (place, c) in bundling.places.iter().zip(&line) {
-            let code = place.encode((*c).into());
-            if code != 0 {
-                out[place.col()] = code;
-            }
-        }
-        for (to, v) in codes[r * columns..(r + 1) * columns].iter_mut().zip(&out) {
-            *to = T::of(*v);
-        }
-    }
-    codes.truncate(rows * columns);
 }
 
 impl Binned {
@@ -627,7 +361,6 @@ impl Binned {
             n_rows: data.n_rows(),
             codes,
             bins,
-            bundling: None,
         })
     }
 
@@ -635,59 +368,10 @@ impl Binned {
         self.bins.len()
     }
 
-    /// Code columns per row.
-    #[inline]
-    pub fn stride(&self) -> usize {
-        self.bundling
-            .as_ref()
-            .map_or(self.bins.len(), |b| b.columns)
-    }
-
     /// The code of feature `f` in row `r`.
     #[inline]
     pub fn code(&self, f: usize, r: usize) -> usize {
-        match &self.bundling {
-            None => self.codes.get(r * self.bins.len() + f),
-            Some(b) => {
-                let place = b.places[f];
-                place.decode(self.codes.get(r * b.columns + place.col()))
-            }
-        }
-    }
-
-    /// The code of feature `f` in a row's code columns `line`.
-    #[inline]
-    pub fn code_in<T: Code>(&self, f: usize, line: &[T]) -> usize {
-        match &self.bundling {
-            None => line[f].into(),
-            Some(b) => {
-                let place = b.places[f];
-                place.decode(line[place.col()].into())
-            }
-        }
-    }
-
-    /// The same codes with exclusive features sharing columns (see
-    /// [`Bundling`]); unchanged when none do.
-    pub fn bundled(mut self) -> Binned {
-        if self.bundling.is_some() {
-            return self;
-        }
-        let max_code = if self.max_bins <= NARROW_BINS {
-            u8::MAX as usize
-        } else {
-            u16::MAX as usize
-        };
-        let nf = self.bins.len();
-        let (n_rows, bins) = (self.n_rows, &self.bins);
-        self.bundling = with_codes!(&mut self.codes, |codes| {
-            let plan = Bundling::plan(codes, bins, n_rows, max_code);
-            if let Some(b) = &plan {
-                repack(codes, nf, b);
-            }
-            plan
-        });
-        self
+        self.codes.get(r * self.bins.len() + f)
     }
 
     /// A raw value of feature `f` that routes like row `r` through any tree
@@ -699,15 +383,6 @@ impl Binned {
 
     /// Feature `f`'s codes of rows `rows` (a column, for set files).
     pub fn column(&self, f: usize, rows: std::ops::Range<usize>) -> Codes {
-        if self.bundling.is_some() {
-            let mut column = Codes::zeros(rows.len(), self.max_bins);
-            with_codes!(&mut column, |out| {
-                for (o, r) in out.iter_mut().zip(rows) {
-                    *o = Code::of(self.code(f, r));
-                }
-            });
-            return column;
-        }
         let nf = self.bins.len();
         // Empty when the range is empty (the slice then starts past its end).
         let values = (rows.start * nf + f).min(rows.end * nf)..rows.end * nf;
@@ -719,13 +394,12 @@ impl Binned {
 
     /// Rows `rows` as a binning of their own.
     pub fn rows(&self, rows: std::ops::Range<usize>) -> Binned {
-        let stride = self.stride();
+        let nf = self.bins.len();
         Binned {
             max_bins: self.max_bins,
             n_rows: rows.len(),
-            codes: self.codes.slice(rows.start * stride..rows.end * stride),
+            codes: self.codes.slice(rows.start * nf..rows.end * nf),
             bins: self.bins.clone(),
-            bundling: self.bundling.clone(),
         }
     }
 }
@@ -765,14 +439,6 @@ impl TrainingSet {
     /// Every row index, in canonical order.
     pub fn all_rows(&self) -> Vec<u32> {
         (0..self.n_rows() as u32).collect()
-    }
-
-    /// Every binning with its exclusive features sharing columns
-    /// ([`Binned::bundled`]); a function of the codes alone, so every
-    /// process bundles the same set the same way.
-    pub fn bundled(mut self) -> Self {
-        self.binnings = self.binnings.into_iter().map(Binned::bundled).collect();
-        self
     }
 
     /// The binning for `max_bins`.
@@ -1310,7 +976,6 @@ impl Encoder {
                     n_rows: rows,
                     codes: Codes::zeros(rows * b.len(), *max_bins),
                     bins: b.clone(),
-                    bundling: None,
                 })
                 .collect(),
             checksum: 0,
@@ -1430,7 +1095,7 @@ impl Encoder {
     pub fn finish_checked(self, order: &CanonicalOrder) -> Result<(TrainingSet, TrainingSet)> {
         order.check_complete(&self.cursor)?;
         let [train, test] = self.sets;
-        Ok((train.bundled(), test))
+        Ok((train, test))
     }
 }
 

@@ -2,7 +2,7 @@
 //! histograms built in parallel (rayon), the sibling-subtraction trick, and a
 //! learned default direction for missing values.
 
-use crate::data::{Binned, Place};
+use crate::data::Binned;
 use rand::Rng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
@@ -128,29 +128,10 @@ pub(crate) struct Layout {
     features: Vec<usize>,
     /// Where each listed feature's bins start (`width` values per bin).
     offsets: Vec<usize>,
-    /// The features' bins; a histogram buffer is `len + scratch` long.
     len: usize,
     width: usize,
-    /// Every feature, in order: a row's code columns map to
-    /// `column_offsets` one to one.
+    /// Every feature, in order: a row's codes map to offsets one to one.
     all: bool,
-    /// With `all`: where each code column's bins start. A bundle's column
-    /// (see [`crate::data::Bundling`]) counts into `scratch` past `len`,
-    /// unbundled into its members' bins after the rows are added.
-    column_offsets: Vec<usize>,
-    scratch: usize,
-    /// With `all` on a bundled binning: each member feature's bins, and
-    /// where its codes other than the default are counted in `scratch`.
-    members: Vec<BundleMember>,
-}
-
-struct BundleMember {
-    /// The feature's bins.
-    offset: usize,
-    n_bins: usize,
-    default: usize,
-    /// Its column's counts of the feature's codes other than `default`.
-    counted: usize,
 }
 
 impl Layout {
@@ -162,62 +143,13 @@ impl Layout {
             len += binned.bins[f].n_bins() * width;
         }
         let all = features.len() == binned.n_features();
-        let (mut column_offsets, mut scratch, mut members) = (offsets.clone(), 0, Vec::new());
-        if let (true, Some(bundling)) = (all, &binned.bundling) {
-            // A bundle column's codes: 0 and each member's span.
-            let mut codes = vec![0; bundling.columns];
-            for place in &bundling.places {
-                if let Place::Member {
-                    col, offset, span, ..
-                } = *place
-                {
-                    codes[col] = codes[col].max(offset + span + 1);
-                }
-            }
-            column_offsets = vec![0; bundling.columns];
-            for (f, place) in bundling.places.iter().enumerate() {
-                if let Place::Own { col } = *place {
-                    column_offsets[col] = offsets[f];
-                }
-            }
-            for (col, &n) in codes.iter().enumerate() {
-                if n > 0 {
-                    column_offsets[col] = len + scratch;
-                    scratch += n * width;
-                }
-            }
-            for (f, place) in bundling.places.iter().enumerate() {
-                if let Place::Member {
-                    col,
-                    offset,
-                    default,
-                    ..
-                } = *place
-                {
-                    members.push(BundleMember {
-                        offset: offsets[f],
-                        n_bins: binned.bins[f].n_bins(),
-                        default,
-                        counted: column_offsets[col] + (offset + 1) * width,
-                    });
-                }
-            }
-        }
         Layout {
             features,
             offsets,
             len,
             width,
             all,
-            column_offsets,
-            scratch,
-            members,
         }
-    }
-
-    /// The length of a histogram buffer.
-    pub(crate) fn buffer_len(&self) -> usize {
-        self.len + self.scratch
     }
 
     /// Every feature of `binned`.
@@ -235,13 +167,11 @@ impl Layout {
     }
 }
 
-/// Adds every row of `rows` into `hist` (a buffer of
-/// [`Layout::buffer_len`]), row by row: for each of the layout's features,
-/// `add(the bin's width statistics, the row's gathered input)`. Row-major
-/// codes make this one cache line per row, and consecutive additions go to
-/// different features' bins, so they do not wait on each other. A bundle
-/// column's rows are counted once for all its members; each member's
-/// default bin is then the rows' total minus its other bins.
+/// Adds every row of `rows` into `hist`, row by row: for each of the
+/// layout's features, `add(the bin's width statistics, the row's gathered
+/// input)`. Row-major codes make this one cache line per row, and
+/// consecutive additions go to different features' bins, so they do not
+/// wait on each other.
 #[inline]
 pub(crate) fn add_rows(
     binned: &Binned,
@@ -251,42 +181,24 @@ pub(crate) fn add_rows(
     hist: &mut [f64],
     add: impl Fn(&mut [f64], [f32; 2]),
 ) {
-    let stride = binned.stride();
+    let nf = binned.n_features();
     let w = layout.width;
-    let mut total = vec![0.0; w];
     crate::with_codes!(&binned.codes, |codes| {
         for (&r, &g) in rows.iter().zip(gathered) {
-            let line = &codes[r as usize * stride..(r as usize + 1) * stride];
+            let line = &codes[r as usize * nf..(r as usize + 1) * nf];
             if layout.all {
-                for (&c, &o) in line.iter().zip(&layout.column_offsets) {
+                for (&c, &o) in line.iter().zip(&layout.offsets) {
                     let at = o + c as usize * w;
                     add(&mut hist[at..at + w], g);
                 }
             } else {
                 for (&f, &o) in layout.features.iter().zip(&layout.offsets) {
-                    let at = o + binned.code_in(f, line) * w;
+                    let at = o + line[f] as usize * w;
                     add(&mut hist[at..at + w], g);
                 }
             }
-            if !layout.members.is_empty() {
-                add(&mut total, g);
-            }
         }
-    });
-    for m in &layout.members {
-        let mut rest = total.clone();
-        for c in (0..m.n_bins).filter(|c| *c != m.default) {
-            let from = m.counted + (c - usize::from(c > m.default)) * w;
-            for k in 0..w {
-                let v = hist[from + k];
-                hist[m.offset + c * w + k] += v;
-                rest[k] -= v;
-            }
-        }
-        for (k, v) in rest.into_iter().enumerate() {
-            hist[m.offset + m.default * w + k] += v;
-        }
-    }
+    })
 }
 
 /// Rows per histogram block, at least.
@@ -341,8 +253,8 @@ fn histograms(
     layout: &Layout,
     parallel: bool,
 ) -> Vec<f64> {
-    summed_in_blocks(rows.len(), layout.buffer_len(), parallel, |r| {
-        let mut hist = vec![0.0; layout.buffer_len()];
+    summed_in_blocks(rows.len(), layout.len, parallel, |r| {
+        let mut hist = vec![0.0; layout.len];
         obj.accumulate(binned, &rows[r.clone()], &gathered[r], layout, &mut hist);
         hist
     })
@@ -357,9 +269,9 @@ fn gathered_histograms(
     layout: &Layout,
     parallel: bool,
 ) -> Vec<f64> {
-    summed_in_blocks(rows.len(), layout.buffer_len(), parallel, |r| {
+    summed_in_blocks(rows.len(), layout.len, parallel, |r| {
         let rows = &rows[r];
-        let mut hist = vec![0.0; layout.buffer_len()];
+        let mut hist = vec![0.0; layout.len];
         obj.accumulate(binned, rows, &obj.gather(rows), layout, &mut hist);
         hist
     })
@@ -746,7 +658,6 @@ mod tests {
     use super::*;
     use crate::data::Dataset;
     use crate::gbt::Newton;
-    use rand::SeedableRng;
 
     /// Parallel blocks give the serial result bit for bit: the partition
     /// keeps row order, and histograms gathered per block equal those of
@@ -813,88 +724,6 @@ mod tests {
                     .all(|(a, b)| a.to_bits() == b.to_bits())
             );
         }
-        Ok(())
-    }
-
-    /// One-hot slots and a flag share code columns; every feature's code
-    /// reads back unchanged, and the trees grown on the bundled codes make
-    /// the same splits with the same leaves (the default bins' sums come
-    /// from a subtraction, equal to rounding).
-    #[test]
-    fn bundled_features_grow_the_unbundled_trees() -> kiln_engine::Result<()> {
-        let n = 3 * MIN_BLOCK_ROWS + 77;
-        let mut next = crate::data::uniform(5);
-        let mut columns: Vec<Vec<f64>> = (0..8).map(|_| Vec::with_capacity(n)).collect();
-        let mut labels = Vec::with_capacity(n);
-        for _ in 0..n {
-            let x = next();
-            let category = (next() * 5.0) as usize;
-            // Off its default (0) in a tenth of the rows, never with a slot
-            // of category 4.
-            let flag = f64::from(u8::from(category != 4 && next() < 0.1));
-            columns[0].push(x);
-            for (slot, column) in columns[1..6].iter_mut().enumerate() {
-                column.push(f64::from(u8::from(slot == category)));
-            }
-            columns[6].push(flag);
-            columns[7].push((next() * 3.0).floor());
-            labels.push(u32::from(x + 0.2 * category as f64 + 0.3 * flag > 0.9));
-        }
-        let data = Dataset {
-            labels,
-            columns,
-            feature_names: (0..8).map(|f| format!("f{f}")).collect(),
-        };
-        let plain = Binned::new(&data, 32)?;
-        let bundled = Binned::new(&data, 32)?.bundled();
-        let bundling = bundled.bundling.clone().expect("slots bundle");
-        assert!(bundling.columns < 8, "{bundling:?}");
-        for f in 0..8 {
-            for r in 0..n {
-                assert_eq!(bundled.code(f, r), plain.code(f, r), "feature {f} row {r}");
-            }
-            assert_eq!(bundled.column(f, 5..900), plain.column(f, 5..900));
-        }
-        let grad_hess: Vec<[f32; 2]> = (0..n)
-            .map(|r| [data.labels[r] as f32 - next() as f32, 0.25])
-            .collect();
-        let obj = Newton {
-            grad_hess: &grad_hess,
-            lambda: 0.0,
-            min_hessian: 1.0,
-            step: 0.1,
-        };
-        let params = GrowParams {
-            max_depth: 4,
-            min_instances: 1.0,
-            min_gain: 0.0,
-            subset: FeatureSubset::All,
-            parallel: true,
-            integer_stats: false,
-        };
-        let rows: Vec<u32> = (0..n as u32).filter(|r| r % 7 != 3).collect();
-        let [mut a, mut b] = [&plain, &bundled].map(|binned| {
-            grow(
-                binned,
-                &mut RowOrder::new(rows.clone()),
-                &obj,
-                &params,
-                &mut ChaCha8Rng::seed_from_u64(3),
-                &mut [0.0; 8],
-                &mut |_, _| {},
-            )
-        });
-        assert!(a.depth() == 4, "a real tree: {a:?}");
-        let slot_split = |n: &Node| (1..7).contains(&n.feature) && !n.is_leaf();
-        assert!(a.nodes.iter().any(slot_split), "{a:?}");
-        for (p, q) in a.nodes.iter_mut().zip(&mut b.nodes) {
-            for (x, y) in p.value.iter().zip(&q.value) {
-                assert!((x - y).abs() <= 1e-12 * x.abs().max(1.0), "{x} {y}");
-            }
-            p.value.clear();
-            q.value.clear();
-        }
-        assert_eq!(a, b);
         Ok(())
     }
 }

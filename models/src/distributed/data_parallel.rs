@@ -148,7 +148,6 @@ pub fn part_histograms(
         }
     }
     let nf = binned.n_features();
-    let stride = binned.stride();
     let width = widest(&binned.bins) * STATS;
     let mut hist = vec![0i64; req.build.len() * nf * width];
     for (k, rows) in rows_of.iter().enumerate() {
@@ -157,10 +156,8 @@ pub fn part_histograms(
             for &r in rows {
                 let r = r as usize;
                 let (g, h) = (i64::from(state.grad[r]), i64::from(state.hess[r]));
-                let line = &codes[r * stride..(r + 1) * stride];
-                for f in 0..nf {
-                    let c = binned.code_in(f, line);
-                    let b = f * width + c * STATS;
+                for (f, &c) in codes[r * nf..(r + 1) * nf].iter().enumerate() {
+                    let b = f * width + c as usize * STATS;
                     node[b] += g;
                     node[b + 1] += h;
                     node[b + 2] += 1;

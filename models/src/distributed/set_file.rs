@@ -167,22 +167,16 @@ pub fn decode(bytes: Vec<u8>, location: &str) -> Result<SetPart> {
                 n_rows,
                 codes,
                 bins,
-                bundling: None,
             })
         })
         .collect::<Result<_>>()?;
-    let set = TrainingSet {
-        labels,
-        feature_names: header.feature_names,
-        binnings,
-        checksum,
-    };
-    // A whole set is fitted as the driver would, bundled the same way (a
-    // function of the codes) for the same sums; a data-parallel part's
-    // integer histograms are exact either way.
-    let whole = header.first_row == 0 && n_rows == header.set_rows;
     Ok(SetPart {
-        set: if whole { set.bundled() } else { set },
+        set: TrainingSet {
+            labels,
+            feature_names: header.feature_names,
+            binnings,
+            checksum,
+        },
         set_rows: header.set_rows,
         first_row: header.first_row,
     })
