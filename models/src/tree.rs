@@ -62,7 +62,14 @@ impl Tree {
     /// The index of the leaf one row of raw features reaches.
     #[inline]
     pub fn leaf_index(&self, row: &dyn Fn(usize) -> f64) -> usize {
-        let mut i = 0usize;
+        self.leaf_index_from(0, row)
+    }
+
+    /// The index of the leaf a row reaches from node `start`, a node on its
+    /// path (the leaf it reached while the tree was smaller).
+    #[inline]
+    pub fn leaf_index_from(&self, start: usize, row: &dyn Fn(usize) -> f64) -> usize {
+        let mut i = start;
         loop {
             let n = &self.nodes[i];
             if n.is_leaf() {

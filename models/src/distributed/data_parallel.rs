@@ -83,6 +83,13 @@ pub struct PartState {
     gradients_of: Option<usize>,
     grad: Vec<i32>,
     hess: Vec<i32>,
+    /// The tree (by index) whose nodes `node_of` holds: each row's leaf
+    /// when last routed, so the next level routes it on from there instead
+    /// of from the root.
+    routed: Option<usize>,
+    node_of: Vec<u32>,
+    /// Row lists per node to build, reused from level to level.
+    rows_of: Vec<Vec<u32>>,
 }
 
 impl PartState {
@@ -108,13 +115,23 @@ pub fn part_histograms(
             ..PartState::default()
         };
     }
-    for tree in &req.trees[state.applied..] {
+    for (t, tree) in req.trees.iter().enumerate().skip(state.applied) {
+        // The tree grown last: its rows are part of the way down already.
+        let routed = state.routed == Some(t) && state.node_of.len() == n;
         for (r, score) in state.scores.iter_mut().enumerate() {
-            *score += tree.leaf(&|f| binned.value(f, r))[0];
+            let start = if routed { state.node_of[r] as usize } else { 0 };
+            let start = if start < tree.nodes.len() { start } else { 0 };
+            let leaf = tree.leaf_index_from(start, &|f| binned.value(f, r));
+            *score += tree.nodes[leaf].value[0];
         }
     }
     state.applied = req.trees.len();
     let iteration = req.trees.len();
+    if state.routed != Some(iteration) || state.node_of.len() != n {
+        state.node_of.clear();
+        state.node_of.resize(n, 0);
+        state.routed = Some(iteration);
+    }
     if state.gradients_of != Some(iteration) {
         state.grad.resize(n, 0);
         state.hess.resize(n, 0);
@@ -135,14 +152,24 @@ pub fn part_histograms(
         }
         s
     };
-    let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); req.build.len()];
-    for r in 0..n {
+    let rows_of = &mut state.rows_of;
+    rows_of.resize_with(req.build.len(), Vec::new);
+    rows_of.truncate(req.build.len());
+    rows_of.iter_mut().for_each(Vec::clear);
+    for (r, node) in state.node_of.iter_mut().enumerate() {
         if let Some(s) = req.subsample
             && !s.keeps(iteration, part.first_row + r)
         {
             continue;
         }
-        let leaf = req.tree.leaf_index(&|f| binned.value(f, r));
+        let start = *node as usize;
+        let start = if start < req.tree.nodes.len() {
+            start
+        } else {
+            0
+        };
+        let leaf = req.tree.leaf_index_from(start, &|f| binned.value(f, r));
+        *node = leaf as u32;
         if let Some(Some(k)) = slot_of.get(leaf) {
             rows_of[*k].push(r as u32);
         }
@@ -613,6 +640,25 @@ mod tests {
         }
     }
 
+    /// Partitions with a fresh state for every level.
+    struct Forgetful(InProcess);
+
+    impl LevelBackend for Forgetful {
+        fn histograms(&self, req: &LevelRequest) -> Result<Vec<i64>> {
+            let hists = self
+                .0
+                .parts
+                .iter()
+                .map(|part| part_histograms(part, &mut PartState::default(), req))
+                .collect::<Result<Vec<_>>>()?;
+            sum_histograms(hists)
+        }
+
+        fn partitions(&self) -> usize {
+            self.0.parts.len()
+        }
+    }
+
     #[test]
     fn the_model_does_not_depend_on_the_partitioning() -> Result<()> {
         let set = TrainingSet::from_dataset(&data(3000), &[32])?;
@@ -636,6 +682,14 @@ mod tests {
             assert!(
                 stats.levels >= params.max_iter
                     && stats.levels <= params.max_iter * params.max_depth
+            );
+            // Partitions that keep nothing between levels (as after a lost
+            // executor) route every row from the root: the same model as
+            // routing on from each row's last node.
+            let (fresh, _) = fit_gbt(&params, &summary, &Forgetful(InProcess::new(&set, 3)), 3)?;
+            assert_eq!(
+                serde_json::to_string(&one).ok(),
+                serde_json::to_string(&fresh).ok()
             );
             for partitions in [2, 3, 7] {
                 let (many, _) = fit_gbt(&params, &summary, &InProcess::new(&set, partitions), 2)?;
