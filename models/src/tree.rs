@@ -66,10 +66,11 @@ impl Tree {
     }
 
     /// The index of the leaf a row reaches from node `start`, a node on its
-    /// path (the leaf it reached while the tree was smaller).
+    /// path (the leaf it reached while the tree was smaller); from the root
+    /// when `start` is not a node of this tree.
     #[inline]
     pub fn leaf_index_from(&self, start: usize, row: &dyn Fn(usize) -> f64) -> usize {
-        let mut i = start;
+        let mut i = if start < self.nodes.len() { start } else { 0 };
         loop {
             let n = &self.nodes[i];
             if n.is_leaf() {

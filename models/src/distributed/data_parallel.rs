@@ -120,7 +120,6 @@ pub fn part_histograms(
         let routed = state.routed == Some(t) && state.node_of.len() == n;
         for (r, score) in state.scores.iter_mut().enumerate() {
             let start = if routed { state.node_of[r] as usize } else { 0 };
-            let start = if start < tree.nodes.len() { start } else { 0 };
             let leaf = tree.leaf_index_from(start, &|f| binned.value(f, r));
             *score += tree.nodes[leaf].value[0];
         }
@@ -162,13 +161,9 @@ pub fn part_histograms(
         {
             continue;
         }
-        let start = *node as usize;
-        let start = if start < req.tree.nodes.len() {
-            start
-        } else {
-            0
-        };
-        let leaf = req.tree.leaf_index_from(start, &|f| binned.value(f, r));
+        let leaf = req
+            .tree
+            .leaf_index_from(*node as usize, &|f| binned.value(f, r));
         *node = leaf as u32;
         if let Some(Some(k)) = slot_of.get(leaf) {
             rows_of[*k].push(r as u32);
