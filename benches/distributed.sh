@@ -10,7 +10,8 @@
 #   bash benches/distributed.sh fault MODE LAKE SECONDS   # SIGKILL an executor SECONDS in:
 #                                                # MODE tuning (the demo's grid) or dp
 #   bash benches/distributed.sh breakeven LAKE...  # data-parallel on 2 executors against
-#                                                # one process, per lake size
+#                                                # one process, per lake size, and
+#                                                # what auto chose there and why
 #
 # LAKE holds the demo's feature table at some size (benches/scale.sh makes
 # them: /tmp/kiln-scale/544511, .../8000000). Needs a release build.
@@ -61,10 +62,11 @@ train() {
   KILN_LAKE="file://$lake" KILN_HOME="$OUT/home" "$KILN" submit --master "$master" --only train "$config" > "$log" 2>&1 \
     || { echo "$name failed: see $log" >&2; exit 1; }
   ended=$(date +%s.%N)
-  python3 - "$lake/$repo" "$(echo "$ended - $started" | bc)" <<'PY'
+  python3 - "$lake/$repo" "$(echo "$ended - $started" | bc)" "$OUT/$name.reason" <<'PY'
 import hashlib, json, sys
-repo, seconds = sys.argv[1:]
+repo, seconds, reason = sys.argv[1:]
 report = json.load(open(f"{repo}/v1/report.json"))
+open(reason, "w").write(report["distribution"]["reason"] + "\n")
 digest = hashlib.md5(open(f"{repo}/v1/model.json", "rb").read()).hexdigest()[:12]
 model = report["models"][0]
 details = model.get("fit_details") or {}
@@ -132,11 +134,13 @@ case "$mode" in
     for lake in "$@"; do
       start_cluster 2
       dp=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" "breakeven-dp")
+      KILN_DISTRIBUTION=auto train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" "breakeven-auto" > /dev/null
       stop_cluster
       lo=$(KILN_DISTRIBUTION=local train configs/bench/train_gbt.yaml "$lake" 'local[2]' "breakeven-local")
       rows=$(grep -m1 -oE 'train [0-9]+ rows' "$OUT/breakeven-local.log" | grep -oE '[0-9]+')
       echo "== $rows training rows ($lake)"
       compare "data-parallel, 2 executors" "$dp" "one process, 2 threads" "$lo"
+      echo "auto on this cluster: $(cat "$OUT/breakeven-auto.reason")"
     done
     ;;
   *)

@@ -134,7 +134,7 @@ enum Command {
     },
     /// Run a Ballista scheduler with kiln's functions.
     #[command(
-        after_help = "Example:\n  kiln scheduler --bind-host 0.0.0.0 --bind-port 50050\n\nHTTP /healthz and /readyz (ready once an executor is registered) are served on the same port.\nEvery flag can also be set through the environment variable shown."
+        after_help = "Example:\n  kiln scheduler --bind-host 0.0.0.0 --bind-port 50050\n\nHTTP /healthz, /readyz (ready once an executor is registered) and Ballista's REST API\n(/api/executors, /api/jobs; `distribution: auto` reads the executors' vcores there) are\nserved on the same port.\nEvery flag can also be set through the environment variable shown."
     )]
     Scheduler(SchedulerArgs),
     /// Run a Ballista executor with kiln's functions.

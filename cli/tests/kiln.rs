@@ -2029,10 +2029,10 @@ fn cluster_survives_lost_executors_and_a_restarted_scheduler() -> TestResult {
 }
 
 /// `ModelTraining` on generated rows with `distribution: MODE`: a grid
-/// tuned with 3-fold CV (GBT and forest), or one GBT fitted data-parallel
-/// over 3 partitions.
+/// tuned with 3-fold CV (GBT and forest), or one untuned GBT (over 3
+/// partitions when data-parallel) for `data_parallel` and `auto`.
 fn training_config(lake: &Path, raw: &Path, mode: &str) -> String {
-    let estimators = if mode == "data_parallel" {
+    let estimators = if mode == "data_parallel" || mode == "auto" {
         "      data_parallel_partitions: 3\n      estimators:\n        - classname: GBTClassifier\n          params: { maxIter: 8, maxDepth: 4, subsamplingRate: 0.8, minInstancesPerNode: 5 }\n"
     } else {
         "      cross_validation: { num_folds: 3, parallelism: 2 }\n      estimators:\n        - classname: GBTClassifier\n          params: { maxIter: 6 }\n          grid: { maxDepth: [2, 4], stepSize: [0.1, 0.3] }\n        - classname: RandomForestClassifier\n          params: { numTrees: 6 }\n          grid: { maxDepth: [3, 6], numTrees: [3, 6] }\n"
@@ -2045,13 +2045,13 @@ fn training_config(lake: &Path, raw: &Path, mode: &str) -> String {
 }
 
 /// Trains `mode` into a fresh lake under `dir` on `master`; the model
-/// artifact's bytes and the report's distribution mode.
+/// artifact's bytes and the report's distribution mode and reason.
 fn train_model(
     dir: &Path,
     raw: &Path,
     mode: &str,
     master: &str,
-) -> Result<(Vec<u8>, String), Box<dyn std::error::Error>> {
+) -> Result<(Vec<u8>, String, String), Box<dyn std::error::Error>> {
     let lake = dir.join("lake");
     let _ = std::fs::remove_dir_all(&lake);
     std::fs::create_dir_all(dir)?;
@@ -2073,11 +2073,13 @@ fn train_model(
     );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(lake.join("models/m/v1/report.json"))?)?;
-    let used = report["distribution"]["mode"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    Ok((model, used))
+    let said = |key: &str| {
+        report["distribution"][key]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    Ok((model, said("mode"), said("reason")))
 }
 
 #[test]
@@ -2089,7 +2091,7 @@ fn distributed_training_matches_local_on_1_2_and_3_executors_and_survives_a_kill
     let modes = ["tuning", "data_parallel"];
     let mut reference = Vec::new();
     for mode in modes {
-        let (model, used) = train_model(&dir.join("local"), &raw, mode, "local[2]")?;
+        let (model, used, _) = train_model(&dir.join("local"), &raw, mode, "local[2]")?;
         let expected = if mode == "tuning" {
             "local"
         } else {
@@ -2110,7 +2112,7 @@ fn distributed_training_matches_local_on_1_2_and_3_executors_and_survives_a_kill
         }
         for (mode, expected) in modes.iter().zip(&reference) {
             let run = dir.join(format!("{mode}-{executors}"));
-            let (model, used) = train_model(&run, &raw, mode, &cluster.master())?;
+            let (model, used, _) = train_model(&run, &raw, mode, &cluster.master())?;
             assert_eq!(used, *mode, "{mode} on {executors} executor(s)");
             assert!(
                 model == *expected,
@@ -2118,6 +2120,12 @@ fn distributed_training_matches_local_on_1_2_and_3_executors_and_survives_a_kill
             );
         }
     }
+    // `auto` for an untuned GBT on three 1-vcore executors: the cost model
+    // (read from the scheduler's /api/executors) keeps the fit in this
+    // process, and the report says what it weighed.
+    let (_, used, reason) = train_model(&dir.join("auto-3"), &raw, "auto", &cluster.master())?;
+    assert_eq!(used, "local", "{reason}");
+    assert!(reason.contains("3 vcores"), "{reason}");
     // SIGKILL one executor while both modes train: Ballista runs its tasks
     // again elsewhere, and the models are the same.
     let started = Instant::now();
@@ -2138,7 +2146,7 @@ fn distributed_training_matches_local_on_1_2_and_3_executors_and_survives_a_kill
     std::thread::sleep(Duration::from_millis(1500));
     signal(&cluster.executors[1].child, "KILL");
     for ((mode, expected), run) in modes.iter().zip(&reference).zip(runs) {
-        let (model, _) = run.join().map_err(|_| "panicked")??;
+        let (model, _, _) = run.join().map_err(|_| "panicked")??;
         assert!(
             model == *expected,
             "{mode} after a killed executor: the model differs"

@@ -206,12 +206,32 @@ pub enum ExecutorReadiness {
     Unknown,
 }
 
-/// Asks the scheduler at `host:port` whether executors are alive (its
-/// `/readyz`, served on the gRPC port).
-pub async fn executor_readiness(host: &str, port: u16) -> Result<ExecutorReadiness> {
-    let url = format!("http://{host}:{port}/readyz");
+/// The executors a scheduler has registered, from Ballista's REST API
+/// (`/api/executors`, served on the gRPC port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterCapacity {
+    pub executors: usize,
+    /// Task slots over all executors (each executor's `--vcores`).
+    pub vcores: u64,
+}
+
+/// One entry of `/api/executors`, as far as kiln reads it.
+#[derive(serde::Deserialize)]
+struct RegisteredExecutor {
+    specification: RegisteredSpecification,
+}
+
+#[derive(serde::Deserialize)]
+struct RegisteredSpecification {
+    vcores: u64,
+}
+
+/// GETs `path` from the scheduler's HTTP routes at `host:port`: the status
+/// and the body.
+async fn scheduler_get(host: &str, port: u16, path: &str) -> Result<(u16, String)> {
+    let url = format!("http://{host}:{port}{path}");
     let unreachable = |e: reqwest::Error| KilnError::Cluster {
-        message: format!("cannot ask the scheduler at df://{host}:{port} for its executors: {e}"),
+        message: format!("cannot ask the scheduler at df://{host}:{port} for {path}: {e}"),
         fix: Some(format!(
             "start one with `kiln scheduler --bind-port {port}` or correct --master"
         )),
@@ -221,14 +241,17 @@ pub async fn executor_readiness(host: &str, port: u16) -> Result<ExecutorReadine
         .build()
         .map_err(unreachable)?;
     let response = client.get(&url).send().await.map_err(unreachable)?;
-    let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(unreachable)?
-        .trim()
-        .to_string();
-    Ok(match status.as_u16() {
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(unreachable)?;
+    Ok((status, text))
+}
+
+/// Asks the scheduler at `host:port` whether executors are alive (its
+/// `/readyz`, served on the gRPC port).
+pub async fn executor_readiness(host: &str, port: u16) -> Result<ExecutorReadiness> {
+    let (status, text) = scheduler_get(host, port, "/readyz").await?;
+    let text = text.trim().to_string();
+    Ok(match status {
         200 => ExecutorReadiness::Ready(
             text.strip_prefix("ready: ")
                 .and_then(|t| t.split_whitespace().next())
@@ -240,7 +263,37 @@ pub async fn executor_readiness(host: &str, port: u16) -> Result<ExecutorReadine
     })
 }
 
+/// Asks the scheduler at `host:port` for its executors and their task
+/// slots; `None` from a scheduler without Ballista's REST API (another
+/// build, or one started with the API disabled).
+pub async fn cluster_capacity(host: &str, port: u16) -> Result<Option<ClusterCapacity>> {
+    let (status, text) = scheduler_get(host, port, "/api/executors").await?;
+    if status != 200 {
+        return Ok(None);
+    }
+    let executors: Vec<RegisteredExecutor> =
+        serde_json::from_str(&text).map_err(|e| KilnError::Cluster {
+            message: format!(
+                "the scheduler at df://{host}:{port} answered /api/executors with JSON kiln cannot read ({e})"
+            ),
+            fix: Some("run a kiln scheduler of the same version as this client".into()),
+        })?;
+    Ok(Some(ClusterCapacity {
+        executors: executors.len(),
+        vcores: executors.iter().map(|e| e.specification.vcores).sum(),
+    }))
+}
+
 impl KilnSession {
+    /// The cluster's executors and task slots; `None` for a local master or
+    /// a scheduler that does not say.
+    pub async fn cluster_capacity(&self) -> Result<Option<ClusterCapacity>> {
+        match &self.master {
+            Master::Local { .. } => Ok(None),
+            Master::Ballista { host, port } => cluster_capacity(host, *port).await,
+        }
+    }
+
     /// Waits until the scheduler has a live executor, for at most
     /// `patience`, saying every 10 s that it waits: a job submitted to a
     /// cluster without executors would otherwise wait silently (Ballista

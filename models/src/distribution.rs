@@ -3,11 +3,20 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Rows × features of a training set from which a data-parallel GBT fit
-/// on a cluster beats one in the driver's process (the break-even measured
-/// by `benches/distributed.sh`; below it the per-level round trips cost
-/// more than the executors save).
-pub const DATA_PARALLEL_BREAK_EVEN_CELLS: u64 = 100_000_000;
+/// What one tree level costs, per training cell (row × feature) and per
+/// core, for a local fit and for the partitions of a data-parallel fit,
+/// and the data-parallel round trip per level (a Ballista job, the merged
+/// histograms, the splits sent back). Measured by `benches/distributed.sh
+/// breakeven` on the demo's 58-feature table (1.6M and 6.4M training rows,
+/// two 1-vcore executors on loopback, and 2 threads locally).
+pub mod level_cost {
+    /// Core-seconds per cell and level of a local (float) fit.
+    pub const LOCAL_CORE_SECONDS_PER_CELL: f64 = 1.07e-9;
+    /// Core-seconds per cell and level of a data-parallel partition.
+    pub const DATA_PARALLEL_CORE_SECONDS_PER_CELL: f64 = 2.1e-9;
+    /// Seconds per level of a data-parallel round trip, whatever the rows.
+    pub const DATA_PARALLEL_ROUND_TRIP_SECONDS: f64 = 0.06;
+}
 
 /// `initialization_parameters.distribution` of `ModelTraining`.
 #[derive(
@@ -16,8 +25,9 @@ pub const DATA_PARALLEL_BREAK_EVEN_CELLS: u64 = 100_000_000;
 #[serde(rename_all = "snake_case")]
 pub enum Distribution {
     /// Chosen from the master and the work: on a cluster, fan-out tuning
-    /// when there are fits to tune, data-parallel for a large untuned
-    /// binary GBT, else this process.
+    /// when there are fits to tune; for an untuned binary GBT, data-parallel
+    /// when a tree level is predicted faster over the executors' vcores
+    /// than over this process's threads; else this process.
     #[default]
     Auto,
     /// Every fit in this process.
@@ -56,52 +66,134 @@ pub struct Work {
     pub cells: u64,
 }
 
+/// Where the fits can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A local master: this process only.
+    Local,
+    /// A Ballista cluster, and this (driver) process beside it.
+    Cluster {
+        /// Threads a fit in this process uses.
+        driver_threads: usize,
+        /// Task slots over the cluster's executors, when the scheduler says.
+        vcores: Option<u64>,
+    },
+}
+
+impl Target {
+    /// A cluster of `vcores` beside this process, whose fits use the
+    /// training thread pool.
+    pub fn cluster(vcores: Option<u64>) -> Self {
+        Target::Cluster {
+            driver_threads: rayon::current_num_threads(),
+            vcores,
+        }
+    }
+}
+
+/// Predicted seconds per tree level of a fit over `cells`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LevelSeconds {
+    local: f64,
+    data_parallel: f64,
+}
+
+impl LevelSeconds {
+    fn predict(cells: u64, driver_threads: usize, vcores: u64) -> Self {
+        use level_cost::*;
+        let cells = cells as f64;
+        LevelSeconds {
+            local: cells * LOCAL_CORE_SECONDS_PER_CELL / driver_threads.max(1) as f64,
+            data_parallel: DATA_PARALLEL_ROUND_TRIP_SECONDS
+                + cells * DATA_PARALLEL_CORE_SECONDS_PER_CELL / vcores.max(1) as f64,
+        }
+    }
+}
+
+/// The training cells from which data-parallel over `vcores` beats a local
+/// fit on `driver_threads`; `None` when it never does (too few vcores).
+pub fn data_parallel_break_even(driver_threads: usize, vcores: u64) -> Option<u64> {
+    use level_cost::*;
+    let saved_per_cell = LOCAL_CORE_SECONDS_PER_CELL / driver_threads.max(1) as f64
+        - DATA_PARALLEL_CORE_SECONDS_PER_CELL / vcores.max(1) as f64;
+    (saved_per_cell > 0.0)
+        .then(|| (DATA_PARALLEL_ROUND_TRIP_SECONDS / saved_per_cell).ceil() as u64)
+}
+
 impl Distribution {
-    /// Chooses the mode for `work` on a cluster (`on_cluster`) or a local master.
-    pub fn place(self, on_cluster: bool, work: Work) -> Placement {
+    /// Chooses the mode for `work` on `target`.
+    pub fn place(self, target: Target, work: Work) -> Placement {
         let placement = |mode, reason: String| Placement { mode, reason };
-        match (self, on_cluster) {
+        match (self, target) {
             (Distribution::Local, _) => placement(Mode::Local, "distribution: local".into()),
-            (Distribution::DataParallel, true) => placement(
+            (Distribution::DataParallel, Target::Cluster { .. }) => placement(
                 Mode::DataParallel,
                 "distribution: data_parallel; partitions on the executors".into(),
             ),
-            (Distribution::DataParallel, false) => placement(
+            (Distribution::DataParallel, Target::Local) => placement(
                 Mode::DataParallel,
                 "distribution: data_parallel with a local master: partitions on this process's threads"
                     .into(),
             ),
-            (Distribution::Tuning, true) => placement(
+            (Distribution::Tuning, Target::Cluster { .. }) => placement(
                 Mode::Tuning,
                 "distribution: tuning; fits run as Ballista tasks".into(),
             ),
-            (Distribution::Tuning | Distribution::Auto, false) => placement(
+            (Distribution::Tuning | Distribution::Auto, Target::Local) => placement(
                 Mode::Local,
                 "the master is local: every fit runs in this process".into(),
             ),
-            (Distribution::Auto, true) if work.fits >= 2 => placement(
+            (Distribution::Auto, Target::Cluster { .. }) if work.fits >= 2 => placement(
                 Mode::Tuning,
                 format!("auto: {} tuning fits fan out over the cluster's executors", work.fits),
             ),
-            (Distribution::Auto, true)
-                if work.binary_gbt_only && work.cells >= DATA_PARALLEL_BREAK_EVEN_CELLS =>
-            {
-                placement(
-                    Mode::DataParallel,
-                    format!(
-                        "auto: nothing to tune and {} rows × features (≥ the break-even {DATA_PARALLEL_BREAK_EVEN_CELLS}): data-parallel on the executors",
-                        work.cells
-                    ),
-                )
-            }
-            (Distribution::Auto, true) => placement(
+            (Distribution::Auto, Target::Cluster { .. }) if !work.binary_gbt_only => placement(
                 Mode::Local,
-                format!(
-                    "auto: nothing to tune and {} rows × features (< the data-parallel break-even {DATA_PARALLEL_BREAK_EVEN_CELLS}, or not a binary GBT): one fit per estimator in this process",
-                    work.cells
-                ),
+                "auto: nothing to tune and not a binary GBT (the only data-parallel learner): one fit per estimator in this process".into(),
             ),
+            (
+                Distribution::Auto,
+                Target::Cluster {
+                    driver_threads,
+                    vcores,
+                },
+            ) => auto_data_parallel_or_local(driver_threads, vcores, work.cells),
         }
+    }
+}
+
+/// `auto` for one untuned binary GBT on a cluster: data-parallel when a
+/// tree level is predicted to take less time over the executors' vcores
+/// than over this process's threads.
+fn auto_data_parallel_or_local(
+    driver_threads: usize,
+    vcores: Option<u64>,
+    cells: u64,
+) -> Placement {
+    let Some(vcores) = vcores else {
+        return Placement {
+            mode: Mode::Local,
+            reason: "auto: nothing to tune, and the scheduler does not report its executors' vcores (no REST API), so data-parallel cannot be weighed: one fit in this process; set distribution: data_parallel to use the executors".into(),
+        };
+    };
+    let predicted = LevelSeconds::predict(cells, driver_threads, vcores);
+    let pays_from = match data_parallel_break_even(driver_threads, vcores) {
+        Some(cells) => format!("data-parallel pays from {cells} cells on this cluster"),
+        None => format!(
+            "data-parallel never pays with {vcores} vcores against {driver_threads} local threads"
+        ),
+    };
+    let (mode, verdict) = if predicted.data_parallel < predicted.local {
+        (Mode::DataParallel, "data-parallel on the executors")
+    } else {
+        (Mode::Local, "one fit in this process")
+    };
+    Placement {
+        mode,
+        reason: format!(
+            "auto: nothing to tune; a tree level over {cells} rows × features is predicted at {:.3} s on this process's {driver_threads} threads and {:.3} s data-parallel over the executors' {vcores} vcores ({pays_from}): {verdict}",
+            predicted.local, predicted.data_parallel
+        ),
     }
 }
 
@@ -117,45 +209,102 @@ mod tests {
         }
     }
 
+    fn cluster(driver_threads: usize, vcores: u64) -> Target {
+        Target::Cluster {
+            driver_threads,
+            vcores: Some(vcores),
+        }
+    }
+
+    /// The demo's training set and the 38M-row table (58 features).
+    const DEMO: u64 = 435_609 * 58;
+    const ROWS_38M: u64 = 30_518_432 * 58;
+
     #[test]
-    fn auto_picks_by_master_tuning_and_size() {
-        let big = DATA_PARALLEL_BREAK_EVEN_CELLS;
-        assert_eq!(
-            Distribution::Auto.place(true, work(30, 0)).mode,
-            Mode::Tuning
+    fn auto_weighs_the_cells_against_the_cluster_vcores() {
+        // The loopback cluster the break-even was measured on: two 1-vcore
+        // executors against 2 local threads. Data-parallel was 2.3× slower
+        // at 6.4M rows; it must never be chosen there, at any size.
+        assert_eq!(data_parallel_break_even(2, 2), None);
+        for cells in [DEMO, 6_400_000 * 58, ROWS_38M, u64::MAX / 4] {
+            let placed = Distribution::Auto.place(cluster(2, 2), work(0, cells));
+            assert_eq!(placed.mode, Mode::Local, "{cells} cells: {}", placed.reason);
+            assert!(placed.reason.contains("never pays"), "{}", placed.reason);
+        }
+        // A real cluster: 64 vcores beside a 2-thread driver. The demo is
+        // too small to pay for the round trips, the 38M table is not.
+        let big = cluster(2, 64);
+        let small_end = Distribution::Auto.place(big, work(0, DEMO));
+        assert_eq!(small_end.mode, Mode::Local, "{}", small_end.reason);
+        let large_end = Distribution::Auto.place(big, work(0, ROWS_38M));
+        assert_eq!(large_end.mode, Mode::DataParallel, "{}", large_end.reason);
+        assert!(
+            large_end.reason.contains("64 vcores"),
+            "{}",
+            large_end.reason
         );
+        // Exactly at the break-even the predictions cross.
+        let even = data_parallel_break_even(2, 64).expect("64 vcores pay");
+        assert!(DEMO < even && even < ROWS_38M, "break-even {even}");
         assert_eq!(
-            Distribution::Auto.place(true, work(0, big - 1)).mode,
+            Distribution::Auto
+                .place(big, work(0, even - even / 100))
+                .mode,
             Mode::Local
         );
         assert_eq!(
-            Distribution::Auto.place(true, work(0, big)).mode,
+            Distribution::Auto
+                .place(big, work(0, even + even / 100))
+                .mode,
             Mode::DataParallel
+        );
+        // More vcores lower the break-even.
+        assert!(data_parallel_break_even(2, 256) < Some(even));
+        // A scheduler that does not report vcores: local, and says why.
+        let unknown = Target::Cluster {
+            driver_threads: 2,
+            vcores: None,
+        };
+        let placed = Distribution::Auto.place(unknown, work(0, ROWS_38M));
+        assert_eq!(placed.mode, Mode::Local);
+        assert!(placed.reason.contains("vcores"), "{}", placed.reason);
+    }
+
+    #[test]
+    fn auto_picks_by_master_tuning_and_learner() {
+        let big = cluster(2, 1024);
+        assert_eq!(
+            Distribution::Auto.place(big, work(30, 0)).mode,
+            Mode::Tuning
         );
         let forest = Work {
             binary_gbt_only: false,
-            ..work(0, big * 10)
+            ..work(0, ROWS_38M)
         };
-        assert_eq!(Distribution::Auto.place(true, forest).mode, Mode::Local);
+        assert_eq!(Distribution::Auto.place(big, forest).mode, Mode::Local);
         assert_eq!(
-            Distribution::Auto.place(false, work(30, big)).mode,
+            Distribution::Auto
+                .place(Target::Local, work(30, ROWS_38M))
+                .mode,
             Mode::Local
         );
         assert_eq!(
-            Distribution::Local.place(true, work(30, big)).mode,
+            Distribution::Local.place(big, work(30, ROWS_38M)).mode,
             Mode::Local
         );
         assert_eq!(
-            Distribution::Tuning.place(true, work(0, 0)).mode,
+            Distribution::Tuning.place(cluster(2, 1), work(0, 0)).mode,
             Mode::Tuning
         );
         assert_eq!(
-            Distribution::DataParallel.place(false, work(0, 0)).mode,
+            Distribution::DataParallel
+                .place(Target::Local, work(0, 0))
+                .mode,
             Mode::DataParallel
         );
         assert!(
             Distribution::Tuning
-                .place(false, work(9, 0))
+                .place(Target::Local, work(9, 0))
                 .reason
                 .contains("local")
         );

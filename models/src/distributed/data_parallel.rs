@@ -97,6 +97,16 @@ impl PartState {
     pub fn fit(&self) -> u64 {
         self.fit
     }
+
+    /// The finished trees of `req` whose scores this state lacks, and
+    /// whether it knows where the growing tree's rows are (else every row
+    /// is routed from the root): what a task on this state recomputes.
+    pub fn behind(&self, req: &LevelRequest) -> (usize, bool) {
+        let fresh = self.fit != req.fit || self.applied > req.trees.len();
+        let applied = if fresh { 0 } else { self.applied };
+        let routed = !fresh && self.routed == Some(req.trees.len());
+        (req.trees.len() - applied, routed)
+    }
 }
 
 /// The integer histograms of `req.build` over one partition's rows:

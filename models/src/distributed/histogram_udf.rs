@@ -39,6 +39,19 @@ impl HistogramTask {
             states.retain(|_, s| s.fit() == self.request.fit);
             states.remove(&self.part_url).unwrap_or_default()
         };
+        let (trees_behind, routed) = state.behind(&self.request);
+        // Normal: mid-tree with the rows routed, or a new tree's first
+        // level one finished tree behind.
+        let kept = (trees_behind == 0 && routed)
+            || (trees_behind == 1 && self.request.tree.nodes.len() == 1);
+        if !kept {
+            tracing::debug!(
+                partition = %self.part_url,
+                trees_behind,
+                routed,
+                "a partition's scores were recomputed (kept by another executor, or evicted)"
+            );
+        }
         let hist = part_histograms(&part, &mut state, &self.request)?;
         STATES
             .lock()

@@ -15,7 +15,7 @@ use kiln_models::distributed::data_parallel::{
     InProcess, SetSummary, check_params, data_parallel_only_gbt,
 };
 use kiln_models::distributed::{ClusterFits, ClusterPartitions, DataParallelFits};
-use kiln_models::distribution::{Distribution, Mode, Work};
+use kiln_models::distribution::{Distribution, Mode, Target, Work};
 use kiln_models::drift::{
     FeatureReference, PROFILE_FILE, PROFILE_FORMAT_VERSION, Reference, ReferenceProfile, score_of,
 };
@@ -87,8 +87,9 @@ pub struct Init {
     #[serde(default)]
     memory_limit: Option<String>,
     /// Where the fits run: `auto` (on a Ballista master: fan-out tuning
-    /// when there are fits to tune, data-parallel for a large untuned
-    /// binary GBT), `local`, `tuning` or `data_parallel`.
+    /// when there are fits to tune, data-parallel for an untuned binary GBT
+    /// large enough for the executors' vcores to pay, as the run report
+    /// says), `local`, `tuning` or `data_parallel`.
     #[serde(default)]
     distribution: Distribution,
     /// Row partitions of a data-parallel fit (default: the session's
@@ -568,7 +569,15 @@ impl Task for ModelTraining {
                         .all(|c| matches!(c, ModelParams::GBTClassifier(_))),
                 cells: (train.n_rows() * train.n_features()) as u64,
             };
-            let placement = self.init.distribution.place(on_cluster, work);
+            let target = match (on_cluster, self.init.distribution) {
+                (false, _) => Target::Local,
+                // Only `auto` weighs the cluster's size.
+                (true, Distribution::Auto) => {
+                    Target::cluster(ctx.session.cluster_capacity().await?.map(|c| c.vcores))
+                }
+                (true, _) => Target::cluster(None),
+            };
+            let placement = self.init.distribution.place(target, work);
             tracing::info!(task = %ctx.task_name, mode = ?placement.mode, "{}", placement.reason);
             let cache_dir = || {
                 ctx.lake.resolve(&format!(
