@@ -13,6 +13,9 @@
 #                                                # one process, per lake size, and
 #                                                # what auto chose there and why
 #
+# KILN_BENCH_EXECUTOR_LOG=kiln_models=debug logs each partition state an
+# executor had to recompute (to $KILN_BENCH_DIR/executorN.log).
+#
 # LAKE holds the demo's feature table at some size (benches/scale.sh makes
 # them: /tmp/kiln-scale/544511, .../8000000). Needs a release build.
 set -euo pipefail
@@ -38,7 +41,7 @@ start_cluster() {
   sleep 1
   for i in $(seq 1 "$n"); do
     mkdir -p "$OUT/work$i"
-    KILN_LOG=warn "$@" "$KILN" executor --scheduler-port "$PORT" \
+    KILN_LOG=${KILN_BENCH_EXECUTOR_LOG:-warn} "$@" "$KILN" executor --scheduler-port "$PORT" \
       --bind-port $((PORT + 10 * i + 1)) --grpc-port $((PORT + 10 * i + 2)) \
       --vcores 1 --work-dir "$OUT/work$i" > "$OUT/executor$i.log" 2>&1 &
     pids+=($!)
@@ -144,5 +147,5 @@ case "$mode" in
     done
     ;;
   *)
-    sed -n 2,13p "$0"; exit 2 ;;
+    sed -n 2,17p "$0"; exit 2 ;;
 esac

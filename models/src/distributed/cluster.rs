@@ -15,6 +15,7 @@ use arrow::array::{Array, AsArray, Int64Array};
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, Union, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 use kiln_engine::{KilnError, KilnSession, Result};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use url::Url;
 
@@ -250,45 +251,82 @@ impl ClusterPartitions {
         &self.written
     }
 
+    /// One level: every partition's histograms, summed. A task may compute
+    /// another partition than its own (see [`super::histogram_udf`]); the
+    /// partitions no reply covered run again, each exactly.
     async fn level(&self, req: &LevelRequest) -> Result<Vec<i64>> {
-        let rows = self
-            .part_urls
+        let all: Vec<usize> = (0..self.part_urls.len()).collect();
+        let mut computed = self.run_tasks(req, &all, true).await?;
+        let missing: Vec<usize> = all
             .iter()
-            .enumerate()
-            .map(|(p, url)| {
+            .copied()
+            .filter(|p| !computed.contains_key(p))
+            .collect();
+        if !missing.is_empty() {
+            tracing::debug!(
+                ?missing,
+                "a data-parallel level: partitions no task computed run again"
+            );
+            computed.extend(self.run_tasks(req, &missing, false).await?);
+        }
+        if computed.len() != all.len() {
+            return Err(KilnError::internal(
+                "a data-parallel tree level",
+                format!("{} partitions, {} computed", all.len(), computed.len()),
+            ));
+        }
+        sum_histograms(computed.into_values())
+    }
+
+    /// One task per partition in `partitions` (which may `swap`): the
+    /// histograms of each partition computed (one reply per partition).
+    async fn run_tasks(
+        &self,
+        req: &LevelRequest,
+        partitions: &[usize],
+        swap: bool,
+    ) -> Result<BTreeMap<usize, Vec<i64>>> {
+        const WHAT: &str = "a data-parallel tree level";
+        let urls: Vec<String> = self.part_urls.iter().map(Url::to_string).collect();
+        let rows = partitions
+            .iter()
+            .map(|&p| {
                 let task = HistogramTask {
-                    part_url: url.to_string(),
+                    partition: p,
+                    part_url: urls[p].clone(),
                     checksum: format!("{:016x}", self.checksum),
                     request: req.clone(),
+                    swap: if swap { urls.clone() } else { Vec::new() },
                 };
                 serde_json::to_string(&task)
                     .map(|json| (p as i64, json))
                     .map_err(|e| KilnError::internal("serializing a histogram task", e))
             })
             .collect::<Result<Vec<_>>>()?;
-        let replies = one_task_per_row(
-            &self.ctx,
-            rows,
-            "a data-parallel tree level",
-            histogram_udf(),
-        )
-        .await?;
-        if replies.len() != self.part_urls.len() {
-            return Err(KilnError::internal(
-                "a data-parallel tree level",
-                format!(
-                    "{} partitions, {} replies",
-                    self.part_urls.len(),
-                    replies.len()
-                ),
-            ));
-        }
-        sum_histograms(replies.into_iter().map(|(_, bytes)| {
-            bytes
+        let replies = one_task_per_row(&self.ctx, rows, WHAT, histogram_udf()).await?;
+        let mut computed = BTreeMap::new();
+        for (_, bytes) in replies {
+            if bytes.len() < 8 || bytes.len() % 8 != 0 {
+                return Err(KilnError::internal(
+                    WHAT,
+                    format!("a reply of {} bytes", bytes.len()),
+                ));
+            }
+            let mut words = bytes
                 .chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect()
-        }))
+                .map(|c| [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            let partition = words.next().map(u64::from_le_bytes).unwrap_or(u64::MAX) as usize;
+            if partition >= urls.len() {
+                return Err(KilnError::internal(
+                    WHAT,
+                    format!("a reply for partition {partition} of {}", urls.len()),
+                ));
+            }
+            computed
+                .entry(partition)
+                .or_insert_with(|| words.map(i64::from_le_bytes).collect());
+        }
+        Ok(computed)
     }
 }
 

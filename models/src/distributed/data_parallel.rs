@@ -107,6 +107,17 @@ impl PartState {
         let routed = !fresh && self.routed == Some(req.trees.len());
         (req.trees.len() - applied, routed)
     }
+
+    /// Whether this state is where the previous level left it (mid-tree
+    /// with the rows routed, or a new tree's first level one finished tree
+    /// behind): then `req` costs only its histograms.
+    pub fn is_current(&self, req: &LevelRequest) -> bool {
+        match self.behind(req) {
+            (0, routed) => routed,
+            (1, _) => req.tree.nodes.len() == 1 && self.routed == Some(req.trees.len() - 1),
+            _ => false,
+        }
+    }
 }
 
 /// The integer histograms of `req.build` over one partition's rows:

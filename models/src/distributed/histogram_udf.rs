@@ -1,9 +1,19 @@
 //! `kiln_histograms(task)`: one partition's integer histograms for one tree
-//! level of a data-parallel fit ([`super::data_parallel`]), as little-endian
-//! i64 bytes. The partition's file is read from the lake once per process
-//! (within the cache budget of [`super::loaded`]); its rows' scores are kept
-//! between levels, and recomputed from the trees where they are missing
-//! (a [`TaskUdf`]).
+//! level of a data-parallel fit ([`super::data_parallel`]), as the
+//! partition's index (u64) then the histograms (i64), little-endian. The
+//! partition's file is read from the lake once per process (within the
+//! cache budget of [`super::loaded`]); its rows' scores are kept between
+//! levels, and recomputed from the trees where they are missing (a
+//! [`TaskUdf`]).
+//!
+//! Ballista places a level's tasks on whichever executor asks first, so a
+//! task may land where its partition's scores are not kept. Such a task
+//! computes instead a partition whose scores this executor keeps and that
+//! no task here computed at this level (see [`HistogramTask::swap`]), so
+//! every executor keeps working on its own partitions; the driver runs any
+//! partition no reply covered again, without swapping. The histograms of a
+//! partition do not depend on where they are computed, so neither does
+//! the model.
 
 use super::data_parallel::{LevelRequest, PartState, part_histograms};
 use super::loaded::load;
@@ -16,48 +26,117 @@ use std::sync::{LazyLock, Mutex};
 /// One task: a partition's file and checksum, and the level's request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistogramTask {
+    /// The partition's index among `swap` (or in the fit, without `swap`).
+    pub partition: usize,
     pub part_url: String,
     /// Hex, so no JSON number loses bits.
     pub checksum: String,
     pub request: LevelRequest,
+    /// Every partition's file, in order: the task may compute another one
+    /// (see the module docs). Empty: exactly `part_url`.
+    #[serde(default)]
+    pub swap: Vec<String>,
 }
 
-/// Scores kept per partition file (only those of the latest fit).
-static STATES: LazyLock<Mutex<HashMap<String, PartState>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// A tree level of one fit: its finished trees and the growing tree's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Level {
+    fit: u64,
+    trees: usize,
+    nodes: usize,
+}
+
+impl Level {
+    fn of(req: &LevelRequest) -> Self {
+        Level {
+            fit: req.fit,
+            trees: req.trees.len(),
+            nodes: req.tree.nodes.len(),
+        }
+    }
+}
+
+/// What this process keeps of one partition.
+#[derive(Default)]
+struct Kept {
+    /// Its scores; `None` while a task computes them.
+    state: Option<PartState>,
+    /// The level a task here last took it for.
+    taken_for: Option<Level>,
+}
+
+/// Partitions kept per file (only those of the latest fit).
+static KEPT: LazyLock<Mutex<HashMap<String, Kept>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The partition (of `n`) a task for `nominal` computes here, the first
+/// of: its own, if this process keeps its scores `current`; another whose
+/// scores it keeps current; its own; any other; each among the partitions
+/// `free` here (no task here took them at this level); else its own.
+fn choose(
+    nominal: usize,
+    n: usize,
+    free: impl Fn(usize) -> bool,
+    current: impl Fn(usize) -> bool,
+) -> usize {
+    let others = (0..n).filter(|p| *p != nominal);
+    std::iter::once(nominal)
+        .filter(|p| free(*p) && current(*p))
+        .chain(others.clone().filter(|p| free(*p) && current(*p)))
+        .chain(std::iter::once(nominal).filter(|p| free(*p)))
+        .chain(others.filter(|p| free(*p)))
+        .next()
+        .unwrap_or(nominal)
+}
 
 impl HistogramTask {
-    pub fn histograms(&self) -> kiln_engine::Result<Vec<i64>> {
+    /// The partition computed (its index) and its histograms.
+    pub fn histograms(&self) -> kiln_engine::Result<(usize, Vec<i64>)> {
         use kiln_engine::KilnError;
         let checksum = u64::from_str_radix(&self.checksum, 16)
             .map_err(|e| KilnError::internal("a histogram task's checksum", e))?;
-        let part = load(&self.part_url, checksum)?;
         let poisoned = |_| KilnError::internal("partition scores", "poisoned");
         // Taken out while computing, so partitions run concurrently.
-        let mut state = {
-            let mut states = STATES.lock().map_err(poisoned)?;
-            states.retain(|_, s| s.fit() == self.request.fit);
-            states.remove(&self.part_url).unwrap_or_default()
+        let (partition, url, mut state) = {
+            let mut kept = KEPT.lock().map_err(poisoned)?;
+            kept.retain(|_, k| k.state.as_ref().is_none_or(|s| s.fit() == self.request.fit));
+            let (partition, url) = if self.swap.is_empty() {
+                (self.partition, &self.part_url)
+            } else {
+                let level = Level::of(&self.request);
+                let kept_of = |p: usize| self.swap.get(p).and_then(|url| kept.get(url));
+                let p = choose(
+                    self.partition,
+                    self.swap.len(),
+                    |p| kept_of(p).is_none_or(|k| k.taken_for != Some(level)),
+                    |p| {
+                        kept_of(p)
+                            .and_then(|k| k.state.as_ref())
+                            .is_some_and(|s| s.is_current(&self.request))
+                    },
+                );
+                (p, self.swap.get(p).unwrap_or(&self.part_url))
+            };
+            let entry = kept.entry(url.clone()).or_default();
+            entry.taken_for = Some(Level::of(&self.request));
+            (
+                partition,
+                url.clone(),
+                entry.state.take().unwrap_or_default(),
+            )
         };
-        let (trees_behind, routed) = state.behind(&self.request);
-        // Normal: mid-tree with the rows routed, or a new tree's first
-        // level one finished tree behind.
-        let kept = (trees_behind == 0 && routed)
-            || (trees_behind == 1 && self.request.tree.nodes.len() == 1);
-        if !kept {
+        if !state.is_current(&self.request) {
+            let (trees_behind, routed) = state.behind(&self.request);
             tracing::debug!(
-                partition = %self.part_url,
+                partition = %url,
                 trees_behind,
                 routed,
                 "a partition's scores were recomputed (kept by another executor, or evicted)"
             );
         }
+        let part = load(&url, checksum)?;
         let hist = part_histograms(&part, &mut state, &self.request)?;
-        STATES
-            .lock()
-            .map_err(poisoned)?
-            .insert(self.part_url.clone(), state);
-        Ok(hist)
+        KEPT.lock().map_err(poisoned)?.entry(url).or_default().state = Some(state);
+        Ok((partition, hist))
     }
 }
 
@@ -65,12 +144,37 @@ impl RemoteTask for HistogramTask {
     const NAME: &'static str = "kiln_histograms";
 
     fn run(&self) -> kiln_engine::Result<Vec<u8>> {
-        let hist = self.histograms()?;
-        Ok(hist.iter().flat_map(|v| v.to_le_bytes()).collect())
+        let (partition, hist) = self.histograms()?;
+        Ok((partition as u64)
+            .to_le_bytes()
+            .into_iter()
+            .chain(hist.iter().flat_map(|v| v.to_le_bytes()))
+            .collect())
     }
 }
 
 /// `kiln_histograms(task)`.
 pub fn histogram_udf() -> ScalarUDF {
     TaskUdf::<HistogramTask>::udf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose;
+
+    #[test]
+    fn a_task_computes_a_partition_this_process_keeps_current() {
+        let all = |_: usize| true;
+        let none = |_: usize| false;
+        // Its own partition, when kept current here, or when none is.
+        assert_eq!(choose(1, 3, all, |p| p == 1), 1);
+        assert_eq!(choose(1, 3, all, none), 1);
+        // Another kept current here, rather than its own recomputed.
+        assert_eq!(choose(0, 3, all, |p| p == 2), 2);
+        // Not one this process already took at this level.
+        assert_eq!(choose(0, 3, |p| p != 2, |p| p == 2), 0);
+        assert_eq!(choose(0, 3, |p| p == 1, |p| p == 0), 1);
+        // Every partition taken here: its own (the driver keeps one reply).
+        assert_eq!(choose(2, 3, none, all), 2);
+    }
 }
