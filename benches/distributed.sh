@@ -5,8 +5,8 @@
 #
 #   bash benches/distributed.sh grid LAKE        # thesis grid (1,350 fits), fan-out tuning
 #   bash benches/distributed.sh dp LAKE          # one GBT (20 x depth 5, maxBins 255), data-parallel
-#   bash benches/distributed.sh cap LAKE BYTES [CACHE]  # data-parallel, each executor's data
-#                                                # capped (prlimit --data), its set cache CACHE
+#   bash benches/distributed.sh cap LAKE BYTES [CACHE]  # data-parallel, each executor in a
+#                                                # memory cgroup of BYTES, its set cache CACHE
 #   bash benches/distributed.sh fault MODE LAKE SECONDS   # SIGKILL an executor SECONDS in:
 #                                                # MODE tuning (the demo's grid) or dp
 #   bash benches/distributed.sh breakeven LAKE...  # data-parallel on 2 executors against
@@ -27,9 +27,14 @@ PORT=${KILN_BENCH_PORT:-52050}
 mkdir -p "$OUT"
 pids=()
 stop_cluster() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  # Each process's peak resident memory, then stop it.
+  for p in "${pids[@]}"; do
+    echo "$p $(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -oE '(scheduler|executor)' | head -1) $(grep VmHWM "/proc/$p/status" 2>/dev/null)" >> "$OUT/peaks.log"
+    kill -9 "$p" 2>/dev/null || true
+  done
   pids=()
   sleep 1
+  rmdir /sys/fs/cgroup/kiln-bench-* /sys/fs/cgroup/memory/kiln-bench-* 2>/dev/null || true
 }
 trap stop_cluster EXIT
 
@@ -108,10 +113,22 @@ case "$mode" in
       grep -E "^ +GBTClassifier" "$OUT/$name.log" | tail -1 | sed "s/^/$name test metrics: /"
     done
     ;;
+  in-cgroup) # BYTES CMD...: CMD in a fresh memory cgroup of at most BYTES
+    bytes=$(numfmt --from=iec "${1%B}"); shift
+    if [ -w /sys/fs/cgroup/cgroup.subtree_control ]; then
+      group=/sys/fs/cgroup/kiln-bench-$$; mkdir "$group"; echo "$bytes" > "$group/memory.max"
+      echo 0 > "$group/memory.swap.max" 2>/dev/null || true
+    else
+      group=/sys/fs/cgroup/memory/kiln-bench-$$; mkdir "$group"; echo "$bytes" > "$group/memory.limit_in_bytes"
+    fi
+    echo $$ > "$group/cgroup.procs"
+    exec "$@"
+    ;;
   cap)
     lake=$1 cap=$2 cache=${3:-$2}
-    # Each executor's heap and mappings capped (RLIMIT_DATA), its set cache below the cap.
-    start_cluster 2 env KILN_TRAINING_CACHE_MEMORY="$cache" prlimit --data="$cap"
+    # Each executor in a memory cgroup of CAP bytes (resident memory and
+    # page cache; exceeding it is an OOM kill), its set cache below the cap.
+    start_cluster 2 env KILN_TRAINING_CACHE_MEMORY="$cache" bash "$0" in-cgroup "$cap"
     capped=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" dp-capped)
     stop_cluster
     free=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" 'local[2]' dp-uncapped)

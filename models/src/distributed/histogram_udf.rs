@@ -98,7 +98,14 @@ impl HistogramTask {
         // Taken out while computing, so partitions run concurrently.
         let (partition, url, mut state) = {
             let mut kept = KEPT.lock().map_err(poisoned)?;
-            kept.retain(|_, k| k.state.as_ref().is_none_or(|s| s.fit() == self.request.fit));
+            // Scores of another fit, or a tree or more behind (another
+            // executor has computed that partition since), are dropped:
+            // an executor holds the states of its own partitions only.
+            kept.retain(|_, k| {
+                k.state
+                    .as_ref()
+                    .is_none_or(|s| s.fit() == self.request.fit && s.behind(&self.request).0 <= 1)
+            });
             let (partition, url) = if self.swap.is_empty() {
                 (self.partition, &self.part_url)
             } else {

@@ -6,8 +6,11 @@
 
 use crate::data::{Binned, Codes, FeatureBins, TrainingSet};
 use arrow::array::{Array, ArrayRef, AsArray, UInt8Array, UInt16Array, UInt32Array};
-use arrow::datatypes::{DataType, Field, Schema, UInt8Type, UInt16Type, UInt32Type};
-use arrow::ipc::reader::FileReader;
+use arrow::buffer::Buffer;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt8Type, UInt16Type, UInt32Type};
+use arrow::ipc::convert::fb_to_schema;
+use arrow::ipc::reader::{FileDecoder, read_footer_length};
+use arrow::ipc::root_as_footer;
 use arrow::ipc::writer::FileWriter;
 use arrow::record_batch::RecordBatch;
 use kiln_engine::{KilnError, Result};
@@ -89,7 +92,9 @@ pub fn encode(set: &TrainingSet, rows: Range<usize>) -> Result<Vec<u8>> {
     writer.into_inner().map_err(failed)
 }
 
-/// Reads a file written by [`encode`]; `location` names it in errors.
+/// Reads a file written by [`encode`]; `location` names it in errors. The
+/// columns are read in place from `bytes` (no copy) and written once into
+/// row-major codes: the peak is the file plus the decoded part.
 pub fn decode(bytes: Vec<u8>, location: &str) -> Result<SetPart> {
     let bad = |m: String| {
         KilnError::data(
@@ -97,9 +102,8 @@ pub fn decode(bytes: Vec<u8>, location: &str) -> Result<SetPart> {
             format!("{m}; delete the file so the driver writes it again"),
         )
     };
-    let reader = FileReader::try_new(std::io::Cursor::new(bytes), None)
+    let (schema, batches) = read_in_place(Buffer::from_vec(bytes))
         .map_err(|e| bad(format!("not a training set file: {e}")))?;
-    let schema = reader.schema();
     let header: Header = schema
         .metadata()
         .get(METADATA_KEY)
@@ -114,14 +118,15 @@ pub fn decode(bytes: Vec<u8>, location: &str) -> Result<SetPart> {
     let checksum =
         u64::from_str_radix(&header.checksum, 16).map_err(|e| bad(format!("checksum: {e}")))?;
     let nf = header.feature_names.len();
-    let mut labels = Vec::new();
-    let mut codes: Vec<Vec<Codes>> = header
+    let n_rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut labels = Vec::with_capacity(n_rows);
+    let mut codes: Vec<Codes> = header
         .binnings
         .iter()
-        .map(|(max_bins, _)| vec![Codes::zeros(0, *max_bins); nf])
+        .map(|(max_bins, _)| Codes::zeros(n_rows * nf, *max_bins))
         .collect();
-    for batch in reader {
-        let batch = batch.map_err(|e| bad(format!("reading: {e}")))?;
+    let mut first = 0;
+    for batch in &batches {
         if batch.num_columns() != 1 + nf * header.binnings.len() {
             return Err(bad(format!("{} columns", batch.num_columns())));
         }
@@ -131,45 +136,51 @@ pub fn decode(bytes: Vec<u8>, location: &str) -> Result<SetPart> {
             .ok_or_else(|| bad("label is not UInt32".into()))?;
         labels.extend_from_slice(label.values());
         for (i, binning) in codes.iter_mut().enumerate() {
-            for (f, feature) in binning.iter_mut().enumerate() {
+            for f in 0..nf {
                 let at = 1 + i * nf + f;
                 let column = batch.column(at);
                 if column.null_count() > 0 {
                     return Err(bad(format!("column {at} has nulls")));
                 }
-                match feature {
-                    Codes::Narrow(v) => v.extend_from_slice(
+                let not = |width: &str| bad(format!("column {at} is not {width}"));
+                match binning {
+                    Codes::Narrow(rows) => scatter(
                         column
                             .as_primitive_opt::<UInt8Type>()
-                            .ok_or_else(|| bad(format!("column {at} is not UInt8")))?
+                            .ok_or_else(|| not("UInt8"))?
                             .values(),
+                        rows,
+                        first,
+                        f,
+                        nf,
                     ),
-                    Codes::Wide(v) => v.extend_from_slice(
+                    Codes::Wide(rows) => scatter(
                         column
                             .as_primitive_opt::<UInt16Type>()
-                            .ok_or_else(|| bad(format!("column {at} is not UInt16")))?
+                            .ok_or_else(|| not("UInt16"))?
                             .values(),
+                        rows,
+                        first,
+                        f,
+                        nf,
                     ),
                 }
             }
         }
+        first += batch.num_rows();
     }
-    let n_rows = labels.len();
+    drop(batches);
     let binnings = header
         .binnings
         .into_iter()
         .zip(codes)
-        .map(|((max_bins, bins), columns)| {
-            let codes = Codes::interleave(&columns)
-                .ok_or_else(|| bad("code columns of different lengths".into()))?;
-            Ok(Binned {
-                max_bins,
-                n_rows,
-                codes,
-                bins,
-            })
+        .map(|((max_bins, bins), codes)| Binned {
+            max_bins,
+            n_rows,
+            codes,
+            bins,
         })
-        .collect::<Result<_>>()?;
+        .collect();
     Ok(SetPart {
         set: TrainingSet {
             labels,
@@ -180,6 +191,50 @@ pub fn decode(bytes: Vec<u8>, location: &str) -> Result<SetPart> {
         set_rows: header.set_rows,
         first_row: header.first_row,
     })
+}
+
+/// Writes one feature's `column` (rows from `first`) into row-major codes
+/// of `nf` features.
+fn scatter<T: Copy>(column: &[T], rows: &mut [T], first: usize, f: usize, nf: usize) {
+    for (r, v) in column.iter().enumerate() {
+        rows[(first + r) * nf + f] = *v;
+    }
+}
+
+/// The schema and record batches of an Arrow IPC file, whose arrays point
+/// into `file` instead of copies.
+fn read_in_place(file: Buffer) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), String> {
+    let trailer = file
+        .len()
+        .checked_sub(10)
+        .ok_or("shorter than an Arrow IPC footer")?;
+    let trailer_bytes: [u8; 10] = file[trailer..].try_into().map_err(|_| "no footer")?;
+    let footer_len = read_footer_length(trailer_bytes).map_err(|e| e.to_string())?;
+    let footer_start = trailer
+        .checked_sub(footer_len)
+        .ok_or("footer longer than the file")?;
+    let footer = root_as_footer(&file[footer_start..trailer]).map_err(|e| e.to_string())?;
+    let schema = Arc::new(fb_to_schema(footer.schema().ok_or("no schema")?));
+    let decoder = FileDecoder::new(Arc::clone(&schema), footer.version());
+    let mut batches = Vec::new();
+    for block in footer.recordBatches().iter().flatten() {
+        let (offset, len) = (
+            usize::try_from(block.offset()).map_err(|e| e.to_string())?,
+            usize::try_from(block.metaDataLength()).map_err(|e| e.to_string())?
+                + usize::try_from(block.bodyLength()).map_err(|e| e.to_string())?,
+        );
+        if offset.checked_add(len).is_none_or(|end| end > file.len()) {
+            return Err("a record batch beyond the end of the file".into());
+        }
+        let data = file.slice_with_length(offset, len);
+        if let Some(batch) = decoder
+            .read_record_batch(block, &data)
+            .map_err(|e| e.to_string())?
+        {
+            batches.push(batch);
+        }
+    }
+    Ok((schema, batches))
 }
 
 /// The file name of a set (or of its rows `range`) in the lake's cache:
