@@ -35,6 +35,8 @@ stop_cluster() {
   pids=()
   sleep 1
   rmdir /sys/fs/cgroup/kiln-bench-* /sys/fs/cgroup/memory/kiln-bench-* 2>/dev/null || true
+  # Shuffle files of killed executors are never cleaned up by Ballista.
+  rm -rf "$OUT"/work*
 }
 trap stop_cluster EXIT
 
@@ -114,7 +116,7 @@ case "$mode" in
     done
     ;;
   in-cgroup) # BYTES CMD...: CMD in a fresh memory cgroup of at most BYTES
-    bytes=$(numfmt --from=iec "${1%B}"); shift
+    size=${1%B}; bytes=$(numfmt --from=iec "${size%i}"); shift
     if [ -w /sys/fs/cgroup/cgroup.subtree_control ]; then
       group=/sys/fs/cgroup/kiln-bench-$$; mkdir "$group"; echo "$bytes" > "$group/memory.max"
       echo 0 > "$group/memory.swap.max" 2>/dev/null || true

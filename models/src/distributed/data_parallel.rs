@@ -174,7 +174,6 @@ pub fn part_histograms(
     };
     let rows_of = &mut state.rows_of;
     rows_of.resize_with(req.build.len(), Vec::new);
-    rows_of.truncate(req.build.len());
     rows_of.iter_mut().for_each(Vec::clear);
     for (r, node) in state.node_of.iter_mut().enumerate() {
         if let Some(s) = req.subsample
