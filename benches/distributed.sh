@@ -135,7 +135,8 @@ case "$mode" in
     stop_cluster
     free=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" 'local[2]' dp-uncapped)
     compare "data-parallel, capped executors" "$capped" "data-parallel, local, no cap" "$free"
-    if KILN_TRAIN_MEMORY_LIMIT="$cap" KILN_DISTRIBUTION=local train configs/bench/train_gbt.yaml "$lake" 'local[2]' local-capped > /dev/null 2>&1; then
+    # In a subshell: train exits the script when the run fails, as it should here.
+    if (KILN_TRAIN_MEMORY_LIMIT="$cap" KILN_DISTRIBUTION=local train configs/bench/train_gbt.yaml "$lake" 'local[2]' local-capped) > /dev/null 2>&1; then
       echo "one process trained under $cap as well"
     else
       echo "one process refuses under $cap: $(grep -m1 -E 'needs about' "$OUT/local-capped.log" || tail -1 "$OUT/local-capped.log")"
