@@ -5,6 +5,8 @@
 #
 #   bash benches/distributed.sh grid LAKE        # thesis grid (1,350 fits), fan-out tuning
 #   bash benches/distributed.sh dp LAKE          # one GBT (20 x depth 5, maxBins 255), data-parallel
+#   bash benches/distributed.sh forest LAKE      # one forest (20 trees x depth 5, maxBins 255),
+#                                                # data-parallel, against the same forest fitted locally
 #   bash benches/distributed.sh cap LAKE BYTES [CACHE]  # data-parallel, each executor in a
 #                                                # memory cgroup of BYTES, its set cache CACHE
 #   bash benches/distributed.sh fault MODE LAKE SECONDS   # SIGKILL an executor SECONDS in:
@@ -115,6 +117,16 @@ case "$mode" in
       grep -E "^ +GBTClassifier" "$OUT/$name.log" | tail -1 | sed "s/^/$name test metrics: /"
     done
     ;;
+  forest)
+    lake=$1 config=configs/bench/train_forest.yaml
+    start_cluster 1; one=$(KILN_DISTRIBUTION=data_parallel train $config "$lake" "df://127.0.0.1:$PORT" forest-dp-1); stop_cluster
+    start_cluster 2; two=$(KILN_DISTRIBUTION=data_parallel train $config "$lake" "df://127.0.0.1:$PORT" forest-dp-2); stop_cluster
+    local_dp=$(KILN_DISTRIBUTION=data_parallel train $config "$lake" 'local[2]' forest-dp-local)
+    local_fit=$(KILN_DISTRIBUTION=local train $config "$lake" 'local[2]' forest-local)
+    compare "forest data-parallel, 1 executor" "$one" "forest data-parallel, 2 executors" "$two"
+    compare "forest data-parallel, local[2]" "$local_dp" "forest local fit, local[2]" "$local_fit"
+    compare "forest data-parallel, 2 executors" "$two" "forest local fit, local[2]" "$local_fit"
+    ;;
   in-cgroup) # BYTES CMD...: CMD in a fresh memory cgroup of at most BYTES
     size=${1%B}; bytes=$(numfmt --from=iec "${size%i}"); shift
     if [ -w /sys/fs/cgroup/cgroup.subtree_control ]; then
@@ -167,5 +179,5 @@ case "$mode" in
     done
     ;;
   *)
-    sed -n 2,17p "$0"; exit 2 ;;
+    sed -n 2,19p "$0"; exit 2 ;;
 esac

@@ -2031,8 +2031,14 @@ fn cluster_survives_lost_executors_and_a_restarted_scheduler() -> TestResult {
 /// `ModelTraining` on generated rows with `distribution: MODE`: a grid
 /// tuned with 3-fold CV (GBT and forest), or one untuned GBT (over 3
 /// partitions when data-parallel) for `data_parallel` and `auto`.
+/// `mode` is a `distribution`, or `forest_` and one: a random forest alone.
 fn training_config(lake: &Path, raw: &Path, mode: &str) -> String {
-    let estimators = if mode == "data_parallel" || mode == "auto" {
+    let estimators = if let Some(distribution) = mode.strip_prefix("forest_") {
+        return training_config(lake, raw, distribution).replace(
+            "GBTClassifier\n          params: { maxIter: 8, maxDepth: 4, subsamplingRate: 0.8, minInstancesPerNode: 5 }",
+            "RandomForestClassifier\n          params: { numTrees: 5, maxDepth: 5, subsamplingRate: 0.8, minInstancesPerNode: 3 }",
+        );
+    } else if mode == "data_parallel" || mode == "auto" || mode == "local" {
         "      data_parallel_partitions: 3\n      estimators:\n        - classname: GBTClassifier\n          params: { maxIter: 8, maxDepth: 4, subsamplingRate: 0.8, minInstancesPerNode: 5 }\n"
     } else {
         "      cross_validation: { num_folds: 3, parallelism: 2 }\n      estimators:\n        - classname: GBTClassifier\n          params: { maxIter: 6 }\n          grid: { maxDepth: [2, 4], stepSize: [0.1, 0.3] }\n        - classname: RandomForestClassifier\n          params: { numTrees: 6 }\n          grid: { maxDepth: [3, 6], numTrees: [3, 6] }\n"
@@ -2088,7 +2094,7 @@ fn distributed_training_matches_local_on_1_2_and_3_executors_and_survives_a_kill
     let dir = tempdir("distributed-training");
     generate(&dir, 20_000, 5, "raw")?;
     let raw = dir.join("raw");
-    let modes = ["tuning", "data_parallel"];
+    let modes = ["tuning", "data_parallel", "forest_data_parallel"];
     let mut reference = Vec::new();
     for mode in modes {
         let (model, used, _) = train_model(&dir.join("local"), &raw, mode, "local[2]")?;
@@ -2100,6 +2106,13 @@ fn distributed_training_matches_local_on_1_2_and_3_executors_and_survives_a_kill
         assert_eq!(used, expected, "{mode} on local[2]");
         reference.push(model);
     }
+    // A data-parallel forest is the forest a local fit grows, node for node.
+    let (forest, used, _) = train_model(&dir.join("local"), &raw, "forest_local", "local[2]")?;
+    assert_eq!(used, "local");
+    assert!(
+        forest == reference[2],
+        "the data-parallel forest differs from the local one"
+    );
     let mut cluster = FaultCluster::start(&dir.join("cluster"), 1)?;
     // Executors keep at most about one partition's codes: tasks that land
     // on an executor without their partition read it again and recompute
@@ -2113,7 +2126,11 @@ fn distributed_training_matches_local_on_1_2_and_3_executors_and_survives_a_kill
         for (mode, expected) in modes.iter().zip(&reference) {
             let run = dir.join(format!("{mode}-{executors}"));
             let (model, used, _) = train_model(&run, &raw, mode, &cluster.master())?;
-            assert_eq!(used, *mode, "{mode} on {executors} executor(s)");
+            assert_eq!(
+                used,
+                mode.trim_start_matches("forest_"),
+                "{mode} on {executors} executor(s)"
+            );
             assert!(
                 model == *expected,
                 "{mode} on {executors} executor(s): the model differs from local[2]"

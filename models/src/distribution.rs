@@ -34,8 +34,9 @@ pub enum Distribution {
     Local,
     /// Each (fold × grid point) fit, and each final fit, is a Ballista task.
     Tuning,
-    /// Each fit's rows are partitioned over the executors (binary GBT, no
-    /// grid); with a local master, over threads of this process.
+    /// Each fit's rows are partitioned over the executors (a binary GBT or
+    /// any random forest, no grid); with a local master, over threads of
+    /// this process.
     DataParallel,
 }
 
@@ -149,7 +150,7 @@ impl Distribution {
             ),
             (Distribution::Auto, Target::Cluster { .. }) if !work.binary_gbt_only => placement(
                 Mode::Local,
-                "auto: nothing to tune and not a binary GBT (the only data-parallel learner): one fit per estimator in this process".into(),
+                "auto: nothing to tune and not a binary GBT (the learner whose data-parallel cost is measured; forests go data-parallel when asked with distribution: data_parallel): one fit per estimator in this process".into(),
             ),
             (
                 Distribution::Auto,

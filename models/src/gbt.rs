@@ -7,7 +7,9 @@
 //! pseudo-residuals; `minInfoGain` applies to that gain.
 
 use crate::data::{Binned, MAX_BINS, TrainingSet};
-use crate::tree::{FeatureSubset, GrowParams, Layout, Objective, RowOrder, Tree, add_rows, grow};
+use crate::tree::{
+    FeatureDraws, FeatureSubset, GrowParams, Layout, Objective, RowOrder, Tree, add_rows, grow,
+};
 use kiln_engine::{KilnError, Result};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -114,6 +116,7 @@ impl GbtParams {
             subset,
             parallel,
             integer_stats,
+            draws: FeatureDraws::InGrowthOrder,
         })
     }
 

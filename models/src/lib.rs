@@ -43,6 +43,7 @@ pub mod predict_udf;
 pub mod registry;
 pub mod report;
 pub mod rf;
+pub mod sampling;
 pub mod selection;
 pub mod tree;
 pub mod tuning;

@@ -3,11 +3,12 @@
 //! probability is the average of the trees' leaf class distributions.
 
 use crate::data::{Binned, MAX_BINS, TrainingSet};
+use crate::sampling::Bagging;
 use crate::tree::{
-    FeatureSubset, GrowParams, Layout, Objective, RowOrder, Tree, add_rows, grow, poisson,
+    FeatureDraws, FeatureSubset, GrowParams, Layout, Objective, RowOrder, Tree, add_rows, grow,
 };
 use kiln_engine::{KilnError, Result};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -121,32 +122,18 @@ impl RfParams {
         let binned = data.binned(self.max_bins)?;
         let n = data.n_rows();
         let nf = data.n_features();
-        let per_node = feature_subset(&self.feature_subset_strategy, nf, self.num_trees > 1)?;
-        let subset = if per_node >= nf {
-            FeatureSubset::All
-        } else {
-            FeatureSubset::Count(per_node)
-        };
+        let subset = self.subset(nf)?;
+        let bagging = self.bagging();
+        let weight = bagging.weights();
         let grown: Vec<(Tree, Vec<f64>)> = (0..self.num_trees)
             .into_par_iter()
             .map(|t| {
-                let mut rng = ChaCha8Rng::seed_from_u64(
-                    self.seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                );
                 let mut weights = vec![0.0f64; n];
                 let mut bag = Vec::with_capacity(rows.len());
                 for &r in rows {
-                    let w = &mut weights[r as usize];
-                    *w = if self.bootstrap {
-                        poisson(&mut rng, self.subsampling_rate) as f64
-                    } else if self.subsampling_rate >= 1.0
-                        || rng.random::<f64>() < self.subsampling_rate
-                    {
-                        1.0
-                    } else {
-                        0.0
-                    };
-                    if *w > 0.0 {
+                    let w = weight(t, r as usize);
+                    if w > 0 {
+                        weights[r as usize] = f64::from(w);
                         bag.push(r);
                     }
                 }
@@ -156,27 +143,66 @@ impl RfParams {
                     k,
                     impurity: self.impurity,
                 };
-                let params = GrowParams {
-                    max_depth: self.max_depth,
-                    min_instances: self.min_instances_per_node as f64,
-                    min_gain: self.min_info_gain,
-                    subset,
-                    parallel: false,
-                    integer_stats: true,
-                };
+                let params = self.grow_params(subset, t);
                 let mut importance = vec![0.0; nf];
                 let tree = grow(
                     binned,
                     &mut RowOrder::new(bag),
                     &obj,
                     &params,
-                    &mut rng,
+                    // Unused: the draws are per node.
+                    &mut ChaCha8Rng::seed_from_u64(self.seed),
                     &mut importance,
                     &mut |_, _| {},
                 );
                 (tree, importance)
             })
             .collect();
+        Ok(RfModel::of_trees(k, grown))
+    }
+
+    /// Tree `t`'s rows: a row's weight depends on (seed, t, row) only.
+    pub(crate) fn bagging(&self) -> Bagging {
+        Bagging {
+            bootstrap: self.bootstrap,
+            rate: self.subsampling_rate,
+            seed: self.seed,
+        }
+    }
+
+    /// The features each node of tree `t` considers: `subset` drawn by
+    /// (the tree's seed, the node's path), in whatever order nodes grow.
+    pub(crate) fn grow_params(&self, subset: FeatureSubset, t: usize) -> GrowParams {
+        GrowParams {
+            max_depth: self.max_depth,
+            min_instances: self.min_instances_per_node as f64,
+            min_gain: self.min_info_gain,
+            subset,
+            parallel: false,
+            integer_stats: true,
+            draws: FeatureDraws::PerNode {
+                seed: self.seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            },
+        }
+    }
+
+    /// How many features each node considers out of `nf`.
+    pub(crate) fn subset(&self, nf: usize) -> Result<FeatureSubset> {
+        let per_node = feature_subset(&self.feature_subset_strategy, nf, self.num_trees > 1)?;
+        Ok(if per_node >= nf {
+            FeatureSubset::All
+        } else {
+            FeatureSubset::Count(per_node)
+        })
+    }
+}
+
+impl RfModel {
+    /// The forest of `grown` (each tree with its split gains per
+    /// feature): a tree's importances are normalized before they are
+    /// summed, as Spark does.
+    pub(crate) fn of_trees(num_classes: usize, grown: Vec<(Tree, Vec<f64>)>) -> RfModel {
+        let nf = grown.first().map_or(0, |(_, imp)| imp.len());
         let mut importance = vec![0.0; nf];
         let mut trees = Vec::with_capacity(grown.len());
         for (t, imp) in grown {
@@ -192,23 +218,34 @@ impl RfParams {
         if s > 0.0 {
             importance.iter_mut().for_each(|x| *x /= s);
         }
-        Ok(RfModel {
-            num_classes: k,
+        RfModel {
+            num_classes,
             trees,
             feature_importances: importance,
-        })
+        }
     }
 }
 
 /// Weighted class counts per bin.
-struct ClassCounts<'a> {
-    labels: &'a [u32],
-    weights: &'a [f64],
-    k: usize,
-    impurity: Impurity,
+pub(crate) struct ClassCounts<'a> {
+    pub labels: &'a [u32],
+    pub weights: &'a [f64],
+    pub k: usize,
+    pub impurity: Impurity,
 }
 
 impl ClassCounts<'_> {
+    /// The objective alone, for choosing splits from histograms built
+    /// elsewhere (no rows to gather).
+    pub(crate) fn splits_only(k: usize, impurity: Impurity) -> ClassCounts<'static> {
+        ClassCounts {
+            labels: &[],
+            weights: &[],
+            k,
+            impurity,
+        }
+    }
+
     fn impurity_of(&self, s: &[f64]) -> f64 {
         let n: f64 = s.iter().sum();
         if n <= 0.0 {
@@ -388,8 +425,12 @@ mod tests {
             feature_names: (0..10).map(|f| format!("f{f}")).collect(),
         };
         let binned = Binned::new(&data, 32)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let weights: Vec<f64> = (0..n).map(|_| f64::from(poisson(&mut rng, 1.0))).collect();
+        let bag = Bagging {
+            bootstrap: true,
+            rate: 1.0,
+            seed: 5,
+        };
+        let weights: Vec<f64> = (0..n).map(|r| f64::from(bag.weights()(0, r))).collect();
         let rows: Vec<u32> = (0..n as u32)
             .filter(|r| weights[*r as usize] > 0.0)
             .collect();
@@ -408,6 +449,7 @@ mod tests {
                     subset: FeatureSubset::Count(3),
                     parallel: false,
                     integer_stats,
+                    draws: FeatureDraws::PerNode { seed: 11 },
                 };
                 let mut importance = vec![0.0; 10];
                 let mut leaves = Vec::new();

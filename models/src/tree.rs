@@ -3,7 +3,6 @@
 //! learned default direction for missing values.
 
 use crate::data::Binned;
-use rand::Rng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -304,6 +303,29 @@ pub(crate) struct GrowParams {
     /// builds the histograms of its sampled features alone instead of all
     /// of them for sibling subtraction, with identical results.
     pub integer_stats: bool,
+    pub draws: FeatureDraws,
+}
+
+/// Where a node's sampled features come from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum FeatureDraws {
+    /// The tree's generator, in the order nodes are grown (depth-first).
+    InGrowthOrder,
+    /// A generator of the node's own ([`crate::sampling::node_rng`] of
+    /// `seed` and the node's path), whatever order the nodes grow in.
+    PerNode { seed: u64 },
+}
+
+impl GrowParams {
+    /// The features the node at `path` considers (ascending).
+    pub(crate) fn features(&self, nf: usize, rng: &mut ChaCha8Rng, path: u64) -> Vec<usize> {
+        match self.draws {
+            FeatureDraws::InGrowthOrder => sampled_features(self.subset, nf, rng),
+            FeatureDraws::PerNode { seed } => {
+                sampled_features(self.subset, nf, &mut crate::sampling::node_rng(seed, path))
+            }
+        }
+    }
 }
 
 pub(crate) struct Split {
@@ -344,6 +366,8 @@ impl RowOrder {
 
 struct Pending {
     node: usize,
+    /// See [`crate::sampling::child_paths`].
+    path: u64,
     rows: Range<usize>,
     hist: Vec<f64>,
     depth: usize,
@@ -388,6 +412,7 @@ fn grow_subtracting(
     let root_hist = build(&order.rows);
     let mut queue = vec![Pending {
         node: 0,
+        path: 1,
         rows: 0..order.len(),
         hist: root_hist,
         depth: 0,
@@ -395,7 +420,7 @@ fn grow_subtracting(
     while let Some(cur) = queue.pop() {
         let parent = node_stats(&cur.hist, binned.bins.first().map_or(0, |b| b.n_bins()), w);
         let split = if cur.depth < p.max_depth && obj.count(&parent) >= 2.0 * p.min_instances {
-            let features = sampled_features(p.subset, binned.bins.len(), rng);
+            let features = p.features(binned.bins.len(), rng, cur.path);
             let hists = layout
                 .features(&cur.hist)
                 .filter(|(f, _)| features.binary_search(f).is_ok());
@@ -427,15 +452,18 @@ fn grow_subtracting(
             (large_hist, small_hist)
         };
         let l = add_children(&mut nodes, cur.node, binned, &split);
+        let (left_path, right_path) = crate::sampling::child_paths(cur.path);
         // Depth-first: right pushed first so the left child is grown first.
         queue.push(Pending {
             node: l + 1,
+            path: right_path,
             rows: right_rows,
             hist: right_hist,
             depth: cur.depth + 1,
         });
         queue.push(Pending {
             node: l,
+            path: left_path,
             rows: left_rows,
             hist: left_hist,
             depth: cur.depth + 1,
@@ -468,13 +496,13 @@ fn grow_sampled(
 ) -> Tree {
     let w = obj.width();
     let mut nodes = vec![Node::leaf(Vec::new())];
-    let mut queue = vec![(0usize, 0..order.len(), 0usize)];
-    while let Some((node, range, depth)) = queue.pop() {
+    let mut queue = vec![(0usize, 1u64, 0..order.len(), 0usize)];
+    while let Some((node, path, range, depth)) = queue.pop() {
         let rows = &order.rows[range.clone()];
         let gathered = obj.gather(rows);
         let parent = obj.total(&gathered);
         let split = if depth < p.max_depth && obj.count(&parent) >= 2.0 * p.min_instances {
-            let features = sampled_features(p.subset, binned.bins.len(), rng);
+            let features = p.features(binned.bins.len(), rng, path);
             let layout = Layout::new(binned, features, w);
             let hist = histograms(binned, rows, &gathered, obj, &layout, p.parallel);
             best_split(layout.features(&hist), &parent, obj, p)
@@ -490,9 +518,10 @@ fn grow_sampled(
         importance[split.feature] += split.gain;
         let (left_rows, right_rows) = partition(binned, &split, order, range, p.parallel);
         let l = add_children(&mut nodes, node, binned, &split);
+        let (left_path, right_path) = crate::sampling::child_paths(path);
         // Depth-first, left child first (the order of the rng draws).
-        queue.push((l + 1, right_rows, depth + 1));
-        queue.push((l, left_rows, depth + 1));
+        queue.push((l + 1, right_path, right_rows, depth + 1));
+        queue.push((l, left_path, left_rows, depth + 1));
     }
     Tree { nodes }
 }
@@ -648,17 +677,6 @@ pub(crate) fn best_split<'h>(
         }
     }
     best
-}
-
-/// Draws a Poisson(rate) weight (Spark's bootstrap with subsampling).
-pub(crate) fn poisson(rng: &mut ChaCha8Rng, rate: f64) -> u32 {
-    let l = (-rate).exp();
-    let (mut k, mut prod) = (0u32, rng.random::<f64>());
-    while prod > l {
-        k += 1;
-        prod *= rng.random::<f64>();
-    }
-    k
 }
 
 #[cfg(test)]

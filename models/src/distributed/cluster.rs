@@ -5,7 +5,7 @@
 //! [`kiln_fit`](super::fit_udf). Ballista places the tasks on executors and
 //! retries those of a lost executor; every executor reads the set once.
 
-use super::data_parallel::{LevelBackend, LevelRequest, row_ranges, sum_histograms};
+use super::data_parallel::{LevelBackend, LevelWork, row_ranges, sum_histograms};
 use super::fit_udf::{FitTask, WireOutcome, fit_udf};
 use super::histogram_udf::{HistogramTask, histogram_udf};
 use super::set_file::{encode, file_name};
@@ -251,12 +251,14 @@ impl ClusterPartitions {
         &self.written
     }
 
-    /// One level: every partition's histograms, summed. A task may compute
-    /// another partition than its own (see [`super::histogram_udf`]); the
-    /// partitions no reply covered run again, each exactly.
-    async fn level(&self, req: &LevelRequest) -> Result<Vec<i64>> {
+    /// One level: every partition's histograms, summed. A boosting task
+    /// may compute another partition than its own (see
+    /// [`super::histogram_udf`]); the partitions no reply covered run
+    /// again, each exactly.
+    async fn level(&self, req: &LevelWork) -> Result<Vec<i64>> {
         let all: Vec<usize> = (0..self.part_urls.len()).collect();
-        let mut computed = self.run_tasks(req, &all, true).await?;
+        let swap = matches!(req, LevelWork::Boosting(_));
+        let mut computed = self.run_tasks(req, &all, swap).await?;
         let missing: Vec<usize> = all
             .iter()
             .copied()
@@ -282,7 +284,7 @@ impl ClusterPartitions {
     /// histograms of each partition computed (one reply per partition).
     async fn run_tasks(
         &self,
-        req: &LevelRequest,
+        req: &LevelWork,
         partitions: &[usize],
         swap: bool,
     ) -> Result<BTreeMap<usize, Vec<i64>>> {
@@ -331,7 +333,7 @@ impl ClusterPartitions {
 }
 
 impl LevelBackend for ClusterPartitions {
-    fn histograms(&self, req: &LevelRequest) -> Result<Vec<i64>> {
+    fn histograms(&self, req: &LevelWork) -> Result<Vec<i64>> {
         // Called from the training task's blocking thread.
         self.handle.block_on(self.level(req))
     }

@@ -18,6 +18,7 @@
 //! rows by a hash of (seed, iteration, row), so the sample does not depend
 //! on the partitioning either.
 
+use super::forest::{ForestLevel, fit_forest, forest_histograms};
 use super::set_file::SetPart;
 use crate::data::{FeatureBins, TrainingSet};
 use crate::gbt::{GbtModel, GbtParams, Newton, sigmoid};
@@ -46,14 +47,7 @@ pub struct Subsample {
 
 impl Subsample {
     fn keeps(&self, iteration: usize, row: usize) -> bool {
-        let mut x = self.seed
-            ^ (iteration as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ (row as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-        // splitmix64's finalizer.
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^= x >> 31;
-        ((x >> 11) as f64 / (1u64 << 53) as f64) < self.rate
+        crate::sampling::unit(self.seed, iteration as u64, row as u64) < self.rate
     }
 }
 
@@ -210,14 +204,35 @@ pub fn part_histograms(
     Ok(hist)
 }
 
-fn widest(bins: &[FeatureBins]) -> usize {
+/// The bins of the widest feature (every feature's histogram is that wide).
+pub(super) fn widest(bins: &[FeatureBins]) -> usize {
     bins.iter().map(FeatureBins::n_bins).max().unwrap_or(0)
+}
+
+/// One level's work for every partition: of a boosted tree, or of all
+/// trees of a forest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LevelWork {
+    Boosting(LevelRequest),
+    Forest(ForestLevel),
+}
+
+impl LevelWork {
+    /// One partition's histograms; a boosting level brings `state` (the
+    /// partition's scores) up to date, a forest level keeps none.
+    pub fn part_histograms(&self, part: &SetPart, state: &mut PartState) -> Result<Vec<i64>> {
+        match self {
+            LevelWork::Boosting(req) => part_histograms(part, state, req),
+            LevelWork::Forest(req) => forest_histograms(part, req),
+        }
+    }
 }
 
 /// Where the partitions are: sums their histograms for one level.
 pub trait LevelBackend: Send + Sync {
-    /// The sum over every partition of [`part_histograms`].
-    fn histograms(&self, req: &LevelRequest) -> Result<Vec<i64>>;
+    /// The sum over every partition of [`LevelWork::part_histograms`].
+    fn histograms(&self, work: &LevelWork) -> Result<Vec<i64>>;
     fn partitions(&self) -> usize;
 }
 
@@ -240,7 +255,7 @@ impl InProcess {
 }
 
 impl LevelBackend for InProcess {
-    fn histograms(&self, req: &LevelRequest) -> Result<Vec<i64>> {
+    fn histograms(&self, work: &LevelWork) -> Result<Vec<i64>> {
         use rayon::prelude::*;
         let hists: Vec<Vec<i64>> = self
             .parts
@@ -250,7 +265,7 @@ impl LevelBackend for InProcess {
                 let mut state = state
                     .lock()
                     .map_err(|_| KilnError::internal("a partition's state", "poisoned"))?;
-                part_histograms(part, &mut state, req)
+                work.part_histograms(part, &mut state)
             })
             .collect::<Result<_>>()?;
         sum_histograms(hists)
@@ -314,6 +329,20 @@ pub struct SetSummary {
 }
 
 impl SetSummary {
+    /// Every feature's boundaries for `max_bins`.
+    pub fn bins(&self, max_bins: usize) -> Result<&[FeatureBins]> {
+        self.binnings
+            .iter()
+            .find(|(m, _)| *m == max_bins)
+            .map(|(_, b)| b.as_slice())
+            .ok_or_else(|| {
+                KilnError::internal(
+                    "a data-parallel fit",
+                    format!("no binning for maxBins {max_bins}"),
+                )
+            })
+    }
+
     pub fn of(set: &TrainingSet) -> Result<Self> {
         Ok(SetSummary {
             binnings: set
@@ -336,7 +365,7 @@ pub fn check_params(params: &GbtParams, classes: usize) -> Result<()> {
             format!(
                 "distribution: data_parallel fits binary GBTClassifier; the label has {classes} classes"
             ),
-            "use distribution: tuning or local for more than two classes",
+            "use distribution: tuning or local for more than two classes, or a RandomForestClassifier (data-parallel for any number of classes)",
         ));
     }
     if params.validation_fraction > 0.0 {
@@ -376,12 +405,7 @@ pub fn fit_gbt(
     fit: u64,
 ) -> Result<(GbtModel, LevelStats)> {
     check_params(params, summary.classes)?;
-    let bins = summary
-        .binnings
-        .iter()
-        .find(|(m, _)| *m == params.max_bins)
-        .map(|(_, b)| b)
-        .ok_or_else(|| KilnError::internal("a data-parallel fit", "no binning for maxBins"))?;
+    let bins = summary.bins(params.max_bins)?;
     let nf = bins.len();
     let width = widest(bins) * STATS;
     let p = (summary.positives as f64 / summary.rows as f64).clamp(1e-12, 1.0 - 1e-12);
@@ -434,7 +458,7 @@ pub fn fit_gbt(
                 .into_iter()
                 .collect();
             let level_started = std::time::Instant::now();
-            let merged = backend.histograms(&LevelRequest {
+            let merged = backend.histograms(&LevelWork::Boosting(LevelRequest {
                 fit,
                 max_bins: params.max_bins,
                 init,
@@ -442,7 +466,7 @@ pub fn fit_gbt(
                 tree: tree.clone(),
                 build: build.clone(),
                 subsample,
-            })?;
+            }))?;
             levels += 1;
             levels_seconds += level_started.elapsed().as_secs_f64();
             let block = nf * width;
@@ -563,8 +587,8 @@ pub fn fit_gbt(
     Ok((model, stats))
 }
 
-/// A [`FitRunner`] for final fits of binary GBTs, each fitted
-/// data-parallel over `backend`'s partitions.
+/// A [`FitRunner`] for final fits of binary GBTs and of forests, each
+/// fitted data-parallel over `backend`'s partitions.
 pub struct DataParallelFits {
     pub summary: SetSummary,
     pub backend: Box<dyn LevelBackend>,
@@ -578,9 +602,7 @@ impl FitRunner for DataParallelFits {
         jobs.iter()
             .map(|job| {
                 let started = std::time::Instant::now();
-                let ModelParams::GBTClassifier(params) = &job.params else {
-                    return Err(data_parallel_only_gbt(job.params.classname()));
-                };
+                check_estimator(&job.params, self.summary.classes)?;
                 if job.rows != FitRows::All || !job.score_sizes.is_empty() {
                     return Err(KilnError::config_fix(
                         "distribution: data_parallel fits final models, not tuning folds",
@@ -590,10 +612,20 @@ impl FitRunner for DataParallelFits {
                 // Any id unique in this process: results do not depend on it.
                 let fit = (std::process::id() as u64) << 32
                     | FITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let (model, stats) = fit_gbt(params, &self.summary, self.backend.as_ref(), fit)?;
+                let backend = self.backend.as_ref();
+                let (model, stats) = match &job.params {
+                    ModelParams::GBTClassifier(params) => {
+                        let (m, stats) = fit_gbt(params, &self.summary, backend, fit)?;
+                        (FittedModel::GBTClassifier(m), stats)
+                    }
+                    ModelParams::RandomForestClassifier(params) => {
+                        let (m, stats) = fit_forest(params, &self.summary, backend)?;
+                        (FittedModel::RandomForestClassifier(m), stats)
+                    }
+                };
                 Ok(FitOutcome {
                     scores: Vec::new(),
-                    model: job.keep_model.then_some(FittedModel::GBTClassifier(model)),
+                    model: job.keep_model.then_some(model),
                     seconds: started.elapsed().as_secs_f64(),
                     details: serde_json::to_value(stats).ok(),
                 })
@@ -610,12 +642,13 @@ impl FitRunner for DataParallelFits {
     }
 }
 
-/// The error for an estimator data-parallel training cannot fit.
-pub fn data_parallel_only_gbt(classname: &str) -> KilnError {
-    KilnError::config_fix(
-        format!("distribution: data_parallel fits GBTClassifier, not {classname}"),
-        "train this estimator with distribution: tuning or local, or drop it from estimators",
-    )
+/// Checks that `params` can be fitted data-parallel on a set of
+/// `classes`: any forest, a binary GBT without early stopping.
+pub fn check_estimator(params: &ModelParams, classes: usize) -> Result<()> {
+    match params {
+        ModelParams::GBTClassifier(p) => check_params(p, classes),
+        ModelParams::RandomForestClassifier(p) => p.validate(),
+    }
 }
 
 /// The node's (gradient, hessian, count) sums: any one feature's bins
@@ -659,12 +692,12 @@ mod tests {
     struct Forgetful(InProcess);
 
     impl LevelBackend for Forgetful {
-        fn histograms(&self, req: &LevelRequest) -> Result<Vec<i64>> {
+        fn histograms(&self, work: &LevelWork) -> Result<Vec<i64>> {
             let hists = self
                 .0
                 .parts
                 .iter()
-                .map(|part| part_histograms(part, &mut PartState::default(), req))
+                .map(|part| work.part_histograms(part, &mut PartState::default()))
                 .collect::<Result<Vec<_>>>()?;
             sum_histograms(hists)
         }

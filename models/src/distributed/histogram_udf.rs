@@ -1,13 +1,14 @@
-//! `kiln_histograms(task)`: one partition's integer histograms for one tree
-//! level of a data-parallel fit ([`super::data_parallel`]), as the
-//! partition's index (u64) then the histograms (i64), little-endian. The
-//! partition's file is read from the lake once per process (within the
-//! cache budget of [`super::loaded`]); its rows' scores are kept between
+//! `kiln_histograms(task)`: one partition's integer histograms for one
+//! level of a data-parallel fit (a boosted tree's, [`super::data_parallel`],
+//! or all trees' of a forest, [`super::forest`]), as the partition's index
+//! (u64) then the histograms (i64), little-endian. The partition's file is
+//! read from the lake once per process (within the cache budget of
+//! [`super::loaded`]). For boosting, its rows' scores are kept between
 //! levels, and recomputed from the trees where they are missing (a
-//! [`TaskUdf`]).
+//! [`TaskUdf`]); a forest level needs no state.
 //!
 //! Ballista places a level's tasks on whichever executor asks first, so a
-//! task may land where its partition's scores are not kept. Such a task
+//! boosting task may land where its partition's scores are not kept. Such a task
 //! computes instead a partition whose scores this executor keeps and that
 //! no task here computed at this level (see [`HistogramTask::swap`]), so
 //! every executor keeps working on its own partitions; the driver runs any
@@ -15,7 +16,8 @@
 //! partition do not depend on where they are computed, so neither does
 //! the model.
 
-use super::data_parallel::{LevelRequest, PartState, part_histograms};
+use super::data_parallel::{LevelRequest, LevelWork, PartState, part_histograms};
+use super::forest::forest_histograms;
 use super::loaded::load;
 use super::task_udf::{RemoteTask, TaskUdf};
 use datafusion::logical_expr::ScalarUDF;
@@ -31,9 +33,9 @@ pub struct HistogramTask {
     pub part_url: String,
     /// Hex, so no JSON number loses bits.
     pub checksum: String,
-    pub request: LevelRequest,
-    /// Every partition's file, in order: the task may compute another one
-    /// (see the module docs). Empty: exactly `part_url`.
+    pub request: LevelWork,
+    /// Every partition's file, in order: a boosting task may compute
+    /// another one (see the module docs). Empty: exactly `part_url`.
     #[serde(default)]
     pub swap: Vec<String>,
 }
@@ -91,9 +93,26 @@ fn choose(
 impl HistogramTask {
     /// The partition computed (its index) and its histograms.
     pub fn histograms(&self) -> kiln_engine::Result<(usize, Vec<i64>)> {
-        use kiln_engine::KilnError;
         let checksum = u64::from_str_radix(&self.checksum, 16)
-            .map_err(|e| KilnError::internal("a histogram task's checksum", e))?;
+            .map_err(|e| kiln_engine::KilnError::internal("a histogram task's checksum", e))?;
+        match &self.request {
+            // A forest level keeps no state: any process computes any
+            // partition alike.
+            LevelWork::Forest(req) => {
+                let part = load(&self.part_url, checksum)?;
+                Ok((self.partition, forest_histograms(&part, req)?))
+            }
+            LevelWork::Boosting(req) => self.boosting(req, checksum),
+        }
+    }
+
+    /// A boosting level: the partition whose scores this process keeps.
+    fn boosting(
+        &self,
+        request: &LevelRequest,
+        checksum: u64,
+    ) -> kiln_engine::Result<(usize, Vec<i64>)> {
+        use kiln_engine::KilnError;
         let poisoned = |_| KilnError::internal("partition scores", "poisoned");
         // Taken out while computing, so partitions run concurrently.
         let (partition, url, mut state) = {
@@ -104,12 +123,12 @@ impl HistogramTask {
             kept.retain(|_, k| {
                 k.state
                     .as_ref()
-                    .is_none_or(|s| s.fit() == self.request.fit && s.behind(&self.request).0 <= 1)
+                    .is_none_or(|s| s.fit() == request.fit && s.behind(request).0 <= 1)
             });
             let (partition, url) = if self.swap.is_empty() {
                 (self.partition, &self.part_url)
             } else {
-                let level = Level::of(&self.request);
+                let level = Level::of(request);
                 let kept_of = |p: usize| self.swap.get(p).and_then(|url| kept.get(url));
                 let p = choose(
                     self.partition,
@@ -118,21 +137,21 @@ impl HistogramTask {
                     |p| {
                         kept_of(p)
                             .and_then(|k| k.state.as_ref())
-                            .is_some_and(|s| s.is_current(&self.request))
+                            .is_some_and(|s| s.is_current(request))
                     },
                 );
                 (p, self.swap.get(p).unwrap_or(&self.part_url))
             };
             let entry = kept.entry(url.clone()).or_default();
-            entry.taken_for = Some(Level::of(&self.request));
+            entry.taken_for = Some(Level::of(request));
             (
                 partition,
                 url.clone(),
                 entry.state.take().unwrap_or_default(),
             )
         };
-        if !state.is_current(&self.request) {
-            let (trees_behind, routed) = state.behind(&self.request);
+        if !state.is_current(request) {
+            let (trees_behind, routed) = state.behind(request);
             tracing::debug!(
                 partition = %url,
                 trees_behind,
@@ -141,7 +160,7 @@ impl HistogramTask {
             );
         }
         let part = load(&url, checksum)?;
-        let hist = part_histograms(&part, &mut state, &self.request)?;
+        let hist = part_histograms(&part, &mut state, request)?;
         KEPT.lock().map_err(poisoned)?.entry(url).or_default().state = Some(state);
         Ok((partition, hist))
     }

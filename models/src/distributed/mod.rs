@@ -12,11 +12,14 @@
 //! * [`data_parallel`]: boosting over partitions of the rows with integer
 //!   histograms (bit-identical whatever the partitioning), in this process
 //!   or through [`histogram_udf`] (`kiln_histograms`) on executors
-//!   ([`cluster::ClusterPartitions`]).
+//!   ([`cluster::ClusterPartitions`]);
+//! * [`forest`]: random forests over the same partitions, every tree one
+//!   level per round trip, node for node the forest a local fit grows.
 
 pub mod cluster;
 pub mod data_parallel;
 pub mod fit_udf;
+pub mod forest;
 pub mod histogram_udf;
 pub mod loaded;
 pub mod set_file;

@@ -11,9 +11,7 @@ use kiln_engine::artifacts::CHAMPION;
 use kiln_engine::io::FileFormat;
 use kiln_engine::{KilnError, Result};
 use kiln_models::data::RowScorer;
-use kiln_models::distributed::data_parallel::{
-    InProcess, SetSummary, check_params, data_parallel_only_gbt,
-};
+use kiln_models::distributed::data_parallel::{InProcess, SetSummary, check_estimator};
 use kiln_models::distributed::{ClusterFits, ClusterPartitions, DataParallelFits};
 use kiln_models::distribution::{Distribution, Mode, Target, Work};
 use kiln_models::drift::{
@@ -89,7 +87,8 @@ pub struct Init {
     /// Where the fits run: `auto` (on a Ballista master: fan-out tuning
     /// when there are fits to tune, data-parallel for an untuned binary GBT
     /// large enough for the executors' vcores to pay, as the run report
-    /// says), `local`, `tuning` or `data_parallel`.
+    /// says), `local`, `tuning` or `data_parallel` (binary GBTs and any
+    /// random forest, without a grid).
     #[serde(default)]
     distribution: Distribution,
     /// Row partitions of a data-parallel fit (default: the session's
@@ -253,16 +252,6 @@ impl ModelTraining {
         }
         if init.distribution == Distribution::DataParallel {
             for spec in &init.estimators {
-                if spec.classname != "GBTClassifier" {
-                    return Err(KilnError::config_fix(
-                        format!(
-                            "{}: distribution: data_parallel fits GBTClassifier, not {}",
-                            at("distribution"),
-                            spec.classname
-                        ),
-                        "train it with distribution: tuning or local, or drop it from estimators",
-                    ));
-                }
                 if spec.grid.values().any(|v| v.len() > 1) {
                     return Err(KilnError::config_fix(
                         format!(
@@ -601,10 +590,7 @@ impl Task for ModelTraining {
                 Mode::DataParallel => {
                     let summary = SetSummary::of(&train)?;
                     for c in &all_candidates {
-                        match c {
-                            ModelParams::GBTClassifier(p) => check_params(p, summary.classes)?,
-                            other => return Err(data_parallel_only_gbt(other.classname())),
-                        }
+                        check_estimator(c, summary.classes)?;
                     }
                     let partitions = self
                         .init
