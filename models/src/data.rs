@@ -224,6 +224,14 @@ macro_rules! with_codes {
     };
 }
 
+/// Writes one feature's `column` (rows from `first`) into row-major codes
+/// of `nf` features.
+pub(crate) fn scatter<T: Copy>(column: &[T], rows: &mut [T], first: usize, f: usize, nf: usize) {
+    for (r, v) in column.iter().enumerate() {
+        rows[(first + r) * nf + f] = *v;
+    }
+}
+
 impl Codes {
     /// `values` missing-value codes, as wide as `max_bins` needs.
     pub fn zeros(values: usize, max_bins: usize) -> Codes {
@@ -273,9 +281,7 @@ impl Codes {
             let nf = columns.len();
             let mut out = vec![T::default(); rows * nf];
             for (f, column) in columns.iter().enumerate() {
-                for (r, v) in column.iter().enumerate() {
-                    out[r * nf + f] = *v;
-                }
+                scatter(column, &mut out, 0, f, nf);
             }
             out
         }

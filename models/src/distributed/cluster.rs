@@ -7,7 +7,7 @@
 
 use super::data_parallel::{LevelBackend, LevelWork, row_ranges, sum_histograms};
 use super::fit_udf::{FitTask, WireOutcome, fit_udf};
-use super::histogram_udf::{HistogramTask, histogram_udf};
+use super::histogram_udf::{HistogramTask, PartFiles, histogram_udf};
 use super::set_file::{encode, file_name};
 use crate::data::TrainingSet;
 use crate::jobs::{FitJob, FitOutcome, FitRunner, largest_first_order};
@@ -295,10 +295,13 @@ impl ClusterPartitions {
             .map(|&p| {
                 let task = HistogramTask {
                     partition: p,
-                    part_url: urls[p].clone(),
+                    files: if swap {
+                        PartFiles::Swappable(urls.clone())
+                    } else {
+                        PartFiles::Exactly(urls[p].clone())
+                    },
                     checksum: format!("{:016x}", self.checksum),
                     request: req.clone(),
-                    swap: if swap { urls.clone() } else { Vec::new() },
                 };
                 serde_json::to_string(&task)
                     .map(|json| (p as i64, json))

@@ -10,7 +10,7 @@
 //! Ballista places a level's tasks on whichever executor asks first, so a
 //! boosting task may land where its partition's scores are not kept. Such a task
 //! computes instead a partition whose scores this executor keeps and that
-//! no task here computed at this level (see [`HistogramTask::swap`]), so
+//! no task here computed at this level (see [`PartFiles::Swappable`]), so
 //! every executor keeps working on its own partitions; the driver runs any
 //! partition no reply covered again, without swapping. The histograms of a
 //! partition do not depend on where they are computed, so neither does
@@ -25,19 +25,42 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
-/// One task: a partition's file and checksum, and the level's request.
+/// One task: a partition (its index in the fit), the files it may
+/// compute, their checksum, and the level's request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistogramTask {
-    /// The partition's index among `swap` (or in the fit, without `swap`).
     pub partition: usize,
-    pub part_url: String,
+    pub files: PartFiles,
     /// Hex, so no JSON number loses bits.
     pub checksum: String,
     pub request: LevelWork,
+}
+
+/// Which partition a task computes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartFiles {
+    /// Exactly its own, in this file.
+    Exactly(String),
     /// Every partition's file, in order: a boosting task may compute
-    /// another one (see the module docs). Empty: exactly `part_url`.
-    #[serde(default)]
-    pub swap: Vec<String>,
+    /// another one than its own (see the module docs).
+    Swappable(Vec<String>),
+}
+
+impl PartFiles {
+    /// The file of partition `p`.
+    fn of(&self, p: usize) -> kiln_engine::Result<&String> {
+        match self {
+            PartFiles::Exactly(url) => Some(url),
+            PartFiles::Swappable(all) => all.get(p),
+        }
+        .ok_or_else(|| {
+            kiln_engine::KilnError::internal(
+                "a histogram task",
+                format!("no file for partition {p}"),
+            )
+        })
+    }
 }
 
 /// A tree level of one fit: its finished trees and the growing tree's size.
@@ -99,7 +122,7 @@ impl HistogramTask {
             // A forest level keeps no state: any process computes any
             // partition alike.
             LevelWork::Forest(req) => {
-                let part = load(&self.part_url, checksum)?;
+                let part = load(self.files.of(self.partition)?, checksum)?;
                 Ok((self.partition, forest_histograms(&part, req)?))
             }
             LevelWork::Boosting(req) => self.boosting(req, checksum),
@@ -125,22 +148,23 @@ impl HistogramTask {
                     .as_ref()
                     .is_none_or(|s| s.fit() == request.fit && s.behind(request).0 <= 1)
             });
-            let (partition, url) = if self.swap.is_empty() {
-                (self.partition, &self.part_url)
-            } else {
-                let level = Level::of(request);
-                let kept_of = |p: usize| self.swap.get(p).and_then(|url| kept.get(url));
-                let p = choose(
-                    self.partition,
-                    self.swap.len(),
-                    |p| kept_of(p).is_none_or(|k| k.taken_for != Some(level)),
-                    |p| {
-                        kept_of(p)
-                            .and_then(|k| k.state.as_ref())
-                            .is_some_and(|s| s.is_current(request))
-                    },
-                );
-                (p, self.swap.get(p).unwrap_or(&self.part_url))
+            let (partition, url) = match &self.files {
+                PartFiles::Exactly(url) => (self.partition, url),
+                PartFiles::Swappable(all) => {
+                    let level = Level::of(request);
+                    let kept_of = |p: usize| all.get(p).and_then(|url| kept.get(url));
+                    let p = choose(
+                        self.partition,
+                        all.len(),
+                        |p| kept_of(p).is_none_or(|k| k.taken_for != Some(level)),
+                        |p| {
+                            kept_of(p)
+                                .and_then(|k| k.state.as_ref())
+                                .is_some_and(|s| s.is_current(request))
+                        },
+                    );
+                    (p, self.files.of(p)?)
+                }
             };
             let entry = kept.entry(url.clone()).or_default();
             entry.taken_for = Some(Level::of(request));

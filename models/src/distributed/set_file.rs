@@ -4,7 +4,7 @@
 //! and boundaries round-trip exactly, so a set read back on an executor
 //! trains the same model as the set it was written from.
 
-use crate::data::{Binned, Codes, FeatureBins, TrainingSet};
+use crate::data::{Binned, Codes, FeatureBins, TrainingSet, scatter};
 use arrow::array::{Array, ArrayRef, AsArray, UInt8Array, UInt16Array, UInt32Array};
 use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt8Type, UInt16Type, UInt32Type};
@@ -191,14 +191,6 @@ pub fn decode(bytes: Vec<u8>, location: &str) -> Result<SetPart> {
         set_rows: header.set_rows,
         first_row: header.first_row,
     })
-}
-
-/// Writes one feature's `column` (rows from `first`) into row-major codes
-/// of `nf` features.
-fn scatter<T: Copy>(column: &[T], rows: &mut [T], first: usize, f: usize, nf: usize) {
-    for (r, v) in column.iter().enumerate() {
-        rows[(first + r) * nf + f] = *v;
-    }
 }
 
 /// The schema and record batches of an Arrow IPC file, whose arrays point

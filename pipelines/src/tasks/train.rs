@@ -562,7 +562,16 @@ impl Task for ModelTraining {
                 (false, _) => Target::Local,
                 // Only `auto` weighs the cluster's size.
                 (true, Distribution::Auto) => {
-                    Target::cluster(ctx.session.cluster_capacity().await?.map(|c| c.vcores))
+                    let capacity = ctx.session.cluster_capacity().await?;
+                    if let Some(c) = &capacity {
+                        tracing::info!(
+                            task = %ctx.task_name,
+                            executors = c.executors,
+                            vcores = c.vcores,
+                            "the cluster, as the scheduler's /api/executors reports it"
+                        );
+                    }
+                    Target::cluster(capacity.map(|c| c.vcores))
                 }
                 (true, _) => Target::cluster(None),
             };
