@@ -2143,6 +2143,14 @@ fn distributed_training_matches_local_on_1_2_and_3_executors_and_survives_a_kill
     let (_, used, reason) = train_model(&dir.join("auto-3"), &raw, "auto", &cluster.master())?;
     assert_eq!(used, "local", "{reason}");
     assert!(reason.contains("3 vcores"), "{reason}");
+    // A forest is weighed by rows × trees, here far below its break-even.
+    let (_, used, reason) =
+        train_model(&dir.join("auto-3"), &raw, "forest_auto", &cluster.master())?;
+    assert_eq!(used, "local", "{reason}");
+    assert!(
+        reason.contains("rows × trees") && reason.contains("pays from"),
+        "{reason}"
+    );
     // SIGKILL one executor while both modes train: Ballista runs its tasks
     // again elsewhere, and the models are the same.
     let started = Instant::now();

@@ -3,19 +3,47 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What one tree level costs, per training cell (row × feature) and per
-/// core, for a local fit and for the partitions of a data-parallel fit,
-/// and the data-parallel round trip per level (a Ballista job, the merged
-/// histograms, the splits sent back). Measured by `benches/distributed.sh
-/// breakeven` on the demo's 58-feature table (1.6M and 6.4M training rows,
-/// two 1-vcore executors on loopback, and 2 threads locally).
-pub mod level_cost {
-    /// Core-seconds per cell and level of a local (float) fit.
-    pub const LOCAL_CORE_SECONDS_PER_CELL: f64 = 1.07e-9;
+/// What one tree level costs, per training cell and per core, for a local
+/// fit and for the partitions of a data-parallel fit, and the
+/// data-parallel round trip per level (a Ballista job, the merged
+/// histograms, the splits sent back).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LevelCost {
+    /// What a cell is, for the run report.
+    pub cell: &'static str,
+    /// Core-seconds per cell and level of a local fit.
+    pub local_core_seconds_per_cell: f64,
     /// Core-seconds per cell and level of a data-parallel partition.
-    pub const DATA_PARALLEL_CORE_SECONDS_PER_CELL: f64 = 2.1e-9;
+    pub data_parallel_core_seconds_per_cell: f64,
     /// Seconds per level of a data-parallel round trip, whatever the rows.
-    pub const DATA_PARALLEL_ROUND_TRIP_SECONDS: f64 = 0.06;
+    pub round_trip_seconds: f64,
+}
+
+/// The measured [`LevelCost`]s, from `benches/distributed.sh` on the demo's
+/// 58-feature table, two 1-vcore executors on loopback and 2 threads
+/// locally (issue 18's closing notes).
+pub mod level_cost {
+    use super::LevelCost;
+
+    /// A binary GBT's level (a cell is a row × feature): `breakeven` at
+    /// 1.6M and 6.4M training rows, maxBins 255.
+    pub const BOOSTING: LevelCost = LevelCost {
+        cell: "rows × features",
+        local_core_seconds_per_cell: 1.07e-9,
+        data_parallel_core_seconds_per_cell: 2.1e-9,
+        round_trip_seconds: 0.06,
+    };
+
+    /// A level of all a forest's trees (a cell is a row × tree): `forest`
+    /// at 1.6M and 6.4M training rows, 20 trees of depth 5, maxBins 255,
+    /// √58 features per node. Local: 20.7 s for 5 levels of 6.4M × 20 on
+    /// 2 threads; data-parallel: 6.40 s per level on one 1-vcore executor.
+    pub const FOREST: LevelCost = LevelCost {
+        cell: "rows × trees",
+        local_core_seconds_per_cell: 6.5e-8,
+        data_parallel_core_seconds_per_cell: 5.0e-8,
+        round_trip_seconds: 0.06,
+    };
 }
 
 /// `initialization_parameters.distribution` of `ModelTraining`.
@@ -25,9 +53,10 @@ pub mod level_cost {
 #[serde(rename_all = "snake_case")]
 pub enum Distribution {
     /// Chosen from the master and the work: on a cluster, fan-out tuning
-    /// when there are fits to tune; for an untuned binary GBT, data-parallel
-    /// when a tree level is predicted faster over the executors' vcores
-    /// than over this process's threads; else this process.
+    /// when there are fits to tune; for an untuned binary GBT or forest,
+    /// data-parallel when a tree level is predicted faster over the
+    /// executors' vcores than over this process's threads; else this
+    /// process.
     #[default]
     Auto,
     /// Every fit in this process.
@@ -57,14 +86,14 @@ pub struct Placement {
 }
 
 /// What a training task has to do, as far as placement cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Work {
     /// Tuning fits (0 when no estimator has a grid).
     pub fits: usize,
-    /// Every estimator is a GBT and the label binary.
-    pub binary_gbt_only: bool,
-    /// Training rows × features.
-    pub cells: u64,
+    /// When every estimator is of one kind that can be fitted
+    /// data-parallel: the cost of its tree level, and its cells (training
+    /// rows × features for a binary GBT, rows × trees for a forest).
+    pub data_parallel: Option<(LevelCost, u64)>,
 }
 
 /// Where the fits can run.
@@ -100,25 +129,26 @@ struct LevelSeconds {
 }
 
 impl LevelSeconds {
-    fn predict(cells: u64, driver_threads: usize, vcores: u64) -> Self {
-        use level_cost::*;
+    fn predict(cost: &LevelCost, cells: u64, driver_threads: usize, vcores: u64) -> Self {
         let cells = cells as f64;
         LevelSeconds {
-            local: cells * LOCAL_CORE_SECONDS_PER_CELL / driver_threads.max(1) as f64,
-            data_parallel: DATA_PARALLEL_ROUND_TRIP_SECONDS
-                + cells * DATA_PARALLEL_CORE_SECONDS_PER_CELL / vcores.max(1) as f64,
+            local: cells * cost.local_core_seconds_per_cell / driver_threads.max(1) as f64,
+            data_parallel: cost.round_trip_seconds
+                + cells * cost.data_parallel_core_seconds_per_cell / vcores.max(1) as f64,
         }
     }
 }
 
 /// The training cells from which data-parallel over `vcores` beats a local
 /// fit on `driver_threads`; `None` when it never does (too few vcores).
-pub fn data_parallel_break_even(driver_threads: usize, vcores: u64) -> Option<u64> {
-    use level_cost::*;
-    let saved_per_cell = LOCAL_CORE_SECONDS_PER_CELL / driver_threads.max(1) as f64
-        - DATA_PARALLEL_CORE_SECONDS_PER_CELL / vcores.max(1) as f64;
-    (saved_per_cell > 0.0)
-        .then(|| (DATA_PARALLEL_ROUND_TRIP_SECONDS / saved_per_cell).ceil() as u64)
+pub fn data_parallel_break_even(
+    cost: &LevelCost,
+    driver_threads: usize,
+    vcores: u64,
+) -> Option<u64> {
+    let saved_per_cell = cost.local_core_seconds_per_cell / driver_threads.max(1) as f64
+        - cost.data_parallel_core_seconds_per_cell / vcores.max(1) as f64;
+    (saved_per_cell > 0.0).then(|| (cost.round_trip_seconds / saved_per_cell).ceil() as u64)
 }
 
 impl Distribution {
@@ -148,25 +178,28 @@ impl Distribution {
                 Mode::Tuning,
                 format!("auto: {} tuning fits fan out over the cluster's executors", work.fits),
             ),
-            (Distribution::Auto, Target::Cluster { .. }) if !work.binary_gbt_only => placement(
-                Mode::Local,
-                "auto: nothing to tune and not a binary GBT (the learner whose data-parallel cost is measured; forests go data-parallel when asked with distribution: data_parallel): one fit per estimator in this process".into(),
-            ),
             (
                 Distribution::Auto,
                 Target::Cluster {
                     driver_threads,
                     vcores,
                 },
-            ) => auto_data_parallel_or_local(driver_threads, vcores, work.cells),
+            ) => match work.data_parallel {
+                Some((cost, cells)) => auto_data_parallel_or_local(&cost, driver_threads, vcores, cells),
+                None => placement(
+                    Mode::Local,
+                    "auto: nothing to tune, and the estimators are not all binary GBTs or all forests (what data-parallel fits): one fit per estimator in this process".into(),
+                ),
+            },
         }
     }
 }
 
-/// `auto` for one untuned binary GBT on a cluster: data-parallel when a
-/// tree level is predicted to take less time over the executors' vcores
-/// than over this process's threads.
+/// `auto` for untuned fits that can go data-parallel, on a cluster:
+/// data-parallel when a tree level is predicted to take less time over
+/// the executors' vcores than over this process's threads.
 fn auto_data_parallel_or_local(
+    cost: &LevelCost,
     driver_threads: usize,
     vcores: Option<u64>,
     cells: u64,
@@ -177,8 +210,8 @@ fn auto_data_parallel_or_local(
             reason: "auto: nothing to tune, and the scheduler does not report its executors' vcores (no REST API), so data-parallel cannot be weighed: one fit in this process; set distribution: data_parallel to use the executors".into(),
         };
     };
-    let predicted = LevelSeconds::predict(cells, driver_threads, vcores);
-    let pays_from = match data_parallel_break_even(driver_threads, vcores) {
+    let predicted = LevelSeconds::predict(cost, cells, driver_threads, vcores);
+    let pays_from = match data_parallel_break_even(cost, driver_threads, vcores) {
         Some(cells) => format!("data-parallel pays from {cells} cells on this cluster"),
         None => format!(
             "data-parallel never pays with {vcores} vcores against {driver_threads} local threads"
@@ -192,8 +225,8 @@ fn auto_data_parallel_or_local(
     Placement {
         mode,
         reason: format!(
-            "auto: nothing to tune; a tree level over {cells} rows × features is predicted at {:.3} s on this process's {driver_threads} threads and {:.3} s data-parallel over the executors' {vcores} vcores ({pays_from}): {verdict}",
-            predicted.local, predicted.data_parallel
+            "auto: nothing to tune; a tree level over {cells} {} is predicted at {:.3} s on this process's {driver_threads} threads and {:.3} s data-parallel over the executors' {vcores} vcores ({pays_from}): {verdict}",
+            cost.cell, predicted.local, predicted.data_parallel
         ),
     }
 }
@@ -202,11 +235,11 @@ fn auto_data_parallel_or_local(
 mod tests {
     use super::*;
 
+    /// Binary GBTs over `cells` rows × features.
     fn work(fits: usize, cells: u64) -> Work {
         Work {
             fits,
-            binary_gbt_only: true,
-            cells,
+            data_parallel: Some((level_cost::BOOSTING, cells)),
         }
     }
 
@@ -226,7 +259,7 @@ mod tests {
         // The loopback cluster the break-even was measured on: two 1-vcore
         // executors against 2 local threads. Data-parallel was 2.3× slower
         // at 6.4M rows; it must never be chosen there, at any size.
-        assert_eq!(data_parallel_break_even(2, 2), None);
+        assert_eq!(data_parallel_break_even(&level_cost::BOOSTING, 2, 2), None);
         for cells in [DEMO, 6_400_000 * 58, ROWS_38M, u64::MAX / 4] {
             let placed = Distribution::Auto.place(cluster(2, 2), work(0, cells));
             assert_eq!(placed.mode, Mode::Local, "{cells} cells: {}", placed.reason);
@@ -245,7 +278,7 @@ mod tests {
             large_end.reason
         );
         // Exactly at the break-even the predictions cross.
-        let even = data_parallel_break_even(2, 64).expect("64 vcores pay");
+        let even = data_parallel_break_even(&level_cost::BOOSTING, 2, 64).expect("64 vcores pay");
         assert!(DEMO < even && even < ROWS_38M, "break-even {even}");
         assert_eq!(
             Distribution::Auto
@@ -260,7 +293,7 @@ mod tests {
             Mode::DataParallel
         );
         // More vcores lower the break-even.
-        assert!(data_parallel_break_even(2, 256) < Some(even));
+        assert!(data_parallel_break_even(&level_cost::BOOSTING, 2, 256) < Some(even));
         // A scheduler that does not report vcores: local, and says why.
         let unknown = Target::Cluster {
             driver_threads: 2,
@@ -271,6 +304,48 @@ mod tests {
         assert!(placed.reason.contains("vcores"), "{}", placed.reason);
     }
 
+    /// Forests: data-parallel does less work per row × tree than a local
+    /// fit, so it pays on the measured loopback cluster above a size.
+    #[test]
+    fn auto_weighs_a_forest_by_rows_times_trees() {
+        let forest = |rows: u64, trees: u64| Work {
+            fits: 0,
+            data_parallel: Some((level_cost::FOREST, rows * trees)),
+        };
+        let loopback = cluster(2, 2);
+        let even = data_parallel_break_even(&level_cost::FOREST, 2, 2).expect("pays");
+        // The bench's 1.6M and 6.4M training rows × 20 trees, where 2
+        // executors fitted faster than 2 local threads (4.4 s vs 4.9 s,
+        // 19.4 s vs 20.7 s): data-parallel. The CLI test's 15,000 rows ×
+        // 5 trees: local.
+        for (rows, trees, mode) in [
+            (1_600_000, 20, Mode::DataParallel),
+            (6_400_000, 20, Mode::DataParallel),
+            (15_000, 5, Mode::Local),
+        ] {
+            let placed = Distribution::Auto.place(loopback, forest(rows, trees));
+            assert_eq!(placed.mode, mode, "{}", placed.reason);
+            assert!(placed.reason.contains("rows × trees"), "{}", placed.reason);
+            assert!(
+                placed.reason.contains(&format!("pays from {even}")),
+                "{}",
+                placed.reason
+            );
+        }
+        assert_eq!(
+            Distribution::Auto
+                .place(loopback, forest(1, even - even / 100))
+                .mode,
+            Mode::Local
+        );
+        assert_eq!(
+            Distribution::Auto
+                .place(loopback, forest(1, even + even / 100))
+                .mode,
+            Mode::DataParallel
+        );
+    }
+
     #[test]
     fn auto_picks_by_master_tuning_and_learner() {
         let big = cluster(2, 1024);
@@ -278,11 +353,11 @@ mod tests {
             Distribution::Auto.place(big, work(30, 0)).mode,
             Mode::Tuning
         );
-        let forest = Work {
-            binary_gbt_only: false,
+        let mixed = Work {
+            data_parallel: None,
             ..work(0, ROWS_38M)
         };
-        assert_eq!(Distribution::Auto.place(big, forest).mode, Mode::Local);
+        assert_eq!(Distribution::Auto.place(big, mixed).mode, Mode::Local);
         assert_eq!(
             Distribution::Auto
                 .place(Target::Local, work(30, ROWS_38M))

@@ -13,7 +13,7 @@ use kiln_engine::{KilnError, Result};
 use kiln_models::data::RowScorer;
 use kiln_models::distributed::data_parallel::{InProcess, SetSummary, check_estimator};
 use kiln_models::distributed::{ClusterFits, ClusterPartitions, DataParallelFits};
-use kiln_models::distribution::{Distribution, Mode, Target, Work};
+use kiln_models::distribution::{Distribution, Mode, Target, Work, level_cost};
 use kiln_models::drift::{
     FeatureReference, PROFILE_FILE, PROFILE_FORMAT_VERSION, Reference, ReferenceProfile, score_of,
 };
@@ -86,8 +86,8 @@ pub struct Init {
     memory_limit: Option<String>,
     /// Where the fits run: `auto` (on a Ballista master: fan-out tuning
     /// when there are fits to tune, data-parallel for an untuned binary GBT
-    /// large enough for the executors' vcores to pay, as the run report
-    /// says), `local`, `tuning` or `data_parallel` (binary GBTs and any
+    /// or forest large enough for the executors' vcores to pay, as the run
+    /// report says), `local`, `tuning` or `data_parallel` (binary GBTs and any
     /// random forest, without a grid).
     #[serde(default)]
     distribution: Distribution,
@@ -549,14 +549,25 @@ impl Task for ModelTraining {
             }
             .tuning_fits()?;
             let on_cluster = !ctx.session.master().is_local();
-            let binary = classes == 2;
+            let rows = train.n_rows() as u64;
+            let binary_gbts = classes == 2
+                && all_candidates
+                    .iter()
+                    .all(|c| matches!(c, ModelParams::GBTClassifier(_)));
+            let trees: Option<u64> = all_candidates
+                .iter()
+                .map(|c| match c {
+                    ModelParams::RandomForestClassifier(p) => Some(p.num_trees as u64),
+                    _ => None,
+                })
+                .sum();
             let work = Work {
                 fits,
-                binary_gbt_only: binary
-                    && all_candidates
-                        .iter()
-                        .all(|c| matches!(c, ModelParams::GBTClassifier(_))),
-                cells: (train.n_rows() * train.n_features()) as u64,
+                data_parallel: match (binary_gbts, trees) {
+                    (true, _) => Some((level_cost::BOOSTING, rows * train.n_features() as u64)),
+                    (false, Some(trees)) => Some((level_cost::FOREST, rows * trees)),
+                    (false, None) => None,
+                },
             };
             let target = match (on_cluster, self.init.distribution) {
                 (false, _) => Target::Local,
