@@ -5,6 +5,7 @@
 #
 #   bash benches/distributed.sh grid LAKE        # thesis grid (1,350 fits), fan-out tuning
 #   bash benches/distributed.sh dp LAKE          # one GBT (20 x depth 5, maxBins 255), data-parallel
+#   bash benches/distributed.sh dp-scheduling LAKE  # dp on 1 and 2 executors, tasks pulled and pushed
 #   bash benches/distributed.sh forest LAKE      # one forest (20 trees x depth 5, maxBins 255),
 #                                                # data-parallel, against the same forest fitted locally
 #   bash benches/distributed.sh cap LAKE BYTES [CACHE]  # data-parallel, each executor in a
@@ -15,6 +16,7 @@
 #                                                # one process, per lake size, and
 #                                                # what auto chose there and why
 #
+# KILN_BENCH_SCHEDULING=push starts the cluster with pushed tasks (default pull).
 # KILN_BENCH_EXECUTOR_LOG=kiln_models=debug logs each partition state an
 # executor had to recompute (to $KILN_BENCH_DIR/executorN.log).
 #
@@ -25,6 +27,8 @@ cd "$(dirname "$0")/.."
 KILN=${KILN:-target/release/kiln}
 OUT=${KILN_BENCH_DIR:-/tmp/kiln-distributed}
 PORT=${KILN_BENCH_PORT:-52050}
+# How tasks reach executors (kiln's default: pull).
+SCHEDULING=${KILN_BENCH_SCHEDULING:-pull}
 [ -x "$KILN" ] || cargo build --release -p kiln-cli
 mkdir -p "$OUT"
 pids=()
@@ -45,14 +49,14 @@ trap stop_cluster EXIT
 # start_cluster N [executor command prefix...]
 start_cluster() {
   local n=$1; shift
-  KILN_LOG=warn "$KILN" scheduler --bind-port "$PORT" > "$OUT/scheduler.log" 2>&1 &
+  KILN_LOG=warn "$KILN" scheduler --bind-port "$PORT" --task-scheduling "$SCHEDULING" > "$OUT/scheduler.log" 2>&1 &
   pids+=($!)
   sleep 1
   for i in $(seq 1 "$n"); do
     mkdir -p "$OUT/work$i"
     KILN_LOG=${KILN_BENCH_EXECUTOR_LOG:-warn} "$@" "$KILN" executor --scheduler-port "$PORT" \
       --bind-port $((PORT + 10 * i + 1)) --grpc-port $((PORT + 10 * i + 2)) \
-      --vcores 1 --work-dir "$OUT/work$i" > "$OUT/executor$i.log" 2>&1 &
+      --vcores 1 --task-scheduling "$SCHEDULING" --work-dir "$OUT/work$i" > "$OUT/executor$i.log" 2>&1 &
     pids+=($!)
   done
   for _ in $(seq 1 100); do
@@ -117,6 +121,16 @@ case "$mode" in
       grep -E "^ +GBTClassifier" "$OUT/$name.log" | tail -1 | sed "s/^/$name test metrics: /"
     done
     ;;
+  dp-scheduling)
+    # The data-parallel GBT on 1 and 2 executors, pulling tasks (kiln's
+    # default) and with tasks pushed by the scheduler.
+    lake=$1
+    for SCHEDULING in pull push; do
+      start_cluster 1; one=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" "dp-$SCHEDULING-1"); stop_cluster
+      start_cluster 2; two=$(KILN_DISTRIBUTION=data_parallel train configs/bench/train_gbt.yaml "$lake" "df://127.0.0.1:$PORT" "dp-$SCHEDULING-2"); stop_cluster
+      compare "dp $SCHEDULING, 1 executor" "$one" "dp $SCHEDULING, 2 executors" "$two"
+    done
+    ;;
   forest)
     lake=$1 config=configs/bench/train_forest.yaml
     start_cluster 1; one=$(KILN_DISTRIBUTION=data_parallel train $config "$lake" "df://127.0.0.1:$PORT" forest-dp-1); stop_cluster
@@ -179,5 +193,5 @@ case "$mode" in
     done
     ;;
   *)
-    sed -n 2,19p "$0"; exit 2 ;;
+    sed -n 2,22p "$0"; exit 2 ;;
 esac

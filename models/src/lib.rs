@@ -9,6 +9,9 @@
 //! * [`memory`] plans a training task's peak memory before it allocates it;
 //! * [`tree`] grows histogram trees (rayon, sibling subtraction, learned
 //!   default direction for missing values) for both learners;
+//! * [`sampling`] draws a forest's bootstrap weights and node feature samples
+//!   by hash of (seed, tree, row) and (seed, node path), independent of the
+//!   order rows and nodes are visited in;
 //! * [`gbt::GbtParams`] → [`gbt::GbtModel`] and [`rf::RfParams`] → [`rf::RfModel`]:
 //!   validated params and fitted models are different types (linfa style),
 //!   joined by [`model::Estimator`] / [`model::Classifier`] and listed once in

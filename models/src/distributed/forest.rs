@@ -208,9 +208,13 @@ pub fn fit_forest(
                 &merged[start..start + bins[f].n_bins() * k]
             };
             // The node's class counts: any feature's bins add up to them.
+            let first = *o
+                .features
+                .first()
+                .ok_or_else(|| KilnError::internal(WHAT, "a node with no features drawn"))?;
             let stats = {
                 let mut s = vec![0i64; k];
-                for bin in feature_hist(0, o.features[0]).chunks(k) {
+                for bin in feature_hist(0, first).chunks(k) {
                     s.iter_mut().zip(bin).for_each(|(a, b)| *a += b);
                 }
                 to_f64(&s)
