@@ -250,6 +250,18 @@ mod tests {
         }
     }
 
+    /// 1 % below the break-even `even` stays local, 1 % above goes
+    /// data-parallel: the predictions cross there.
+    fn assert_crosses_at(target: Target, even: u64, work_of: impl Fn(u64) -> Work) {
+        for (cells, mode) in [
+            (even - even / 100, Mode::Local),
+            (even + even / 100, Mode::DataParallel),
+        ] {
+            let placed = Distribution::Auto.place(target, work_of(cells));
+            assert_eq!(placed.mode, mode, "{cells} cells: {}", placed.reason);
+        }
+    }
+
     /// The demo's training set and the 38M-row table (58 features).
     const DEMO: u64 = 435_609 * 58;
     const ROWS_38M: u64 = 30_518_432 * 58;
@@ -280,18 +292,7 @@ mod tests {
         // Exactly at the break-even the predictions cross.
         let even = data_parallel_break_even(&level_cost::BOOSTING, 2, 64).expect("64 vcores pay");
         assert!(DEMO < even && even < ROWS_38M, "break-even {even}");
-        assert_eq!(
-            Distribution::Auto
-                .place(big, work(0, even - even / 100))
-                .mode,
-            Mode::Local
-        );
-        assert_eq!(
-            Distribution::Auto
-                .place(big, work(0, even + even / 100))
-                .mode,
-            Mode::DataParallel
-        );
+        assert_crosses_at(big, even, |cells| work(0, cells));
         // More vcores lower the break-even.
         assert!(data_parallel_break_even(&level_cost::BOOSTING, 2, 256) < Some(even));
         // A scheduler that does not report vcores: local, and says why.
@@ -332,18 +333,7 @@ mod tests {
                 placed.reason
             );
         }
-        assert_eq!(
-            Distribution::Auto
-                .place(loopback, forest(1, even - even / 100))
-                .mode,
-            Mode::Local
-        );
-        assert_eq!(
-            Distribution::Auto
-                .place(loopback, forest(1, even + even / 100))
-                .mode,
-            Mode::DataParallel
-        );
+        assert_crosses_at(loopback, even, |cells| forest(1, cells));
     }
 
     #[test]
