@@ -191,10 +191,10 @@ pub fn fit_forest(
                 .collect(),
         };
         let started = std::time::Instant::now();
-        let merged = backend.histograms(&LevelWork::Forest(req.clone()))?;
+        let (offsets, total) = req.offsets(width);
+        let merged = backend.histograms(&LevelWork::Forest(req))?;
         levels += 1;
         levels_seconds += started.elapsed().as_secs_f64();
-        let (offsets, total) = req.offsets(width);
         if merged.len() != total {
             return Err(KilnError::internal(
                 WHAT,
